@@ -1,0 +1,56 @@
+//! Echo server: every message comes back as it went out.
+//!
+//! `cargo run --release --example echo -- [--addr 127.0.0.1:9001]`
+//! (`RUST_LOG=debug` for a log line per connection event).
+
+use std::net::SocketAddr;
+
+use wsloop::{CloseReason, Config, ConnId, Context, Handler, Message, Request, Server, Upgrade};
+
+struct Echo;
+
+impl Handler for Echo {
+    type State = ();
+
+    fn on_upgrade(&mut self, req: &Request<'_, '_>, peer: SocketAddr) -> Upgrade<()> {
+        log::debug!("{peer}: upgrade to {}", req.path());
+        Upgrade::accept(())
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_, ()>, id: ConnId, msg: Message<'_>) {
+        if let Err(e) = ctx.send(id, msg) {
+            log::warn!("{id}: echo not sent: {e}");
+        }
+    }
+
+    fn on_close(&mut self, _ctx: &mut Context<'_, ()>, id: ConnId, why: CloseReason<'_>) {
+        log::debug!("{id}: closed: {why:?}");
+    }
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut addr = String::from("127.0.0.1:9001");
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next()) {
+            ("--addr", Some(value)) => addr = value,
+            _ => {
+                eprintln!("usage: echo [--addr HOST:PORT]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let mut server = match Server::bind(&addr, Config::default(), Echo) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("echo: {e}");
+            std::process::exit(1);
+        }
+    };
+    log::info!("echo server listening on ws://{}/", server.local_addr());
+    if let Err(e) = server.run() {
+        eprintln!("echo: {e}");
+        std::process::exit(1);
+    }
+}

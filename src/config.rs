@@ -1,0 +1,160 @@
+//! Server configuration: every limit with a default that is safe on the open internet.
+
+use std::time::Duration;
+
+use crate::Error;
+
+/// What happens when a send would push a connection's write queue past `max_write_buffer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Close the connection with 1008 (policy violation); other connections are unaffected.
+    Close,
+    /// Refuse the send with [`SendError::Full`](crate::SendError::Full) and keep the connection.
+    Refuse,
+}
+
+macro_rules! config {
+    ($( $(#[$doc:meta])* $name:ident : $ty:ty = $default:expr, )*) => {
+        /// Server configuration. Start from [`Config::default()`] and change what you need with
+        /// the chainable setters of the same names; [`Server::bind`](crate::Server::bind)
+        /// validates it.
+        #[derive(Debug, Clone)]
+        #[non_exhaustive]
+        pub struct Config {
+            $( $(#[$doc])* pub $name: $ty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Config {
+                Config { $( $name: $default, )* }
+            }
+        }
+
+        impl Config {
+            $(
+                $(#[$doc])*
+                pub fn $name(mut self, value: $ty) -> Config {
+                    self.$name = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+config! {
+    /// Largest HTTP request head, blank line included; a larger one gets 431 (default 8 KiB).
+    max_handshake_size: usize = 8 * 1024,
+    /// Time a client has to complete its request head; then it is dropped (default 10 s).
+    handshake_timeout: Duration = Duration::from_secs(10),
+    /// Largest message, whole or fragmented; a larger one is refused with 1009 as soon as a
+    /// frame header announces it (default 16 MiB).
+    max_message_size: usize = 16 * 1024 * 1024,
+    /// Most bytes queued for one connection; see `on_overflow` (default 16 MiB).
+    max_write_buffer: usize = 16 * 1024 * 1024,
+    /// What a send beyond `max_write_buffer` does (default: close with 1008).
+    on_overflow: Overflow = Overflow::Close,
+    /// Ping a connection after this much silence from it; `None` never pings (default 30 s).
+    ping_interval: Option<Duration> = Some(Duration::from_secs(30)),
+    /// Drop a connection after this much silence from it; `None` never does (default 60 s).
+    idle_timeout: Option<Duration> = Some(Duration::from_secs(60)),
+    /// How long to wait for the peer's close frame, or for it to close TCP, after ours
+    /// (default 5 s).
+    close_timeout: Duration = Duration::from_secs(5),
+    /// Most open connections; more are answered 503 and closed (default 10,000).
+    max_connections: usize = 10_000,
+    /// Size of the reactor-wide read buffer, and so of one read (default 64 KiB).
+    read_buffer_size: usize = 64 * 1024,
+}
+
+impl Config {
+    /// Checks every option; the error names the first one that is out of range.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |option: &'static str, message: String| Err(Error::Config { option, message });
+        if !(256..=1 << 20).contains(&self.max_handshake_size) {
+            return bad(
+                "max_handshake_size",
+                format!("must be 256 B to 1 MiB, got {}", self.max_handshake_size),
+            );
+        }
+        if self.max_message_size < 125 {
+            return bad(
+                "max_message_size",
+                format!("must be at least 125 B, got {}", self.max_message_size),
+            );
+        }
+        if self.max_write_buffer < 1024 {
+            return bad(
+                "max_write_buffer",
+                format!("must be at least 1 KiB, got {}", self.max_write_buffer),
+            );
+        }
+        if !(4096..=16 << 20).contains(&self.read_buffer_size) {
+            return bad(
+                "read_buffer_size",
+                format!("must be 4 KiB to 16 MiB, got {}", self.read_buffer_size),
+            );
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be at least 1, got 0".into());
+        }
+        let durations = [
+            ("handshake_timeout", Some(self.handshake_timeout)),
+            ("close_timeout", Some(self.close_timeout)),
+            ("ping_interval", self.ping_interval),
+            ("idle_timeout", self.idle_timeout),
+        ];
+        for (option, value) in durations {
+            if value == Some(Duration::ZERO) {
+                return bad(option, "must be more than zero".into());
+            }
+        }
+        if let (Some(ping), Some(idle)) = (self.ping_interval, self.idle_timeout) {
+            if ping >= idle {
+                return bad(
+                    "ping_interval",
+                    format!("must be shorter than idle_timeout ({ping:?} >= {idle:?})"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn option_of(config: Config) -> &'static str {
+        match config.validate() {
+            Err(Error::Config { option, .. }) => option,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        let d = Config::default;
+        assert_eq!(option_of(d().max_handshake_size(10)), "max_handshake_size");
+        assert_eq!(option_of(d().max_message_size(0)), "max_message_size");
+        assert_eq!(option_of(d().max_write_buffer(1)), "max_write_buffer");
+        assert_eq!(option_of(d().read_buffer_size(1)), "read_buffer_size");
+        assert_eq!(option_of(d().max_connections(0)), "max_connections");
+        assert_eq!(
+            option_of(d().close_timeout(Duration::ZERO)),
+            "close_timeout"
+        );
+        let slow_ping = d().ping_interval(Some(Duration::from_secs(90)));
+        assert_eq!(option_of(slow_ping), "ping_interval");
+        let message = d().max_message_size(3).validate().unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "invalid config: max_message_size must be at least 125 B, got 3"
+        );
+    }
+}

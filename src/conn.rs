@@ -1,0 +1,106 @@
+//! One client connection's state: its phase, buffers, deadlines and the application's state.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use crate::buffer::{RxBuf, TxBuf};
+use crate::proto::handshake::HeadScanner;
+use crate::proto::message::Decoder;
+use crate::proto::Role;
+use crate::Config;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Waiting for the upgrade request.
+    Handshake,
+    /// Upgraded: messages flow both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's; its data is discarded.
+    Closing,
+    /// Done as far as the application knows: our last bytes are flushed, then we shut down
+    /// writing and wait for the peer to close TCP (reads are discarded).
+    Linger,
+}
+
+/// The receive side, taken out of the connection while its bytes are handed to the handler.
+#[derive(Debug)]
+pub(crate) struct Rx {
+    /// Bytes kept between reads.
+    pub(crate) buf: RxBuf,
+    /// What makes sense of them.
+    pub(crate) parse: Parse,
+}
+
+/// The receive side's protocol state.
+#[derive(Debug)]
+pub(crate) struct Parse {
+    pub(crate) decoder: Decoder,
+    pub(crate) scanner: HeadScanner,
+    /// Total size of the frame or head that the kept bytes are waiting to complete, if known.
+    pub(crate) want: usize,
+}
+
+impl Rx {
+    pub(crate) fn new(max_message_size: usize) -> Rx {
+        Rx {
+            buf: RxBuf::default(),
+            parse: Parse {
+                decoder: Decoder::new(Role::Server, max_message_size),
+                scanner: HeadScanner::default(),
+                want: 0,
+            },
+        }
+    }
+}
+
+/// A connection in the reactor's slab.
+#[derive(Debug)]
+pub(crate) struct Conn<S> {
+    pub(crate) socket: TcpStream,
+    pub(crate) peer: SocketAddr,
+    pub(crate) generation: u32,
+    pub(crate) phase: Phase,
+    pub(crate) rx: Rx,
+    pub(crate) tx: TxBuf,
+    /// The application's state, from upgrade until after `on_close`.
+    pub(crate) state: Option<S>,
+    /// When the peer last sent anything.
+    pub(crate) last_seen: Instant,
+    /// Handshake deadline, or close deadline once closing or lingering.
+    pub(crate) deadline: Instant,
+    /// The deadline this connection has in the timer heap.
+    pub(crate) armed: Option<Instant>,
+    /// A keepalive ping went out and nothing has arrived since.
+    pub(crate) ping_sent: bool,
+    /// WRITABLE interest is registered (only while bytes wait for the socket).
+    pub(crate) wants_write: bool,
+    /// In the dirty list, to be flushed at the end of the turn.
+    pub(crate) dirty: bool,
+    /// A flush hit `WouldBlock` since the queue was last empty: `on_drain` is owed.
+    pub(crate) backlogged: bool,
+    /// Writing is shut down (after the last bytes of a lingering connection).
+    pub(crate) write_shut: bool,
+}
+
+impl<S> Conn<S> {
+    /// The next time something must happen to this connection, if ever.
+    pub(crate) fn next_deadline(&self, config: &Config) -> Option<Instant> {
+        match self.phase {
+            Phase::Handshake | Phase::Closing | Phase::Linger => Some(self.deadline),
+            Phase::Open => {
+                let ping = config
+                    .ping_interval
+                    .filter(|_| !self.ping_sent)
+                    .map(|d| self.last_seen + d);
+                let idle = config.idle_timeout.map(|d| self.last_seen + d);
+                match (ping, idle) {
+                    (Some(p), Some(i)) => Some(p.min(i)),
+                    (p, i) => p.or(i),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! The reactor's connection table and the [`Context`] through which the application sends,
+//! broadcasts, closes and looks up connections.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use slab::Slab;
+
+use crate::buffer::BufPool;
+use crate::conn::{Conn, Phase};
+use crate::proto::frame::{OpCode, MAX_HEADER_LEN};
+use crate::proto::message::Encoder;
+use crate::proto::{CloseCode, Role};
+use crate::timer::Timers;
+use crate::{CloseReason, Config, ConnId, Message, Overflow, SendError};
+
+/// Everything about connections that the application may touch through a [`Context`].
+pub(crate) struct Core<S> {
+    pub(crate) conns: Slab<Conn<S>>,
+    pub(crate) config: Config,
+    pub(crate) pool: BufPool,
+    pub(crate) timers: Timers,
+    /// Connections with bytes to flush at the end of the turn.
+    pub(crate) dirty: Vec<ConnId>,
+    /// `on_close` calls owed for connections closed from inside a handler call.
+    pub(crate) closed: Vec<(ConnId, CloseReason<'static>)>,
+    /// The time of this turn.
+    pub(crate) now: Instant,
+    pub(crate) encoder: Encoder,
+    /// A broadcast's frame, encoded once.
+    frame: Vec<u8>,
+    next_generation: u32,
+}
+
+impl<S> Core<S> {
+    pub(crate) fn new(config: Config) -> Core<S> {
+        Core {
+            conns: Slab::new(),
+            pool: BufPool::new(16 * 1024, 1024),
+            timers: Timers::default(),
+            dirty: Vec::new(),
+            closed: Vec::new(),
+            now: Instant::now(),
+            encoder: Encoder::new(Role::Server),
+            frame: Vec::new(),
+            next_generation: 0,
+            config,
+        }
+    }
+
+    /// A fresh generation for a new connection.
+    pub(crate) fn generation(&mut self) -> u32 {
+        self.next_generation = self.next_generation.wrapping_add(1);
+        self.next_generation
+    }
+
+    /// The id of the connection at `index`.
+    pub(crate) fn id(&self, index: usize) -> Option<ConnId> {
+        self.conns.get(index).map(|c| ConnId {
+            index: index as u32,
+            generation: c.generation,
+        })
+    }
+
+    /// The connection `id`, if it still exists.
+    pub(crate) fn get(&self, id: ConnId) -> Option<&Conn<S>> {
+        self.conns
+            .get(id.index as usize)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    /// The connection `id`, if it still exists.
+    pub(crate) fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn<S>> {
+        lookup(&mut self.conns, id)
+    }
+
+    /// Marks `id` to be flushed at the end of the turn.
+    fn mark_dirty(conn: &mut Conn<S>, id: ConnId, dirty: &mut Vec<ConnId>) {
+        if !conn.dirty {
+            conn.dirty = true;
+            dirty.push(id);
+        }
+    }
+
+    /// Arms the connection's next deadline.
+    pub(crate) fn arm(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(id.index as usize) {
+            if let Some(at) = conn.next_deadline(&self.config) {
+                self.timers
+                    .arm(&mut conn.armed, id.index as usize, conn.generation, at);
+            }
+        }
+    }
+
+    /// Queues raw bytes (an HTTP response) for `id`, whatever its phase.
+    pub(crate) fn queue_raw(&mut self, id: ConnId, bytes: &[u8]) {
+        if let Some(conn) = self.conns.get_mut(id.index as usize) {
+            conn.tx.vec(&mut self.pool).extend_from_slice(bytes);
+            Self::mark_dirty(conn, id, &mut self.dirty);
+        }
+    }
+
+    /// Queues a frame for `id` if it is open and its queue has room.
+    pub(crate) fn send_frame(
+        &mut self,
+        id: ConnId,
+        opcode: OpCode,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        let max = self.config.max_write_buffer;
+        let conn = match lookup(&mut self.conns, id) {
+            Some(conn) if conn.phase == Phase::Open => conn,
+            _ => return Err(SendError::NotOpen),
+        };
+        if conn.tx.len() + payload.len() + MAX_HEADER_LEN > max {
+            return Err(self.overflow(id));
+        }
+        self.encoder
+            .frame(conn.tx.vec(&mut self.pool), opcode, true, payload);
+        Self::mark_dirty(conn, id, &mut self.dirty);
+        Ok(())
+    }
+
+    /// A send to `id` did not fit: refuse it, or close the connection, per `on_overflow`.
+    fn overflow(&mut self, id: ConnId) -> SendError {
+        if self.config.on_overflow == Overflow::Close {
+            log::debug!("{id}: write queue over max_write_buffer, closing with 1008");
+            self.fail(id, CloseCode::POLICY, "write buffer overflow");
+            self.closed.push((id, CloseReason::Overflow));
+        }
+        SendError::Full
+    }
+
+    /// Queues a close frame (past the queue bound: it is tiny) and makes the connection linger:
+    /// flush, shut down writing, wait for the peer to close TCP. For protocol errors, overflow
+    /// and timeouts, and after the close handshake completes.
+    pub(crate) fn fail(&mut self, id: ConnId, code: CloseCode, reason: &str) {
+        self.close_frame(id, Some(code), reason, Phase::Linger);
+    }
+
+    /// Queues a close frame and moves `id` to `phase` with a close deadline.
+    pub(crate) fn close_frame(
+        &mut self,
+        id: ConnId,
+        code: Option<CloseCode>,
+        reason: &str,
+        phase: Phase,
+    ) {
+        let deadline = self.now + self.config.close_timeout;
+        let Some(conn) = lookup(&mut self.conns, id) else {
+            return;
+        };
+        if conn.phase != Phase::Closing {
+            // Nothing may follow a close frame we already sent.
+            self.encoder
+                .close(conn.tx.vec(&mut self.pool), code, reason);
+        }
+        conn.phase = phase;
+        conn.deadline = deadline;
+        Self::mark_dirty(conn, id, &mut self.dirty);
+        self.arm(id);
+    }
+
+    /// Appends the already encoded `self.frame` to every open connection but `except`.
+    fn broadcast_frame(&mut self, except: Option<ConnId>) -> usize {
+        let max = self.config.max_write_buffer;
+        let mut sent = 0;
+        let mut overflowed = Vec::new();
+        for (index, conn) in self.conns.iter_mut() {
+            let id = ConnId {
+                index: index as u32,
+                generation: conn.generation,
+            };
+            if conn.phase != Phase::Open || Some(id) == except {
+                continue;
+            }
+            if conn.tx.len() + self.frame.len() > max {
+                overflowed.push(id);
+                continue;
+            }
+            conn.tx.vec(&mut self.pool).extend_from_slice(&self.frame);
+            Self::mark_dirty(conn, id, &mut self.dirty);
+            sent += 1;
+        }
+        for id in overflowed {
+            self.overflow(id);
+        }
+        sent
+    }
+}
+
+/// The connection `id` in `conns`, if it still exists.
+pub(crate) fn lookup<S>(conns: &mut Slab<Conn<S>>, id: ConnId) -> Option<&mut Conn<S>> {
+    conns
+        .get_mut(id.index as usize)
+        .filter(|c| c.generation == id.generation)
+}
+
+/// The application's handle on the server during a handler call (or between turns).
+///
+/// Sends are queued and flushed once per connection at the end of the turn, so many sends in
+/// one turn cost one write per connection.
+pub struct Context<'a, S> {
+    pub(crate) core: &'a mut Core<S>,
+}
+
+impl<S> Context<'_, S> {
+    /// Queues a message for `id`.
+    pub fn send(&mut self, id: ConnId, msg: Message<'_>) -> Result<(), SendError> {
+        let opcode = match msg {
+            Message::Text(_) => OpCode::Text,
+            Message::Binary(_) => OpCode::Binary,
+        };
+        self.core.send_frame(id, opcode, msg.as_bytes())
+    }
+
+    /// Queues a text message for `id`.
+    pub fn send_text(&mut self, id: ConnId, text: &str) -> Result<(), SendError> {
+        self.core.send_frame(id, OpCode::Text, text.as_bytes())
+    }
+
+    /// Queues a binary message for `id`.
+    pub fn send_binary(&mut self, id: ConnId, bytes: &[u8]) -> Result<(), SendError> {
+        self.core.send_frame(id, OpCode::Binary, bytes)
+    }
+
+    /// Queues a ping with `payload` (at most 125 bytes) for `id`.
+    pub fn ping(&mut self, id: ConnId, payload: &[u8]) -> Result<(), SendError> {
+        if payload.len() > 125 {
+            return Err(SendError::TooLong);
+        }
+        self.core.send_frame(id, OpCode::Ping, payload)
+    }
+
+    /// Starts the close handshake with `code` and `reason` (cut to fit 123 bytes). The
+    /// connection takes no more sends; [`Handler::on_close`](crate::Handler::on_close) follows
+    /// when the peer answers or `close_timeout` passes. `code` must be sendable (1000-1003,
+    /// 1007-1014, 3000-4999).
+    pub fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        if !code.is_sendable() {
+            return Err(SendError::InvalidCloseCode);
+        }
+        match self.core.get(id) {
+            Some(conn) if conn.phase == Phase::Open => {
+                self.core
+                    .close_frame(id, Some(code), reason, Phase::Closing);
+                Ok(())
+            }
+            _ => Err(SendError::NotOpen),
+        }
+    }
+
+    /// Queues `msg` once to every open connection; returns to how many.
+    pub fn broadcast(&mut self, msg: Message<'_>) -> usize {
+        self.encode_broadcast(msg);
+        self.core.broadcast_frame(None)
+    }
+
+    /// Queues `msg` once to every open connection but `except` (usually the sender).
+    pub fn broadcast_except(&mut self, except: ConnId, msg: Message<'_>) -> usize {
+        self.encode_broadcast(msg);
+        self.core.broadcast_frame(Some(except))
+    }
+
+    fn encode_broadcast(&mut self, msg: Message<'_>) {
+        let opcode = match msg {
+            Message::Text(_) => OpCode::Text,
+            Message::Binary(_) => OpCode::Binary,
+        };
+        let mut frame = std::mem::take(&mut self.core.frame);
+        frame.clear();
+        self.core
+            .encoder
+            .message(&mut frame, opcode, msg.as_bytes());
+        self.core.frame = frame;
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
+        self.core.get(id).map(|c| c.peer)
+    }
+
+    /// Whether `id` is open (upgraded, not closing).
+    pub fn is_open(&self, id: ConnId) -> bool {
+        self.core.get(id).is_some_and(|c| c.phase == Phase::Open)
+    }
+
+    /// The open connections.
+    pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.core
+            .conns
+            .iter()
+            .filter(|(_, c)| c.phase == Phase::Open)
+            .map(|(index, c)| ConnId {
+                index: index as u32,
+                generation: c.generation,
+            })
+    }
+
+    /// The application's state for `id`, from upgrade until `on_close` returns.
+    pub fn state(&mut self, id: ConnId) -> Option<&mut S> {
+        self.core.get_mut(id).and_then(|c| c.state.as_mut())
+    }
+
+    /// Bytes queued for `id` and not yet taken by the socket.
+    pub fn buffered(&self, id: ConnId) -> usize {
+        self.core.get(id).map_or(0, |c| c.tx.len())
+    }
+}

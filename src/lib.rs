@@ -1,0 +1,52 @@
+//! wsloop: a single-threaded, non-blocking WebSocket server (RFC 6455) on `mio`.
+//!
+//! One [`Server`] drives a listening socket and all its connections from one thread: it reads
+//! what is ready, hands whole messages to your [`Handler`] as borrowed slices, and flushes what
+//! the handler queued once per connection per turn.
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use wsloop::{Config, ConnId, Context, Handler, Message, Request, Server, Upgrade};
+//!
+//! struct Echo;
+//!
+//! impl Handler for Echo {
+//!     type State = ();
+//!
+//!     fn on_upgrade(&mut self, _req: &Request<'_, '_>, _peer: SocketAddr) -> Upgrade<()> {
+//!         Upgrade::accept(())
+//!     }
+//!
+//!     fn on_message(&mut self, ctx: &mut Context<'_, ()>, id: ConnId, msg: Message<'_>) {
+//!         let _ = ctx.send(id, msg);
+//!     }
+//! }
+//!
+//! let mut server = Server::bind("127.0.0.1:9001", Config::default(), Echo)?;
+//! server.run()?;
+//! # Ok::<(), wsloop::Error>(())
+//! ```
+//!
+//! The protocol itself lives in [`proto`], a sans-IO core usable on its own; [`client`] is a
+//! small blocking client on the same core.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod buffer;
+pub mod client;
+mod config;
+mod conn;
+mod context;
+mod error;
+mod handler;
+pub mod proto;
+mod server;
+mod timer;
+
+pub use config::{Config, Overflow};
+pub use context::Context;
+pub use error::Error;
+pub use handler::{CloseReason, ConnId, Handler, Message, SendError, Upgrade};
+pub use proto::handshake::{HttpResponse, Request};
+pub use proto::{CloseCode, ProtocolError};
+pub use server::Server;

@@ -1,0 +1,515 @@
+//! The opening handshake (RFC 6455 section 4): parse and answer an upgrade request as a server,
+//! write a request and check the answer as a client.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use sha1::{Digest, Sha1};
+
+/// How many headers a request or response may have.
+pub const MAX_HEADERS: usize = 64;
+
+const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 section 4.2.2).
+pub fn accept_key(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(GUID);
+    BASE64.encode(sha.finalize())
+}
+
+/// A fresh random `Sec-WebSocket-Key`: 16 random bytes, base64-encoded.
+pub fn new_key() -> String {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&super::message::random_u64().to_le_bytes());
+    bytes[8..].copy_from_slice(&super::message::random_u64().to_le_bytes());
+    BASE64.encode(bytes)
+}
+
+/// Finds the end of an HTTP header block as bytes trickle in, scanning each byte once.
+///
+/// A request is parsed only when its blank line has arrived, never again from the start on
+/// every new byte.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HeadScanner {
+    scanned: usize,
+}
+
+impl HeadScanner {
+    /// Looks for `\r\n\r\n` in `buf` (which only ever grows at the end between calls) and
+    /// returns the length of the header block, blank line included, once it is there.
+    pub fn find_end(&mut self, buf: &[u8]) -> Option<usize> {
+        let from = self.scanned.saturating_sub(3);
+        let found = buf[from..].windows(4).position(|w| w == b"\r\n\r\n");
+        self.scanned = buf.len();
+        found.map(|i| from + i + 4)
+    }
+}
+
+/// A parsed HTTP request head: what the handler sees when deciding on an upgrade.
+#[derive(Debug)]
+pub struct Request<'h, 'b> {
+    method: &'b str,
+    path: &'b str,
+    version: u8,
+    headers: &'h [httparse::Header<'b>],
+}
+
+/// Why a request head could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// Not valid HTTP/1.x (answered with 400).
+    Malformed,
+    /// More than [`MAX_HEADERS`] headers (answered with 431).
+    TooManyHeaders,
+}
+
+impl<'h, 'b> Request<'h, 'b> {
+    /// Parses a complete header block, as delimited by [`HeadScanner`].
+    pub fn parse(
+        head: &'b [u8],
+        storage: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+    ) -> Result<Request<'h, 'b>, ParseError> {
+        let mut req = httparse::Request::new(storage);
+        match req.parse(head) {
+            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Partial) => return Err(ParseError::Malformed),
+            Err(httparse::Error::TooManyHeaders) => return Err(ParseError::TooManyHeaders),
+            Err(_) => return Err(ParseError::Malformed),
+        }
+        match (req.method, req.path, req.version) {
+            (Some(method), Some(path), Some(version)) => Ok(Request {
+                method,
+                path,
+                version,
+                headers: req.headers,
+            }),
+            _ => Err(ParseError::Malformed),
+        }
+    }
+
+    /// The request method, e.g. `GET`.
+    pub fn method(&self) -> &'b str {
+        self.method
+    }
+
+    /// The request target, e.g. `/chat?token=abc`.
+    pub fn path(&self) -> &'b str {
+        self.path
+    }
+
+    /// The minor HTTP version: 1 for HTTP/1.1, 0 for HTTP/1.0.
+    pub fn http_minor_version(&self) -> u8 {
+        self.version
+    }
+
+    /// All headers, in the order they came.
+    pub fn headers(&self) -> &[httparse::Header<'b>] {
+        self.headers
+    }
+
+    /// The first header called `name` (any case), if it is valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&'b str> {
+        self.header_values(name).next()
+    }
+
+    /// Every value of the headers called `name` (any case) that is valid UTF-8.
+    pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'b str> + 's {
+        self.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
+    }
+
+    /// The `Origin` header, if any.
+    pub fn origin(&self) -> Option<&'b str> {
+        self.header("origin")
+    }
+
+    /// The subprotocols the client offers in `Sec-WebSocket-Protocol`, in its order.
+    pub fn protocols<'s>(&'s self) -> impl Iterator<Item = &'b str> + 's {
+        comma_tokens(self.header_values("sec-websocket-protocol"))
+    }
+
+    /// Whether any `name` header holds `token` in its comma-separated list (any case).
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        comma_tokens(self.header_values(name)).any(|t| t.eq_ignore_ascii_case(token))
+    }
+
+    /// Whether the client asks for a WebSocket upgrade at all (as opposed to a plain GET).
+    pub fn wants_websocket(&self) -> bool {
+        self.has_token("upgrade", "websocket") || self.header("sec-websocket-key").is_some()
+    }
+
+    /// Checks the request against RFC 6455 section 4.2.1 and returns the key to answer.
+    pub fn validate_upgrade(&self) -> Result<&'b str, Rejection> {
+        if self.method != "GET" {
+            return Err(Rejection::MethodNotAllowed);
+        }
+        if self.version != 1 {
+            return Err(Rejection::BadRequest("HTTP/1.1 required"));
+        }
+        // Draft-75/76 clients send no version: they get 426 with the one we speak.
+        if self.header("sec-websocket-version").map(str::trim) != Some("13") {
+            return Err(Rejection::UnsupportedVersion);
+        }
+        if !self.has_token("upgrade", "websocket") {
+            return Err(Rejection::BadRequest("Upgrade: websocket missing"));
+        }
+        if !self.has_token("connection", "upgrade") {
+            return Err(Rejection::BadRequest("Connection: Upgrade missing"));
+        }
+        if self.header("host").is_none_or(|h| h.trim().is_empty()) {
+            return Err(Rejection::BadRequest("Host missing"));
+        }
+        let mut keys = self.header_values("sec-websocket-key");
+        let key = keys.next().map(str::trim).unwrap_or("");
+        let decoded_len = BASE64.decode(key).map_or(0, |k| k.len());
+        if decoded_len != 16 || keys.next().is_some() {
+            return Err(Rejection::BadRequest("invalid Sec-WebSocket-Key"));
+        }
+        Ok(key)
+    }
+}
+
+/// Splits comma-separated header values into trimmed, non-empty tokens.
+fn comma_tokens<'b>(values: impl Iterator<Item = &'b str>) -> impl Iterator<Item = &'b str> {
+    values
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Why an upgrade request is refused, and the HTTP status it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// 400: the request is not a valid upgrade; the text says what is wrong.
+    BadRequest(&'static str),
+    /// 405: the method is not GET.
+    MethodNotAllowed,
+    /// 426 with `Sec-WebSocket-Version: 13`: a version other than 13 (or none).
+    UnsupportedVersion,
+    /// 431: the header block is larger than the limit, or has too many headers.
+    HeadersTooLarge,
+}
+
+impl Rejection {
+    /// The response for this rejection.
+    pub fn response(self) -> HttpResponse {
+        match self {
+            Rejection::BadRequest(why) => HttpResponse::text(400, why),
+            Rejection::MethodNotAllowed => {
+                HttpResponse::text(405, "method not allowed").header("Allow", "GET")
+            }
+            Rejection::UnsupportedVersion => {
+                HttpResponse::text(426, "WebSocket version 13 required")
+                    .header("Sec-WebSocket-Version", "13")
+            }
+            Rejection::HeadersTooLarge => {
+                HttpResponse::text(431, "request header fields too large")
+            }
+        }
+    }
+}
+
+/// A plain HTTP response: an error for a refused upgrade, or a page for a plain GET.
+///
+/// wsloop closes the connection after sending it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A response with `status`, a `Content-Type` and a body.
+    pub fn new(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> HttpResponse {
+        HttpResponse {
+            status,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body: body.into(),
+        }
+    }
+
+    /// A `text/plain` response.
+    pub fn text(status: u16, body: &str) -> HttpResponse {
+        HttpResponse::new(status, "text/plain; charset=utf-8", body)
+    }
+
+    /// The 426 page a plain GET gets by default.
+    pub fn upgrade_required() -> HttpResponse {
+        HttpResponse::text(
+            426,
+            "This is a WebSocket server: connect with a WebSocket client.",
+        )
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+    }
+
+    /// Adds a header. Names and values must not contain CR or LF (they are dropped if so).
+    pub fn header(mut self, name: &str, value: &str) -> HttpResponse {
+        let clean = |s: &str| !s.contains(['\r', '\n']);
+        if clean(name) && clean(value) {
+            self.headers.push((name.into(), value.into()));
+        }
+        self
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Writes the whole response, with `Content-Length` and `Connection: close`, to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        use std::fmt::Write as _;
+        let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        for (name, value) in &self.headers {
+            let _ = write!(head, "{name}: {value}\r\n");
+        }
+        let _ = write!(
+            head,
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            self.body.len()
+        );
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(&self.body);
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+/// Writes the `101 Switching Protocols` answer for `key`, with the chosen subprotocol and
+/// extensions, if any.
+pub fn write_accept(
+    out: &mut Vec<u8>,
+    key: &str,
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+) {
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+    );
+    let accept = accept_key(key.as_bytes());
+    let headers = [
+        ("Sec-WebSocket-Accept", Some(accept.as_str())),
+        ("Sec-WebSocket-Protocol", protocol),
+        ("Sec-WebSocket-Extensions", extensions),
+    ];
+    for (name, value) in headers {
+        if let Some(value) = value {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a client's upgrade request.
+pub fn write_request(
+    out: &mut Vec<u8>,
+    host: &str,
+    path: &str,
+    key: &str,
+    protocols: &[&str],
+    extensions: Option<&str>,
+) {
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    if !protocols.is_empty() {
+        req.push_str(&format!(
+            "Sec-WebSocket-Protocol: {}\r\n",
+            protocols.join(", ")
+        ));
+    }
+    if let Some(ext) = extensions {
+        req.push_str(&format!("Sec-WebSocket-Extensions: {ext}\r\n"));
+    }
+    req.push_str("\r\n");
+    out.extend_from_slice(req.as_bytes());
+}
+
+/// What a server's accepted answer said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The subprotocol the server chose.
+    pub protocol: Option<String>,
+    /// The server's `Sec-WebSocket-Extensions`, if any.
+    pub extensions: Option<String>,
+}
+
+/// Checks a server's complete answer head against the `key` the client sent.
+///
+/// Returns the server's choices, or the reason the handshake failed (the status line for a
+/// refusal).
+pub fn check_response(head: &[u8], key: &str, protocols: &[&str]) -> Result<Accepted, String> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut storage);
+    match resp.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err("malformed HTTP response".into()),
+    }
+    if resp.code != Some(101) {
+        return Err(format!(
+            "server answered {} {}",
+            resp.code.unwrap_or(0),
+            resp.reason.unwrap_or("")
+        ));
+    }
+    let get = |name: &str| {
+        resp.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(str::trim)
+    };
+    if !get("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
+        return Err("response lacks Upgrade: websocket".into());
+    }
+    if !get("connection").is_some_and(|v| {
+        v.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    }) {
+        return Err("response lacks Connection: Upgrade".into());
+    }
+    if get("sec-websocket-accept") != Some(accept_key(key.as_bytes()).as_str()) {
+        return Err("wrong Sec-WebSocket-Accept".into());
+    }
+    let protocol = get("sec-websocket-protocol").map(str::to_owned);
+    if let Some(p) = &protocol {
+        if !protocols.contains(&p.as_str()) {
+            return Err(format!(
+                "server chose subprotocol {p:?}, which was not offered"
+            ));
+        }
+    }
+    Ok(Accepted {
+        protocol,
+        extensions: get("sec-websocket-extensions").map(str::to_owned),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc_6455_accept_example() {
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn scanner_finds_the_blank_line_split_anywhere() {
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nEXTRA";
+        for split in 0..req.len() {
+            let mut s = HeadScanner::default();
+            let first = s.find_end(&req[..split]);
+            let end = first.or_else(|| s.find_end(req));
+            assert_eq!(end, Some(req.len() - 5), "split at {split}");
+        }
+    }
+
+    fn validate(raw: &str) -> Result<String, Rejection> {
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let req = Request::parse(raw.as_bytes(), &mut storage).unwrap();
+        req.validate_upgrade().map(str::to_owned)
+    }
+
+    const GOOD: &str = "GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\n\
+        Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn validation_table() {
+        assert_eq!(validate(GOOD), Ok("dGhlIHNhbXBsZSBub25jZQ==".into()));
+        let cases: &[(&str, &str, Rejection)] = &[
+            ("GET /chat", "POST /chat", Rejection::MethodNotAllowed),
+            (
+                "HTTP/1.1\r\nHost",
+                "HTTP/1.0\r\nHost",
+                Rejection::BadRequest("HTTP/1.1 required"),
+            ),
+            ("Version: 13", "Version: 8", Rejection::UnsupportedVersion),
+            (
+                "Upgrade: WebSocket",
+                "Upgrade: h2c",
+                Rejection::BadRequest("Upgrade: websocket missing"),
+            ),
+            (
+                "keep-alive, Upgrade",
+                "keep-alive",
+                Rejection::BadRequest("Connection: Upgrade missing"),
+            ),
+            ("Host: a\r\n", "", Rejection::BadRequest("Host missing")),
+            (
+                "dGhlIHNhbXBsZSBub25jZQ==",
+                "dGhlIHNhbXBsZQ==",
+                Rejection::BadRequest("invalid Sec-WebSocket-Key"),
+            ),
+            (
+                "dGhlIHNhbXBsZSBub25jZQ==",
+                "not base64!",
+                Rejection::BadRequest("invalid Sec-WebSocket-Key"),
+            ),
+        ];
+        for (from, to, want) in cases {
+            assert_eq!(validate(&GOOD.replace(from, to)), Err(*want), "{to}");
+        }
+    }
+
+    #[test]
+    fn protocols_are_split_and_trimmed() {
+        let raw = GOOD.replace(
+            "\r\n\r\n",
+            "\r\nSec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Protocol:echo\r\n\r\n",
+        );
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let req = Request::parse(raw.as_bytes(), &mut storage).unwrap();
+        assert_eq!(
+            req.protocols().collect::<Vec<_>>(),
+            ["chat", "superchat", "echo"]
+        );
+    }
+
+    #[test]
+    fn client_checks_the_servers_answer() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let mut out = Vec::new();
+        write_accept(&mut out, key, Some("chat"), None);
+        assert_eq!(
+            check_response(&out, key, &["chat"]),
+            Ok(Accepted {
+                protocol: Some("chat".into()),
+                extensions: None
+            })
+        );
+        assert!(check_response(&out, key, &[]).is_err());
+        assert!(check_response(&out, "AAAAAAAAAAAAAAAAAAAAAA==", &["chat"]).is_err());
+        let mut refused = Vec::new();
+        HttpResponse::text(403, "no").write_to(&mut refused);
+        assert_eq!(
+            check_response(&refused, key, &[]),
+            Err("server answered 403 Forbidden".into())
+        );
+    }
+}

@@ -1,0 +1,463 @@
+//! Message assembly: turns frames into messages and control events, enforcing RFC 6455's rules
+//! on masking, fragmentation, control frames, UTF-8, close payloads and size; and encodes what
+//! this endpoint sends.
+
+use super::close::{close_payload, parse_close_payload};
+use super::frame::{apply_mask, write_frame, FrameHeader, OpCode};
+use super::utf8::Utf8Validator;
+use super::{CloseCode, ProtocolError, Role};
+
+/// What a complete frame produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A whole text message.
+    Text(&'a str),
+    /// A whole binary message.
+    Binary(&'a [u8]),
+    /// A ping with its payload; answer it with a pong carrying the same bytes.
+    Ping(&'a [u8]),
+    /// A pong with its payload.
+    Pong(&'a [u8]),
+    /// A close frame: its code (if any) and reason.
+    Close(Option<CloseCode>, &'a str),
+}
+
+/// The result of [`Decoder::decode`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// The buffer does not hold a whole frame yet. `frame_len` is the frame's total size once
+    /// its header has arrived, so that the caller can make room for it.
+    Incomplete {
+        /// Header plus payload length, when known.
+        frame_len: Option<usize>,
+    },
+    /// A frame of `len` bytes was consumed from the front of the buffer.
+    Frame {
+        /// How many bytes the frame took; the caller drops them once done with `event`.
+        len: usize,
+        /// The message or control event the frame completed, if any (a non-final fragment
+        /// completes nothing).
+        event: Option<Event<'a>>,
+    },
+}
+
+/// The kind of a fragmented message in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    None,
+    Text,
+    Binary,
+}
+
+/// Turns received frames into [`Event`]s (sans-IO).
+///
+/// Feed it a buffer that starts at a frame boundary; it answers with what the first frame
+/// completed and how many bytes it took. Unfragmented messages are handed out as slices of
+/// that buffer, unmasked in place (no copy); fragments are gathered in one growing buffer with
+/// no per-fragment allocation. Text is validated as it arrives, so invalid UTF-8 fails on the
+/// first bad byte, even in the middle of a frame that has not fully arrived.
+#[derive(Debug)]
+pub struct Decoder {
+    role: Role,
+    max_message_size: usize,
+    open: Open,
+    /// Bytes of the current frame's payload already unmasked (and validated, for text).
+    progress: usize,
+    utf8: Utf8Validator,
+    /// Payload of the fragmented message in progress.
+    fragments: Vec<u8>,
+    /// `fragments` holds a message that was handed out and must be dropped on the next call.
+    delivered: bool,
+}
+
+impl Decoder {
+    /// A decoder for `role` that refuses messages larger than `max_message_size` bytes.
+    pub fn new(role: Role, max_message_size: usize) -> Decoder {
+        Decoder {
+            role,
+            max_message_size,
+            open: Open::None,
+            progress: 0,
+            utf8: Utf8Validator::default(),
+            fragments: Vec::new(),
+            delivered: false,
+        }
+    }
+
+    /// Whether a fragmented message is in progress (its bytes are held by the decoder).
+    pub fn in_message(&self) -> bool {
+        self.open != Open::None
+    }
+
+    /// Frees the buffer of a fragmented message that was already handed out.
+    pub fn release(&mut self) {
+        if self.delivered {
+            self.fragments = Vec::new();
+            self.delivered = false;
+        }
+    }
+
+    /// Decodes the frame at the front of `buf`.
+    ///
+    /// Masked payloads are unmasked in place, so bytes of an [`Incomplete`](Decoded::Incomplete)
+    /// frame must be kept as they are now and presented again, with more bytes after them, on
+    /// the next call. After a [`Frame`](Decoded::Frame) the caller drops `len` bytes from the
+    /// front of its buffer. After an error or a close event, stop decoding.
+    pub fn decode<'a>(&'a mut self, buf: &'a mut [u8]) -> Result<Decoded<'a>, ProtocolError> {
+        self.release();
+        let Some((header, header_len)) = FrameHeader::decode(buf)? else {
+            return Ok(Decoded::Incomplete { frame_len: None });
+        };
+        self.check_header(&header)?;
+        // check_header bounds the length by `max_message_size`, a usize.
+        let payload_len = header.payload_len as usize;
+        let frame_len = header_len + payload_len;
+        let available = buf.len().min(frame_len);
+        let text = header.opcode == OpCode::Text
+            || (header.opcode == OpCode::Continuation && self.open == Open::Text);
+        let payload = &mut buf[header_len..available];
+        let fresh = &mut payload[self.progress..];
+        if let Some(key) = header.mask {
+            apply_mask(fresh, key, self.progress);
+        }
+        if available < frame_len {
+            // Validate the text that has arrived, so that bad UTF-8 fails fast.
+            if text {
+                self.utf8
+                    .feed(fresh)
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+                self.progress = payload.len();
+            } else if header.mask.is_some() {
+                self.progress = payload.len();
+            }
+            return Ok(Decoded::Incomplete {
+                frame_len: Some(frame_len),
+            });
+        }
+        let validated = if text { self.progress } else { 0 };
+        self.progress = 0;
+        let event = self.complete(header, payload, validated)?;
+        Ok(Decoded::Frame {
+            len: frame_len,
+            event,
+        })
+    }
+
+    /// Checks what the header alone tells against the connection's state.
+    fn check_header(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
+        if header.rsv1 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        if header.mask.is_some() != (self.role == Role::Server) {
+            return Err(ProtocolError::BadMasking);
+        }
+        match (header.opcode, self.open) {
+            (OpCode::Continuation, Open::None) => Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, Open::Text | Open::Binary) => {
+                Err(ProtocolError::ExpectedContinuation)
+            }
+            _ if header.opcode.is_control() => Ok(()),
+            _ => {
+                let total = (self.fragments.len() as u64).saturating_add(header.payload_len);
+                if total > self.max_message_size as u64 {
+                    Err(ProtocolError::MessageTooBig)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Handles a whole, unmasked frame. `validated` bytes of a text payload were already fed
+    /// to the UTF-8 validator while the frame was arriving.
+    fn complete<'a>(
+        &'a mut self,
+        header: FrameHeader,
+        payload: &'a [u8],
+        validated: usize,
+    ) -> Result<Option<Event<'a>>, ProtocolError> {
+        let event = match header.opcode {
+            OpCode::Ping => Event::Ping(payload),
+            OpCode::Pong => Event::Pong(payload),
+            OpCode::Close => {
+                let (code, reason) = parse_close_payload(payload)?;
+                Event::Close(code, reason)
+            }
+            OpCode::Text if header.fin && validated == 0 => {
+                Event::Text(std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?)
+            }
+            OpCode::Text if header.fin => {
+                self.utf8
+                    .feed(&payload[validated..])
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+                self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                Event::Text(std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?)
+            }
+            OpCode::Binary if header.fin => Event::Binary(payload),
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                if header.opcode == OpCode::Text {
+                    self.open = Open::Text;
+                } else if header.opcode == OpCode::Binary {
+                    self.open = Open::Binary;
+                }
+                if self.open == Open::Text {
+                    self.utf8
+                        .feed(&payload[validated..])
+                        .map_err(|_| ProtocolError::InvalidUtf8)?;
+                }
+                self.fragments.extend_from_slice(payload);
+                if !header.fin {
+                    return Ok(None);
+                }
+                let open = std::mem::replace(&mut self.open, Open::None);
+                self.delivered = true;
+                if open == Open::Text {
+                    self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                    Event::Text(
+                        std::str::from_utf8(&self.fragments)
+                            .map_err(|_| ProtocolError::InvalidUtf8)?,
+                    )
+                } else {
+                    Event::Binary(&self.fragments)
+                }
+            }
+        };
+        Ok(Some(event))
+    }
+}
+
+/// Encodes the frames this endpoint sends: masked with a fresh key for a client, unmasked for a
+/// server.
+#[derive(Debug, Clone, Copy)]
+pub struct Encoder {
+    role: Role,
+}
+
+impl Encoder {
+    /// An encoder for `role`.
+    pub fn new(role: Role) -> Encoder {
+        Encoder { role }
+    }
+
+    /// Appends a whole message (one frame) to `out`. `opcode` is `Text` or `Binary`.
+    pub fn message(&self, out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+        self.frame(out, opcode, true, payload);
+    }
+
+    /// Appends one frame to `out`. Control payloads must be at most 125 bytes.
+    pub fn frame(&self, out: &mut Vec<u8>, opcode: OpCode, fin: bool, payload: &[u8]) {
+        let mask = match self.role {
+            Role::Server => None,
+            Role::Client => Some(mask_key()),
+        };
+        write_frame(out, opcode, fin, false, mask, payload);
+    }
+
+    /// Appends a close frame with `code` and as much of `reason` as fits.
+    pub fn close(&self, out: &mut Vec<u8>, code: Option<CloseCode>, reason: &str) {
+        let mut payload = [0u8; 125];
+        let n = code.map_or(0, |code| close_payload(code, reason, &mut payload));
+        self.frame(out, OpCode::Close, true, &payload[..n]);
+    }
+}
+
+/// A masking key from the standard library's randomly seeded SipHash (a fresh seed per call),
+/// unpredictable to the peer as RFC 6455 section 5.3 asks.
+pub fn mask_key() -> [u8; 4] {
+    let bytes = random_u64().to_le_bytes();
+    [bytes[0], bytes[1], bytes[2], bytes[3]]
+}
+
+/// 64 random bits, without a dependency on a random number crate.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0x9E37_79B9_7F4A_7C15);
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encodes frames as a client would (masked), for the server-side decoder.
+    fn client_frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        Encoder::new(Role::Client).frame(&mut out, opcode, fin, payload);
+        out
+    }
+
+    /// Runs `bytes` through a server decoder, collecting owned events, and the first error.
+    fn decode_all(bytes: &[u8], max: usize) -> (Vec<String>, Option<ProtocolError>) {
+        let mut d = Decoder::new(Role::Server, max);
+        let mut buf = bytes.to_vec();
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < buf.len() {
+            match d.decode(&mut buf[start..]) {
+                Err(e) => return (out, Some(e)),
+                Ok(Decoded::Incomplete { .. }) => break,
+                Ok(Decoded::Frame { len, event }) => {
+                    if let Some(e) = event {
+                        out.push(format!("{e:?}"));
+                    }
+                    start += len;
+                }
+            }
+        }
+        (out, None)
+    }
+
+    #[test]
+    fn unfragmented_text_and_binary() {
+        let mut bytes = client_frame(OpCode::Text, true, "héllo".as_bytes());
+        bytes.extend(client_frame(OpCode::Binary, true, &[0, 1, 2]));
+        let (events, err) = decode_all(&bytes, 100);
+        assert_eq!(events, ["Text(\"héllo\")", "Binary([0, 1, 2])"]);
+        assert_eq!(err, None);
+    }
+
+    #[test]
+    fn fragments_with_interleaved_control_frames() {
+        let mut bytes = client_frame(OpCode::Text, false, b"he");
+        bytes.extend(client_frame(OpCode::Ping, true, b"p"));
+        bytes.extend(client_frame(OpCode::Continuation, false, b"ll"));
+        bytes.extend(client_frame(OpCode::Pong, true, b""));
+        bytes.extend(client_frame(OpCode::Continuation, true, b"o"));
+        let (events, err) = decode_all(&bytes, 100);
+        assert_eq!(events, ["Ping([112])", "Pong([])", "Text(\"hello\")"]);
+        assert_eq!(err, None);
+    }
+
+    #[test]
+    fn fragmentation_errors() {
+        let cont = client_frame(OpCode::Continuation, true, b"x");
+        assert_eq!(
+            decode_all(&cont, 100).1,
+            Some(ProtocolError::UnexpectedContinuation)
+        );
+        let mut bytes = client_frame(OpCode::Binary, false, b"x");
+        bytes.extend(client_frame(OpCode::Text, true, b"y"));
+        assert_eq!(
+            decode_all(&bytes, 100).1,
+            Some(ProtocolError::ExpectedContinuation)
+        );
+    }
+
+    #[test]
+    fn masking_rules_per_role() {
+        let mut unmasked = Vec::new();
+        Encoder::new(Role::Server).message(&mut unmasked, OpCode::Text, b"hi");
+        assert_eq!(
+            decode_all(&unmasked, 100).1,
+            Some(ProtocolError::BadMasking)
+        );
+        let mut client = Decoder::new(Role::Client, 100);
+        assert!(matches!(
+            client.decode(&mut unmasked),
+            Ok(Decoded::Frame {
+                event: Some(Event::Text("hi")),
+                ..
+            })
+        ));
+        let mut masked = client_frame(OpCode::Text, true, b"hi");
+        assert_eq!(client.decode(&mut masked), Err(ProtocolError::BadMasking));
+    }
+
+    #[test]
+    fn rsv1_without_extension_is_an_error() {
+        let mut bytes = client_frame(OpCode::Text, true, b"x");
+        bytes[0] |= 0x40;
+        assert_eq!(decode_all(&bytes, 100).1, Some(ProtocolError::ReservedBits));
+    }
+
+    #[test]
+    fn size_limit_is_checked_from_the_header() {
+        // Only the header of a 1000-byte frame: refused before any payload arrives.
+        let bytes = client_frame(OpCode::Binary, true, &[0; 1000]);
+        assert_eq!(
+            decode_all(&bytes[..8], 999).1,
+            Some(ProtocolError::MessageTooBig)
+        );
+        // Fragments count together.
+        let mut bytes = client_frame(OpCode::Binary, false, &[0; 600]);
+        bytes.extend(client_frame(OpCode::Continuation, true, &[0; 600]));
+        assert_eq!(
+            decode_all(&bytes, 1000).1,
+            Some(ProtocolError::MessageTooBig)
+        );
+        assert_eq!(decode_all(&bytes, 1200).1, None);
+    }
+
+    #[test]
+    fn invalid_utf8_fails_before_the_frame_is_complete() {
+        let mut payload = b"valid start ".to_vec();
+        payload.push(0xFF);
+        payload.extend([b'a'; 100]);
+        let frame = client_frame(OpCode::Text, true, &payload);
+        // Only the header and the bytes up to the bad one have arrived.
+        let (_, err) = decode_all(&frame[..6 + 13], 1000);
+        assert_eq!(err, Some(ProtocolError::InvalidUtf8));
+    }
+
+    #[test]
+    fn invalid_utf8_across_fragments() {
+        let mut bytes = client_frame(OpCode::Text, false, b"\xce");
+        bytes.extend(client_frame(OpCode::Continuation, true, b"\xba\xff"));
+        assert_eq!(decode_all(&bytes, 100).1, Some(ProtocolError::InvalidUtf8));
+        let mut bytes = client_frame(OpCode::Text, false, b"\xce");
+        bytes.extend(client_frame(OpCode::Continuation, true, b"\xba"));
+        assert_eq!(decode_all(&bytes, 100).0, ["Text(\"κ\")"]);
+    }
+
+    #[test]
+    fn frame_arriving_byte_by_byte() {
+        let text = "κόσμε ✓";
+        let frame = client_frame(OpCode::Text, true, text.as_bytes());
+        let mut d = Decoder::new(Role::Server, 100);
+        let mut buf = Vec::new();
+        for (i, &b) in frame.iter().enumerate() {
+            buf.push(b);
+            match d.decode(&mut buf).unwrap() {
+                Decoded::Incomplete { .. } => assert!(i + 1 < frame.len()),
+                Decoded::Frame { len, event } => {
+                    assert_eq!(len, frame.len());
+                    assert_eq!(event, Some(Event::Text(text)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn close_frames() {
+        let mut payload = 1000u16.to_be_bytes().to_vec();
+        payload.extend(b"bye");
+        let (events, _) = decode_all(&client_frame(OpCode::Close, true, &payload), 100);
+        assert_eq!(events, ["Close(Some(CloseCode(1000)), \"bye\")"]);
+        let bad = client_frame(OpCode::Close, true, &[0x03]);
+        assert_eq!(decode_all(&bad, 100).1, Some(ProtocolError::BadCloseFrame));
+        let bad = client_frame(OpCode::Close, true, &1005u16.to_be_bytes());
+        assert_eq!(decode_all(&bad, 100).1, Some(ProtocolError::BadCloseFrame));
+    }
+
+    #[test]
+    fn many_tiny_fragments_are_one_message() {
+        let mut bytes = client_frame(OpCode::Binary, false, &[7; 64]);
+        for _ in 0..1000 {
+            bytes.extend(client_frame(OpCode::Continuation, false, &[7; 64]));
+        }
+        bytes.extend(client_frame(OpCode::Continuation, true, &[]));
+        let mut d = Decoder::new(Role::Server, 1 << 20);
+        let mut start = 0;
+        let mut got = None;
+        while let Decoded::Frame { len, event } = d.decode(&mut bytes[start..]).unwrap() {
+            start += len;
+            if let Some(Event::Binary(b)) = event {
+                got = Some(b.len());
+                break;
+            }
+        }
+        assert_eq!(got, Some(64 * 1001));
+        assert_eq!(start, bytes.len());
+    }
+}

@@ -1,0 +1,598 @@
+//! The reactor: one `mio::Poll` over a listening socket and a slab of connections.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::buffer::TxBuf;
+use crate::conn::{Conn, Parse, Phase, Rx};
+use crate::context::{lookup, Core};
+use crate::proto::frame::OpCode;
+use crate::proto::handshake::{
+    write_accept, HttpResponse, ParseError, Rejection, Request, MAX_HEADERS,
+};
+use crate::proto::message::{Decoded, Event};
+use crate::proto::CloseCode;
+use crate::{CloseReason, Config, ConnId, Context, Error, Handler, Message, Upgrade};
+
+const LISTENER: Token = Token(usize::MAX);
+/// Most bytes read from one connection in one turn, so that a fast sender cannot starve the
+/// others; the rest is read on the next turn.
+const READ_BUDGET: usize = 1 << 20;
+/// The smallest read into a connection's own buffer.
+const MIN_READ: usize = 16 * 1024;
+
+/// A WebSocket server: a listener, its connections and the application's [`Handler`], driven
+/// one turn at a time by [`turn`](Server::turn) or forever by [`run`](Server::run).
+pub struct Server<H: Handler> {
+    poll: Poll,
+    events: Events,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    core: Core<H::State>,
+    handler: H,
+    /// The reactor-wide read buffer: reads land here unless a connection has a partial frame.
+    scratch: Vec<u8>,
+    /// Connections that used their read budget and still have bytes to read.
+    backlog: Vec<ConnId>,
+}
+
+impl<H: Handler> Server<H> {
+    /// Validates `config` and listens on `addr` (e.g. `"127.0.0.1:9001"`; port 0 picks one).
+    pub fn bind(addr: &str, config: Config, handler: H) -> Result<Server<H>, Error> {
+        config.validate()?;
+        let bind_err = |source| Error::Bind {
+            addr: addr.to_owned(),
+            source,
+        };
+        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address");
+        let mut listener = None;
+        for sa in addr.to_socket_addrs().map_err(bind_err)? {
+            match TcpListener::bind(sa) {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let mut listener = listener.ok_or_else(|| bind_err(last))?;
+        let local_addr = listener.local_addr()?;
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Server {
+            poll,
+            events: Events::with_capacity(1024),
+            listener,
+            local_addr,
+            scratch: vec![0; config.read_buffer_size],
+            core: Core::new(config),
+            handler,
+            backlog: Vec::new(),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The application's handler.
+    pub fn handler(&mut self) -> &mut H {
+        &mut self.handler
+    }
+
+    /// A context to send, broadcast or close between turns; what it queues is flushed on the
+    /// next turn.
+    pub fn context(&mut self) -> Context<'_, H::State> {
+        Context {
+            core: &mut self.core,
+        }
+    }
+
+    /// Runs turns until an I/O error of the poll itself.
+    pub fn run(&mut self) -> Result<(), Error> {
+        loop {
+            self.turn(None)?;
+        }
+    }
+
+    /// One turn: waits up to `timeout` (`None`: until something happens, `Some(ZERO)`: only
+    /// what is ready) for events, handles them and due deadlines, calls the handler, and
+    /// flushes every connection that has bytes queued.
+    pub fn turn(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
+        let timeout = self.poll_timeout(timeout);
+        match self.poll.poll(&mut self.events, timeout) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+            Ok(()) => {}
+        }
+        self.core.now = Instant::now();
+        let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        for event in events.iter() {
+            if event.token() == LISTENER {
+                self.accept();
+                continue;
+            }
+            let Some(id) = self.core.id(event.token().0) else {
+                continue;
+            };
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                self.read(id);
+            }
+            if event.is_writable() {
+                if let Some(conn) = self.core.get_mut(id) {
+                    if !conn.dirty {
+                        conn.dirty = true;
+                        self.core.dirty.push(id);
+                    }
+                }
+            }
+        }
+        self.events = events;
+        for id in std::mem::take(&mut self.backlog) {
+            self.read(id);
+        }
+        self.expire();
+        self.settle();
+        self.flush();
+        Ok(())
+    }
+
+    fn poll_timeout(&self, requested: Option<Duration>) -> Option<Duration> {
+        if !self.backlog.is_empty() || !self.core.dirty.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        let timer = self
+            .core
+            .timers
+            .next()
+            .map(|at| at.saturating_duration_since(now));
+        match (requested, timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let (mut socket, peer) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    return;
+                }
+            };
+            if self.core.conns.len() >= self.core.config.max_connections {
+                log::warn!("{peer}: refused, max_connections reached");
+                let mut refusal = Vec::new();
+                HttpResponse::text(503, "too many connections").write_to(&mut refusal);
+                let _ = socket.write(&refusal);
+                continue;
+            }
+            let _ = socket.set_nodelay(true);
+            let now = self.core.now;
+            let generation = self.core.generation();
+            let entry = self.core.conns.vacant_entry();
+            let index = entry.key();
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut socket, Token(index), Interest::READABLE)
+            {
+                log::warn!("{peer}: cannot register: {e}");
+                continue;
+            }
+            entry.insert(Conn {
+                socket,
+                peer,
+                generation,
+                phase: Phase::Handshake,
+                rx: Rx::new(self.core.config.max_message_size),
+                tx: TxBuf::default(),
+                state: None,
+                last_seen: now,
+                deadline: now + self.core.config.handshake_timeout,
+                armed: None,
+                ping_sent: false,
+                wants_write: false,
+                dirty: false,
+                backlogged: false,
+                write_shut: false,
+            });
+            self.core.arm(ConnId {
+                index: index as u32,
+                generation,
+            });
+        }
+    }
+
+    /// Reads from `id` until `WouldBlock` (or its budget is spent) and handles what came.
+    fn read(&mut self, id: ConnId) {
+        let mut budget = READ_BUDGET;
+        let now = self.core.now;
+        loop {
+            let Some(conn) = self.core.get_mut(id) else {
+                return;
+            };
+            // Bytes go to the shared buffer unless the connection holds a partial frame.
+            let into_scratch = conn.rx.buf.is_empty() || conn.phase == Phase::Linger;
+            let result = if into_scratch {
+                conn.socket.read(&mut self.scratch)
+            } else {
+                let want = conn.rx.parse.want;
+                conn.socket.read(conn.rx.buf.spare(want, MIN_READ))
+            };
+            let n = match result {
+                Ok(0) => return self.drop_conn(id, CloseReason::Disconnected),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("{id}: read failed: {e}");
+                    return self.drop_conn(id, CloseReason::Disconnected);
+                }
+            };
+            conn.last_seen = now;
+            conn.ping_sent = false;
+            if conn.phase != Phase::Linger {
+                let mut rx = std::mem::replace(&mut conn.rx, Rx::new(0));
+                if into_scratch {
+                    let bytes = &mut self.scratch[..n];
+                    let used =
+                        dispatch(&mut self.core, &mut self.handler, id, &mut rx.parse, bytes);
+                    if used < n {
+                        rx.buf.keep(&self.scratch[used..n], &mut self.core.pool);
+                    }
+                } else {
+                    rx.buf.filled(n);
+                    let bytes = rx.buf.bytes_mut();
+                    let used =
+                        dispatch(&mut self.core, &mut self.handler, id, &mut rx.parse, bytes);
+                    rx.buf.consume(used, &mut self.core.pool);
+                }
+                match self.core.get_mut(id) {
+                    Some(conn) => conn.rx = rx,
+                    None => rx.buf.release(&mut self.core.pool),
+                }
+            }
+            budget = budget.saturating_sub(n);
+            if budget == 0 {
+                self.backlog.push(id);
+                return;
+            }
+        }
+    }
+
+    /// Handles due deadlines: handshake and close timeouts, keepalive pings, idle timeouts.
+    fn expire(&mut self) {
+        let now = self.core.now;
+        while let Some((at, index, generation)) = self.core.timers.pop_due(now) {
+            let id = ConnId {
+                index: index as u32,
+                generation,
+            };
+            let config = &self.core.config;
+            let Some(conn) = self.core.conns.get_mut(index) else {
+                continue;
+            };
+            if conn.generation != generation || conn.armed != Some(at) {
+                continue;
+            }
+            conn.armed = None;
+            let idle = config
+                .idle_timeout
+                .is_some_and(|d| now >= conn.last_seen + d);
+            let ping = config
+                .ping_interval
+                .is_some_and(|d| now >= conn.last_seen + d);
+            match conn.phase {
+                Phase::Handshake | Phase::Linger if now >= conn.deadline => {
+                    log::debug!("{id}: {:?} timed out", conn.phase);
+                    self.remove(id);
+                    continue;
+                }
+                Phase::Closing if now >= conn.deadline => {
+                    self.drop_conn(id, CloseReason::TimedOut);
+                    continue;
+                }
+                Phase::Open if idle => {
+                    self.core.fail(id, CloseCode::GOING_AWAY, "idle timeout");
+                    notify_close(&mut self.core, &mut self.handler, id, CloseReason::TimedOut);
+                }
+                Phase::Open if ping && !conn.ping_sent => {
+                    conn.ping_sent = true;
+                    let _ = self.core.send_frame(id, OpCode::Ping, b"");
+                }
+                _ => {}
+            }
+            self.core.arm(id);
+        }
+    }
+
+    /// Makes the `on_close` calls owed for connections closed during handler calls.
+    fn settle(&mut self) {
+        while let Some((id, why)) = self.core.closed.pop() {
+            notify_close(&mut self.core, &mut self.handler, id, why);
+        }
+    }
+
+    /// Writes every dirty connection's queue until it is empty or the socket is full.
+    fn flush(&mut self) {
+        // Handlers may send again from on_drain; a few rounds, then the next turn goes on.
+        for _ in 0..4 {
+            if self.core.dirty.is_empty() {
+                return;
+            }
+            let mut drained = Vec::new();
+            for id in std::mem::take(&mut self.core.dirty) {
+                match self.flush_one(id) {
+                    Ok(true) => drained.push(id),
+                    Ok(false) => {}
+                    Err(e) => {
+                        log::debug!("{id}: write failed: {e}");
+                        self.drop_conn(id, CloseReason::Disconnected);
+                    }
+                }
+            }
+            for id in drained {
+                if self.core.get(id).is_some_and(|c| c.phase == Phase::Open) {
+                    let mut ctx = Context {
+                        core: &mut self.core,
+                    };
+                    self.handler.on_drain(&mut ctx, id);
+                }
+            }
+            self.settle();
+        }
+    }
+
+    /// Writes `id`'s queue; `Ok(true)` when it drained after having had to wait.
+    fn flush_one(&mut self, id: ConnId) -> io::Result<bool> {
+        let core = &mut self.core;
+        let Some(conn) = core.conns.get_mut(id.index as usize) else {
+            return Ok(false);
+        };
+        if conn.generation != id.generation {
+            return Ok(false);
+        }
+        conn.dirty = false;
+        while conn.tx.len() > 0 {
+            match conn.socket.write(conn.tx.pending()) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => conn.tx.advance(n, &mut core.pool),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let registry = self.poll.registry();
+        let token = Token(id.index as usize);
+        if conn.tx.len() > 0 {
+            if !conn.wants_write {
+                registry.reregister(
+                    &mut conn.socket,
+                    token,
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                conn.wants_write = true;
+            }
+            conn.backlogged = true;
+            return Ok(false);
+        }
+        if conn.wants_write {
+            registry.reregister(&mut conn.socket, token, Interest::READABLE)?;
+            conn.wants_write = false;
+        }
+        if conn.phase == Phase::Linger && !conn.write_shut {
+            conn.write_shut = true;
+            let _ = conn.socket.shutdown(Shutdown::Write);
+        }
+        Ok(std::mem::take(&mut conn.backlogged))
+    }
+
+    /// Ends `id`: tells the application if it knew the connection as open, then removes it.
+    fn drop_conn(&mut self, id: ConnId, why: CloseReason<'_>) {
+        let owed = self
+            .core
+            .get(id)
+            .is_some_and(|c| matches!(c.phase, Phase::Open | Phase::Closing));
+        if owed {
+            notify_close(&mut self.core, &mut self.handler, id, why);
+        }
+        self.remove(id);
+    }
+
+    fn remove(&mut self, id: ConnId) {
+        if self.core.get(id).is_none() {
+            return;
+        }
+        let mut conn = self.core.conns.remove(id.index as usize);
+        let _ = self.poll.registry().deregister(&mut conn.socket);
+        conn.rx.buf.release(&mut self.core.pool);
+        conn.tx.release(&mut self.core.pool);
+    }
+}
+
+/// Calls `on_close` and then drops the connection's state.
+fn notify_close<H: Handler>(
+    core: &mut Core<H::State>,
+    handler: &mut H,
+    id: ConnId,
+    why: CloseReason<'_>,
+) {
+    handler.on_close(&mut Context { core: &mut *core }, id, why);
+    if let Some(conn) = core.get_mut(id) {
+        conn.state = None;
+        if conn.phase != Phase::Linger {
+            conn.phase = Phase::Linger;
+        }
+    }
+}
+
+/// Handles `bytes` received on `id`: the upgrade request, then frames. Returns how many bytes
+/// were used; the rest (a partial head or frame) is kept for the next read.
+fn dispatch<H: Handler>(
+    core: &mut Core<H::State>,
+    handler: &mut H,
+    id: ConnId,
+    rx: &mut Parse,
+    bytes: &mut [u8],
+) -> usize {
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let Some(phase) = core.get(id).map(|c| c.phase) else {
+            return bytes.len();
+        };
+        match phase {
+            Phase::Linger => return bytes.len(),
+            Phase::Handshake => match handshake(core, handler, id, rx, &bytes[pos..]) {
+                Some(used) => pos += used,
+                None => return pos,
+            },
+            Phase::Open | Phase::Closing => match rx.decoder.decode(&mut bytes[pos..]) {
+                Err(e) => {
+                    log::debug!("{id}: protocol error: {e}");
+                    core.fail(id, e.close_code(), e.as_str());
+                    notify_close(core, handler, id, CloseReason::ProtocolError(e));
+                    return bytes.len();
+                }
+                Ok(Decoded::Incomplete { frame_len }) => {
+                    rx.want = frame_len.unwrap_or(0);
+                    return pos;
+                }
+                Ok(Decoded::Frame { len, event }) => {
+                    if let Some(event) = event {
+                        on_event(core, handler, id, phase, event);
+                    }
+                    pos += len;
+                }
+            },
+        }
+    }
+    rx.decoder.release();
+    rx.want = 0;
+    pos
+}
+
+/// Handles one decoded event of an open (or closing) connection.
+fn on_event<H: Handler>(
+    core: &mut Core<H::State>,
+    handler: &mut H,
+    id: ConnId,
+    phase: Phase,
+    event: Event<'_>,
+) {
+    let open = phase == Phase::Open;
+    match event {
+        Event::Text(text) if open => {
+            handler.on_message(&mut Context { core }, id, Message::Text(text));
+        }
+        Event::Binary(bytes) if open => {
+            handler.on_message(&mut Context { core }, id, Message::Binary(bytes));
+        }
+        Event::Ping(payload) if open => {
+            // Queued now and flushed at the end of this turn.
+            let _ = core.send_frame(id, OpCode::Pong, payload);
+        }
+        Event::Close(code, reason) => {
+            // Echo the peer's code (RFC 6455 section 5.5.1); none if it sent none.
+            core.close_frame(id, code, "", Phase::Linger);
+            notify_close(core, handler, id, CloseReason::Closed { code, reason });
+        }
+        _ => {}
+    }
+}
+
+/// Handles the upgrade request. Returns the bytes it used, or `None` if the head is not
+/// complete yet.
+fn handshake<H: Handler>(
+    core: &mut Core<H::State>,
+    handler: &mut H,
+    id: ConnId,
+    rx: &mut Parse,
+    bytes: &[u8],
+) -> Option<usize> {
+    let max = core.config.max_handshake_size;
+    let end = match rx.scanner.find_end(bytes) {
+        Some(end) if end <= max => end,
+        None if bytes.len() < max => return None,
+        _ => {
+            return Some(refuse(
+                core,
+                id,
+                Rejection::HeadersTooLarge.response(),
+                bytes,
+            ))
+        }
+    };
+    let peer = core.get(id)?.peer;
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let req = match Request::parse(&bytes[..end], &mut storage) {
+        Ok(req) => req,
+        Err(ParseError::TooManyHeaders) => {
+            return Some(refuse(
+                core,
+                id,
+                Rejection::HeadersTooLarge.response(),
+                bytes,
+            ))
+        }
+        Err(ParseError::Malformed) => {
+            let resp = Rejection::BadRequest("malformed request").response();
+            return Some(refuse(core, id, resp, bytes));
+        }
+    };
+    if !req.wants_websocket() && req.method() == "GET" {
+        let resp = handler.on_http(&req, peer);
+        return Some(refuse(core, id, resp, bytes));
+    }
+    let key = match req.validate_upgrade() {
+        Ok(key) => key,
+        Err(rejection) => return Some(refuse(core, id, rejection.response(), bytes)),
+    };
+    let (protocol, state) = match handler.on_upgrade(&req, peer) {
+        Upgrade::Accept { protocol, state } => (protocol, state),
+        Upgrade::Reject(resp) => return Some(refuse(core, id, resp, bytes)),
+    };
+    if let Some(p) = &protocol {
+        if !req.protocols().any(|offered| offered == p) {
+            log::error!("{id}: handler chose subprotocol {p:?}, which the client did not offer");
+            let resp = HttpResponse::text(500, "server chose an unoffered subprotocol");
+            return Some(refuse(core, id, resp, bytes));
+        }
+    }
+    let conn = lookup(&mut core.conns, id)?;
+    write_accept(conn.tx.vec(&mut core.pool), key, protocol.as_deref(), None);
+    conn.phase = Phase::Open;
+    conn.state = Some(state);
+    if !conn.dirty {
+        conn.dirty = true;
+        core.dirty.push(id);
+    }
+    core.arm(id);
+    handler.on_open(&mut Context { core }, id);
+    Some(end)
+}
+
+/// Answers `id` with an HTTP response and lets it linger until closed; discards `bytes`.
+fn refuse<S>(core: &mut Core<S>, id: ConnId, resp: HttpResponse, bytes: &[u8]) -> usize {
+    log::debug!("{id}: answered {}", resp.status());
+    let mut out = Vec::new();
+    resp.write_to(&mut out);
+    core.queue_raw(id, &out);
+    let deadline = core.now + core.config.close_timeout;
+    if let Some(conn) = core.get_mut(id) {
+        conn.phase = Phase::Linger;
+        conn.deadline = deadline;
+    }
+    core.arm(id);
+    bytes.len()
+}
