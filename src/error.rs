@@ -1,5 +1,6 @@
 //! The one error type for setting a server up and running it.
 
+use std::path::PathBuf;
 use std::{fmt, io};
 
 /// What went wrong while configuring, binding or running a server.
@@ -21,6 +22,13 @@ pub enum Error {
     },
     /// An I/O error of the reactor itself (the poll or the listener).
     Io(io::Error),
+    /// The TLS certificate or key cannot be used.
+    Tls {
+        /// The file at fault, when one is.
+        path: Option<PathBuf>,
+        /// What is wrong and, where possible, how to fix it.
+        message: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -29,6 +37,14 @@ impl fmt::Display for Error {
             Error::Config { option, message } => write!(f, "invalid config: {option} {message}"),
             Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::Tls {
+                path: Some(path),
+                message,
+            } => write!(f, "TLS file {}: {message}", path.display()),
+            Error::Tls {
+                path: None,
+                message,
+            } => write!(f, "TLS: {message}"),
         }
     }
 }
@@ -36,7 +52,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Config { .. } => None,
+            Error::Config { .. } | Error::Tls { .. } => None,
             Error::Bind { source, .. } => Some(source),
             Error::Io(e) => Some(e),
         }

@@ -42,6 +42,8 @@ mod handler;
 pub mod proto;
 mod server;
 mod timer;
+mod tls;
+mod transport;
 
 pub use config::{Config, Overflow};
 pub use context::Context;
@@ -49,4 +51,7 @@ pub use error::Error;
 pub use handler::{CloseReason, ConnId, Handler, Message, SendError, Upgrade};
 pub use proto::handshake::{HttpResponse, Request};
 pub use proto::{CloseCode, ProtocolError};
+/// The rustls version wsloop is built with, for [`TlsConfig::from_server_config`].
+pub use rustls;
 pub use server::Server;
+pub use tls::TlsConfig;

@@ -241,7 +241,9 @@ impl<H: Handler> Server<H> {
                 }
             };
             conn.last_seen = now;
-            conn.ping_sent = false;
+            // After a keepalive ping the next one is due again; with no idle timeout no
+            // deadline may be armed at all, so arm it (once per ping, not per read).
+            let rearm = std::mem::take(&mut conn.ping_sent);
             if conn.phase != Phase::Linger {
                 let mut rx = std::mem::replace(&mut conn.rx, Rx::new(0));
                 if into_scratch {
@@ -262,6 +264,9 @@ impl<H: Handler> Server<H> {
                     Some(conn) => conn.rx = rx,
                     None => rx.buf.release(&mut self.core.pool),
                 }
+            }
+            if rearm {
+                self.core.arm(id);
             }
             budget = budget.saturating_sub(n);
             if budget == 0 {

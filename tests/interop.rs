@@ -38,7 +38,9 @@ fn env_path(name: &str) -> String {
 
 /// Runs an interop client to completion and fails with its output unless it passed.
 fn run_client(mut cmd: Command, name: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -46,7 +48,10 @@ fn run_client(mut cmd: Command, name: &str) {
         "{name} failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
-    assert!(stdout.contains("9 passed"), "{name} ran fewer checks:\n{stdout}");
+    assert!(
+        stdout.contains("9 passed"),
+        "{name} ran fewer checks:\n{stdout}"
+    );
 }
 
 fn python(url: &str, extra: &[&str]) -> Command {

@@ -3,6 +3,7 @@
 //! this endpoint sends.
 
 use super::close::{close_payload, parse_close_payload};
+use super::deflate::{InflateError, Inflater};
 use super::frame::{apply_mask, write_frame, FrameHeader, OpCode};
 use super::utf8::Utf8Validator;
 use super::{CloseCode, ProtocolError, Role};
@@ -68,6 +69,10 @@ pub struct Decoder {
     fragments: Vec<u8>,
     /// `fragments` holds a message that was handed out and must be dropped on the next call.
     delivered: bool,
+    /// permessage-deflate, when negotiated.
+    inflater: Option<Inflater>,
+    /// The message in progress is compressed (its first frame had RSV1).
+    compressed: bool,
 }
 
 impl Decoder {
@@ -81,7 +86,14 @@ impl Decoder {
             utf8: Utf8Validator::default(),
             fragments: Vec::new(),
             delivered: false,
+            inflater: None,
+            compressed: false,
         }
+    }
+
+    /// Turns on permessage-deflate: RSV1 on a message's first frame now means "compressed".
+    pub fn set_inflater(&mut self, inflater: Inflater) {
+        self.inflater = Some(inflater);
     }
 
     /// Whether a fragmented message is in progress (its bytes are held by the decoder).
@@ -89,11 +101,18 @@ impl Decoder {
         self.open != Open::None
     }
 
-    /// Frees the buffer of a fragmented message that was already handed out.
+    /// Frees what the decoder holds for a message that was already handed out: the buffer of
+    /// a fragmented or compressed message, and an inflater's state that the next message
+    /// does not need. Call it when the bytes at hand are used up.
     pub fn release(&mut self) {
         if self.delivered {
             self.fragments = Vec::new();
             self.delivered = false;
+        }
+        if self.open == Open::None {
+            if let Some(inflater) = &mut self.inflater {
+                inflater.release_if_idle();
+            }
         }
     }
 
@@ -104,7 +123,10 @@ impl Decoder {
     /// the next call. After a [`Frame`](Decoded::Frame) the caller drops `len` bytes from the
     /// front of its buffer. After an error or a close event, stop decoding.
     pub fn decode<'a>(&'a mut self, buf: &'a mut [u8]) -> Result<Decoded<'a>, ProtocolError> {
-        self.release();
+        if self.delivered {
+            self.fragments.clear();
+            self.delivered = false;
+        }
         let Some((header, header_len)) = FrameHeader::decode(buf)? else {
             return Ok(Decoded::Incomplete { frame_len: None });
         };
@@ -113,8 +135,11 @@ impl Decoder {
         let payload_len = header.payload_len as usize;
         let frame_len = header_len + payload_len;
         let available = buf.len().min(frame_len);
-        let text = header.opcode == OpCode::Text
-            || (header.opcode == OpCode::Continuation && self.open == Open::Text);
+        let compressed = header.rsv1 || (header.opcode == OpCode::Continuation && self.compressed);
+        // Compressed text is validated once inflated, frame by frame.
+        let text = !compressed
+            && (header.opcode == OpCode::Text
+                || (header.opcode == OpCode::Continuation && self.open == Open::Text));
         let payload = &mut buf[header_len..available];
         let fresh = &mut payload[self.progress..];
         if let Some(key) = header.mask {
@@ -145,7 +170,9 @@ impl Decoder {
 
     /// Checks what the header alone tells against the connection's state.
     fn check_header(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
-        if header.rsv1 {
+        // RSV1 means "compressed", on the first frame of a message only (RFC 7692 section 6).
+        let first = matches!(header.opcode, OpCode::Text | OpCode::Binary);
+        if header.rsv1 && !(first && self.inflater.is_some()) {
             return Err(ProtocolError::ReservedBits);
         }
         if header.mask.is_some() != (self.role == Role::Server) {
@@ -183,6 +210,9 @@ impl Decoder {
                 let (code, reason) = parse_close_payload(payload)?;
                 Event::Close(code, reason)
             }
+            _ if header.rsv1 || (header.opcode == OpCode::Continuation && self.compressed) => {
+                return self.inflate(header, payload);
+            }
             OpCode::Text if header.fin && validated == 0 => {
                 Event::Text(std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?)
             }
@@ -206,23 +236,66 @@ impl Decoder {
                         .map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
                 self.fragments.extend_from_slice(payload);
-                if !header.fin {
-                    return Ok(None);
-                }
-                let open = std::mem::replace(&mut self.open, Open::None);
-                self.delivered = true;
-                if open == Open::Text {
-                    self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-                    Event::Text(
-                        std::str::from_utf8(&self.fragments)
-                            .map_err(|_| ProtocolError::InvalidUtf8)?,
-                    )
-                } else {
-                    Event::Binary(&self.fragments)
-                }
+                return self.assembled(header.fin);
             }
         };
         Ok(Some(event))
+    }
+
+    /// Inflates a frame of a compressed message into `fragments`, validating text as it comes.
+    fn inflate<'a>(
+        &'a mut self,
+        header: FrameHeader,
+        payload: &[u8],
+    ) -> Result<Option<Event<'a>>, ProtocolError> {
+        match header.opcode {
+            OpCode::Text => self.open = Open::Text,
+            OpCode::Binary => self.open = Open::Binary,
+            _ => {}
+        }
+        self.compressed = true;
+        let Some(inflater) = &mut self.inflater else {
+            return Err(ProtocolError::ReservedBits);
+        };
+        let before = self.fragments.len();
+        let inflated = inflater.inflate(
+            payload,
+            header.fin,
+            &mut self.fragments,
+            self.max_message_size,
+        );
+        match inflated {
+            Err(InflateError::TooBig) => return Err(ProtocolError::MessageTooBig),
+            Err(InflateError::Corrupt) if self.open == Open::Text => {
+                return Err(ProtocolError::InvalidUtf8)
+            }
+            Err(InflateError::Corrupt) => return Err(ProtocolError::BadCompression),
+            Ok(()) => {}
+        }
+        if self.open == Open::Text {
+            self.utf8
+                .feed(&self.fragments[before..])
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        self.assembled(header.fin)
+    }
+
+    /// After a data frame was added to `fragments`: the whole message, if that was the last.
+    fn assembled(&mut self, fin: bool) -> Result<Option<Event<'_>>, ProtocolError> {
+        if !fin {
+            return Ok(None);
+        }
+        let open = std::mem::replace(&mut self.open, Open::None);
+        self.compressed = false;
+        self.delivered = true;
+        if open == Open::Text {
+            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+            let text =
+                std::str::from_utf8(&self.fragments).map_err(|_| ProtocolError::InvalidUtf8)?;
+            Ok(Some(Event::Text(text)))
+        } else {
+            Ok(Some(Event::Binary(&self.fragments)))
+        }
     }
 }
 
@@ -438,6 +511,89 @@ mod tests {
         assert_eq!(decode_all(&bad, 100).1, Some(ProtocolError::BadCloseFrame));
         let bad = client_frame(OpCode::Close, true, &1005u16.to_be_bytes());
         assert_eq!(decode_all(&bad, 100).1, Some(ProtocolError::BadCloseFrame));
+    }
+
+    fn deflate_decoder(max: usize) -> Decoder {
+        use crate::proto::deflate::Params;
+        let mut d = Decoder::new(Role::Server, max);
+        d.set_inflater(Inflater::new(Params::default(), Role::Server));
+        d
+    }
+
+    /// A masked client frame with RSV1 set on the first byte.
+    fn compressed_frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_frame(&mut out, opcode, fin, true, Some(mask_key()), payload);
+        out
+    }
+
+    fn decode_with(d: &mut Decoder, bytes: &[u8]) -> Result<Vec<String>, ProtocolError> {
+        let mut buf = bytes.to_vec();
+        let mut start = 0;
+        let mut events = Vec::new();
+        while let Decoded::Frame { len, event } = d.decode(&mut buf[start..])? {
+            events.extend(event.map(|e| format!("{e:?}")));
+            start += len;
+        }
+        Ok(events)
+    }
+
+    #[test]
+    fn compressed_messages_rfc_7692_examples() {
+        let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let mut d = deflate_decoder(100);
+        // 7.2.3.1: one frame; 7.2.3.2: the same message twice, the second using the context.
+        let mut bytes = compressed_frame(OpCode::Text, true, &hello);
+        bytes.extend(compressed_frame(
+            OpCode::Text,
+            true,
+            &[0xf2, 0x00, 0x11, 0x00, 0x00],
+        ));
+        // 7.2.3.1, fragmented: RSV1 on the first frame only.
+        bytes.extend(compressed_frame(OpCode::Text, false, &hello[..3]));
+        bytes.extend(client_frame(OpCode::Continuation, true, &hello[3..]));
+        assert_eq!(
+            decode_with(&mut d, &bytes),
+            Ok(vec!["Text(\"Hello\")".to_string(); 3])
+        );
+    }
+
+    #[test]
+    fn rsv1_rules_with_deflate() {
+        let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let mut bytes = compressed_frame(OpCode::Text, false, &hello[..3]);
+        bytes.extend(compressed_frame(OpCode::Continuation, true, &hello[3..]));
+        let err = decode_with(&mut deflate_decoder(100), &bytes);
+        assert_eq!(err, Err(ProtocolError::ReservedBits));
+        let ping = compressed_frame(OpCode::Ping, true, b"");
+        let err = decode_with(&mut deflate_decoder(100), &ping);
+        assert_eq!(err, Err(ProtocolError::ReservedBits));
+    }
+
+    #[test]
+    fn compressed_bomb_and_corrupt_data() {
+        let mut deflater = crate::proto::deflate::Deflater::new(
+            crate::proto::deflate::Params::default(),
+            Role::Client,
+            9,
+        );
+        let mut bomb = Vec::new();
+        deflater.deflate(&vec![0u8; 1 << 20], &mut bomb);
+        assert!(bomb.len() < 2048);
+        let frame = compressed_frame(OpCode::Binary, true, &bomb);
+        let err = decode_with(&mut deflate_decoder(64 * 1024), &frame);
+        assert_eq!(err, Err(ProtocolError::MessageTooBig));
+        let garbage = [0xff; 16];
+        let err = decode_with(
+            &mut deflate_decoder(100),
+            &compressed_frame(OpCode::Binary, true, &garbage),
+        );
+        assert_eq!(err, Err(ProtocolError::BadCompression));
+        let err = decode_with(
+            &mut deflate_decoder(100),
+            &compressed_frame(OpCode::Text, true, &garbage),
+        );
+        assert_eq!(err, Err(ProtocolError::InvalidUtf8));
     }
 
     #[test]

@@ -6,11 +6,13 @@
 //! - [`message`]: the [`Decoder`](message::Decoder) that turns frames into messages and control
 //!   events, enforcing RFC 6455's rules, and the encoder helpers for what we send.
 //! - [`utf8`]: incremental UTF-8 validation for text that arrives in pieces.
+//! - [`deflate`]: permessage-deflate (RFC 7692) negotiation and codec.
 //!
 //! The same core serves both roles: a [`Role::Server`] expects masked frames and sends unmasked
 //! ones; a [`Role::Client`] does the reverse.
 
 pub mod close;
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod message;
