@@ -1,10 +1,12 @@
 //! Echo server: every message comes back as it went out.
 //!
-//! `cargo run --release --example echo -- [--addr 127.0.0.1:9001]`
-//! (`RUST_LOG=debug` for a log line per connection event).
+//! `cargo run --release --example echo -- [--addr 127.0.0.1:9001] [--no-deflate]`
+//! (`RUST_LOG=debug` for a log line per connection event). permessage-deflate is offered
+//! unless `--no-deflate` is given.
 
 use std::net::SocketAddr;
 
+use wsloop::proto::deflate::DeflateConfig;
 use wsloop::{CloseReason, Config, ConnId, Context, Handler, Message, Request, Server, Upgrade};
 
 struct Echo;
@@ -31,17 +33,20 @@ impl Handler for Echo {
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut addr = String::from("127.0.0.1:9001");
+    let mut deflate = Some(DeflateConfig::default());
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next()) {
-            ("--addr", Some(value)) => addr = value,
+        match arg.as_str() {
+            "--addr" if args.len() > 0 => addr = args.next().unwrap_or_default(),
+            "--no-deflate" => deflate = None,
             _ => {
-                eprintln!("usage: echo [--addr HOST:PORT]");
+                eprintln!("usage: echo [--addr HOST:PORT] [--no-deflate]");
                 std::process::exit(2);
             }
         }
     }
-    let mut server = match Server::bind(&addr, Config::default(), Echo) {
+    let config = Config::default().deflate(deflate);
+    let mut server = match Server::bind(&addr, config, Echo) {
         Ok(server) => server,
         Err(e) => {
             eprintln!("echo: {e}");

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::proto::deflate::DeflateConfig;
 use crate::Error;
 
 /// What happens when a send would push a connection's write queue past `max_write_buffer`.
@@ -65,6 +66,9 @@ config! {
     max_connections: usize = 10_000,
     /// Size of the reactor-wide read buffer, and so of one read (default 64 KiB).
     read_buffer_size: usize = 64 * 1024,
+    /// permessage-deflate (RFC 7692), offered to clients that ask; `None` turns it off
+    /// (default: off).
+    deflate: Option<DeflateConfig> = None,
 }
 
 impl Config {
@@ -94,6 +98,13 @@ impl Config {
                 "read_buffer_size",
                 format!("must be 4 KiB to 16 MiB, got {}", self.read_buffer_size),
             );
+        }
+        if let Some(Err(message)) = self.deflate.as_ref().map(DeflateConfig::validate) {
+            let message = message.trim_start_matches("deflate.").to_owned();
+            return Err(Error::Config {
+                option: "deflate",
+                message,
+            });
         }
         if self.max_connections == 0 {
             return bad("max_connections", "must be at least 1, got 0".into());
@@ -145,6 +156,19 @@ mod tests {
         assert_eq!(option_of(d().max_write_buffer(1)), "max_write_buffer");
         assert_eq!(option_of(d().read_buffer_size(1)), "read_buffer_size");
         assert_eq!(option_of(d().max_connections(0)), "max_connections");
+        let deflate = DeflateConfig {
+            level: 11,
+            ..DeflateConfig::default()
+        };
+        let message = d()
+            .deflate(Some(deflate))
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "invalid config: deflate level must be 0..=9, got 11"
+        );
         assert_eq!(
             option_of(d().close_timeout(Duration::ZERO)),
             "close_timeout"

@@ -6,6 +6,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use crate::buffer::{RxBuf, TxBuf};
+use crate::proto::deflate::Deflater;
 use crate::proto::handshake::HeadScanner;
 use crate::proto::message::Decoder;
 use crate::proto::Role;
@@ -56,6 +57,18 @@ impl Rx {
     }
 }
 
+/// How the messages a connection is sent are compressed (permessage-deflate).
+#[derive(Debug)]
+pub(crate) enum Compress {
+    /// Not negotiated.
+    Off,
+    /// Each message on its own (server_no_context_takeover), with the reactor's shared
+    /// compressor for this many window bits: nothing per connection.
+    Shared(u8),
+    /// With context takeover: the connection's own compressor.
+    Own(Box<Deflater>),
+}
+
 /// A connection in the reactor's slab.
 #[derive(Debug)]
 pub(crate) struct Conn<S> {
@@ -65,6 +78,8 @@ pub(crate) struct Conn<S> {
     pub(crate) phase: Phase,
     pub(crate) rx: Rx,
     pub(crate) tx: TxBuf,
+    /// How messages to this connection are compressed.
+    pub(crate) compress: Compress,
     /// The application's state, from upgrade until after `on_close`.
     pub(crate) state: Option<S>,
     /// When the peer last sent anything.

@@ -7,8 +7,9 @@ use std::time::Instant;
 use slab::Slab;
 
 use crate::buffer::BufPool;
+use crate::compress::Compressors;
 use crate::conn::{Conn, Phase};
-use crate::proto::frame::{OpCode, MAX_HEADER_LEN};
+use crate::proto::frame::{write_frame, OpCode, MAX_HEADER_LEN};
 use crate::proto::message::Encoder;
 use crate::proto::{CloseCode, Role};
 use crate::timer::Timers;
@@ -27,7 +28,9 @@ pub(crate) struct Core<S> {
     /// The time of this turn.
     pub(crate) now: Instant,
     pub(crate) encoder: Encoder,
-    /// A broadcast's frame, encoded once.
+    /// permessage-deflate for what we send.
+    pub(crate) compressors: Compressors,
+    /// A broadcast's uncompressed frame, encoded once.
     frame: Vec<u8>,
     next_generation: u32,
 }
@@ -44,6 +47,7 @@ impl<S> Core<S> {
             encoder: Encoder::new(Role::Server),
             frame: Vec::new(),
             next_generation: 0,
+            compressors: Compressors::new(config.deflate.as_ref()),
             config,
         }
     }
@@ -100,23 +104,32 @@ impl<S> Core<S> {
         }
     }
 
-    /// Queues a frame for `id` if it is open and its queue has room.
+    /// Queues a frame for `id` if it is open and its queue has room; data frames are
+    /// compressed if the connection negotiated it and `compress` allows.
     pub(crate) fn send_frame(
         &mut self,
         id: ConnId,
         opcode: OpCode,
         payload: &[u8],
+        compress: bool,
     ) -> Result<(), SendError> {
         let max = self.config.max_write_buffer;
         let conn = match lookup(&mut self.conns, id) {
             Some(conn) if conn.phase == Phase::Open => conn,
             _ => return Err(SendError::NotOpen),
         };
-        if conn.tx.len() + payload.len() + MAX_HEADER_LEN > max {
+        let compressed = match opcode {
+            OpCode::Text | OpCode::Binary if compress => {
+                self.compressors.compress(&mut conn.compress, payload)
+            }
+            _ => None,
+        };
+        let body = compressed.unwrap_or(payload);
+        if conn.tx.len() + body.len() + MAX_HEADER_LEN > max {
             return Err(self.overflow(id));
         }
-        self.encoder
-            .frame(conn.tx.vec(&mut self.pool), opcode, true, payload);
+        let rsv1 = compressed.is_some();
+        write_frame(conn.tx.vec(&mut self.pool), opcode, true, rsv1, None, body);
         Self::mark_dirty(conn, id, &mut self.dirty);
         Ok(())
     }
@@ -161,8 +174,14 @@ impl<S> Core<S> {
         self.arm(id);
     }
 
-    /// Appends the already encoded `self.frame` to every open connection but `except`.
-    fn broadcast_frame(&mut self, except: Option<ConnId>) -> usize {
+    /// Queues a message to every open connection but `except`: encoded once uncompressed, and
+    /// once per shared compressor; returns to how many connections.
+    fn broadcast(&mut self, msg: Message<'_>, except: Option<ConnId>) -> usize {
+        let opcode = data_opcode(msg);
+        let payload = msg.as_bytes();
+        self.frame.clear();
+        write_frame(&mut self.frame, opcode, true, false, None, payload);
+        self.compressors.begin_broadcast();
         let max = self.config.max_write_buffer;
         let mut sent = 0;
         let mut overflowed = Vec::new();
@@ -174,11 +193,15 @@ impl<S> Core<S> {
             if conn.phase != Phase::Open || Some(id) == except {
                 continue;
             }
-            if conn.tx.len() + self.frame.len() > max {
+            let frame = self
+                .compressors
+                .broadcast_frame(&mut conn.compress, opcode, payload)
+                .unwrap_or(&self.frame);
+            if conn.tx.len() + frame.len() > max {
                 overflowed.push(id);
                 continue;
             }
-            conn.tx.vec(&mut self.pool).extend_from_slice(&self.frame);
+            conn.tx.vec(&mut self.pool).extend_from_slice(frame);
             Self::mark_dirty(conn, id, &mut self.dirty);
             sent += 1;
         }
@@ -186,6 +209,14 @@ impl<S> Core<S> {
             self.overflow(id);
         }
         sent
+    }
+}
+
+/// The opcode of a data message.
+fn data_opcode(msg: Message<'_>) -> OpCode {
+    match msg {
+        Message::Text(_) => OpCode::Text,
+        Message::Binary(_) => OpCode::Binary,
     }
 }
 
@@ -205,23 +236,28 @@ pub struct Context<'a, S> {
 }
 
 impl<S> Context<'_, S> {
-    /// Queues a message for `id`.
+    /// Queues a message for `id` (compressed if the connection negotiated permessage-deflate
+    /// and the message reaches the threshold).
     pub fn send(&mut self, id: ConnId, msg: Message<'_>) -> Result<(), SendError> {
-        let opcode = match msg {
-            Message::Text(_) => OpCode::Text,
-            Message::Binary(_) => OpCode::Binary,
-        };
-        self.core.send_frame(id, opcode, msg.as_bytes())
+        self.core
+            .send_frame(id, data_opcode(msg), msg.as_bytes(), true)
+    }
+
+    /// Queues a message for `id` uncompressed, whatever was negotiated (for data that is
+    /// already compressed, say).
+    pub fn send_uncompressed(&mut self, id: ConnId, msg: Message<'_>) -> Result<(), SendError> {
+        self.core
+            .send_frame(id, data_opcode(msg), msg.as_bytes(), false)
     }
 
     /// Queues a text message for `id`.
     pub fn send_text(&mut self, id: ConnId, text: &str) -> Result<(), SendError> {
-        self.core.send_frame(id, OpCode::Text, text.as_bytes())
+        self.send(id, Message::Text(text))
     }
 
     /// Queues a binary message for `id`.
     pub fn send_binary(&mut self, id: ConnId, bytes: &[u8]) -> Result<(), SendError> {
-        self.core.send_frame(id, OpCode::Binary, bytes)
+        self.send(id, Message::Binary(bytes))
     }
 
     /// Queues a ping with `payload` (at most 125 bytes) for `id`.
@@ -229,7 +265,7 @@ impl<S> Context<'_, S> {
         if payload.len() > 125 {
             return Err(SendError::TooLong);
         }
-        self.core.send_frame(id, OpCode::Ping, payload)
+        self.core.send_frame(id, OpCode::Ping, payload, false)
     }
 
     /// Starts the close handshake with `code` and `reason` (cut to fit 123 bytes). The
@@ -250,29 +286,15 @@ impl<S> Context<'_, S> {
         }
     }
 
-    /// Queues `msg` once to every open connection; returns to how many.
+    /// Queues `msg` to every open connection, encoded once (and compressed once per shared
+    /// compressor); returns to how many.
     pub fn broadcast(&mut self, msg: Message<'_>) -> usize {
-        self.encode_broadcast(msg);
-        self.core.broadcast_frame(None)
+        self.core.broadcast(msg, None)
     }
 
-    /// Queues `msg` once to every open connection but `except` (usually the sender).
+    /// Queues `msg` to every open connection but `except` (usually the sender).
     pub fn broadcast_except(&mut self, except: ConnId, msg: Message<'_>) -> usize {
-        self.encode_broadcast(msg);
-        self.core.broadcast_frame(Some(except))
-    }
-
-    fn encode_broadcast(&mut self, msg: Message<'_>) {
-        let opcode = match msg {
-            Message::Text(_) => OpCode::Text,
-            Message::Binary(_) => OpCode::Binary,
-        };
-        let mut frame = std::mem::take(&mut self.core.frame);
-        frame.clear();
-        self.core
-            .encoder
-            .message(&mut frame, opcode, msg.as_bytes());
-        self.core.frame = frame;
+        self.core.broadcast(msg, Some(except))
     }
 
     /// The peer's address.

@@ -34,6 +34,7 @@
 
 mod buffer;
 pub mod client;
+mod compress;
 mod config;
 mod conn;
 mod context;

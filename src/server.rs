@@ -8,14 +8,15 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::buffer::TxBuf;
-use crate::conn::{Conn, Parse, Phase, Rx};
+use crate::conn::{Compress, Conn, Parse, Phase, Rx};
 use crate::context::{lookup, Core};
+use crate::proto::deflate::{self, Inflater};
 use crate::proto::frame::OpCode;
 use crate::proto::handshake::{
     write_accept, HttpResponse, ParseError, Rejection, Request, MAX_HEADERS,
 };
 use crate::proto::message::{Decoded, Event};
-use crate::proto::CloseCode;
+use crate::proto::{CloseCode, Role};
 use crate::{CloseReason, Config, ConnId, Context, Error, Handler, Message, Upgrade};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -197,6 +198,7 @@ impl<H: Handler> Server<H> {
                 phase: Phase::Handshake,
                 rx: Rx::new(self.core.config.max_message_size),
                 tx: TxBuf::default(),
+                compress: Compress::Off,
                 state: None,
                 last_seen: now,
                 deadline: now + self.core.config.handshake_timeout,
@@ -314,7 +316,7 @@ impl<H: Handler> Server<H> {
                 }
                 Phase::Open if ping && !conn.ping_sent => {
                     conn.ping_sent = true;
-                    let _ = self.core.send_frame(id, OpCode::Ping, b"");
+                    let _ = self.core.send_frame(id, OpCode::Ping, b"", false);
                 }
                 _ => {}
             }
@@ -505,7 +507,7 @@ fn on_event<H: Handler>(
         }
         Event::Ping(payload) if open => {
             // Queued now and flushed at the end of this turn.
-            let _ = core.send_frame(id, OpCode::Pong, payload);
+            let _ = core.send_frame(id, OpCode::Pong, payload, false);
         }
         Event::Close(code, reason) => {
             // Echo the peer's code (RFC 6455 section 5.5.1); none if it sent none.
@@ -574,8 +576,22 @@ fn handshake<H: Handler>(
             return Some(refuse(core, id, resp, bytes));
         }
     }
+    let deflate = core.config.deflate.as_ref().and_then(|cfg| {
+        let offers = req.header_values("sec-websocket-extensions");
+        deflate::negotiate(offers.map(str::as_bytes), cfg)
+    });
+    let extensions = deflate.map(|params| params.response_header_value());
     let conn = lookup(&mut core.conns, id)?;
-    write_accept(conn.tx.vec(&mut core.pool), key, protocol.as_deref(), None);
+    if let Some(params) = deflate {
+        rx.decoder.set_inflater(Inflater::new(params, Role::Server));
+        conn.compress = core.compressors.mode(params);
+    }
+    write_accept(
+        conn.tx.vec(&mut core.pool),
+        key,
+        protocol.as_deref(),
+        extensions.as_deref(),
+    );
     conn.phase = Phase::Open;
     conn.state = Some(state);
     if !conn.dirty {

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
+use wsloop::proto::deflate::DeflateConfig;
 use wsloop::{Config, ConnId, Context, Handler, Message, Request, Server, Upgrade};
 
 struct Echo;
@@ -68,6 +69,19 @@ fn node(url: &str, extra: &[&str]) -> Command {
     cmd
 }
 
+fn deflate() -> Config {
+    Config::default().deflate(Some(DeflateConfig::default()))
+}
+
+/// The RFC's defaults: context takeover both ways, each connection its own compressor.
+fn deflate_with_takeover() -> Config {
+    Config::default().deflate(Some(DeflateConfig {
+        server_no_context_takeover: false,
+        client_no_context_takeover: false,
+        ..DeflateConfig::default()
+    }))
+}
+
 #[test]
 fn python_websockets_client_echoes() {
     let url = start_echo(Config::default());
@@ -78,4 +92,20 @@ fn python_websockets_client_echoes() {
 fn node_ws_client_echoes() {
     let url = start_echo(Config::default());
     run_client(node(&url, &[]), "node ws");
+}
+
+#[test]
+fn python_websockets_client_echoes_compressed() {
+    for config in [deflate(), deflate_with_takeover()] {
+        let url = start_echo(config);
+        run_client(python(&url, &["--deflate"]), "python websockets, deflate");
+    }
+}
+
+#[test]
+fn node_ws_client_echoes_compressed() {
+    for config in [deflate(), deflate_with_takeover()] {
+        let url = start_echo(config);
+        run_client(node(&url, &["--deflate"]), "node ws, deflate");
+    }
 }

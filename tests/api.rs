@@ -1,0 +1,132 @@
+//! The application API over real sockets: broadcast, connection lookup, per-connection state,
+//! peer addresses, and setup errors.
+
+mod common;
+
+use std::io::ErrorKind;
+use std::time::Duration;
+
+use common::{TestHandler, TestServer, Ws};
+use wsloop::{Config, Error, Server};
+
+fn server() -> TestServer {
+    TestServer::start(Config::default())
+}
+
+/// Asks the server for this connection's id.
+fn id_of(ws: &mut Ws) -> String {
+    ws.send_text("!id");
+    ws.read_text()
+}
+
+/// Asks the server for the ids of the open connections.
+fn listed(ws: &mut Ws) -> Vec<String> {
+    ws.send_text("!list");
+    let mut ids: Vec<String> = ws.read_text().split(',').map(str::to_owned).collect();
+    ids.sort();
+    ids
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+#[test]
+fn broadcast_reaches_every_open_connection() {
+    let server = server();
+    let mut clients = [server.connect(), server.connect(), server.connect()];
+    // Neither a connection still handshaking nor one that is closing receives it.
+    let mut handshaking = server.raw();
+    let mut closing = server.connect();
+    closing.send_text("!close");
+    closing.expect_close(1000);
+
+    clients[0].send_text("!all to everyone");
+    for ws in &mut clients {
+        assert_eq!(ws.read_text(), "to everyone");
+    }
+    handshaking.expect_silence(Duration::from_millis(100));
+    closing.send_close(1000, "");
+    closing.expect_eof();
+}
+
+#[test]
+fn broadcast_except_skips_the_sender() {
+    let server = server();
+    let [mut sender, mut b, mut c] = [server.connect(), server.connect(), server.connect()];
+    sender.send_text("!others not for the sender");
+    assert_eq!(b.read_text(), "not for the sender");
+    assert_eq!(c.read_text(), "not for the sender");
+    // The sender's next frame is the echo of what it sends next, not the broadcast.
+    sender.assert_echo("next");
+}
+
+#[test]
+fn connections_lists_the_open_ones() {
+    let server = server();
+    let mut clients = [server.connect(), server.connect(), server.connect()];
+    let ids: Vec<String> = clients.iter_mut().map(id_of).collect();
+    let _handshaking = server.raw();
+    assert_eq!(listed(&mut clients[0]), sorted(ids.clone()));
+
+    let [mut first, mut second, mut third] = clients;
+    third.send_close(1000, "leaving");
+    third.expect_close(1000);
+    third.expect_eof();
+    server.wait_closed();
+    assert_eq!(listed(&mut first), sorted(ids[..2].to_vec()));
+    assert_eq!(listed(&mut second), sorted(ids[..2].to_vec()));
+}
+
+#[test]
+fn state_set_at_upgrade_is_reachable_in_on_message() {
+    let server = server();
+    let mut ann = server.connect_path("/room/1?user=ann");
+    let mut bob = server.connect_path("/room/2?user=bob");
+    ann.send_text("!state");
+    bob.send_text("!state");
+    assert_eq!(ann.read_text(), "/room/1?user=ann");
+    assert_eq!(bob.read_text(), "/room/2?user=bob");
+}
+
+#[test]
+fn peer_addr_is_the_clients_address() {
+    let server = server();
+    let mut ws = server.connect();
+    ws.send_text("!peer");
+    assert_eq!(ws.read_text(), ws.local_addr().to_string());
+}
+
+#[test]
+fn config_error_names_the_option() {
+    let config = Config::default().max_message_size(0);
+    match Server::bind("127.0.0.1:0", config, TestHandler::detached()) {
+        Err(e @ Error::Config { option, .. }) => {
+            assert_eq!(option, "max_message_size");
+            assert!(e.to_string().contains("max_message_size"), "{e}");
+        }
+        Err(e) => panic!("expected a config error, got {e}"),
+        Ok(_) => panic!("max_message_size(0) was accepted"),
+    }
+}
+
+#[test]
+fn bind_error_names_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    match Server::bind(&addr, Config::default(), TestHandler::detached()) {
+        Err(
+            ref e @ Error::Bind {
+                addr: ref named,
+                ref source,
+            },
+        ) => {
+            assert_eq!(*named, addr);
+            assert_eq!(source.kind(), ErrorKind::AddrInUse);
+            assert!(e.to_string().contains(&addr), "{e}");
+        }
+        Err(e) => panic!("expected a bind error, got {e}"),
+        Ok(_) => panic!("bound {addr} twice"),
+    }
+}

@@ -1,0 +1,154 @@
+//! Backpressure over real sockets: a client that does not read fills its socket and then its
+//! bounded write queue; what happens next depends on `Config::on_overflow`.
+//!
+//! The slow client asks for data with `!flood` (one 48 KiB message per request) and never
+//! reads, until a send is refused: then the kernel's buffers are full and the queue is at its
+//! bound.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{flood_payload, Ev, TestServer, Why, Ws, FLOOD_CHUNK};
+use wsloop::proto::frame::OpCode;
+use wsloop::{Config, ConnId, Overflow, SendError};
+
+const MAX_WRITE_BUFFER: usize = 64 * 1024;
+
+fn server(on_overflow: Overflow) -> TestServer {
+    let config = Config::default()
+        .max_write_buffer(MAX_WRITE_BUFFER)
+        .on_overflow(on_overflow);
+    TestServer::start(config)
+}
+
+/// A slow client's connection id and how many flood messages were queued for it.
+struct Flooded {
+    id: ConnId,
+    sent: usize,
+}
+
+/// The handler's report of a `!flood`: the connection and the send's result.
+fn flood_report(server: &TestServer) -> (ConnId, Result<(), SendError>) {
+    match server.wait_for("a flood report", |e| matches!(e, Ev::Flood { .. })) {
+        Ev::Flood { id, result, .. } => (id, result),
+        _ => unreachable!(),
+    }
+}
+
+/// The handler's report of a `!buffered`: the connection and `ctx.buffered(id)`.
+fn buffered_report(server: &TestServer) -> (ConnId, usize) {
+    match server.wait_for("a buffered report", |e| matches!(e, Ev::Buffered(..))) {
+        Ev::Buffered(id, queued) => (id, queued),
+        _ => unreachable!(),
+    }
+}
+
+/// Sends `!flood` until the server reports a send refused with `Full`.
+fn flood_until_full(server: &TestServer, ws: &mut Ws) -> Flooded {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut sent = 0;
+    loop {
+        assert!(Instant::now() < deadline, "the write queue never filled up");
+        ws.send_text("!flood");
+        match flood_report(server) {
+            (_, Ok(())) => sent += 1,
+            (id, Err(SendError::Full)) => return Flooded { id, sent },
+            (_, Err(e)) => panic!("flood send failed with {e:?}"),
+        }
+        // Let the server finish its turn (and flush) before the next request.
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Floods a slow client (with `Overflow::Refuse`) until its socket is blocked: a send was
+/// refused and, a while later, bytes are still queued. Returns the flood and that queue size.
+fn flood_until_blocked(server: &TestServer, ws: &mut Ws) -> (Flooded, usize) {
+    let mut sent = 0;
+    loop {
+        let flooded = flood_until_full(server, ws);
+        sent += flooded.sent;
+        thread::sleep(Duration::from_millis(50));
+        ws.send_text("!buffered");
+        let (_, queued) = buffered_report(server);
+        if queued > 0 {
+            return (
+                Flooded {
+                    id: flooded.id,
+                    sent,
+                },
+                queued,
+            );
+        }
+    }
+}
+
+/// Reads the `sent` flood messages, checking each.
+fn read_flood(ws: &mut Ws, sent: usize) {
+    let payload = flood_payload();
+    for i in 0..sent {
+        let frame = ws.read_frame();
+        assert_eq!(frame.header.opcode, OpCode::Binary, "flood message {i}");
+        assert!(frame.payload == payload, "flood message {i} differs");
+    }
+}
+
+#[test]
+fn overflow_closes_the_slow_client_but_not_the_others() {
+    let server = server(Overflow::Close);
+    let mut other = server.connect();
+    let mut slow = server.connect();
+    let Flooded { id, sent } = flood_until_full(&server, &mut slow);
+    assert_eq!(
+        server.wait_for("on_close", |e| matches!(e, Ev::Closed(..))),
+        Ev::Closed(id, Why::Overflow)
+    );
+    other.assert_echo("unaffected");
+    // What was queued before the overflow still arrives, then 1008 and the end of stream.
+    read_flood(&mut slow, sent);
+    assert_eq!(slow.expect_close(1008), "write buffer overflow");
+    slow.expect_eof();
+    other.assert_echo("still unaffected");
+}
+
+#[test]
+fn refuse_returns_full_and_keeps_the_connection_open() {
+    let server = server(Overflow::Refuse);
+    let mut slow = server.connect();
+    let (Flooded { id, sent }, _) = flood_until_blocked(&server, &mut slow);
+    read_flood(&mut slow, sent);
+    slow.assert_echo("still open");
+    slow.send_text("!flood");
+    assert_eq!(flood_report(&server), (id, Ok(())));
+    assert_eq!(slow.read_frame().payload.len(), FLOOD_CHUNK);
+}
+
+#[test]
+fn buffered_reports_the_queue_while_blocked() {
+    let server = server(Overflow::Refuse);
+    let mut slow = server.connect();
+    let (Flooded { id, sent }, queued) = flood_until_blocked(&server, &mut slow);
+    assert!(
+        (1..=MAX_WRITE_BUFFER).contains(&queued),
+        "queued {queued} bytes"
+    );
+    read_flood(&mut slow, sent);
+    slow.send_text("!buffered");
+    assert_eq!(buffered_report(&server), (id, 0));
+}
+
+#[test]
+fn on_drain_fires_once_the_slow_client_reads() {
+    let server = server(Overflow::Refuse);
+    let mut slow = server.connect();
+    let (Flooded { id, sent }, _) = flood_until_blocked(&server, &mut slow);
+    // Any earlier drain was before the socket blocked; the next one must follow our reads.
+    server.clear_events();
+    read_flood(&mut slow, sent);
+    assert_eq!(
+        server.wait_for("on_drain", |e| matches!(e, Ev::Drain(..))),
+        Ev::Drain(id)
+    );
+    slow.assert_echo("drained");
+}
