@@ -31,10 +31,11 @@ pub enum Received {
     Close(Option<CloseCode>, String),
 }
 
-/// A blocking WebSocket client over a `std` TCP stream.
+/// A blocking WebSocket client over a `std` TCP stream, or any other byte stream (a TLS
+/// stream, say).
 #[derive(Debug)]
-pub struct Client {
-    stream: TcpStream,
+pub struct Client<S = TcpStream> {
+    stream: S,
     decoder: Decoder,
     encoder: Encoder,
     buf: Vec<u8>,
@@ -46,7 +47,7 @@ fn invalid(message: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.into())
 }
 
-impl Client {
+impl Client<TcpStream> {
     /// Connects to a `ws://host:port/path` URL and completes the handshake.
     pub fn connect(url: &str) -> io::Result<Client> {
         Client::connect_with(url, &[])
@@ -65,14 +66,16 @@ impl Client {
         stream.set_nodelay(true)?;
         Client::handshake(stream, host, path, protocols)
     }
+}
 
-    /// Completes the handshake over an already connected stream.
+impl<S: Read + Write> Client<S> {
+    /// Completes the handshake over an already connected stream; `host` is the `Host` header.
     pub fn handshake(
-        mut stream: TcpStream,
+        mut stream: S,
         host: &str,
         path: &str,
         protocols: &[&str],
-    ) -> io::Result<Client> {
+    ) -> io::Result<Client<S>> {
         let key = new_key();
         let mut request = Vec::new();
         write_request(&mut request, host, path, &key, protocols, None);
@@ -105,8 +108,13 @@ impl Client {
     }
 
     /// The underlying stream (to set timeouts, for instance).
-    pub fn stream(&self) -> &TcpStream {
+    pub fn stream(&self) -> &S {
         &self.stream
+    }
+
+    /// The underlying stream, mutably.
+    pub fn stream_mut(&mut self) -> &mut S {
+        &mut self.stream
     }
 
     /// Sends a whole message in one frame.
@@ -165,7 +173,7 @@ impl Client {
 }
 
 /// Appends one read's worth of bytes to `buf`; the end of the stream is an error.
-fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
+fn read_more(stream: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
     let mut chunk = [0u8; 16 * 1024];
     let n = stream.read(&mut chunk)?;
     if n == 0 {

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use mio::net::TcpStream;
+use crate::transport::Transport;
 
 use crate::buffer::{RxBuf, TxBuf};
 use crate::proto::deflate::Deflater;
@@ -72,7 +72,7 @@ pub(crate) enum Compress {
 /// A connection in the reactor's slab.
 #[derive(Debug)]
 pub(crate) struct Conn<S> {
-    pub(crate) socket: TcpStream,
+    pub(crate) io: Transport,
     pub(crate) peer: SocketAddr,
     pub(crate) generation: u32,
     pub(crate) phase: Phase,
@@ -96,7 +96,8 @@ pub(crate) struct Conn<S> {
     pub(crate) dirty: bool,
     /// A flush hit `WouldBlock` since the queue was last empty: `on_drain` is owed.
     pub(crate) backlogged: bool,
-    /// Writing is shut down (after the last bytes of a lingering connection).
+    /// Writing is being shut down: the last bytes of a lingering connection are written, TLS
+    /// close_notify is queued, and the FIN follows once the socket has taken everything.
     pub(crate) write_shut: bool,
 }
 

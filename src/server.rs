@@ -1,7 +1,7 @@
 //! The reactor: one `mio::Poll` over a listening socket and a slab of connections.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::io::{self, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
@@ -17,6 +17,8 @@ use crate::proto::handshake::{
 };
 use crate::proto::message::{Decoded, Event};
 use crate::proto::{CloseCode, Role};
+use crate::tls::TlsConfig;
+use crate::transport::Transport;
 use crate::{CloseReason, Config, ConnId, Context, Error, Handler, Message, Upgrade};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -31,8 +33,7 @@ const MIN_READ: usize = 16 * 1024;
 pub struct Server<H: Handler> {
     poll: Poll,
     events: Events,
-    listener: TcpListener,
-    local_addr: SocketAddr,
+    listeners: Vec<Listener>,
     core: Core<H::State>,
     handler: H,
     /// The reactor-wide read buffer: reads land here unless a connection has a partial frame.
@@ -41,35 +42,39 @@ pub struct Server<H: Handler> {
     backlog: Vec<ConnId>,
 }
 
+/// A listening socket, plain or TLS.
+struct Listener {
+    socket: TcpListener,
+    addr: SocketAddr,
+    tls: Option<TlsConfig>,
+}
+
 impl<H: Handler> Server<H> {
     /// Validates `config` and listens on `addr` (e.g. `"127.0.0.1:9001"`; port 0 picks one).
     pub fn bind(addr: &str, config: Config, handler: H) -> Result<Server<H>, Error> {
+        let mut server = Server::new(config, handler)?;
+        server.listen(addr, None)?;
+        Ok(server)
+    }
+
+    /// Like [`bind`](Self::bind), but serves `wss` with `tls` on `addr`.
+    pub fn bind_tls(
+        addr: &str,
+        tls: TlsConfig,
+        config: Config,
+        handler: H,
+    ) -> Result<Server<H>, Error> {
+        let mut server = Server::new(config, handler)?;
+        server.listen(addr, Some(tls))?;
+        Ok(server)
+    }
+
+    fn new(config: Config, handler: H) -> Result<Server<H>, Error> {
         config.validate()?;
-        let bind_err = |source| Error::Bind {
-            addr: addr.to_owned(),
-            source,
-        };
-        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address");
-        let mut listener = None;
-        for sa in addr.to_socket_addrs().map_err(bind_err)? {
-            match TcpListener::bind(sa) {
-                Ok(l) => {
-                    listener = Some(l);
-                    break;
-                }
-                Err(e) => last = e,
-            }
-        }
-        let mut listener = listener.ok_or_else(|| bind_err(last))?;
-        let local_addr = listener.local_addr()?;
-        let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(Server {
-            poll,
+            poll: Poll::new()?,
             events: Events::with_capacity(1024),
-            listener,
-            local_addr,
+            listeners: Vec::new(),
             scratch: vec![0; config.read_buffer_size],
             core: Core::new(config),
             handler,
@@ -77,9 +82,42 @@ impl<H: Handler> Server<H> {
         })
     }
 
-    /// The address the server listens on.
+    /// Listens on one more address, plain or (with `tls`) TLS, and returns the bound address:
+    /// one server can serve `ws` and `wss` at once.
+    pub fn listen(&mut self, addr: &str, tls: Option<TlsConfig>) -> Result<SocketAddr, Error> {
+        let bind_err = |source| Error::Bind {
+            addr: addr.to_owned(),
+            source,
+        };
+        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address");
+        let mut bound = None;
+        for sa in addr.to_socket_addrs().map_err(bind_err)? {
+            match TcpListener::bind(sa) {
+                Ok(l) => {
+                    bound = Some(l);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let mut socket = bound.ok_or_else(|| bind_err(last))?;
+        let addr = socket.local_addr()?;
+        let token = Token(LISTENER.0 - self.listeners.len());
+        self.poll
+            .registry()
+            .register(&mut socket, token, Interest::READABLE)?;
+        self.listeners.push(Listener { socket, addr, tls });
+        Ok(addr)
+    }
+
+    /// Whether the first listener serves TLS.
+    pub fn is_tls(&self) -> bool {
+        self.listeners[0].tls.is_some()
+    }
+
+    /// The address of the first listener.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.listeners[0].addr
     }
 
     /// The application's handler.
@@ -115,8 +153,9 @@ impl<H: Handler> Server<H> {
         self.core.now = Instant::now();
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in events.iter() {
-            if event.token() == LISTENER {
-                self.accept();
+            let listener = LISTENER.0 - event.token().0;
+            if listener < self.listeners.len() {
+                self.accept(listener);
                 continue;
             }
             let Some(id) = self.core.id(event.token().0) else {
@@ -160,9 +199,12 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    fn accept(&mut self) {
+    fn accept(&mut self, listener: usize) {
         loop {
-            let (mut socket, peer) = match self.listener.accept() {
+            let Some(Listener { socket, tls, .. }) = self.listeners.get(listener) else {
+                return;
+            };
+            let (mut socket, peer) = match socket.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -175,24 +217,36 @@ impl<H: Handler> Server<H> {
                 log::warn!("{peer}: refused, max_connections reached");
                 let mut refusal = Vec::new();
                 HttpResponse::text(503, "too many connections").write_to(&mut refusal);
-                let _ = socket.write(&refusal);
+                if tls.is_none() {
+                    let _ = socket.write(&refusal);
+                }
                 continue;
             }
             let _ = socket.set_nodelay(true);
+            let mut io = match tls {
+                None => Transport::Plain(socket),
+                Some(tls) => match Transport::tls(socket, tls) {
+                    Ok(io) => io,
+                    Err(e) => {
+                        log::warn!("{peer}: cannot start TLS: {e}");
+                        continue;
+                    }
+                },
+            };
             let now = self.core.now;
             let generation = self.core.generation();
             let entry = self.core.conns.vacant_entry();
             let index = entry.key();
-            if let Err(e) =
-                self.poll
-                    .registry()
-                    .register(&mut socket, Token(index), Interest::READABLE)
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut io, Token(index), Interest::READABLE)
             {
                 log::warn!("{peer}: cannot register: {e}");
                 continue;
             }
             entry.insert(Conn {
-                socket,
+                io,
                 peer,
                 generation,
                 phase: Phase::Handshake,
@@ -227,15 +281,22 @@ impl<H: Handler> Server<H> {
             // Bytes go to the shared buffer unless the connection holds a partial frame.
             let into_scratch = conn.rx.buf.is_empty() || conn.phase == Phase::Linger;
             let result = if into_scratch {
-                conn.socket.read(&mut self.scratch)
+                conn.io.read(&mut self.scratch)
             } else {
                 let want = conn.rx.parse.want;
-                conn.socket.read(conn.rx.buf.spare(want, MIN_READ))
+                conn.io.read(conn.rx.buf.spare(want, MIN_READ))
             };
             let n = match result {
                 Ok(0) => return self.drop_conn(id, CloseReason::Disconnected),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // TLS handshake records that the socket did not take yet.
+                    if conn.io.wants_write() && !conn.dirty {
+                        conn.dirty = true;
+                        self.core.dirty.push(id);
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     log::debug!("{id}: read failed: {e}");
@@ -371,8 +432,9 @@ impl<H: Handler> Server<H> {
             return Ok(false);
         }
         conn.dirty = false;
+        conn.io.flush_tls()?;
         while conn.tx.len() > 0 {
-            match conn.socket.write(conn.tx.pending()) {
+            match conn.io.write(conn.tx.pending()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => conn.tx.advance(n, &mut core.pool),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -380,12 +442,23 @@ impl<H: Handler> Server<H> {
                 Err(e) => return Err(e),
             }
         }
+        if conn.tx.len() == 0 && conn.phase == Phase::Linger {
+            // All said: TLS close_notify, then the FIN once the socket took everything.
+            if !conn.write_shut {
+                conn.write_shut = true;
+                conn.io.close_notify();
+                conn.io.flush_tls()?;
+            }
+            if !conn.io.wants_write() {
+                let _ = conn.io.shutdown_write();
+            }
+        }
         let registry = self.poll.registry();
         let token = Token(id.index as usize);
-        if conn.tx.len() > 0 {
+        if conn.tx.len() > 0 || conn.io.wants_write() {
             if !conn.wants_write {
                 registry.reregister(
-                    &mut conn.socket,
+                    &mut conn.io,
                     token,
                     Interest::READABLE | Interest::WRITABLE,
                 )?;
@@ -395,12 +468,8 @@ impl<H: Handler> Server<H> {
             return Ok(false);
         }
         if conn.wants_write {
-            registry.reregister(&mut conn.socket, token, Interest::READABLE)?;
+            registry.reregister(&mut conn.io, token, Interest::READABLE)?;
             conn.wants_write = false;
-        }
-        if conn.phase == Phase::Linger && !conn.write_shut {
-            conn.write_shut = true;
-            let _ = conn.socket.shutdown(Shutdown::Write);
         }
         Ok(std::mem::take(&mut conn.backlogged))
     }
@@ -422,7 +491,7 @@ impl<H: Handler> Server<H> {
             return;
         }
         let mut conn = self.core.conns.remove(id.index as usize);
-        let _ = self.poll.registry().deregister(&mut conn.socket);
+        let _ = self.poll.registry().deregister(&mut conn.io);
         conn.rx.buf.release(&mut self.core.pool);
         conn.tx.release(&mut self.core.pool);
     }

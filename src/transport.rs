@@ -5,8 +5,6 @@
 //! for the socket, so keep WRITABLE interest and call [`Transport::flush_tls`] when it fires,
 //! even if nothing of the application's is queued. `read` writes what the TLS handshake (or an
 //! alert) needs on its own, so a connection makes progress through its handshake on READABLE.
-// Wired into the reactor by the next change; until then only the tests use it.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -92,6 +90,7 @@ impl Transport {
     }
 
     /// Whether the TLS handshake is still going on; always false for plain TCP.
+    #[cfg(test)]
     pub(crate) fn handshaking(&self) -> bool {
         matches!(self, Transport::Tls(tls) if tls.conn.is_handshaking())
     }

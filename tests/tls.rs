@@ -1,0 +1,204 @@
+//! wss: TLS (rustls) inside the reactor, against a rustls client over real sockets, with
+//! certificates made at test time.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use wsloop::client::{Client, Received};
+use wsloop::{
+    CloseCode, Config, ConnId, Context, Handler, Message, Request, Server, TlsConfig, Upgrade,
+};
+
+type TlsStream = StreamOwned<ClientConnection, TcpStream>;
+
+struct Echo;
+
+impl Handler for Echo {
+    type State = ();
+
+    fn on_upgrade(&mut self, _req: &Request<'_, '_>, _peer: SocketAddr) -> Upgrade<()> {
+        Upgrade::accept(())
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_, ()>, id: ConnId, msg: Message<'_>) {
+        ctx.send(id, msg).expect("echo fits the queue");
+    }
+}
+
+/// A fresh self-signed certificate for `localhost`, written as PEM files in a temp dir.
+struct Cert {
+    dir: PathBuf,
+    der: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl Cert {
+    fn new() -> Cert {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "wsloop-tls-{}-{}",
+            std::process::id(),
+            wsloop::proto::message::random_u64()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+        Cert {
+            dir,
+            der: ck.cert.der().clone(),
+        }
+    }
+
+    fn server_config(&self) -> TlsConfig {
+        TlsConfig::from_pem_files(self.dir.join("cert.pem"), Some(self.dir.join("key.pem")))
+            .unwrap()
+    }
+
+    fn client_config(&self) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.der.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+}
+
+impl Drop for Cert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start(server: Server<Echo>) {
+    std::thread::spawn(move || {
+        let mut server = server;
+        server.run()
+    });
+}
+
+fn tcp(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
+fn wss_client(cert: &Cert, addr: SocketAddr) -> Client<TlsStream> {
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = ClientConnection::new(cert.client_config(), name).unwrap();
+    let stream = StreamOwned::new(tls, tcp(addr));
+    Client::handshake(stream, "localhost", "/", &[]).expect("wss handshake")
+}
+
+/// Reads until the stream ends; true if it ended within `limit`.
+fn ends_within(stream: &mut impl Read, limit: Duration) -> bool {
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+fn echo_checks(client: &mut Client<impl Read + Write>) {
+    client.send(Message::Text("héllo wss")).unwrap();
+    assert_eq!(client.recv().unwrap(), Received::Text("héllo wss".into()));
+    let bytes: Vec<u8> = (0..=255).collect();
+    client.send(Message::Binary(&bytes)).unwrap();
+    assert_eq!(client.recv().unwrap(), Received::Binary(bytes));
+    let big: Vec<u8> = (0..1 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    client.send(Message::Binary(&big)).unwrap();
+    assert_eq!(client.recv().unwrap(), Received::Binary(big));
+}
+
+#[test]
+fn wss_echoes_text_binary_1_mib_and_closes_with_close_notify() {
+    let cert = Cert::new();
+    let server =
+        Server::bind_tls("127.0.0.1:0", cert.server_config(), Config::default(), Echo).unwrap();
+    let addr = server.local_addr();
+    assert!(server.is_tls());
+    start(server);
+    let mut client = wss_client(&cert, addr);
+    echo_checks(&mut client);
+    client.close(CloseCode::NORMAL, "bye").unwrap();
+    assert_eq!(
+        client.recv().unwrap(),
+        Received::Close(Some(CloseCode::NORMAL), String::new())
+    );
+    // A clean TLS end: rustls reports Ok(0) only after the server's close_notify.
+    let mut buf = [0u8; 16];
+    assert_eq!(client.stream_mut().read(&mut buf).unwrap(), 0);
+}
+
+#[test]
+fn one_server_serves_ws_and_wss_at_once() {
+    let cert = Cert::new();
+    let mut server = Server::bind("127.0.0.1:0", Config::default(), Echo).unwrap();
+    let plain = server.local_addr();
+    let secure = server
+        .listen("127.0.0.1:0", Some(cert.server_config()))
+        .unwrap();
+    start(server);
+    let mut ws = Client::connect(&format!("ws://{plain}/")).unwrap();
+    let mut wss = wss_client(&cert, secure);
+    echo_checks(&mut ws);
+    echo_checks(&mut wss);
+}
+
+#[test]
+fn plain_http_or_garbage_on_the_tls_port_is_dropped_and_others_keep_working() {
+    let cert = Cert::new();
+    let server =
+        Server::bind_tls("127.0.0.1:0", cert.server_config(), Config::default(), Echo).unwrap();
+    let addr = server.local_addr();
+    start(server);
+    let mut healthy = wss_client(&cert, addr);
+    let plain_upgrade = "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+    let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 31 % 256) as u8).collect();
+    for bad in [plain_upgrade.as_bytes(), &garbage] {
+        let mut stream = tcp(addr);
+        stream.write_all(bad).unwrap();
+        assert!(
+            ends_within(&mut stream, Duration::from_secs(3)),
+            "a non-TLS client is dropped"
+        );
+        echo_checks(&mut healthy);
+    }
+}
+
+#[test]
+fn a_client_stalled_in_the_tls_handshake_is_dropped_after_the_timeout() {
+    let cert = Cert::new();
+    let config = Config::default().handshake_timeout(Duration::from_millis(300));
+    let server = Server::bind_tls("127.0.0.1:0", cert.server_config(), config, Echo).unwrap();
+    let addr = server.local_addr();
+    start(server);
+    // A TLS record header announcing a ClientHello that never comes.
+    let mut stalled = tcp(addr);
+    stalled.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+    let mut silent = tcp(addr);
+    let started = Instant::now();
+    assert!(ends_within(&mut stalled, Duration::from_secs(3)));
+    assert!(ends_within(&mut silent, Duration::from_secs(3)));
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    echo_checks(&mut wss_client(&cert, addr));
+}
