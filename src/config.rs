@@ -66,6 +66,9 @@ config! {
     max_connections: usize = 10_000,
     /// Size of the reactor-wide read buffer, and so of one read (default 64 KiB).
     read_buffer_size: usize = 64 * 1024,
+    /// Most commands waiting from [`Handle`](crate::Handle)s; beyond it their calls are
+    /// refused with `HandleError::Full` (default 65,536).
+    handle_queue: usize = 65_536,
     /// permessage-deflate (RFC 7692), offered to clients that ask; `None` turns it off
     /// (default: off).
     deflate: Option<DeflateConfig> = None,
@@ -108,6 +111,9 @@ impl Config {
         }
         if self.max_connections == 0 {
             return bad("max_connections", "must be at least 1, got 0".into());
+        }
+        if self.handle_queue == 0 {
+            return bad("handle_queue", "must be at least 1, got 0".into());
         }
         let durations = [
             ("handshake_timeout", Some(self.handshake_timeout)),

@@ -78,6 +78,8 @@ pub(crate) struct Conn<S> {
     pub(crate) phase: Phase,
     pub(crate) rx: Rx,
     pub(crate) tx: TxBuf,
+    /// The ids of the topics this connection is subscribed to.
+    pub(crate) topics: Vec<u32>,
     /// How messages to this connection are compressed.
     pub(crate) compress: Compress,
     /// The application's state, from upgrade until after `on_close`.

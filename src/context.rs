@@ -13,6 +13,7 @@ use crate::proto::frame::{write_frame, OpCode, MAX_HEADER_LEN};
 use crate::proto::message::Encoder;
 use crate::proto::{CloseCode, Role};
 use crate::timer::Timers;
+use crate::topics::Topics;
 use crate::{CloseReason, Config, ConnId, Message, Overflow, SendError};
 
 /// Everything about connections that the application may touch through a [`Context`].
@@ -30,6 +31,8 @@ pub(crate) struct Core<S> {
     pub(crate) encoder: Encoder,
     /// permessage-deflate for what we send.
     pub(crate) compressors: Compressors,
+    /// Topics and their subscribers.
+    pub(crate) topics: Topics,
     /// A broadcast's uncompressed frame, encoded once.
     frame: Vec<u8>,
     next_generation: u32,
@@ -48,6 +51,7 @@ impl<S> Core<S> {
             frame: Vec::new(),
             next_generation: 0,
             compressors: Compressors::new(config.deflate.as_ref()),
+            topics: Topics::default(),
             config,
         }
     }
@@ -174,37 +178,53 @@ impl<S> Core<S> {
         self.arm(id);
     }
 
-    /// Queues a message to every open connection but `except`: encoded once uncompressed, and
-    /// once per shared compressor; returns to how many connections.
-    fn broadcast(&mut self, msg: Message<'_>, except: Option<ConnId>) -> usize {
+    /// Queues a message to every open connection of `audience` but `except`: encoded once
+    /// uncompressed, and once per shared compressor; returns to how many connections.
+    pub(crate) fn fan_out(
+        &mut self,
+        msg: Message<'_>,
+        audience: Audience<'_>,
+        except: Option<ConnId>,
+    ) -> usize {
         let opcode = data_opcode(msg);
         let payload = msg.as_bytes();
         self.frame.clear();
         write_frame(&mut self.frame, opcode, true, false, None, payload);
         self.compressors.begin_broadcast();
-        let max = self.config.max_write_buffer;
-        let mut sent = 0;
-        let mut overflowed = Vec::new();
-        for (index, conn) in self.conns.iter_mut() {
-            let id = ConnId {
-                index: index as u32,
-                generation: conn.generation,
-            };
-            if conn.phase != Phase::Open || Some(id) == except {
-                continue;
+        let mut out = FanOut {
+            opcode,
+            payload,
+            frame: &self.frame,
+            compressors: &mut self.compressors,
+            pool: &mut self.pool,
+            dirty: &mut self.dirty,
+            max: self.config.max_write_buffer,
+            sent: 0,
+            overflowed: Vec::new(),
+        };
+        match audience {
+            Audience::All => {
+                for (index, conn) in self.conns.iter_mut() {
+                    let id = ConnId {
+                        index: index as u32,
+                        generation: conn.generation,
+                    };
+                    if Some(id) != except {
+                        out.deliver(conn, id);
+                    }
+                }
             }
-            let frame = self
-                .compressors
-                .broadcast_frame(&mut conn.compress, opcode, payload)
-                .unwrap_or(&self.frame);
-            if conn.tx.len() + frame.len() > max {
-                overflowed.push(id);
-                continue;
+            Audience::Topic(name) => {
+                for &id in self.topics.members(name) {
+                    if Some(id) != except {
+                        if let Some(conn) = lookup(&mut self.conns, id) {
+                            out.deliver(conn, id);
+                        }
+                    }
+                }
             }
-            conn.tx.vec(&mut self.pool).extend_from_slice(frame);
-            Self::mark_dirty(conn, id, &mut self.dirty);
-            sent += 1;
         }
+        let (sent, overflowed) = (out.sent, out.overflowed);
         for id in overflowed {
             self.overflow(id);
         }
@@ -225,6 +245,48 @@ pub(crate) fn lookup<S>(conns: &mut Slab<Conn<S>>, id: ConnId) -> Option<&mut Co
     conns
         .get_mut(id.index as usize)
         .filter(|c| c.generation == id.generation)
+}
+
+/// Who a fanned-out message goes to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Audience<'t> {
+    /// Every open connection.
+    All,
+    /// The subscribers of a topic.
+    Topic(&'t str),
+}
+
+/// One fan-out in progress: the frame, encoded once, and where it goes.
+struct FanOut<'a> {
+    opcode: OpCode,
+    payload: &'a [u8],
+    frame: &'a [u8],
+    compressors: &'a mut Compressors,
+    pool: &'a mut BufPool,
+    dirty: &'a mut Vec<ConnId>,
+    max: usize,
+    sent: usize,
+    overflowed: Vec<ConnId>,
+}
+
+impl FanOut<'_> {
+    /// Queues the frame (or its compressed form) for one connection, if open and not full.
+    fn deliver<S>(&mut self, conn: &mut Conn<S>, id: ConnId) {
+        if conn.phase != Phase::Open {
+            return;
+        }
+        let frame = self
+            .compressors
+            .broadcast_frame(&mut conn.compress, self.opcode, self.payload)
+            .unwrap_or(self.frame);
+        if conn.tx.len() + frame.len() > self.max {
+            self.overflowed.push(id);
+            return;
+        }
+        conn.tx.vec(self.pool).extend_from_slice(frame);
+        Core::<S>::mark_dirty(conn, id, self.dirty);
+        self.sent += 1;
+    }
 }
 
 /// The application's handle on the server during a handler call (or between turns).
@@ -289,12 +351,54 @@ impl<S> Context<'_, S> {
     /// Queues `msg` to every open connection, encoded once (and compressed once per shared
     /// compressor); returns to how many.
     pub fn broadcast(&mut self, msg: Message<'_>) -> usize {
-        self.core.broadcast(msg, None)
+        self.core.fan_out(msg, Audience::All, None)
     }
 
     /// Queues `msg` to every open connection but `except` (usually the sender).
     pub fn broadcast_except(&mut self, except: ConnId, msg: Message<'_>) -> usize {
-        self.core.broadcast(msg, Some(except))
+        self.core.fan_out(msg, Audience::All, Some(except))
+    }
+
+    /// Subscribes `id` to `topic`; false if it was already subscribed or is not open.
+    /// Subscriptions end when the connection closes.
+    pub fn subscribe(&mut self, id: ConnId, topic: &str) -> bool {
+        let core = &mut *self.core;
+        match lookup(&mut core.conns, id) {
+            Some(conn) if conn.phase == Phase::Open => {
+                core.topics.subscribe(topic, id, &mut conn.topics)
+            }
+            _ => false,
+        }
+    }
+
+    /// Unsubscribes `id` from `topic`; false if it was not subscribed.
+    pub fn unsubscribe(&mut self, id: ConnId, topic: &str) -> bool {
+        let core = &mut *self.core;
+        match lookup(&mut core.conns, id) {
+            Some(conn) => core.topics.unsubscribe(topic, id, &mut conn.topics),
+            None => false,
+        }
+    }
+
+    /// Queues `msg` to every open subscriber of `topic`, encoded once; returns to how many.
+    pub fn publish(&mut self, topic: &str, msg: Message<'_>) -> usize {
+        self.core.fan_out(msg, Audience::Topic(topic), None)
+    }
+
+    /// Queues `msg` to every open subscriber of `topic` but `except` (usually the sender).
+    pub fn publish_except(&mut self, topic: &str, except: ConnId, msg: Message<'_>) -> usize {
+        self.core.fan_out(msg, Audience::Topic(topic), Some(except))
+    }
+
+    /// The subscribers of `topic`.
+    pub fn subscribers(&self, topic: &str) -> &[ConnId] {
+        self.core.topics.members(topic)
+    }
+
+    /// The topics `id` is subscribed to.
+    pub fn topics(&self, id: ConnId) -> impl Iterator<Item = &str> + '_ {
+        let subscriptions = self.core.get(id).map_or(&[][..], |c| &c.topics[..]);
+        self.core.topics.names(subscriptions)
     }
 
     /// The peer's address.

@@ -2,14 +2,17 @@
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::buffer::TxBuf;
 use crate::conn::{Compress, Conn, Parse, Phase, Rx};
 use crate::context::{lookup, Core};
+use crate::handle::{Command, Commands, Handle, Shared};
 use crate::proto::deflate::{self, Inflater};
 use crate::proto::frame::OpCode;
 use crate::proto::handshake::{
@@ -21,7 +24,10 @@ use crate::tls::TlsConfig;
 use crate::transport::Transport;
 use crate::{CloseReason, Config, ConnId, Context, Error, Handler, Message, Upgrade};
 
-const LISTENER: Token = Token(usize::MAX);
+/// Wakes the reactor for commands from [`Handle`]s.
+const WAKER: Token = Token(usize::MAX);
+/// The first listener; the others count down from it.
+const LISTENER: Token = Token(usize::MAX - 1);
 /// Most bytes read from one connection in one turn, so that a fast sender cannot starve the
 /// others; the rest is read on the next turn.
 const READ_BUDGET: usize = 1 << 20;
@@ -34,18 +40,21 @@ pub struct Server<H: Handler> {
     poll: Poll,
     events: Events,
     listeners: Vec<Listener>,
+    /// The first listener's address, and whether it is TLS.
+    first: (SocketAddr, bool),
     core: Core<H::State>,
     handler: H,
     /// The reactor-wide read buffer: reads land here unless a connection has a partial frame.
     scratch: Vec<u8>,
     /// Connections that used their read budget and still have bytes to read.
     backlog: Vec<ConnId>,
+    /// Commands from other threads.
+    commands: Commands,
 }
 
 /// A listening socket, plain or TLS.
 struct Listener {
     socket: TcpListener,
-    addr: SocketAddr,
     tls: Option<TlsConfig>,
 }
 
@@ -71,10 +80,22 @@ impl<H: Handler> Server<H> {
 
     fn new(config: Config, handler: H) -> Result<Server<H>, Error> {
         config.validate()?;
+        let poll = Poll::new()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(config.handle_queue);
+        let shared = Arc::new(Shared {
+            waker: Waker::new(poll.registry(), WAKER)?,
+            woken: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+        });
         Ok(Server {
-            poll: Poll::new()?,
+            commands: Commands {
+                rx,
+                handle: Handle { tx, shared },
+            },
+            poll,
             events: Events::with_capacity(1024),
             listeners: Vec::new(),
+            first: (SocketAddr::from(([0, 0, 0, 0], 0)), false),
             scratch: vec![0; config.read_buffer_size],
             core: Core::new(config),
             handler,
@@ -106,18 +127,21 @@ impl<H: Handler> Server<H> {
         self.poll
             .registry()
             .register(&mut socket, token, Interest::READABLE)?;
-        self.listeners.push(Listener { socket, addr, tls });
+        if self.listeners.is_empty() {
+            self.first = (addr, tls.is_some());
+        }
+        self.listeners.push(Listener { socket, tls });
         Ok(addr)
     }
 
     /// Whether the first listener serves TLS.
     pub fn is_tls(&self) -> bool {
-        self.listeners[0].tls.is_some()
+        self.first.1
     }
 
     /// The address of the first listener.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listeners[0].addr
+        self.first.0
     }
 
     /// The application's handler.
@@ -133,10 +157,96 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// Runs turns until an I/O error of the poll itself.
+    /// A handle for other threads: send, publish, close, shut down.
+    pub fn handle(&self) -> Handle {
+        self.commands.handle.clone()
+    }
+
+    /// Whether a [`Handle::shutdown`] was asked for (for loops that drive [`turn`](Self::turn)
+    /// themselves and then call [`shutdown`](Self::shutdown)).
+    pub fn shutdown_requested(&self) -> bool {
+        self.commands.handle.shared.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Runs turns until a [`Handle::shutdown`], then shuts down gracefully within
+    /// `close_timeout`; or until an I/O error of the poll itself.
     pub fn run(&mut self) -> Result<(), Error> {
-        loop {
+        while !self.shutdown_requested() {
             self.turn(None)?;
+        }
+        self.shutdown(self.core.config.close_timeout)
+    }
+
+    /// Shuts down gracefully: carries out pending handle commands, stops accepting, closes
+    /// every open connection with 1001 (going away), runs turns until their close handshakes
+    /// are done or `grace` has passed, and drops what is left.
+    pub fn shutdown(&mut self, grace: Duration) -> Result<(), Error> {
+        self.run_commands();
+        for mut listener in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut listener.socket);
+        }
+        let ids: Vec<ConnId> = (self.core.conns.iter())
+            .map(|(index, c)| ConnId {
+                index: index as u32,
+                generation: c.generation,
+            })
+            .collect();
+        for id in ids {
+            match self.core.get(id).map(|c| c.phase) {
+                Some(Phase::Open) => {
+                    let _ = self
+                        .context()
+                        .close(id, CloseCode::GOING_AWAY, "server shutdown");
+                }
+                Some(Phase::Handshake) => self.remove(id),
+                _ => {}
+            }
+        }
+        self.flush();
+        let deadline = Instant::now() + grace;
+        while !self.core.conns.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.turn(Some(left))?;
+        }
+        let rest: Vec<ConnId> = (0..self.core.conns.capacity())
+            .filter_map(|index| self.core.id(index))
+            .collect();
+        for id in rest {
+            self.drop_conn(id, CloseReason::TimedOut);
+        }
+        Ok(())
+    }
+
+    /// Carries out the commands that handles have queued.
+    fn run_commands(&mut self) {
+        self.commands
+            .handle
+            .shared
+            .woken
+            .store(false, Ordering::Release);
+        while let Ok(command) = self.commands.rx.try_recv() {
+            let mut ctx = Context {
+                core: &mut self.core,
+            };
+            match command {
+                Command::Send(id, msg) => {
+                    if let Err(e) = ctx.send(id, msg.as_message()) {
+                        log::debug!("{id}: send from a handle refused: {e}");
+                    }
+                }
+                Command::Broadcast(msg) => {
+                    ctx.broadcast(msg.as_message());
+                }
+                Command::Publish(topic, msg) => {
+                    ctx.publish(&topic, msg.as_message());
+                }
+                Command::Close(id, code, reason) => {
+                    let _ = ctx.close(id, code, &reason);
+                }
+            }
         }
     }
 
@@ -153,6 +263,10 @@ impl<H: Handler> Server<H> {
         self.core.now = Instant::now();
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in events.iter() {
+            if event.token() == WAKER {
+                self.run_commands();
+                continue;
+            }
             let listener = LISTENER.0 - event.token().0;
             if listener < self.listeners.len() {
                 self.accept(listener);
@@ -253,6 +367,7 @@ impl<H: Handler> Server<H> {
                 rx: Rx::new(self.core.config.max_message_size),
                 tx: TxBuf::default(),
                 compress: Compress::Off,
+                topics: Vec::new(),
                 state: None,
                 last_seen: now,
                 deadline: now + self.core.config.handshake_timeout,
@@ -392,8 +507,10 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// Writes every dirty connection's queue until it is empty or the socket is full.
-    fn flush(&mut self) {
+    /// Writes every connection's queued bytes until its queue is empty or its socket is full
+    /// (what is left goes out when the socket is writable again). Each turn ends with it; call
+    /// it to push out what was queued through [`context`](Self::context) between turns.
+    pub fn flush(&mut self) {
         // Handlers may send again from on_drain; a few rounds, then the next turn goes on.
         for _ in 0..4 {
             if self.core.dirty.is_empty() {
@@ -505,8 +622,10 @@ fn notify_close<H: Handler>(
     why: CloseReason<'_>,
 ) {
     handler.on_close(&mut Context { core: &mut *core }, id, why);
-    if let Some(conn) = core.get_mut(id) {
+    if let Some(conn) = lookup(&mut core.conns, id) {
         conn.state = None;
+        core.topics
+            .unsubscribe_all(id, std::mem::take(&mut conn.topics));
         if conn.phase != Phase::Linger {
             conn.phase = Phase::Linger;
         }

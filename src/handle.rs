@@ -1,0 +1,136 @@
+//! A [`Handle`] lets other threads send, publish, close and shut down through the reactor.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+
+use mio::Waker;
+
+use crate::{CloseCode, ConnId, Message};
+
+/// What another thread asked the reactor to do.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Send(ConnId, OwnedMessage),
+    Broadcast(OwnedMessage),
+    Publish(String, OwnedMessage),
+    Close(ConnId, CloseCode, String),
+}
+
+/// A message copied to cross threads.
+#[derive(Debug)]
+pub(crate) struct OwnedMessage {
+    text: bool,
+    bytes: Vec<u8>,
+}
+
+impl OwnedMessage {
+    fn new(msg: Message<'_>) -> OwnedMessage {
+        OwnedMessage {
+            text: matches!(msg, Message::Text(_)),
+            bytes: msg.as_bytes().to_vec(),
+        }
+    }
+
+    /// The message, borrowed.
+    pub(crate) fn as_message(&self) -> Message<'_> {
+        match std::str::from_utf8(&self.bytes) {
+            Ok(text) if self.text => Message::Text(text),
+            _ => Message::Binary(&self.bytes),
+        }
+    }
+}
+
+/// Why a [`Handle`] call was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandleError {
+    /// The reactor's command queue is full (`Config::handle_queue`): it is not keeping up.
+    Full,
+    /// The server is gone.
+    Stopped,
+}
+
+impl fmt::Display for HandleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HandleError::Full => "the server's command queue is full",
+            HandleError::Stopped => "the server has stopped",
+        })
+    }
+}
+
+impl std::error::Error for HandleError {}
+
+/// State shared by the reactor and its handles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) waker: Waker,
+    /// A wake-up is on its way: later commands need not wake the reactor again.
+    pub(crate) woken: AtomicBool,
+    pub(crate) shutdown: AtomicBool,
+}
+
+/// A `Send + Clone` handle to a [`Server`](crate::Server), for other threads.
+///
+/// Each call copies the message into a bounded queue (`Config::handle_queue` commands) and
+/// wakes the reactor, which carries it out on its next turn, in order. A full queue refuses the
+/// call instead of growing.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    pub(crate) tx: SyncSender<Command>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Handle {
+    fn command(&self, command: Command) -> Result<(), HandleError> {
+        self.tx.try_send(command).map_err(|e| match e {
+            TrySendError::Full(_) => HandleError::Full,
+            TrySendError::Disconnected(_) => HandleError::Stopped,
+        })?;
+        self.wake()
+    }
+
+    fn wake(&self) -> Result<(), HandleError> {
+        if !self.shared.woken.swap(true, Ordering::AcqRel) {
+            self.shared.waker.wake().map_err(|_| HandleError::Stopped)?;
+        }
+        Ok(())
+    }
+
+    /// Sends `msg` to connection `id`.
+    pub fn send(&self, id: ConnId, msg: Message<'_>) -> Result<(), HandleError> {
+        self.command(Command::Send(id, OwnedMessage::new(msg)))
+    }
+
+    /// Sends `msg` to every open connection.
+    pub fn broadcast(&self, msg: Message<'_>) -> Result<(), HandleError> {
+        self.command(Command::Broadcast(OwnedMessage::new(msg)))
+    }
+
+    /// Publishes `msg` to the subscribers of `topic`.
+    pub fn publish(&self, topic: &str, msg: Message<'_>) -> Result<(), HandleError> {
+        self.command(Command::Publish(topic.to_owned(), OwnedMessage::new(msg)))
+    }
+
+    /// Starts the close handshake with connection `id`.
+    pub fn close(&self, id: ConnId, code: CloseCode, reason: &str) -> Result<(), HandleError> {
+        self.command(Command::Close(id, code, reason.to_owned()))
+    }
+
+    /// Asks the server to shut down gracefully: [`Server::run`](crate::Server::run) then
+    /// closes every connection with 1001, waits for the close handshakes up to
+    /// `close_timeout`, and returns. Commands sent before this one are carried out first.
+    pub fn shutdown(&self) -> Result<(), HandleError> {
+        self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.woken.store(true, Ordering::Release);
+        self.shared.waker.wake().map_err(|_| HandleError::Stopped)
+    }
+}
+
+/// The reactor's end of the command queue.
+#[derive(Debug)]
+pub(crate) struct Commands {
+    pub(crate) rx: Receiver<Command>,
+    pub(crate) handle: Handle,
+}
