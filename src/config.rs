@@ -66,6 +66,10 @@ config! {
     max_connections: usize = 10_000,
     /// Size of the reactor-wide read buffer, and so of one read (default 64 KiB).
     read_buffer_size: usize = 64 * 1024,
+    /// Origins (e.g. `https://example.com`) allowed to upgrade; another `Origin` gets 403.
+    /// Empty allows any, and requests without `Origin` (non-browser clients) always pass
+    /// (default: empty).
+    allowed_origins: Vec<String> = Vec::new(),
     /// Most commands waiting from [`Handle`](crate::Handle)s; beyond it their calls are
     /// refused with `HandleError::Full` (default 65,536).
     handle_queue: usize = 65_536,

@@ -753,6 +753,16 @@ fn handshake<H: Handler>(
         Ok(key) => key,
         Err(rejection) => return Some(refuse(core, id, rejection.response(), bytes)),
     };
+    let origins = &core.config.allowed_origins;
+    if let Some(origin) = req.origin().filter(|_| !origins.is_empty()) {
+        if !origins
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(origin.trim()))
+        {
+            let resp = HttpResponse::text(403, "origin not allowed");
+            return Some(refuse(core, id, resp, bytes));
+        }
+    }
     let (protocol, state) = match handler.on_upgrade(&req, peer) {
         Upgrade::Accept { protocol, state } => (protocol, state),
         Upgrade::Reject(resp) => return Some(refuse(core, id, resp, bytes)),

@@ -126,6 +126,26 @@ impl<'h, 'b> Request<'h, 'b> {
         self.header("origin")
     }
 
+    /// The value of query parameter `name` in the request target, as sent (not
+    /// percent-decoded); `Some("")` for a parameter without a value.
+    pub fn query(&self, name: &str) -> Option<&'b str> {
+        let (_, query) = self.path.split_once('?')?;
+        query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key == name).then_some(value)
+        })
+    }
+
+    /// The value of cookie `name` from the `Cookie` headers.
+    pub fn cookie(&self, name: &str) -> Option<&'b str> {
+        self.header_values("cookie")
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| {
+                let (key, value) = pair.trim().split_once('=')?;
+                (key == name).then_some(value)
+            })
+    }
+
     /// The subprotocols the client offers in `Sec-WebSocket-Protocol`, in its order.
     pub fn protocols<'s>(&'s self) -> impl Iterator<Item = &'b str> + 's {
         comma_tokens(self.header_values("sec-websocket-protocol"))
@@ -475,6 +495,24 @@ mod tests {
         for (from, to, want) in cases {
             assert_eq!(validate(&GOOD.replace(from, to)), Err(*want), "{to}");
         }
+    }
+
+    #[test]
+    fn query_and_cookie_lookups() {
+        let raw = GOOD
+            .replace("GET /chat ", "GET /chat?token=abc&flag&x=1 ")
+            .replace(
+                "\r\n\r\n",
+                "\r\nCookie: a=1; session=s3cr3t\r\nCookie: b=2\r\n\r\n",
+            );
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let req = Request::parse(raw.as_bytes(), &mut storage).unwrap();
+        assert_eq!(req.query("token"), Some("abc"));
+        assert_eq!(req.query("flag"), Some(""));
+        assert_eq!(req.query("nope"), None);
+        assert_eq!(req.cookie("session"), Some("s3cr3t"));
+        assert_eq!(req.cookie("b"), Some("2"));
+        assert_eq!(req.cookie("c"), None);
     }
 
     #[test]
