@@ -14,7 +14,7 @@ use crate::proto::message::Encoder;
 use crate::proto::{CloseCode, Role};
 use crate::timer::Timers;
 use crate::topics::Topics;
-use crate::{CloseReason, Config, ConnId, Message, Overflow, SendError};
+use crate::{CloseReason, Config, ConnId, Message, Overflow, Relay, SendError};
 
 /// Everything about connections that the application may touch through a [`Context`].
 pub(crate) struct Core<S> {
@@ -33,6 +33,8 @@ pub(crate) struct Core<S> {
     pub(crate) compressors: Compressors,
     /// Topics and their subscribers.
     pub(crate) topics: Topics,
+    /// Where publishes go beyond this reactor.
+    pub(crate) relays: Vec<Box<dyn Relay>>,
     /// A broadcast's uncompressed frame, encoded once.
     frame: Vec<u8>,
     next_generation: u32,
@@ -52,6 +54,7 @@ impl<S> Core<S> {
             next_generation: 0,
             compressors: Compressors::new(config.deflate.as_ref()),
             topics: Topics::default(),
+            relays: Vec::new(),
             config,
         }
     }
@@ -176,6 +179,13 @@ impl<S> Core<S> {
         conn.deadline = deadline;
         Self::mark_dirty(conn, id, &mut self.dirty);
         self.arm(id);
+    }
+
+    /// Hands a publish to every relay.
+    fn relay(&mut self, topic: &str, msg: Message<'_>) {
+        for relay in &mut self.relays {
+            relay.publish(topic, msg);
+        }
     }
 
     /// Queues a message to every open connection of `audience` but `except`: encoded once
@@ -381,12 +391,22 @@ impl<S> Context<'_, S> {
     }
 
     /// Queues `msg` to every open subscriber of `topic`, encoded once; returns to how many.
+    ///
+    /// The message also goes to the server's [`Relay`](crate::Relay)s (other reactors, other
+    /// machines); the count is of local subscribers only.
     pub fn publish(&mut self, topic: &str, msg: Message<'_>) -> usize {
+        self.core.relay(topic, msg);
+        self.core.fan_out(msg, Audience::Topic(topic), None)
+    }
+
+    /// Queues `msg` to the local subscribers of `topic` only, not to relays.
+    pub fn publish_local(&mut self, topic: &str, msg: Message<'_>) -> usize {
         self.core.fan_out(msg, Audience::Topic(topic), None)
     }
 
     /// Queues `msg` to every open subscriber of `topic` but `except` (usually the sender).
     pub fn publish_except(&mut self, topic: &str, except: ConnId, msg: Message<'_>) -> usize {
+        self.core.relay(topic, msg);
         self.core.fan_out(msg, Audience::Topic(topic), Some(except))
     }
 

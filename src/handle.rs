@@ -15,6 +15,7 @@ pub(crate) enum Command {
     Send(ConnId, OwnedMessage),
     Broadcast(OwnedMessage),
     Publish(String, OwnedMessage),
+    PublishLocal(String, OwnedMessage),
     Close(ConnId, CloseCode, String),
 }
 
@@ -111,6 +112,15 @@ impl Handle {
     /// Publishes `msg` to the subscribers of `topic`.
     pub fn publish(&self, topic: &str, msg: Message<'_>) -> Result<(), HandleError> {
         self.command(Command::Publish(topic.to_owned(), OwnedMessage::new(msg)))
+    }
+
+    /// Publishes `msg` to the local subscribers of `topic` only, without relaying it: for a
+    /// [`Relay`](crate::Relay) delivering what it brought from elsewhere.
+    pub fn publish_local(&self, topic: &str, msg: Message<'_>) -> Result<(), HandleError> {
+        self.command(Command::PublishLocal(
+            topic.to_owned(),
+            OwnedMessage::new(msg),
+        ))
     }
 
     /// Starts the close handshake with connection `id`.

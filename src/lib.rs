@@ -42,6 +42,7 @@ mod error;
 mod handle;
 mod handler;
 pub mod proto;
+mod relay;
 mod router;
 mod server;
 mod timer;
@@ -56,6 +57,7 @@ pub use handle::{Handle, HandleError};
 pub use handler::{CloseReason, ConnId, Handler, Message, SendError, Upgrade};
 pub use proto::handshake::{HttpResponse, Request};
 pub use proto::{CloseCode, ProtocolError};
+pub use relay::Relay;
 pub use router::Router;
 /// The rustls version wsloop is built with, for [`TlsConfig::from_server_config`].
 pub use rustls;

@@ -22,7 +22,7 @@ use crate::proto::message::{Decoded, Event};
 use crate::proto::{CloseCode, Role};
 use crate::tls::TlsConfig;
 use crate::transport::Transport;
-use crate::{CloseReason, Config, ConnId, Context, Error, Handler, Message, Upgrade};
+use crate::{CloseReason, Config, ConnId, Context, Error, Handler, Message, Relay, Upgrade};
 
 /// Wakes the reactor for commands from [`Handle`]s.
 const WAKER: Token = Token(usize::MAX);
@@ -121,7 +121,25 @@ impl<H: Handler> Server<H> {
                 Err(e) => last = e,
             }
         }
-        let mut socket = bound.ok_or_else(|| bind_err(last))?;
+        self.add_listener(bound.ok_or_else(|| bind_err(last))?, tls)
+    }
+
+    /// Listens on an already bound socket (made with custom options such as `SO_REUSEPORT`,
+    /// or inherited), plain or TLS; returns its address.
+    pub fn listen_on(
+        &mut self,
+        socket: std::net::TcpListener,
+        tls: Option<TlsConfig>,
+    ) -> Result<SocketAddr, Error> {
+        socket.set_nonblocking(true)?;
+        self.add_listener(TcpListener::from_std(socket), tls)
+    }
+
+    fn add_listener(
+        &mut self,
+        mut socket: TcpListener,
+        tls: Option<TlsConfig>,
+    ) -> Result<SocketAddr, Error> {
         let addr = socket.local_addr()?;
         let token = Token(LISTENER.0 - self.listeners.len());
         self.poll
@@ -155,6 +173,11 @@ impl<H: Handler> Server<H> {
         Context {
             core: &mut self.core,
         }
+    }
+
+    /// Adds a relay that carries this server's publishes elsewhere (see [`Relay`]).
+    pub fn add_relay(&mut self, relay: impl Relay + 'static) {
+        self.core.relays.push(Box::new(relay));
     }
 
     /// A handle for other threads: send, publish, close, shut down.
@@ -242,6 +265,9 @@ impl<H: Handler> Server<H> {
                 }
                 Command::Publish(topic, msg) => {
                     ctx.publish(&topic, msg.as_message());
+                }
+                Command::PublishLocal(topic, msg) => {
+                    ctx.publish_local(&topic, msg.as_message());
                 }
                 Command::Close(id, code, reason) => {
                     let _ = ctx.close(id, code, &reason);
