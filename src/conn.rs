@@ -69,6 +69,16 @@ pub(crate) enum Compress {
     Own(Box<Deflater>),
 }
 
+impl Compress {
+    /// A compressed message was not sent after all: a compressor with context takeover must
+    /// not refer to it later, so it starts a fresh window.
+    pub(crate) fn forget(&mut self) {
+        if let Compress::Own(deflater) = self {
+            deflater.reset();
+        }
+    }
+}
+
 /// A connection in the reactor's slab.
 #[derive(Debug)]
 pub(crate) struct Conn<S> {

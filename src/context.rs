@@ -133,6 +133,9 @@ impl<S> Core<S> {
         };
         let body = compressed.unwrap_or(payload);
         if conn.tx.len() + body.len() + MAX_HEADER_LEN > max {
+            if compressed.is_some() {
+                conn.compress.forget();
+            }
             return Err(self.overflow(id));
         }
         let rsv1 = compressed.is_some();
@@ -290,6 +293,7 @@ impl FanOut<'_> {
             .broadcast_frame(&mut conn.compress, self.opcode, self.payload)
             .unwrap_or(self.frame);
         if conn.tx.len() + frame.len() > self.max {
+            conn.compress.forget();
             self.overflowed.push(id);
             return;
         }

@@ -109,3 +109,84 @@ fn node_ws_client_echoes_compressed() {
         run_client(node(&url, &["--deflate"]), "node ws, deflate");
     }
 }
+
+/// Explicit permessage-deflate offers (`--deflate=PARAMS`, see the clients' usage): the
+/// 512-byte-window, no-takeover offer of the issue, Chromium's offer, a bare offer, smaller server
+/// windows, and server_no_context_takeover alone. With PARAMS the clients check the answer and
+/// add a size sweep (text and binary, 1 B to 1 MiB): 10 checks.
+const DEFLATE_OFFERS: &[&str] = &[
+    "--deflate=client_max_window_bits=9,no_context_takeover",
+    "--deflate=client_max_window_bits",
+    "--deflate=",
+    "--deflate=server_max_window_bits=10,client_max_window_bits=12",
+    "--deflate=server_max_window_bits=9,client_no_context_takeover",
+    "--deflate=server_no_context_takeover",
+];
+
+/// Like `run_client`, for a client that runs `checks` checks.
+fn run_client_checks(mut cmd: Command, name: &str, checks: usize) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{name} failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    // Shown with --nocapture: the negotiated extension of each run.
+    println!("{name}:\n{stdout}");
+    let summary = format!("interop: {checks} passed");
+    assert!(
+        stdout.lines().any(|line| line.ends_with(&summary)),
+        "{name} ran other than {checks} checks:\n{stdout}"
+    );
+}
+
+/// Smaller windows than the defaults on the server's side, no context takeover.
+fn deflate_small_windows() -> Config {
+    Config::default().deflate(Some(DeflateConfig {
+        server_max_window_bits: 10,
+        client_max_window_bits: 11,
+        ..DeflateConfig::default()
+    }))
+}
+
+/// Runs every offer of [`DEFLATE_OFFERS`] with `client` against a server on `config`.
+fn explicit_offers(config: fn() -> Config, client: fn(&str, &[&str]) -> Command, name: &str) {
+    for offer in DEFLATE_OFFERS {
+        let url = start_echo(config());
+        run_client_checks(client(&url, &[offer]), &format!("{name} {offer}"), 10);
+    }
+}
+
+#[test]
+fn python_websockets_explicit_deflate_offers_default_server() {
+    explicit_offers(deflate, python, "python websockets");
+}
+
+#[test]
+fn python_websockets_explicit_deflate_offers_takeover_server() {
+    explicit_offers(deflate_with_takeover, python, "python websockets");
+}
+
+#[test]
+fn python_websockets_explicit_deflate_offers_small_window_server() {
+    explicit_offers(deflate_small_windows, python, "python websockets");
+}
+
+#[test]
+fn node_ws_explicit_deflate_offers_default_server() {
+    explicit_offers(deflate, node, "node ws");
+}
+
+#[test]
+fn node_ws_explicit_deflate_offers_takeover_server() {
+    explicit_offers(deflate_with_takeover, node, "node ws");
+}
+
+#[test]
+fn node_ws_explicit_deflate_offers_small_window_server() {
+    explicit_offers(deflate_small_windows, node, "node ws");
+}

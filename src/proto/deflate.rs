@@ -547,6 +547,14 @@ impl Deflater {
         }
     }
 
+    /// Starts a fresh window for the next message (without allocating): for a message that
+    /// was compressed but then not sent, which the peer's window must never be assumed to hold.
+    pub fn reset(&mut self) {
+        if let Some(c) = self.state.as_deref_mut() {
+            c.reset();
+        }
+    }
+
     /// Frees the zlib state if it is not needed until the next message (we compress each message
     /// on its own). Call when the connection goes idle.
     pub fn release_if_idle(&mut self) {

@@ -267,7 +267,7 @@ impl Decoder {
         match inflated {
             Err(InflateError::TooBig) => return Err(ProtocolError::MessageTooBig),
             Err(InflateError::Corrupt) if self.open == Open::Text => {
-                return Err(ProtocolError::InvalidUtf8)
+                return Err(ProtocolError::BadCompressedText)
             }
             Err(InflateError::Corrupt) => return Err(ProtocolError::BadCompression),
             Ok(()) => {}
@@ -593,7 +593,7 @@ mod tests {
             &mut deflate_decoder(100),
             &compressed_frame(OpCode::Text, true, &garbage),
         );
-        assert_eq!(err, Err(ProtocolError::InvalidUtf8));
+        assert_eq!(err, Err(ProtocolError::BadCompressedText));
     }
 
     #[test]

@@ -54,15 +54,19 @@ pub enum ProtocolError {
     InvalidUtf8,
     /// A message larger than the configured limit.
     MessageTooBig,
-    /// Compressed data that does not inflate (binary messages).
+    /// Compressed data that does not inflate, in a binary message.
     BadCompression,
+    /// Compressed data that does not inflate, in a text message (answered like invalid text).
+    BadCompressedText,
 }
 
 impl ProtocolError {
     /// The close code this error is answered with (RFC 6455 section 7.4.1).
     pub fn close_code(self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            ProtocolError::InvalidUtf8 | ProtocolError::BadCompressedText => {
+                CloseCode::INVALID_PAYLOAD
+            }
             ProtocolError::MessageTooBig => CloseCode::TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }
@@ -82,6 +86,7 @@ impl ProtocolError {
             ProtocolError::InvalidUtf8 => "invalid UTF-8",
             ProtocolError::MessageTooBig => "message too big",
             ProtocolError::BadCompression => "invalid compressed data",
+            ProtocolError::BadCompressedText => "invalid compressed text",
         }
     }
 }

@@ -1,13 +1,22 @@
 #!/usr/bin/env node
 // Interop client for wsloop, built on the `ws` package.
 //
-// Usage: node client.js ws://127.0.0.1:PORT/ [--deflate]
+// Usage: node client.js ws://127.0.0.1:PORT/ [--deflate | --deflate=PARAMS]
 //
 // Runs a fixed list of checks against an ECHO server, printing `ok <name>` for each,
 // and exits 0 only if all passed. The first failure prints `FAIL <name>: <why>` and
 // exits 1. Every wait has a timeout and the whole run a deadline, so it can never hang.
 // With --deflate it offers permessage-deflate (compressing every message, however small)
 // and asserts the server accepted it; without it, it offers no extension at all.
+//
+// --deflate=PARAMS offers permessage-deflate with exactly the parameters in PARAMS, a
+// comma-separated list (empty: no parameter at all) of
+//     server_no_context_takeover   client_no_context_takeover
+//     no_context_takeover          (both of the above)
+//     server_max_window_bits=N     client_max_window_bits[=N]
+// e.g. --deflate=client_max_window_bits=9,no_context_takeover. It checks that the answer
+// honours them, and adds one check: text and binary echoes of every size from 1 byte to
+// 1 MiB (compressible and not), all compressed.
 'use strict';
 
 const crypto = require('crypto');
@@ -81,6 +90,24 @@ async function echo(ws, inbox, msg) {
   expectEqual(await inbox.next(), binary ? msg : Buffer.from(msg), binary);
 }
 
+// Message sizes for the size sweep: around every frame-length and threshold boundary.
+const SIZES = [1, 2, 63, 64, 65, 125, 126, 127, 1000, 4095, 4096, 65535, 65536, 65537, 100000, 500000, MIB];
+
+// Valid UTF-8 text of exactly `size` bytes, multi-byte characters included.
+function textOf(size) {
+  const text = 'héllo ✓ 🎉 '.repeat(Math.floor(size / 16)) + 'x'.repeat(size % 16); // 16 bytes a unit
+  if (Buffer.byteLength(text) !== size) throw new Error(`test bug: text of ${size} bytes`);
+  return text;
+}
+
+async function checkSizes(ws, inbox) {
+  for (const size of SIZES) {
+    const pattern = Buffer.alloc(size);
+    for (let i = 0; i < size; i++) pattern[i] = i % 7;
+    for (const msg of [textOf(size), crypto.randomBytes(size), pattern]) await echo(ws, inbox, msg);
+  }
+}
+
 const CHECKS = [
   ['text echo', async (ws, inbox) => {
     for (const msg of ['hello', 'héllo ✓ 🎉', '']) await echo(ws, inbox, msg);
@@ -138,16 +165,91 @@ const CHECKS = [
   }],
 ];
 
-async function main(url, deflate) {
+// The offer's parameters from `--deflate=PARAMS`, as an object; exits 2 if malformed.
+function parseDeflateParams(spec) {
+  const params = {};
+  for (const item of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const [key, value] = item.split('=', 2);
+    const bits = Number(value);
+    if (key === 'no_context_takeover' && value === undefined) {
+      params.server_no_context_takeover = params.client_no_context_takeover = true;
+    } else if (['server_no_context_takeover', 'client_no_context_takeover'].includes(key) && value === undefined) {
+      params[key] = true;
+    } else if (key === 'client_max_window_bits' && value === undefined) {
+      params[key] = true;
+    } else if (['server_max_window_bits', 'client_max_window_bits'].includes(key) && /^\d+$/.test(value) && bits >= 8 && bits <= 15) {
+      params[key] = bits;
+    } else {
+      console.error(`client.js: bad --deflate parameter '${item}'`);
+      process.exit(2);
+    }
+  }
+  return params;
+}
+
+// ws's perMessageDeflate options that offer exactly `params`, compressing every message.
+function deflateOptions(params) {
+  const options = { threshold: 0, clientMaxWindowBits: params.client_max_window_bits || false };
+  if (params.server_no_context_takeover) options.serverNoContextTakeover = true;
+  if (params.client_no_context_takeover) options.clientNoContextTakeover = true;
+  if (params.server_max_window_bits) options.serverMaxWindowBits = params.server_max_window_bits;
+  return options;
+}
+
+// The parameters of a `permessage-deflate` answer (true for no value).
+function answerParams(extensions) {
+  const parts = extensions.split(';').map((s) => s.trim());
+  expect(parts[0] === 'permessage-deflate' && !extensions.includes(','),
+    `expected one permessage-deflate answer, got '${extensions}'`);
+  const params = {};
+  for (const part of parts.slice(1)) {
+    const [key, value] = part.split('=', 2).map((s) => s.trim());
+    params[key] = value === undefined ? true : Number(value.replace(/"/g, ''));
+  }
+  return params;
+}
+
+// The server's answer honours what was offered (RFC 7692 7.1).
+function checkAnswer(offered, extensions) {
+  const got = answerParams(extensions);
+  if (offered.server_no_context_takeover) {
+    expect(got.server_no_context_takeover === true,
+      `offered server_no_context_takeover, answer lacks it: '${extensions}'`);
+  }
+  if (offered.server_max_window_bits) {
+    expect(Number.isInteger(got.server_max_window_bits) && got.server_max_window_bits <= offered.server_max_window_bits,
+      `offered server_max_window_bits=${offered.server_max_window_bits}, answer: '${extensions}'`);
+  }
+  if ('client_max_window_bits' in got) {
+    expect('client_max_window_bits' in offered,
+      `answer names client_max_window_bits, which was not offered: '${extensions}'`);
+    if (offered.client_max_window_bits !== true) {
+      expect(got.client_max_window_bits <= offered.client_max_window_bits,
+        `answer's client_max_window_bits above the offer: '${extensions}'`);
+    }
+  }
+}
+
+// `params`: the explicit offer of --deflate=PARAMS (then `deflate` is true too).
+async function main(url, deflate, params) {
   let passed = 0;
   let name = 'connect';
+  const checks = [...CHECKS];
+  // The sweep goes before the last check, the close.
+  if (params) checks.splice(checks.length - 1, 0, ['text and binary, 1 B to 1 MiB', checkSizes]);
   try {
+    let perMessageDeflate = false;
+    if (params) perMessageDeflate = deflateOptions(params);
+    else if (deflate) perMessageDeflate = { threshold: 0 };
     const ws = new WebSocket(url, {
-      perMessageDeflate: deflate ? { threshold: 0 } : false,
+      perMessageDeflate,
       maxPayload: 16 * MIB,
       handshakeTimeout: TIMEOUT_MS,
     });
     const inbox = new Inbox(ws);
+    // ws.extensions holds only the names: keep the server's whole answer.
+    let answer = '';
+    ws.once('upgrade', (res) => { answer = res.headers['sec-websocket-extensions'] || ''; });
     await within(new Promise((resolve, reject) => {
       ws.once('open', resolve);
       ws.once('error', reject);
@@ -157,12 +259,13 @@ async function main(url, deflate) {
     if (deflate) {
       expect(ws.extensions.includes('permessage-deflate'),
         `server did not accept permessage-deflate (extensions: '${ws.extensions}')`);
+      if (params) checkAnswer(params, answer);
     } else {
       expect(ws.extensions === '', `server sent extensions nobody offered: '${ws.extensions}'`);
     }
-    console.log(`ok connect (extensions: ${ws.extensions || 'none'})`);
+    console.log(`ok connect (extensions: ${answer || 'none'})`);
     passed++;
-    for (const [checkName, check] of CHECKS) {
+    for (const [checkName, check] of checks) {
       name = checkName;
       await check(ws, inbox);
       console.log(`ok ${name}`);
@@ -179,13 +282,15 @@ async function main(url, deflate) {
 }
 
 const args = process.argv.slice(2);
-const urls = args.filter((a) => a !== '--deflate');
+const specs = args.filter((a) => a.startsWith('--deflate=')).map((a) => a.slice('--deflate='.length));
+const params = specs.length ? parseDeflateParams(specs[specs.length - 1]) : null;
+const urls = args.filter((a) => a !== '--deflate' && !a.startsWith('--deflate='));
 if (urls.length !== 1 || !/^wss?:\/\//.test(urls[0])) {
-  console.error('usage: node client.js ws://127.0.0.1:PORT/ [--deflate]');
+  console.error('usage: node client.js ws://127.0.0.1:PORT/ [--deflate | --deflate=PARAMS]');
   process.exit(2);
 }
 setTimeout(() => {
   console.log(`FAIL deadline: the whole run took over ${DEADLINE_MS / 1000}s`);
   process.exit(1);
 }, DEADLINE_MS).unref();
-main(urls[0], args.includes('--deflate')).then((code) => process.exit(code));
+main(urls[0], args.includes('--deflate') || params !== null, params).then((code) => process.exit(code));
