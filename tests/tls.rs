@@ -38,7 +38,8 @@ struct Cert {
 
 impl Cert {
     fn new() -> Cert {
-        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let names = vec!["localhost".into(), "127.0.0.1".into()];
+        let ck = rcgen::generate_simple_self_signed(names).unwrap();
         let dir = std::env::temp_dir().join(format!(
             "wsloop-tls-{}-{}",
             std::process::id(),
@@ -201,4 +202,31 @@ fn a_client_stalled_in_the_tls_handshake_is_dropped_after_the_timeout() {
     assert!(ends_within(&mut silent, Duration::from_secs(3)));
     assert!(started.elapsed() >= Duration::from_millis(250));
     echo_checks(&mut wss_client(&cert, addr));
+}
+
+#[test]
+fn python_websockets_over_wss_echoes_and_closes_cleanly() {
+    let cert = Cert::new();
+    let server =
+        Server::bind_tls("127.0.0.1:0", cert.server_config(), Config::default(), Echo).unwrap();
+    let url = format!("wss://{}/", server.local_addr());
+    start(server);
+    let python = std::env::var("WSLOOP_PYTHON")
+        .expect("WSLOOP_PYTHON is not set: run the tests with tests/run.sh");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/python_client.py"
+    );
+    let cafile = format!("--cafile={}", cert.dir.join("cert.pem").display());
+    let out = std::process::Command::new(python)
+        .args([script, &url, &cafile])
+        .output()
+        .expect("start the python client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("python interop: 9 passed"), "{stdout}");
 }

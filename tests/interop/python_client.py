@@ -21,6 +21,7 @@ honours them, and adds one check: text and binary echoes of every size from 1 by
 
 import asyncio
 import os
+import ssl
 import sys
 
 try:
@@ -207,8 +208,9 @@ def check_answer(offered, extensions):
                    f"answer's client_max_window_bits above the offer: {extensions!r}")
 
 
-async def main(url, deflate, params=None):
-    """`params`: the explicit offer of --deflate=PARAMS (then `deflate` is true too)."""
+async def main(url, deflate, params=None, cafile=None):
+    """`params`: the explicit offer of --deflate=PARAMS (then `deflate` is true too);
+    `cafile`: the CA to trust for a wss:// URL (--cafile=PEM)."""
     passed = 0
     name = "connect"
     if params is not None:
@@ -221,6 +223,8 @@ async def main(url, deflate, params=None):
         options = {"compression": None, "extensions": [factory]}
     else:
         options = {"compression": "deflate" if deflate else None}
+    if cafile is not None:
+        options["ssl"] = ssl.create_default_context(cafile=cafile)
     checks = list(CHECKS)
     if params is not None:  # the sweep goes before the last check, the close
         checks.insert(len(checks) - 1, ("text and binary, 1 B to 1 MiB", check_sizes))
@@ -258,12 +262,15 @@ if __name__ == "__main__":
     specs = [a[len("--deflate="):] for a in args if a.startswith("--deflate=")]
     params = parse_deflate_params(specs[-1]) if specs else None
     deflate = "--deflate" in args or params is not None
-    urls = [a for a in args if a != "--deflate" and not a.startswith("--deflate=")]
+    cafiles = [a[len("--cafile="):] for a in args if a.startswith("--cafile=")]
+    cafile = cafiles[-1] if cafiles else None
+    urls = [a for a in args if a != "--deflate" and not a.startswith(("--deflate=", "--cafile="))]
     if len(urls) != 1 or not urls[0].startswith(("ws://", "wss://")):
-        print("usage: python_client.py ws://127.0.0.1:PORT/ [--deflate | --deflate=PARAMS]", file=sys.stderr)
+        print("usage: python_client.py ws://127.0.0.1:PORT/ [--deflate | --deflate=PARAMS] "
+              "[--cafile=PEM (for wss://)]", file=sys.stderr)
         sys.exit(2)
     try:
-        sys.exit(asyncio.run(asyncio.wait_for(main(urls[0], deflate, params), DEADLINE)))
+        sys.exit(asyncio.run(asyncio.wait_for(main(urls[0], deflate, params, cafile), DEADLINE)))
     except asyncio.TimeoutError:
         print(f"FAIL deadline: the whole run took over {DEADLINE:g}s", flush=True)
         sys.exit(1)
