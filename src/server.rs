@@ -301,8 +301,9 @@ impl<H: Handler> Server<H> {
             let Some(id) = self.core.id(event.token().0) else {
                 continue;
             };
-            if event.is_readable() || event.is_read_closed() || event.is_error() {
-                self.read(id);
+            let closed = event.is_read_closed() || event.is_error();
+            if event.is_readable() || closed {
+                self.read(id, closed);
             }
             if event.is_writable() {
                 if let Some(conn) = self.core.get_mut(id) {
@@ -315,7 +316,7 @@ impl<H: Handler> Server<H> {
         }
         self.events = events;
         for id in std::mem::take(&mut self.backlog) {
-            self.read(id);
+            self.read(id, true);
         }
         self.expire();
         self.settle();
@@ -412,7 +413,11 @@ impl<H: Handler> Server<H> {
     }
 
     /// Reads from `id` until `WouldBlock` (or its budget is spent) and handles what came.
-    fn read(&mut self, id: ConnId) {
+    ///
+    /// A plain TCP read that fills less than the buffer has drained the socket: unless the
+    /// event said the peer closed (`drain`), the `WouldBlock` read that would follow is
+    /// skipped, since new bytes raise a new edge. That saves a syscall per message batch.
+    fn read(&mut self, id: ConnId, drain: bool) {
         let mut budget = READ_BUDGET;
         let now = self.core.now;
         loop {
@@ -421,12 +426,14 @@ impl<H: Handler> Server<H> {
             };
             // Bytes go to the shared buffer unless the connection holds a partial frame.
             let into_scratch = conn.rx.buf.is_empty() || conn.phase == Phase::Linger;
-            let result = if into_scratch {
-                conn.io.read(&mut self.scratch)
+            let (result, asked) = if into_scratch {
+                (conn.io.read(&mut self.scratch), self.scratch.len())
             } else {
-                let want = conn.rx.parse.want;
-                conn.io.read(conn.rx.buf.spare(want, MIN_READ))
+                let spare = conn.rx.buf.spare(conn.rx.parse.want, MIN_READ);
+                let asked = spare.len();
+                (conn.io.read(spare), asked)
             };
+            let drained = !drain && conn.io.is_plain() && result.as_ref().is_ok_and(|&n| n < asked);
             let n = match result {
                 Ok(0) => return self.drop_conn(id, CloseReason::Disconnected),
                 Ok(n) => n,
@@ -475,6 +482,9 @@ impl<H: Handler> Server<H> {
             budget = budget.saturating_sub(n);
             if budget == 0 {
                 self.backlog.push(id);
+                return;
+            }
+            if drained {
                 return;
             }
         }

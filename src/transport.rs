@@ -84,6 +84,11 @@ impl Transport {
         }
     }
 
+    /// Whether this is plain TCP.
+    pub(crate) fn is_plain(&self) -> bool {
+        matches!(self, Transport::Plain(_))
+    }
+
     /// Whether TLS records wait for the socket; always false for plain TCP.
     pub(crate) fn wants_write(&self) -> bool {
         matches!(self, Transport::Tls(tls) if tls.conn.wants_write())
