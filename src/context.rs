@@ -1,6 +1,7 @@
 //! The reactor's connection table and the [`Context`] through which the application sends,
 //! broadcasts, closes and looks up connections.
 
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -9,12 +10,16 @@ use slab::Slab;
 use crate::buffer::BufPool;
 use crate::compress::Compressors;
 use crate::conn::{Conn, Phase};
-use crate::proto::frame::{write_frame, OpCode, MAX_HEADER_LEN};
+use crate::proto::frame::{write_frame, FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::proto::message::Encoder;
 use crate::proto::{CloseCode, Role};
 use crate::timer::Timers;
 use crate::topics::Topics;
 use crate::{CloseReason, Config, ConnId, Message, Overflow, Relay, SendError};
+
+/// Messages at least this large are written straight from the sender's bytes when nothing is
+/// queued before them; smaller ones are batched and flushed once per turn.
+const DIRECT_WRITE: usize = 32 * 1024;
 
 /// Everything about connections that the application may touch through a [`Context`].
 pub(crate) struct Core<S> {
@@ -139,6 +144,33 @@ impl<S> Core<S> {
             return Err(self.overflow(id));
         }
         let rsv1 = compressed.is_some();
+        if conn.tx.len() == 0 && body.len() >= DIRECT_WRITE && conn.io.is_plain() {
+            // Nothing queued: write header and payload straight from the caller's bytes, and
+            // copy only what the kernel does not take.
+            let header = FrameHeader {
+                fin: true,
+                rsv1,
+                opcode,
+                mask: None,
+                payload_len: body.len() as u64,
+            };
+            let mut head = [0u8; MAX_HEADER_LEN];
+            let head_len = header.encode(&mut head);
+            let head = &head[..head_len];
+            // An error shows again, and is handled, when the rest is flushed.
+            let written = (conn.io)
+                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+                .unwrap_or(0);
+            let rest_head = &head[written.min(head.len())..];
+            let rest_body = &body[written.saturating_sub(head.len())..];
+            if !rest_body.is_empty() || !rest_head.is_empty() {
+                let tx = conn.tx.vec(&mut self.pool);
+                tx.extend_from_slice(rest_head);
+                tx.extend_from_slice(rest_body);
+                Self::mark_dirty(conn, id, &mut self.dirty);
+            }
+            return Ok(());
+        }
         write_frame(conn.tx.vec(&mut self.pool), opcode, true, rsv1, None, body);
         Self::mark_dirty(conn, id, &mut self.dirty);
         Ok(())

@@ -84,6 +84,15 @@ impl Transport {
         }
     }
 
+    /// Writes from several buffers at once (plain TCP only; TLS takes the same bytes through
+    /// [`Self::write`]).
+    pub(crate) fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(sock) => sock.write_vectored(bufs),
+            Transport::Tls(_) => Err(io::ErrorKind::Unsupported.into()),
+        }
+    }
+
     /// Whether this is plain TCP.
     pub(crate) fn is_plain(&self) -> bool {
         matches!(self, Transport::Plain(_))
