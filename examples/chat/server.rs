@@ -1,0 +1,806 @@
+//! The chat server itself: the [`Chat`] handler, its JSON protocol, the page it serves and the
+//! command line. `examples/chat.rs` runs it; `tests/chat.rs` includes this same file
+//! (`#[path = "../examples/chat/server.rs"]`) to run it in-process. The protocol is described at
+//! the top of `examples/chat.rs`.
+//!
+//! # Cross-user traffic is topic publishes only
+//!
+//! Nothing here scans the local connections to reach another user. Every message meant for
+//! someone else is published, encoded once, to a topic:
+//!
+//! - `room:<room>`: room messages, typing indicators, and member join / leave notices;
+//! - `presence`: users coming online and going offline (every joined connection subscribes);
+//! - `user:<nick in lowercase>`: private messages (only that user's connection subscribes).
+//!
+//! What goes straight to one connection with `send_text` is an answer to that connection's own
+//! request (`welcome`, `room_joined`, `room_left`, `error`). So a `Cluster` of reactors, or a
+//! Redis relay between processes, carries all of the chat as it is: wsloop's relays forward
+//! publishes.
+//!
+//! The one piece of state that is not a topic is the [`Directory`]: who is online (for unique
+//! nicknames, the online list in `welcome`, and checking a private message's recipient) and who
+//! is in which room (for `room_joined`'s member list). It sits behind an `Arc<Mutex<_>>` that
+//! the handler only locks briefly, so `--threads N` can give one directory to the `Chat` of every
+//! reactor (`Cluster::bind(addr, n, config, |_| Chat::new(directory.clone(), ..))`); a Redis
+//! deployment would keep the same few operations (claim / release a nickname, join / leave a
+//! room, list) in Redis sets instead.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use wsloop::{
+    CloseCode, CloseReason, Config, ConnId, Context, Handler, HttpResponse, Message, Request,
+    Server, Upgrade,
+};
+
+/// The subprotocol a client must offer.
+pub const PROTOCOL: &str = "chat.v1";
+/// The WebSocket's path.
+pub const WS_PATH: &str = "/ws";
+/// Largest WebSocket message; wsloop closes a connection that sends more with 1009.
+pub const MAX_MESSAGE_SIZE: usize = 8 * 1024;
+/// Longest `text` of a room or private message, in characters.
+pub const MAX_TEXT_CHARS: usize = 2000;
+/// Longest nickname or room name, in characters.
+pub const MAX_NAME_CHARS: usize = 24;
+/// Most rooms one user can be in at once.
+pub const MAX_ROOMS: usize = 16;
+/// The room every user joins unless `join` names others.
+pub const DEFAULT_ROOM: &str = "lobby";
+/// The rate limit: at most this many messages in a burst…
+pub const RATE_BURST: u32 = 20;
+/// …refilled at this many per [`RATE_WINDOW`]; past it the connection is closed with 1008.
+pub const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// Where users coming online and going offline are announced.
+pub const PRESENCE: &str = "presence";
+/// The default address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+/// The command line.
+pub const USAGE: &str = "usage: chat [--addr HOST:PORT] [--origin ORIGIN]...\n\
+    \n  --addr HOST:PORT   listen here (default 127.0.0.1:8080); the page is http://HOST:PORT/\
+    \n  --origin ORIGIN    allow WebSockets from pages of this origin (e.g. https://chat.example);\
+    \n                     repeatable. Default: only the page's own origin (Origin must match Host).\
+    \n                     Clients that send no Origin (non-browsers) are always allowed.";
+
+const INDEX_HTML: &str = include_str!("index.html");
+const STYLE_CSS: &str = include_str!("style.css");
+const APP_JS: &str = include_str!("app.js");
+/// Everything the page loads comes from this server; user text never becomes markup anyway.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+    img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The topic of a room.
+pub fn room_topic(room: &str) -> String {
+    format!("room:{room}")
+}
+
+/// The topic of a user's private messages, by the nickname's lowercase key.
+pub fn user_topic(key: &str) -> String {
+    format!("user:{key}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------------------------
+
+/// The command-line options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// `--addr`: where to listen.
+    pub addr: String,
+    /// `--origin`, repeatable: the allowed origins. Empty: same-origin only.
+    pub origins: Vec<String>,
+}
+
+impl Args {
+    /// Parses the arguments after the program's name; `Ok(None)` for `--help`.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
+        let mut out = Args {
+            addr: DEFAULT_ADDR.into(),
+            origins: Vec::new(),
+        };
+        let mut it = args.into_iter();
+        while let Some(arg) = it.next() {
+            let mut value = || it.next().ok_or(format!("{arg} needs a value"));
+            match arg.as_str() {
+                "--addr" => out.addr = value()?,
+                "--origin" => {
+                    let origin = value()?;
+                    if !origin.starts_with("http://") && !origin.starts_with("https://") {
+                        return Err(format!(
+                            "--origin {origin:?}: an origin looks like http://host:port"
+                        ));
+                    }
+                    out.origins.push(origin.trim_end_matches('/').to_owned());
+                }
+                "-h" | "--help" => return Ok(None),
+                other => return Err(format!("unexpected argument {other:?}")),
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
+/// The server's configuration: small messages, prompt detection of dead peers, and the
+/// allowed origins (empty: the handler checks same-origin itself).
+pub fn config(origins: &[String]) -> Config {
+    Config::default()
+        .max_message_size(MAX_MESSAGE_SIZE)
+        .max_write_buffer(1 << 20)
+        .ping_interval(Some(Duration::from_secs(15)))
+        .idle_timeout(Some(Duration::from_secs(40)))
+        .allowed_origins(origins.to_vec())
+}
+
+/// Binds the chat server as `args` say.
+pub fn bind(args: &Args) -> Result<Server<Chat>, wsloop::Error> {
+    let chat = Chat::new(Directory::shared(), args.origins.is_empty());
+    Server::bind(&args.addr, config(&args.origins), chat)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The protocol
+// ---------------------------------------------------------------------------------------------
+
+/// What a client sends.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Incoming {
+    Join {
+        nick: String,
+        #[serde(default)]
+        rooms: Option<Vec<String>>,
+    },
+    JoinRoom {
+        room: String,
+    },
+    LeaveRoom {
+        room: String,
+    },
+    Say {
+        room: String,
+        text: String,
+    },
+    Private {
+        to: String,
+        text: String,
+    },
+    Typing {
+        room: String,
+        #[serde(default = "yes")]
+        active: bool,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What the server sends.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Outgoing<'a> {
+    Welcome {
+        nick: &'a str,
+        users: Vec<String>,
+        max_text: usize,
+    },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+    },
+    UserOnline {
+        nick: &'a str,
+    },
+    UserOffline {
+        nick: &'a str,
+    },
+    RoomJoined {
+        room: &'a str,
+        members: Vec<String>,
+    },
+    RoomLeft {
+        room: &'a str,
+    },
+    MemberJoined {
+        room: &'a str,
+        nick: &'a str,
+    },
+    MemberLeft {
+        room: &'a str,
+        nick: &'a str,
+    },
+    Message {
+        room: &'a str,
+        from: &'a str,
+        text: &'a str,
+        ts: u64,
+    },
+    Private {
+        from: &'a str,
+        to: &'a str,
+        text: &'a str,
+        ts: u64,
+    },
+    Typing {
+        room: &'a str,
+        nick: &'a str,
+        active: bool,
+    },
+}
+
+impl Outgoing<'_> {
+    fn encode(&self) -> String {
+        serde_json::to_string(self).expect("chat messages serialize")
+    }
+}
+
+/// The `code` of an `error` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON.
+    BadJson,
+    /// JSON, but not a message of the schema (unknown type, missing or mistyped field, binary).
+    BadMessage,
+    /// Anything but `join` before joining.
+    NotJoined,
+    /// A second `join`.
+    AlreadyJoined,
+    /// A nickname that is empty, too long or has other characters than `A-Z a-z 0-9 _ - .`.
+    NickInvalid,
+    /// A nickname someone online has (in any case).
+    NickTaken,
+    /// A room name with the same faults.
+    RoomInvalid,
+    /// Joining a room one is in.
+    AlreadyInRoom,
+    /// Speaking, typing in or leaving a room one is not in.
+    NotInRoom,
+    /// More than [`MAX_ROOMS`] rooms.
+    TooManyRooms,
+    /// A private message to someone not online.
+    UnknownUser,
+    /// A text with nothing but white space.
+    EmptyText,
+    /// A text over [`MAX_TEXT_CHARS`].
+    TooLong,
+}
+
+/// A refusal of one request: answered with an `error` message, the connection stays open.
+#[derive(Debug)]
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl fmt::Display) -> Refusal {
+        Refusal {
+            code,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Checks a nickname or room name: 1 to 24 characters of `A-Z a-z 0-9 _ - .`.
+pub fn valid_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let len = name.chars().count();
+    if len > MAX_NAME_CHARS {
+        return Err(format!(
+            "must be at most {MAX_NAME_CHARS} characters, got {len}"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(format!(
+            "may only have letters A-Z, digits and _ - . (not {c:?})"
+        ));
+    }
+    Ok(())
+}
+
+fn check_text(text: &str) -> Result<(), Refusal> {
+    let len = text.chars().count();
+    if len > MAX_TEXT_CHARS {
+        return Err(Refusal::new(
+            ErrorCode::TooLong,
+            format_args!("text is {len} characters, at most {MAX_TEXT_CHARS} allowed"),
+        ));
+    }
+    if text.trim().is_empty() {
+        return Err(Refusal::new(ErrorCode::EmptyText, "text is empty"));
+    }
+    Ok(())
+}
+
+fn room_name(room: &str) -> Result<String, Refusal> {
+    valid_name(room).map_err(|e| Refusal::new(ErrorCode::RoomInvalid, format_args!("room {e}")))?;
+    Ok(room.to_ascii_lowercase())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The directory
+// ---------------------------------------------------------------------------------------------
+
+/// Who is online and who is in which room, by lowercase nickname.
+#[derive(Debug, Default)]
+pub struct Directory {
+    /// Nickname key (lowercase) → nickname as chosen.
+    users: BTreeMap<String, String>,
+    /// Room → nickname keys of its members.
+    rooms: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// A directory that several reactors' handlers can share.
+pub type SharedDirectory = Arc<Mutex<Directory>>;
+
+impl Directory {
+    /// A new, empty directory to share.
+    pub fn shared() -> SharedDirectory {
+        Arc::default()
+    }
+
+    /// Takes `nick` for a new user; false if someone online has it in any case.
+    fn claim(&mut self, key: &str, nick: &str) -> bool {
+        if self.users.contains_key(key) {
+            return false;
+        }
+        self.users.insert(key.to_owned(), nick.to_owned());
+        true
+    }
+
+    fn release(&mut self, key: &str) {
+        self.users.remove(key);
+    }
+
+    fn nick(&self, key: &str) -> Option<&str> {
+        self.users.get(key).map(String::as_str)
+    }
+
+    /// The nicknames online, sorted case-insensitively.
+    fn online(&self) -> Vec<String> {
+        self.users.values().cloned().collect()
+    }
+
+    fn enter(&mut self, room: &str, key: &str) {
+        self.rooms
+            .entry(room.to_owned())
+            .or_default()
+            .insert(key.to_owned());
+    }
+
+    fn leave(&mut self, room: &str, key: &str) {
+        if let Some(members) = self.rooms.get_mut(room) {
+            members.remove(key);
+            if members.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+    }
+
+    /// The nicknames of a room's members, sorted case-insensitively.
+    fn members(&self, room: &str) -> Vec<String> {
+        let keys = self.rooms.get(room).into_iter().flatten();
+        keys.filter_map(|k| self.users.get(k).cloned()).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-connection state
+// ---------------------------------------------------------------------------------------------
+
+/// A token bucket: [`RATE_BURST`] messages at once, refilled at `RATE_BURST` per
+/// [`RATE_WINDOW`].
+#[derive(Debug)]
+pub struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(now: Instant) -> TokenBucket {
+        TokenBucket {
+            tokens: f64::from(RATE_BURST),
+            last: now,
+        }
+    }
+
+    /// Takes a token; false if there is none.
+    fn take(&mut self, now: Instant) -> bool {
+        let rate = f64::from(RATE_BURST) / RATE_WINDOW.as_secs_f64();
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(f64::from(RATE_BURST));
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A joined user.
+#[derive(Debug, Clone)]
+struct User {
+    /// The nickname as chosen.
+    nick: String,
+    /// The nickname in lowercase: the directory's key.
+    key: String,
+}
+
+/// The state of one connection.
+#[derive(Debug)]
+pub struct Session {
+    /// Set by `join`.
+    user: Option<User>,
+    /// The rooms the user is in, in the order joined.
+    rooms: Vec<String>,
+    bucket: TokenBucket,
+    /// Closed for flooding: later messages of the same read are ignored.
+    flooded: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The handler
+// ---------------------------------------------------------------------------------------------
+
+/// The chat application.
+pub struct Chat {
+    directory: SharedDirectory,
+    /// Refuse a browser's upgrade from a page of another origin than `http(s)://<Host>`.
+    same_origin: bool,
+}
+
+impl Chat {
+    /// A chat on `directory`; `same_origin`: check that `Origin`, when sent, is the page's own
+    /// (leave it false when `Config::allowed_origins` lists the allowed ones).
+    pub fn new(directory: SharedDirectory, same_origin: bool) -> Chat {
+        Chat {
+            directory,
+            same_origin,
+        }
+    }
+
+    fn directory(&self) -> MutexGuard<'_, Directory> {
+        self.directory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn handle(
+        &mut self,
+        ctx: &mut Context<'_, Session>,
+        id: ConnId,
+        msg: Incoming,
+    ) -> Result<(), Refusal> {
+        let user = ctx.state(id).and_then(|s| s.user.clone());
+        match (user, msg) {
+            (None, Incoming::Join { nick, rooms }) => self.join(ctx, id, &nick, rooms),
+            (Some(_), Incoming::Join { .. }) => Err(Refusal::new(
+                ErrorCode::AlreadyJoined,
+                "already joined: reconnect to change nickname",
+            )),
+            (None, _) => Err(Refusal::new(
+                ErrorCode::NotJoined,
+                "send {\"type\":\"join\",\"nick\":…} first",
+            )),
+            (Some(user), Incoming::JoinRoom { room }) => {
+                self.enter_room(ctx, id, &user, &room_name(&room)?)
+            }
+            (Some(user), Incoming::LeaveRoom { room }) => {
+                let room = self.member_of(ctx, id, &room)?;
+                self.leave_room(ctx, id, &user, &room);
+                ctx.send_text(id, &Outgoing::RoomLeft { room: &room }.encode())
+                    .ok();
+                Ok(())
+            }
+            (Some(user), Incoming::Say { room, text }) => {
+                check_text(&text)?;
+                let room = self.member_of(ctx, id, &room)?;
+                let out = Outgoing::Message {
+                    room: &room,
+                    from: &user.nick,
+                    text: &text,
+                    ts: now_ms(),
+                };
+                ctx.publish(&room_topic(&room), Message::Text(&out.encode()));
+                Ok(())
+            }
+            (Some(user), Incoming::Private { to, text }) => {
+                check_text(&text)?;
+                let key = to.to_ascii_lowercase();
+                let Some(to) = self.directory().nick(&key).map(str::to_owned) else {
+                    return Err(Refusal::new(
+                        ErrorCode::UnknownUser,
+                        format_args!("{to} is not online"),
+                    ));
+                };
+                let out = Outgoing::Private {
+                    from: &user.nick,
+                    to: &to,
+                    text: &text,
+                    ts: now_ms(),
+                }
+                .encode();
+                // The recipient, and the sender's own copy (once if they are the same).
+                ctx.publish(&user_topic(&key), Message::Text(&out));
+                if key != user.key {
+                    ctx.publish(&user_topic(&user.key), Message::Text(&out));
+                }
+                Ok(())
+            }
+            (Some(user), Incoming::Typing { room, active }) => {
+                let room = self.member_of(ctx, id, &room)?;
+                let out = Outgoing::Typing {
+                    room: &room,
+                    nick: &user.nick,
+                    active,
+                };
+                ctx.publish_except(&room_topic(&room), id, Message::Text(&out.encode()));
+                Ok(())
+            }
+        }
+    }
+
+    /// `join`: takes the nickname, announces it, then enters the rooms asked for (the lobby
+    /// if none).
+    fn join(
+        &mut self,
+        ctx: &mut Context<'_, Session>,
+        id: ConnId,
+        nick: &str,
+        rooms: Option<Vec<String>>,
+    ) -> Result<(), Refusal> {
+        valid_name(nick)
+            .map_err(|e| Refusal::new(ErrorCode::NickInvalid, format_args!("nickname {e}")))?;
+        if rooms.as_ref().is_some_and(|r| r.len() > MAX_ROOMS) {
+            return Err(Refusal::new(
+                ErrorCode::TooManyRooms,
+                format_args!("at most {MAX_ROOMS} rooms"),
+            ));
+        }
+        let key = nick.to_ascii_lowercase();
+        let users = {
+            let mut directory = self.directory();
+            if !directory.claim(&key, nick) {
+                return Err(Refusal::new(
+                    ErrorCode::NickTaken,
+                    format_args!("{nick} is taken: someone online has that nickname"),
+                ));
+            }
+            directory.online()
+        };
+        let user = User {
+            nick: nick.to_owned(),
+            key,
+        };
+        if let Some(session) = ctx.state(id) {
+            session.user = Some(user.clone());
+        }
+        ctx.subscribe(id, &user_topic(&user.key));
+        ctx.subscribe(id, PRESENCE);
+        let online = Outgoing::UserOnline { nick: &user.nick };
+        ctx.publish_except(PRESENCE, id, Message::Text(&online.encode()));
+        let welcome = Outgoing::Welcome {
+            nick: &user.nick,
+            users,
+            max_text: MAX_TEXT_CHARS,
+        };
+        ctx.send_text(id, &welcome.encode()).ok();
+        let rooms = rooms.unwrap_or_else(|| vec![DEFAULT_ROOM.to_owned()]);
+        for room in rooms {
+            let entered = room_name(&room).and_then(|room| self.enter_room(ctx, id, &user, &room));
+            if let Err(refusal) = entered {
+                send_error(ctx, id, &refusal);
+            }
+        }
+        Ok(())
+    }
+
+    fn enter_room(
+        &mut self,
+        ctx: &mut Context<'_, Session>,
+        id: ConnId,
+        user: &User,
+        room: &str,
+    ) -> Result<(), Refusal> {
+        let Some(session) = ctx.state(id) else {
+            return Ok(());
+        };
+        if session.rooms.iter().any(|r| r == room) {
+            return Err(Refusal::new(
+                ErrorCode::AlreadyInRoom,
+                format_args!("already in {room}"),
+            ));
+        }
+        if session.rooms.len() >= MAX_ROOMS {
+            return Err(Refusal::new(
+                ErrorCode::TooManyRooms,
+                format_args!("at most {MAX_ROOMS} rooms: leave one first"),
+            ));
+        }
+        session.rooms.push(room.to_owned());
+        let members = {
+            let mut directory = self.directory();
+            directory.enter(room, &user.key);
+            directory.members(room)
+        };
+        let topic = room_topic(room);
+        let notice = Outgoing::MemberJoined {
+            room,
+            nick: &user.nick,
+        };
+        ctx.publish(&topic, Message::Text(&notice.encode()));
+        ctx.subscribe(id, &topic);
+        ctx.send_text(id, &Outgoing::RoomJoined { room, members }.encode())
+            .ok();
+        Ok(())
+    }
+
+    /// Leaves `room` (which the user is in) and tells its members.
+    fn leave_room(&mut self, ctx: &mut Context<'_, Session>, id: ConnId, user: &User, room: &str) {
+        if let Some(session) = ctx.state(id) {
+            session.rooms.retain(|r| r != room);
+        }
+        self.directory().leave(room, &user.key);
+        let topic = room_topic(room);
+        ctx.unsubscribe(id, &topic);
+        let notice = Outgoing::MemberLeft {
+            room,
+            nick: &user.nick,
+        };
+        ctx.publish(&topic, Message::Text(&notice.encode()));
+    }
+
+    /// The room's name if the user is in it.
+    fn member_of(
+        &self,
+        ctx: &mut Context<'_, Session>,
+        id: ConnId,
+        room: &str,
+    ) -> Result<String, Refusal> {
+        let room = room_name(room)?;
+        let rooms = ctx.state(id).map(|s| &s.rooms[..]).unwrap_or_default();
+        if rooms.contains(&room) {
+            Ok(room)
+        } else {
+            Err(Refusal::new(
+                ErrorCode::NotInRoom,
+                format_args!("not in {room}: join it first"),
+            ))
+        }
+    }
+}
+
+fn send_error(ctx: &mut Context<'_, Session>, id: ConnId, refusal: &Refusal) {
+    let out = Outgoing::Error {
+        code: refusal.code,
+        message: &refusal.message,
+    };
+    ctx.send_text(id, &out.encode()).ok();
+}
+
+/// The path of a request target, without its query.
+fn path_of<'r>(req: &Request<'_, 'r>) -> &'r str {
+    req.path().split('?').next().unwrap_or("")
+}
+
+impl Handler for Chat {
+    type State = Session;
+
+    fn on_upgrade(&mut self, req: &Request<'_, '_>, _peer: SocketAddr) -> Upgrade<Session> {
+        if path_of(req) != WS_PATH {
+            return Upgrade::reject(404, "no WebSocket here: the chat is at /ws");
+        }
+        if !req.protocols().any(|p| p == PROTOCOL) {
+            return Upgrade::reject(
+                400,
+                &format!("unsupported subprotocol: offer Sec-WebSocket-Protocol: {PROTOCOL}"),
+            );
+        }
+        if self.same_origin {
+            if let Some(origin) = req.origin() {
+                let host = req.header("host").unwrap_or("");
+                let own = ["http://", "https://"]
+                    .iter()
+                    .any(|scheme| origin.eq_ignore_ascii_case(&format!("{scheme}{host}")));
+                if !own {
+                    return Upgrade::reject(
+                        403,
+                        "origin not allowed: this chat only accepts its own page \
+                         (start it with --origin to allow others)",
+                    );
+                }
+            }
+        }
+        Upgrade::accept_protocol(
+            PROTOCOL,
+            Session {
+                user: None,
+                rooms: Vec::new(),
+                bucket: TokenBucket::new(Instant::now()),
+                flooded: false,
+            },
+        )
+    }
+
+    fn on_http(&mut self, req: &Request<'_, '_>, _peer: SocketAddr) -> HttpResponse {
+        let (content_type, body) = match path_of(req) {
+            "/" | "/index.html" => ("text/html; charset=utf-8", INDEX_HTML),
+            "/style.css" => ("text/css; charset=utf-8", STYLE_CSS),
+            "/app.js" => ("text/javascript; charset=utf-8", APP_JS),
+            WS_PATH => return HttpResponse::upgrade_required(),
+            _ => return HttpResponse::text(404, "not found"),
+        };
+        HttpResponse::new(200, content_type, body)
+            .header("Cache-Control", "no-cache")
+            .header("X-Content-Type-Options", "nosniff")
+            .header("Content-Security-Policy", CSP)
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_, Session>, id: ConnId, msg: Message<'_>) {
+        let Some(session) = ctx.state(id) else {
+            return;
+        };
+        if session.flooded {
+            return;
+        }
+        if !session.bucket.take(Instant::now()) {
+            session.flooded = true;
+            let reason = format!(
+                "rate limit: at most {RATE_BURST} messages per {} s",
+                RATE_WINDOW.as_secs()
+            );
+            let _ = ctx.close(id, CloseCode::POLICY, &reason);
+            return;
+        }
+        let parsed = match msg {
+            Message::Text(text) => serde_json::from_str::<Incoming>(text).map_err(|e| {
+                let code = if e.is_data() {
+                    ErrorCode::BadMessage
+                } else {
+                    ErrorCode::BadJson
+                };
+                Refusal::new(code, e)
+            }),
+            Message::Binary(_) => Err(Refusal::new(
+                ErrorCode::BadMessage,
+                "binary messages are not part of chat.v1: send JSON text",
+            )),
+        };
+        if let Err(refusal) = parsed.and_then(|msg| self.handle(ctx, id, msg)) {
+            send_error(ctx, id, &refusal);
+        }
+    }
+
+    fn on_close(&mut self, ctx: &mut Context<'_, Session>, id: ConnId, _why: CloseReason<'_>) {
+        let Some(session) = ctx.state(id) else {
+            return;
+        };
+        let Some(user) = session.user.take() else {
+            return;
+        };
+        let rooms = std::mem::take(&mut session.rooms);
+        for room in &rooms {
+            self.leave_room(ctx, id, &user, room);
+        }
+        self.directory().release(&user.key);
+        let offline = Outgoing::UserOffline { nick: &user.nick };
+        ctx.publish(PRESENCE, Message::Text(&offline.encode()));
+    }
+}

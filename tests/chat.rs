@@ -1,0 +1,1047 @@
+//! The chat example (`examples/chat.rs`), tested in-process: this file includes the example's
+//! handler (`examples/chat/server.rs`) and runs it on a `wsloop::Server` on 127.0.0.1:0.
+//!
+//! The JSON protocol is driven by several real WebSocket clients (`wsloop::client::Client`) at
+//! once; the page by headless Chromium (`tests/interop/node/chat_browser.js`, playwright-core),
+//! which needs `WSLOOP_CHROMIUM` and `WSLOOP_NODE_CLIENT_DIR` from `tests/run.sh` (the test fails
+//! without them, it never skips).
+//!
+//! A client "did not get" a message when the next message it gets is a later one that was sent
+//! to it on purpose (a private message as a sentinel): the server is one thread and handles each
+//! connection's messages in order, so nothing is left to timing.
+
+#[allow(dead_code)] // the tests use part of the example's API
+#[path = "../examples/chat/server.rs"]
+mod chat;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Mutex;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use wsloop::client::{Client, Received};
+use wsloop::{CloseCode, Handle, Message};
+
+/// How long any read may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest the browser script may run; it has its own 90 s deadline.
+const BROWSER_DEADLINE: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------------------------
+// The server
+// ---------------------------------------------------------------------------------------------
+
+/// A chat server on its own thread. Dropping it asks it to shut down (the tests' clients are
+/// dropped first, being declared after it, so nothing waits for their close handshakes).
+struct Running {
+    addr: SocketAddr,
+    handle: Handle,
+    thread: Option<JoinHandle<Result<(), wsloop::Error>>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.handle.shutdown();
+    }
+}
+
+fn start_with(addr: &str, origins: &[&str]) -> Running {
+    let args = chat::Args {
+        addr: addr.into(),
+        origins: origins.iter().map(|o| o.to_string()).collect(),
+    };
+    let mut server = chat::bind(&args).expect("bind the chat server");
+    let addr = server.local_addr();
+    let handle = server.handle();
+    let thread = thread::spawn(move || server.run());
+    Running {
+        addr,
+        handle,
+        thread: Some(thread),
+    }
+}
+
+fn start() -> Running {
+    start_with("127.0.0.1:0", &[])
+}
+
+impl Running {
+    /// Shuts the server down gracefully and waits for it (within its close timeout).
+    fn stop(mut self) {
+        self.handle.shutdown().expect("shut down");
+        let thread = self.thread.take().expect("running");
+        thread
+            .join()
+            .expect("the server thread")
+            .expect("the server ran");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients
+// ---------------------------------------------------------------------------------------------
+
+/// A chat client.
+struct Peer {
+    client: Client,
+    name: &'static str,
+}
+
+impl Peer {
+    /// Connects with subprotocol `chat.v1`, not yet joined.
+    fn connect(addr: SocketAddr, name: &'static str) -> Peer {
+        let url = format!("ws://{addr}{}", chat::WS_PATH);
+        let client = Client::connect_with(&url, &[chat::PROTOCOL]).expect("connect");
+        assert_eq!(client.protocol(), Some(chat::PROTOCOL));
+        client.stream().set_read_timeout(Some(TIMEOUT)).unwrap();
+        Peer { client, name }
+    }
+
+    /// Connects and joins as `name`, checking the welcome and the lobby; returns the welcome.
+    fn join(addr: SocketAddr, name: &'static str) -> (Peer, Value) {
+        let mut peer = Peer::connect(addr, name);
+        peer.send(json!({"type": "join", "nick": name}));
+        let welcome = peer.expect("welcome");
+        assert_eq!(welcome["nick"], name);
+        assert_eq!(welcome["max_text"], chat::MAX_TEXT_CHARS);
+        let lobby = peer.expect("room_joined");
+        assert_eq!(lobby["room"], "lobby");
+        (peer, welcome)
+    }
+
+    fn send(&mut self, msg: Value) {
+        self.send_raw(&msg.to_string());
+    }
+
+    fn send_raw(&mut self, text: &str) {
+        self.client.send(Message::Text(text)).expect("send");
+    }
+
+    /// The next text message, as JSON (pings are skipped); panics on a close or a timeout.
+    fn next(&mut self) -> Value {
+        loop {
+            match self.client.recv() {
+                Ok(Received::Text(text)) => {
+                    return serde_json::from_str(&text)
+                        .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {text}", self.name))
+                }
+                Ok(Received::Ping(_) | Received::Pong(_)) => {}
+                other => panic!("{}: expected a message, got {other:?}", self.name),
+            }
+        }
+    }
+
+    /// The next message, which must be of type `kind`.
+    fn expect(&mut self, kind: &str) -> Value {
+        let msg = self.next();
+        assert_eq!(msg["type"], kind, "{}: unexpected message {msg}", self.name);
+        msg
+    }
+
+    /// The next message, which must be an `error` with `code`; returns its text.
+    fn expect_error(&mut self, code: &str) -> String {
+        let msg = self.expect("error");
+        assert_eq!(msg["code"], code, "{}: {msg}", self.name);
+        msg["message"].as_str().expect("a message").to_owned()
+    }
+
+    /// Skips messages until one of type `kind`, which it returns.
+    fn wait_for(&mut self, kind: &str) -> Value {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {kind} in time",
+                self.name
+            );
+            let msg = self.next();
+            if msg["type"] == kind {
+                return msg;
+            }
+        }
+    }
+
+    /// Reads until the server's close frame, counting text messages; returns the close code.
+    fn until_close(&mut self) -> (Option<u16>, String, usize) {
+        let mut texts = 0;
+        loop {
+            match self.client.recv() {
+                Ok(Received::Text(_)) => texts += 1,
+                Ok(Received::Close(code, reason)) => return (code.map(|c| c.0), reason, texts),
+                Ok(_) => {}
+                Err(e) => panic!("{}: no close frame: {e}", self.name),
+            }
+        }
+    }
+
+    /// Closes cleanly (waits for the server's answer).
+    fn quit(mut self) {
+        self.client.close(CloseCode::NORMAL, "bye").expect("close");
+        let (code, _, _) = self.until_close();
+        assert_eq!(code, Some(1000));
+    }
+}
+
+/// Sends `to` a private message from `from` as a sentinel: the next thing `to` gets must be it.
+fn sentinel(from: &mut Peer, to: &mut Peer, text: &str) {
+    from.send(json!({"type": "private", "to": to.name, "text": text}));
+    let echo = from.expect("private");
+    assert_eq!(echo["text"], text);
+    let got = to.next();
+    assert_eq!(
+        (got["type"].as_str(), got["text"].as_str()),
+        (Some("private"), Some(text)),
+        "{}: expected only the sentinel, got {got}",
+        to.name
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plain HTTP
+// ---------------------------------------------------------------------------------------------
+
+/// An HTTP response: status, headers (lowercase names), body.
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        let found = self.headers.iter().find(|(n, _)| n == name);
+        found.map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `head` (the request line and headers, without the blank line) and reads the whole
+/// response (the server closes after it).
+fn http(addr: SocketAddr, head: &str) -> Response {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(stream, "{head}\r\n\r\n").unwrap();
+    let mut bytes = Vec::new();
+    let mut chunk = [0; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                bytes.extend_from_slice(&chunk[..n]);
+                if bytes.starts_with(b"HTTP/1.1 101") && bytes.windows(4).any(|w| w == b"\r\n\r\n")
+                {
+                    break; // an accepted upgrade stays open
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("reading the response: {e}"),
+        }
+    }
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let head = String::from_utf8(bytes[..end].to_vec()).expect("a UTF-8 head");
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Response {
+        status: status.parse().unwrap(),
+        headers,
+        body: bytes[end..].to_vec(),
+    }
+}
+
+fn get(addr: SocketAddr, path: &str) -> Response {
+    http(addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}"))
+}
+
+/// An upgrade request to `path`, offering `protocol`, with `origin`.
+fn upgrade(addr: SocketAddr, path: &str, protocol: Option<&str>, origin: Option<&str>) -> u16 {
+    let mut head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13"
+    );
+    if let Some(p) = protocol {
+        head += &format!("\r\nSec-WebSocket-Protocol: {p}");
+    }
+    if let Some(o) = origin {
+        head += &format!("\r\nOrigin: {o}");
+    }
+    http(addr, &head).status
+}
+
+// ---------------------------------------------------------------------------------------------
+// The protocol
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn join_welcomes_with_the_online_list_and_the_lobby() {
+    let server = start();
+    let (mut alice, welcome) = Peer::join(server.addr, "alice");
+    assert_eq!(welcome["users"], json!(["alice"]));
+
+    let mut bob = Peer::connect(server.addr, "bob");
+    bob.send(json!({"type": "join", "nick": "Bob"}));
+    let welcome = bob.expect("welcome");
+    assert_eq!(welcome["nick"], "Bob", "the nickname keeps its case");
+    assert_eq!(welcome["users"], json!(["alice", "Bob"]));
+    let lobby = bob.expect("room_joined");
+    assert_eq!(
+        lobby,
+        json!({"type": "room_joined", "room": "lobby", "members": ["alice", "Bob"]})
+    );
+
+    // alice hears of bob: online, then in the lobby.
+    assert_eq!(
+        alice.expect("user_online"),
+        json!({"type": "user_online", "nick": "Bob"})
+    );
+    assert_eq!(
+        alice.expect("member_joined"),
+        json!({"type": "member_joined", "room": "lobby", "nick": "Bob"})
+    );
+
+    // A third one, joining with rooms of its own (no lobby).
+    let mut carol = Peer::connect(server.addr, "carol");
+    carol.send(json!({"type": "join", "nick": "carol", "rooms": ["Rust", "games"]}));
+    assert_eq!(
+        carol.expect("welcome")["users"],
+        json!(["alice", "Bob", "carol"])
+    );
+    assert_eq!(
+        carol.expect("room_joined")["room"],
+        "rust",
+        "room names are lowercased"
+    );
+    assert_eq!(carol.expect("room_joined")["room"], "games");
+    for peer in [&mut alice, &mut bob] {
+        assert_eq!(peer.expect("user_online")["nick"], "carol");
+    }
+    // carol is not in the lobby: alice and bob get nothing more before a sentinel.
+    sentinel(&mut carol, &mut alice, "not in the lobby");
+    sentinel(&mut carol, &mut bob, "not in the lobby");
+}
+
+#[test]
+fn nicknames_are_validated_and_unique_ignoring_case() {
+    let server = start();
+    let (_alice, _) = Peer::join(server.addr, "alice");
+    let mut peer = Peer::connect(server.addr, "newcomer");
+    let cases: [(Value, &str); 8] = [
+        (json!(""), "nick_invalid"),
+        (json!("a".repeat(25)), "nick_invalid"),
+        (json!("two words"), "nick_invalid"),
+        (json!("<b>x</b>"), "nick_invalid"),
+        (json!("zoë"), "nick_invalid"),
+        (json!("ALICE"), "nick_taken"),
+        (json!("Alice"), "nick_taken"),
+        (json!(42), "bad_message"),
+    ];
+    for (nick, code) in cases {
+        peer.send(json!({"type": "join", "nick": nick}));
+        let message = peer.expect_error(code);
+        assert!(!message.is_empty());
+    }
+    let long = peer.expect_error_after(json!({"type": "join", "nick": "a".repeat(25)}));
+    assert!(long.contains("at most 24"), "{long}");
+    // Still open and not joined: a valid nickname of 24 characters works.
+    peer.send(json!({"type": "say", "room": "lobby", "text": "hi"}));
+    peer.expect_error("not_joined");
+    let nick = "Zed_the-1st.user_2345678";
+    assert_eq!(nick.len(), 24);
+    peer.send(json!({"type": "join", "nick": nick}));
+    assert_eq!(peer.expect("welcome")["nick"], nick);
+    peer.expect("room_joined");
+    peer.send(json!({"type": "join", "nick": "again"}));
+    peer.expect_error("already_joined");
+}
+
+impl Peer {
+    /// Sends `msg` and returns the text of the `error` that must follow.
+    fn expect_error_after(&mut self, msg: Value) -> String {
+        self.send(msg);
+        let error = self.expect("error");
+        error["message"].as_str().unwrap().to_owned()
+    }
+}
+
+#[test]
+fn rooms_join_leave_and_messages_reach_only_members() {
+    let server = start();
+    let (mut alice, _) = Peer::join(server.addr, "alice");
+    let (mut bob, _) = Peer::join(server.addr, "bob");
+    let (mut carol, _) = Peer::join(server.addr, "carol");
+    alice.wait_for("user_online"); // bob
+    alice.wait_for("member_joined");
+    alice.wait_for("user_online"); // carol
+    alice.wait_for("member_joined");
+    bob.wait_for("user_online");
+    bob.wait_for("member_joined");
+
+    alice.send(json!({"type": "join_room", "room": "Rust"}));
+    assert_eq!(
+        alice.expect("room_joined"),
+        json!({"type": "room_joined", "room": "rust", "members": ["alice"]})
+    );
+    bob.send(json!({"type": "join_room", "room": "rust"}));
+    assert_eq!(
+        bob.expect("room_joined")["members"],
+        json!(["alice", "bob"])
+    );
+    assert_eq!(
+        alice.expect("member_joined"),
+        json!({"type": "member_joined", "room": "rust", "nick": "bob"})
+    );
+    bob.send(json!({"type": "join_room", "room": "rust"}));
+    bob.expect_error("already_in_room");
+
+    // A room message reaches alice and bob (the sender too), not carol.
+    alice.send(json!({"type": "say", "room": "rust", "text": "borrowck <3"}));
+    for peer in [&mut alice, &mut bob] {
+        let msg = peer.expect("message");
+        assert_eq!(
+            (&msg["room"], &msg["from"], &msg["text"]),
+            (&json!("rust"), &json!("alice"), &json!("borrowck <3"))
+        );
+        assert!(msg["ts"].as_u64().unwrap() > 1_600_000_000_000, "{msg}");
+    }
+    sentinel(&mut alice, &mut carol, "after the rust message");
+
+    // carol may not speak in a room she is not in.
+    carol.send(json!({"type": "say", "room": "rust", "text": "hello?"}));
+    carol.expect_error("not_in_room");
+    carol.send(json!({"type": "typing", "room": "rust"}));
+    carol.expect_error("not_in_room");
+    carol.send(json!({"type": "leave_room", "room": "rust"}));
+    carol.expect_error("not_in_room");
+    carol.send(json!({"type": "join_room", "room": "no spaces"}));
+    carol.expect_error("room_invalid");
+    carol.send(json!({"type": "join_room", "room": "x".repeat(25)}));
+    carol.expect_error("room_invalid");
+
+    // The lobby still reaches all three.
+    bob.send(json!({"type": "say", "room": "lobby", "text": "lunch?"}));
+    for peer in [&mut alice, &mut bob, &mut carol] {
+        assert_eq!(peer.expect("message")["text"], "lunch?");
+    }
+
+    // bob leaves rust: alice is told, and rust's messages no longer reach bob.
+    bob.send(json!({"type": "leave_room", "room": "RUST"}));
+    assert_eq!(
+        bob.expect("room_left"),
+        json!({"type": "room_left", "room": "rust"})
+    );
+    assert_eq!(
+        alice.expect("member_left"),
+        json!({"type": "member_left", "room": "rust", "nick": "bob"})
+    );
+    alice.send(json!({"type": "say", "room": "rust", "text": "anyone?"}));
+    assert_eq!(alice.expect("message")["text"], "anyone?");
+    sentinel(&mut alice, &mut bob, "after anyone");
+    bob.send(json!({"type": "say", "room": "rust", "text": "back?"}));
+    bob.expect_error("not_in_room");
+
+    // At most MAX_ROOMS rooms, joined at once or one by one.
+    let rooms: Vec<String> = (0..chat::MAX_ROOMS).map(|i| format!("r{i}")).collect();
+    let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
+    let (mut dave, _) = Peer::connect(server.addr, "dave").joined_to(&rooms);
+    dave.send(json!({"type": "join_room", "room": "one-too-many"}));
+    dave.expect_error("too_many_rooms");
+    let mut erin = Peer::connect(server.addr, "erin");
+    let rooms: Vec<String> = (0..=chat::MAX_ROOMS).map(|i| format!("e{i}")).collect();
+    erin.send(json!({"type": "join", "nick": "erin", "rooms": rooms}));
+    erin.expect_error("too_many_rooms");
+    erin.send(json!({"type": "join", "nick": "erin"}));
+    erin.expect("welcome");
+}
+
+#[test]
+fn private_messages_reach_one_user() {
+    let server = start();
+    let (mut alice, _) = Peer::join(server.addr, "alice");
+    let (mut bob, _) = Peer::join(server.addr, "bob");
+    let (mut carol, _) = Peer::join(server.addr, "carol");
+    for _ in 0..2 {
+        alice.wait_for("member_joined");
+    }
+    bob.wait_for("member_joined");
+
+    // To "BOB": any case reaches bob, and the message names him as he chose.
+    alice.send(json!({"type": "private", "to": "BOB", "text": "psst"}));
+    let got = bob.expect("private");
+    assert_eq!(
+        (&got["from"], &got["to"], &got["text"]),
+        (&json!("alice"), &json!("bob"), &json!("psst"))
+    );
+    let echo = alice.expect("private");
+    assert_eq!(echo, got, "the sender gets the same message");
+    // carol got nothing of it.
+    sentinel(&mut bob, &mut carol, "only this");
+
+    // To oneself: once.
+    carol.send(json!({"type": "private", "to": "carol", "text": "note to self"}));
+    assert_eq!(carol.expect("private")["text"], "note to self");
+    sentinel(&mut alice, &mut carol, "just once");
+    alice.send(json!({"type": "private", "to": "nobody", "text": "hello?"}));
+    alice.expect_error("unknown_user");
+    alice.send(json!({"type": "private", "to": "bob", "text": "   "}));
+    alice.expect_error("empty_text");
+}
+
+#[test]
+fn typing_reaches_the_room_but_not_the_typist() {
+    let server = start();
+    let (mut alice, _) = Peer::join(server.addr, "alice");
+    let (mut bob, _) = Peer::join(server.addr, "bob");
+    let (mut carol, _) = Peer::connect(server.addr, "carol").joined_to(&[]);
+    alice.wait_for("member_joined");
+    alice.wait_for("user_online"); // carol
+    bob.wait_for("user_online"); // carol
+
+    alice.send(json!({"type": "typing", "room": "lobby"}));
+    assert_eq!(
+        bob.expect("typing"),
+        json!({"type": "typing", "room": "lobby", "nick": "alice", "active": true})
+    );
+    alice.send(json!({"type": "typing", "room": "lobby", "active": false}));
+    assert_eq!(bob.expect("typing")["active"], false);
+    // Not to alice herself, not to carol (not in the lobby).
+    sentinel(&mut bob, &mut alice, "after typing");
+    sentinel(&mut bob, &mut carol, "after typing");
+}
+
+impl Peer {
+    /// Joins with exactly `rooms`.
+    fn joined_to(mut self, rooms: &[&str]) -> (Peer, Value) {
+        self.send(json!({"type": "join", "nick": self.name, "rooms": rooms}));
+        let welcome = self.expect("welcome");
+        for room in rooms {
+            assert_eq!(self.expect("room_joined")["room"], *room);
+        }
+        (self, welcome)
+    }
+}
+
+#[test]
+fn leaving_is_announced_and_frees_the_nickname() {
+    let server = start();
+    let (mut alice, _) = Peer::join(server.addr, "alice");
+    let (mut bob, _) = Peer::join(server.addr, "bob");
+    alice.wait_for("member_joined"); // bob in the lobby
+    bob.send(json!({"type": "join_room", "room": "rust"}));
+    bob.expect("room_joined");
+    alice.send(json!({"type": "join_room", "room": "rust"}));
+    alice.expect("room_joined");
+
+    // A clean close: alice hears bob leave both rooms, then go offline.
+    bob.quit();
+    let mut left = vec![
+        alice.expect("member_left")["room"].clone(),
+        alice.expect("member_left")["room"].clone(),
+    ];
+    left.sort_by_key(|r| r.to_string());
+    assert_eq!(left, [json!("lobby"), json!("rust")]);
+    assert_eq!(
+        alice.expect("user_offline"),
+        json!({"type": "user_offline", "nick": "bob"})
+    );
+
+    // The nickname is free again; the lists no longer have the old bob.
+    let (mut bob, welcome) = Peer::join(server.addr, "bob");
+    assert_eq!(welcome["users"], json!(["alice", "bob"]));
+    alice.wait_for("member_joined");
+    bob.send(json!({"type": "join_room", "room": "rust"}));
+    assert_eq!(
+        bob.expect("room_joined")["members"],
+        json!(["alice", "bob"])
+    );
+
+    // A connection dropped without a close frame is announced too.
+    let (carol, _) = Peer::join(server.addr, "carol");
+    drop(carol);
+    assert_eq!(alice.wait_for("user_offline")["nick"], "carol");
+}
+
+#[test]
+fn malformed_messages_get_an_error_and_the_connection_stays_open() {
+    let server = start();
+    let (mut alice, _) = Peer::join(server.addr, "alice");
+    let cases = [
+        ("not json", "bad_json"),
+        ("{\"type\":\"say\"", "bad_json"),
+        (
+            "{\"type\":\"say\",\"room\":\"lobby\",\"text\":\"x\"} trailing",
+            "bad_json",
+        ),
+        ("[1, 2]", "bad_message"),
+        ("\"say\"", "bad_message"),
+        ("{}", "bad_message"),
+        ("{\"type\":\"shout\",\"text\":\"hi\"}", "bad_message"),
+        ("{\"type\":\"say\",\"room\":\"lobby\"}", "bad_message"),
+        (
+            "{\"type\":\"say\",\"room\":\"lobby\",\"text\":7}",
+            "bad_message",
+        ),
+        (
+            "{\"type\":\"typing\",\"room\":\"lobby\",\"active\":\"yes\"}",
+            "bad_message",
+        ),
+        (
+            "{\"type\":\"say\",\"room\":\"lobby\",\"text\":\"\"}",
+            "empty_text",
+        ),
+    ];
+    for (text, code) in cases {
+        alice.send_raw(text);
+        let msg = alice.expect("error");
+        assert_eq!(msg["code"], code, "for {text}: {msg}");
+    }
+    alice.client.send(Message::Binary(b"{}")).unwrap();
+    alice.expect_error("bad_message");
+    // Unknown fields are ignored; the connection still works.
+    alice.send(json!({"type": "say", "room": "lobby", "text": "still here", "colour": "red"}));
+    assert_eq!(alice.expect("message")["text"], "still here");
+}
+
+#[test]
+fn oversized_text_gets_an_error_and_an_oversized_message_closes_1009() {
+    let server = start();
+    let (mut alice, _) = Peer::join(server.addr, "alice");
+    let (mut bob, _) = Peer::join(server.addr, "bob");
+    alice.wait_for("member_joined");
+
+    // 2,000 characters (of 4 UTF-8 bytes each: 8,000 bytes) pass; one more does not.
+    let most = "🦀".repeat(chat::MAX_TEXT_CHARS);
+    alice.send(json!({"type": "say", "room": "lobby", "text": most}));
+    assert_eq!(bob.expect("message")["text"], most.as_str());
+    alice.expect("message");
+    let over = "x".repeat(chat::MAX_TEXT_CHARS + 1);
+    alice.send(json!({"type": "say", "room": "lobby", "text": over}));
+    let why = alice.expect_error("too_long");
+    assert!(why.contains("2001"), "{why}");
+    alice.send(json!({"type": "private", "to": "bob", "text": over}));
+    alice.expect_error("too_long");
+    sentinel(&mut alice, &mut bob, "nothing long came through");
+
+    // Over max_message_size: wsloop closes with 1009, and bob hears alice leave.
+    let huge = json!({"type": "say", "room": "lobby", "text": "y".repeat(chat::MAX_MESSAGE_SIZE)});
+    alice.send(huge);
+    let (code, _, texts) = alice.until_close();
+    assert_eq!((code, texts), (Some(1009), 0));
+    drop(alice); // after a protocol error wsloop waits for the client to close TCP
+    assert_eq!(bob.wait_for("user_offline")["nick"], "alice");
+}
+
+#[test]
+fn a_flooding_client_is_closed_with_1008() {
+    let server = start();
+    let (mut alice, _) = Peer::join(server.addr, "alice");
+    let (mut flooder, _) = Peer::join(server.addr, "flooder");
+    alice.wait_for("member_joined");
+
+    // join was one message of the burst; 29 more (one write) go past it.
+    let mut burst = Vec::new();
+    let encoder = wsloop::proto::message::Encoder::new(wsloop::proto::Role::Client);
+    for i in 0..29 {
+        let text = json!({"type": "say", "room": "lobby", "text": format!("spam {i}")});
+        encoder.frame(
+            &mut burst,
+            wsloop::proto::frame::OpCode::Text,
+            true,
+            text.to_string().as_bytes(),
+        );
+    }
+    flooder.client.stream_mut().write_all(&burst).unwrap();
+    let (code, reason, echoes) = flooder.until_close();
+    assert_eq!(code, Some(1008), "{reason}");
+    // Answer the close, as a browser does: the close handshake completes and the server lets go.
+    flooder
+        .client
+        .close(CloseCode::POLICY, "")
+        .expect("answer the close");
+    assert!(reason.contains("rate limit"), "{reason}");
+    let burst = chat::RATE_BURST as usize - 1;
+    assert!(
+        (burst..burst + 3).contains(&echoes),
+        "{echoes} messages went through before the close"
+    );
+    // alice saw those messages, then the flooder leave.
+    let mut seen = 0;
+    loop {
+        let msg = alice.next();
+        match msg["type"].as_str() {
+            Some("message") => seen += 1,
+            Some("member_left") => break,
+            _ => panic!("unexpected {msg}"),
+        }
+    }
+    assert_eq!(seen, echoes);
+    assert_eq!(alice.expect("user_offline")["nick"], "flooder");
+
+    // The bucket refills: a whole burst, a pause of 1.6 s (6.4 tokens), then 4 more are fine.
+    let (mut calm, _) = Peer::join(server.addr, "calm");
+    for i in 1..chat::RATE_BURST {
+        calm.send(json!({"type": "typing", "room": "lobby", "active": i % 2 == 0}));
+    }
+    thread::sleep(Duration::from_millis(1600));
+    for _ in 0..3 {
+        calm.send(json!({"type": "typing", "room": "lobby", "active": false}));
+    }
+    calm.send(json!({"type": "say", "room": "lobby", "text": "still here"}));
+    assert_eq!(calm.expect("message")["text"], "still here");
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP, upgrades, origins, the command line
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn the_page_and_its_assets_are_served() {
+    let server = start();
+    let page = get(server.addr, "/");
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let html = String::from_utf8(page.body.clone()).unwrap();
+    assert!(html.contains("<script src=\"/app.js\""), "{html}");
+    assert!(html.contains("href=\"/style.css\""), "{html}");
+    assert!(
+        page.header("content-security-policy")
+            .is_some_and(|csp| csp.contains("script-src 'self'")),
+        "{:?}",
+        page.headers
+    );
+    let assets = [
+        (
+            "/style.css",
+            "text/css; charset=utf-8",
+            include_str!("../examples/chat/style.css"),
+        ),
+        (
+            "/app.js",
+            "text/javascript; charset=utf-8",
+            include_str!("../examples/chat/app.js"),
+        ),
+        (
+            "/?from=link",
+            "text/html; charset=utf-8",
+            include_str!("../examples/chat/index.html"),
+        ),
+    ];
+    for (path, content_type, body) in assets {
+        let resp = get(server.addr, path);
+        assert_eq!(resp.status, 200, "{path}");
+        assert_eq!(resp.header("content-type"), Some(content_type), "{path}");
+        assert_eq!(resp.body, body.as_bytes(), "{path}");
+    }
+    // No CDN, no inline script or markup sink in the page's code.
+    let js = include_str!("../examples/chat/app.js");
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+    ] {
+        assert!(!js.contains(sink), "app.js uses {sink}");
+    }
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "the page loads nothing from elsewhere"
+    );
+    assert_eq!(get(server.addr, "/missing.js").status, 404);
+    assert_eq!(get(server.addr, "/ws").status, 426);
+    server.stop();
+}
+
+#[test]
+fn upgrades_need_the_path_the_subprotocol_and_the_page_origin() {
+    let server = start();
+    let addr = server.addr;
+    let own = format!("http://{addr}");
+    assert_eq!(
+        upgrade(addr, "/ws", Some("chat.v1"), None),
+        101,
+        "no Origin: not a browser"
+    );
+    assert_eq!(upgrade(addr, "/ws", Some("chat.v1"), Some(&own)), 101);
+    assert_eq!(
+        upgrade(addr, "/ws?x=1", Some("json, chat.v1"), Some(&own)),
+        101
+    );
+    assert_eq!(upgrade(addr, "/", Some("chat.v1"), None), 404);
+    assert_eq!(upgrade(addr, "/chat", Some("chat.v1"), None), 404);
+    assert_eq!(upgrade(addr, "/ws", None, None), 400);
+    assert_eq!(upgrade(addr, "/ws", Some("chat.v2"), None), 400);
+    assert_eq!(
+        upgrade(addr, "/ws", Some("chat.v1"), Some("http://evil.example")),
+        403
+    );
+    assert_eq!(
+        upgrade(
+            addr,
+            "/ws",
+            Some("chat.v1"),
+            Some(&format!("http://{addr}.evil.example"))
+        ),
+        403
+    );
+    let refused = http(
+        addr,
+        &format!(
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13"
+        ),
+    );
+    let body = String::from_utf8(refused.body).unwrap();
+    assert!(
+        body.contains("chat.v1"),
+        "the refusal names the subprotocol: {body}"
+    );
+    server.stop();
+
+    // With --origin, wsloop's allow-list decides: the listed origin passes, the page's own no
+    // longer does, and clients without Origin still pass.
+    let server = start_with("127.0.0.1:0", &["https://chat.example"]);
+    let addr = server.addr;
+    assert_eq!(
+        upgrade(addr, "/ws", Some("chat.v1"), Some("https://chat.example")),
+        101
+    );
+    assert_eq!(
+        upgrade(
+            addr,
+            "/ws",
+            Some("chat.v1"),
+            Some(&format!("http://{addr}"))
+        ),
+        403
+    );
+    assert_eq!(upgrade(addr, "/ws", Some("chat.v1"), None), 101);
+    server.stop();
+}
+
+#[test]
+fn the_command_line() {
+    let parse = |args: &[&str]| chat::Args::parse(args.iter().map(|a| a.to_string()));
+    let defaults = parse(&[]).unwrap().unwrap();
+    assert_eq!(defaults.addr, "127.0.0.1:8080");
+    assert!(defaults.origins.is_empty());
+    let args = parse(&[
+        "--addr",
+        "0.0.0.0:9000",
+        "--origin",
+        "https://a.example/",
+        "--origin",
+        "http://b.example:8080",
+    ])
+    .unwrap()
+    .unwrap();
+    assert_eq!(args.addr, "0.0.0.0:9000");
+    assert_eq!(args.origins, ["https://a.example", "http://b.example:8080"]);
+    assert_eq!(parse(&["--help"]), Ok(None));
+    assert!(parse(&["--addr"]).unwrap_err().contains("needs a value"));
+    assert!(parse(&["--origin", "a.example"])
+        .unwrap_err()
+        .contains("origin"));
+    assert!(parse(&["--port", "1"]).unwrap_err().contains("--port"));
+    let config = chat::config(&args.origins);
+    assert_eq!(config.max_message_size, chat::MAX_MESSAGE_SIZE);
+    assert_eq!(config.allowed_origins, args.origins);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The page, in Chromium
+// ---------------------------------------------------------------------------------------------
+
+/// One Chromium at a time (the browser tests of other files run in other processes).
+static BROWSER: Mutex<()> = Mutex::new(());
+
+fn env_path(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with tests/run.sh (it installs Chromium too)")
+    })
+}
+
+/// Where an artifact goes: the cargo target directory (`target/` by default).
+fn artifact(name: &str) -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().unwrap_or(tmp).join(name)
+}
+
+/// Waits for `child` until `deadline`, then asks it to stop, and kills it 5 s later.
+fn wait_or_kill(child: &mut Child, deadline: Instant) -> ExitStatus {
+    let mut terminated = None;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for node") {
+            return status;
+        }
+        let now = Instant::now();
+        match terminated {
+            None if now >= deadline => {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+                terminated = Some(now);
+            }
+            Some(at) if now >= at + Duration::from_secs(5) => {
+                let _ = child.kill();
+                return child.wait().expect("wait for node");
+            }
+            _ => {}
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Restarts the server on the same address (the old one's port may take a moment to free).
+fn restart(server: Running, stdin: &mut ChildStdin) -> Running {
+    let addr = server.addr;
+    server.stop();
+    let until = Instant::now() + TIMEOUT;
+    let server = loop {
+        let args = chat::Args {
+            addr: addr.to_string(),
+            origins: Vec::new(),
+        };
+        match chat::bind(&args) {
+            Ok(mut server) => {
+                let handle = server.handle();
+                let thread = thread::spawn(move || server.run());
+                break Running {
+                    addr,
+                    handle,
+                    thread: Some(thread),
+                };
+            }
+            Err(e) if Instant::now() < until => {
+                eprintln!("rebinding {addr}: {e}");
+                thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("cannot rebind {addr}: {e}"),
+        }
+    };
+    writeln!(stdin, "restarted").expect("tell node");
+    server
+}
+
+#[test]
+fn two_pages_chat_in_chromium() {
+    let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let chromium = env_path("WSLOOP_CHROMIUM");
+    assert!(
+        Path::new(&chromium).is_file(),
+        "WSLOOP_CHROMIUM={chromium} does not exist: install Chromium (apt-get install chromium)"
+    );
+    let script = Path::new(&env_path("WSLOOP_NODE_CLIENT_DIR")).join("chat_browser.js");
+    let node = std::env::var("WSLOOP_NODE").unwrap_or_else(|_| "node".into());
+    let screenshot = artifact("chat-screenshot.png");
+    let _ = std::fs::remove_file(&screenshot);
+
+    let mut server = start();
+    let started = Instant::now();
+    let mut child = Command::new(node)
+        .arg(&script)
+        .arg(format!("http://{}/", server.addr))
+        .arg("--restart")
+        .arg("--screenshot")
+        .arg(&screenshot)
+        .env("WSLOOP_CHROMIUM", &chromium)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start node {}: {e}", script.display()));
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let err = thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stderr.read_to_string(&mut out);
+        out
+    });
+    let (lines_tx, lines) = mpsc::channel();
+    thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    // Follow the script's output; restart the server when it asks.
+    let deadline = started + BROWSER_DEADLINE;
+    let mut output = Vec::new();
+    let mut restarted = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left.max(Duration::from_millis(1))) {
+            Ok(line) => {
+                if line == "restart-server" {
+                    server = restart(server, &mut stdin);
+                    restarted = true;
+                }
+                output.push(line);
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => break,
+        }
+    }
+    let status = wait_or_kill(&mut child, deadline);
+    let took = started.elapsed();
+    let output = output.join("\n");
+    let stderr = err.join().unwrap_or_default();
+    println!(
+        "browser test took {:.1} s\n{output}\n{stderr}",
+        took.as_secs_f64()
+    );
+    assert!(
+        status.success(),
+        "chat_browser.js failed ({status}) after {:.1} s:\n{output}\n{stderr}",
+        took.as_secs_f64()
+    );
+    assert!(
+        restarted,
+        "the script never asked for the restart:\n{output}"
+    );
+    let checks = [
+        "ok both pages join",
+        "ok each sees the other in the online list",
+        "ok typing shows in the other page",
+        "ok a message sent in one page appears in the other",
+        "ok <img onerror> appears as literal text, no element, no script",
+        "ok a private message reaches the other page",
+        "ok closing one page updates the other's list",
+        "ok the page reconnects after a server restart and rejoins with the same nickname",
+    ];
+    for check in checks {
+        assert!(
+            output.lines().any(|l| l == check),
+            "missing `{check}`:\n{output}"
+        );
+    }
+    let summary = format!("chat browser: {} passed, 0 failed", checks.len());
+    assert!(
+        output.lines().any(|l| l == summary),
+        "expected `{summary}`:\n{output}"
+    );
+    assert!(
+        screenshot.is_file(),
+        "no screenshot at {}",
+        screenshot.display()
+    );
+    server.stop();
+}
