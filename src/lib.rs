@@ -34,6 +34,7 @@
 
 mod buffer;
 pub mod client;
+mod cluster;
 mod compress;
 mod config;
 mod conn;
@@ -42,6 +43,8 @@ mod error;
 mod handle;
 mod handler;
 pub mod proto;
+#[cfg(feature = "redis")]
+mod redis;
 mod relay;
 mod router;
 mod server;
@@ -50,6 +53,7 @@ mod tls;
 mod topics;
 mod transport;
 
+pub use cluster::{Cluster, ClusterHandle};
 pub use config::{Config, Overflow};
 pub use context::Context;
 pub use error::Error;
@@ -57,6 +61,8 @@ pub use handle::{Handle, HandleError};
 pub use handler::{CloseReason, ConnId, Handler, Message, SendError, Upgrade};
 pub use proto::handshake::{HttpResponse, Request};
 pub use proto::{CloseCode, ProtocolError};
+#[cfg(feature = "redis")]
+pub use redis::{RedisOptions, RedisRelay};
 pub use relay::Relay;
 pub use router::Router;
 /// The rustls version wsloop is built with, for [`TlsConfig::from_server_config`].

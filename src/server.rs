@@ -78,7 +78,9 @@ impl<H: Handler> Server<H> {
         Ok(server)
     }
 
-    fn new(config: Config, handler: H) -> Result<Server<H>, Error> {
+    /// A server with no listener yet (see [`listen`](Self::listen) and
+    /// [`listen_on`](Self::listen_on)).
+    pub(crate) fn new(config: Config, handler: H) -> Result<Server<H>, Error> {
         config.validate()?;
         let poll = Poll::new()?;
         let (tx, rx) = std::sync::mpsc::sync_channel(config.handle_queue);

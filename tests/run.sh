@@ -7,12 +7,13 @@
 #   (re-installed only when that file changes).
 # - Node clients: `npm ci` in tests/interop/node (re-run only when package-lock.json changes):
 #   `ws` for client.js, `playwright-core` (which downloads no browser) for browser.js.
-# - Chromium for the browser test: Debian's /usr/bin/chromium, installed with apt-get when it is
-#   missing and we are root; otherwise the run fails saying how to install it. A Chromium
-#   elsewhere can be given as WSLOOP_CHROMIUM=/path/to/chromium.
-# - Exports WSLOOP_PYTHON (the venv's python), WSLOOP_NODE (node), WSLOOP_NODE_CLIENT_DIR and
-#   WSLOOP_CHROMIUM; the Rust interop and browser tests spawn the clients through them and fail
-#   (never skip) if one is missing.
+# - Chromium (browser tests) and redis-server (Redis backplane tests): Debian's packages, installed
+#   with apt-get when missing and we are root; otherwise the run fails saying how to install them.
+#   Others can be given as WSLOOP_CHROMIUM=/path and WSLOOP_REDIS_SERVER=/path.
+# - Exports WSLOOP_PYTHON (the venv's python), WSLOOP_NODE (node), WSLOOP_NODE_CLIENT_DIR,
+#   WSLOOP_CHROMIUM and WSLOOP_REDIS_SERVER; the Rust tests spawn the clients and servers through
+#   them and fail (never skip) if one is missing.
+# - Runs cargo test with the `redis` feature, so the Redis backplane is tested too.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -51,26 +52,34 @@ if [[ ! -f "$node_dir/node_modules/.package-lock.json" || "$node_dir/package-loc
     fi
 fi
 
-# (c) Chromium for tests/browser.rs (driven by tests/interop/node/browser.js).
-chromium="${WSLOOP_CHROMIUM:-/usr/bin/chromium}"
-if [[ ! -x "$chromium" && "$chromium" == /usr/bin/chromium ]]; then
+# (c) Programs from Debian's packages, installed with apt-get when missing and we are root:
+#     Chromium for the browser tests, redis-server for the Redis backplane tests.
+apt_updated=
+need_program() { # need_program PATH PACKAGE
+    local path=$1 package=$2
+    [[ -x "$path" ]] && return
     if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-        echo "tests/run.sh: installing Chromium (apt-get install chromium)" >&2
-        apt-get update -qq >&2 &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2 ||
-            die "apt-get could not install chromium"
-    else
-        die "Chromium not found at /usr/bin/chromium: install it (Debian: sudo apt-get install chromium), \
-or set WSLOOP_CHROMIUM=/path/to/chromium"
+        echo "tests/run.sh: installing $package (apt-get install $package)" >&2
+        if [[ -z "$apt_updated" ]]; then
+            apt-get update -qq >&2 || die "apt-get update failed"
+            apt_updated=1
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >&2 ||
+            die "apt-get could not install $package"
     fi
-fi
-[[ -x "$chromium" ]] || die "Chromium not found at $chromium (Debian: apt-get install chromium)"
+    [[ -x "$path" ]] || die "$path not found: install it (Debian: sudo apt-get install $package)"
+}
+chromium="${WSLOOP_CHROMIUM:-/usr/bin/chromium}"
+need_program "$chromium" chromium
+redis_server="${WSLOOP_REDIS_SERVER:-/usr/bin/redis-server}"
+need_program "$redis_server" redis-server
 
 # (d) Tell the Rust tests where the clients are.
 export WSLOOP_PYTHON="$venv/bin/python"
 export WSLOOP_NODE="$(command -v node)"
 export WSLOOP_NODE_CLIENT_DIR="$node_dir"
 export WSLOOP_CHROMIUM="$chromium"
+export WSLOOP_REDIS_SERVER="$redis_server"
 
-# (e) Everything else is cargo's.
-exec cargo test "$@"
+# (e) Everything else is cargo's, with the optional Redis backplane built in.
+exec cargo test --features redis "$@"

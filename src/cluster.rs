@@ -1,0 +1,395 @@
+//! Several reactors, one per thread, serving one address: how wsloop uses more than one core.
+//!
+//! A [`Cluster`] is N independent [`Server`]s, each with its own listening socket on the same
+//! address (`SO_REUSEPORT`: the kernel spreads incoming connections over the listeners), its
+//! own poll, slab and handler, and no lock shared with the others. A connection lives on one
+//! reactor for its whole life.
+//!
+//! Publishes cross reactors: each server has a relay that hands every local publish to the
+//! other reactors' [`Handle::publish_local`], which delivers it to their subscribers without
+//! relaying it again (so a publish never loops). `broadcast` and `send` stay on the reactor
+//! they are made on.
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use wsloop::{Cluster, Config, ConnId, Context, Handler, Message, Request, Upgrade};
+//!
+//! struct Chat;
+//!
+//! impl Handler for Chat {
+//!     type State = ();
+//!
+//!     fn on_upgrade(&mut self, _req: &Request<'_, '_>, _peer: SocketAddr) -> Upgrade<()> {
+//!         Upgrade::accept(())
+//!     }
+//!
+//!     fn on_open(&mut self, ctx: &mut Context<'_, ()>, id: ConnId) {
+//!         ctx.subscribe(id, "lobby");
+//!     }
+//!
+//!     fn on_message(&mut self, ctx: &mut Context<'_, ()>, _id: ConnId, msg: Message<'_>) {
+//!         // Reaches the lobby's subscribers on every reactor.
+//!         ctx.publish("lobby", msg);
+//!     }
+//! }
+//!
+//! let cluster = Cluster::bind("127.0.0.1:9001", 4, Config::default(), |_reactor| Chat)?;
+//! let handle = cluster.handle(); // Send + Clone: publish or shut down from anywhere
+//! cluster.run()?; // until handle.shutdown()
+//! # Ok::<(), wsloop::Error>(())
+//! ```
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::{Config, Error, Handle, HandleError, Handler, Message, Relay, Server, TlsConfig};
+
+/// Backlog of each listening socket (as `mio` uses).
+const BACKLOG: i32 = 1024;
+
+/// N reactors on N threads serving one address, with publishes shared between them.
+///
+/// Build it with [`bind`](Self::bind) (or [`bind_tls`](Self::bind_tls)), keep a
+/// [`handle`](Self::handle), add relays if any, then [`run`](Self::run) it.
+pub struct Cluster<H: Handler> {
+    servers: Vec<Server<H>>,
+    handle: ClusterHandle,
+    addr: SocketAddr,
+    tls: bool,
+}
+
+impl<H: Handler> fmt::Debug for Cluster<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("addr", &self.addr)
+            .field("reactors", &self.servers.len())
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl<H> Cluster<H>
+where
+    H: Handler + Send + 'static,
+    H::State: Send,
+{
+    /// Validates `config` and starts `threads` reactors (at least 1) listening on `addr`
+    /// (e.g. `"0.0.0.0:9001"`; port 0 picks a free port, shared by all reactors).
+    ///
+    /// `make_handler(i)` makes reactor `i`'s handler (`i` in `0..threads`). Every limit of
+    /// `config` applies per reactor: the cluster takes up to `threads * max_connections`
+    /// connections. Reactors share nothing but the listening port and the publishes.
+    ///
+    /// Every listener is bound with `SO_REUSEPORT`, so another process that also sets it
+    /// (under the same user) could bind the same port; use a port your own processes own.
+    /// `SO_REUSEPORT` is a Unix option: elsewhere only `threads == 1` is accepted.
+    pub fn bind(
+        addr: &str,
+        threads: usize,
+        config: Config,
+        make_handler: impl FnMut(usize) -> H,
+    ) -> Result<Cluster<H>, Error> {
+        Cluster::build(addr, threads, None, config, make_handler)
+    }
+
+    /// Like [`bind`](Self::bind), but serves `wss` with `tls` on every reactor.
+    pub fn bind_tls(
+        addr: &str,
+        threads: usize,
+        tls: TlsConfig,
+        config: Config,
+        make_handler: impl FnMut(usize) -> H,
+    ) -> Result<Cluster<H>, Error> {
+        Cluster::build(addr, threads, Some(tls), config, make_handler)
+    }
+
+    fn build(
+        addr: &str,
+        threads: usize,
+        tls: Option<TlsConfig>,
+        config: Config,
+        mut make_handler: impl FnMut(usize) -> H,
+    ) -> Result<Cluster<H>, Error> {
+        if threads == 0 {
+            return Err(Error::Config {
+                option: "threads",
+                message: "must be at least 1, got 0".into(),
+            });
+        }
+        config.validate()?;
+        let bind_err = |source| Error::Bind {
+            addr: addr.to_owned(),
+            source,
+        };
+        if threads > 1 && !cfg!(unix) {
+            return Err(bind_err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "several reactors need SO_REUSEPORT, which this platform lacks",
+            )));
+        }
+        // The first listener on the address as given (port 0 allowed), the others on the
+        // concrete address it got.
+        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address");
+        let mut first = None;
+        for sa in addr.to_socket_addrs().map_err(bind_err)? {
+            match reuseport_listener(sa) {
+                Ok(l) => {
+                    first = Some(l);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let first = first.ok_or_else(|| bind_err(last))?;
+        let local = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..threads {
+            listeners.push(reuseport_listener(local).map_err(bind_err)?);
+        }
+
+        let mut servers = Vec::with_capacity(threads);
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let mut server = Server::new(config.clone(), make_handler(i))?;
+            server.listen_on(listener, tls.clone())?;
+            servers.push(server);
+        }
+        let handles: Arc<[Handle]> = servers.iter().map(Server::handle).collect();
+        if threads > 1 {
+            for (i, server) in servers.iter_mut().enumerate() {
+                server.add_relay(PeerRelay::new(i, &handles));
+            }
+        }
+        Ok(Cluster {
+            servers,
+            handle: ClusterHandle { handles },
+            addr: local,
+            tls: tls.is_some(),
+        })
+    }
+
+    /// The address every reactor listens on (with the port picked, if 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether the cluster serves TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// How many reactors (threads) the cluster runs.
+    pub fn threads(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// A `Send + Clone` handle to every reactor: publish, broadcast, shut down.
+    pub fn handle(&self) -> ClusterHandle {
+        self.handle.clone()
+    }
+
+    /// The reactors' own handles, in reactor order (the `i` given to `make_handler`).
+    pub fn handles(&self) -> Vec<Handle> {
+        self.handle.handles.to_vec()
+    }
+
+    /// Adds `relay` to every reactor (a clone each), to carry their publishes beyond this
+    /// process: a broker backplane, say. What it brings back should reach every reactor
+    /// through their [`handles`](Self::handles)' `publish_local`.
+    pub fn add_relay<R: Relay + Clone + 'static>(&mut self, relay: R) {
+        for server in &mut self.servers {
+            server.add_relay(relay.clone());
+        }
+    }
+
+    /// Reactor `i`'s server, to configure it further before [`run`](Self::run) (its
+    /// handler, a relay of its own). `None` if `i >= threads()`.
+    pub fn server_mut(&mut self, i: usize) -> Option<&mut Server<H>> {
+        self.servers.get_mut(i)
+    }
+
+    /// Runs every reactor on a thread of its own (named `wsloop-<i>`) until
+    /// [`ClusterHandle::shutdown`], then each shuts down gracefully (1001 to every client,
+    /// within `close_timeout`); returns when all threads have ended.
+    ///
+    /// If one reactor fails (an I/O error of its poll) the others are shut down too, and the
+    /// first error is returned. If one panics, the others are shut down and the panic is
+    /// resumed on this thread once they have ended.
+    pub fn run(self) -> Result<(), Error> {
+        let handle = self.handle;
+        let mut threads = Vec::with_capacity(self.servers.len());
+        for (i, mut server) in self.servers.into_iter().enumerate() {
+            let spawned = thread::Builder::new()
+                .name(format!("wsloop-{i}"))
+                .spawn(move || server.run());
+            match spawned {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    let _ = handle.shutdown();
+                    for thread in threads {
+                        let _ = thread.join();
+                    }
+                    return Err(Error::Io(e));
+                }
+            }
+        }
+        let mut result = Ok(());
+        let mut panic = None;
+        let mut pending: Vec<Option<thread::JoinHandle<Result<(), Error>>>> =
+            threads.into_iter().map(Some).collect();
+        // Join in completion order, so that one failing reactor stops the others at once.
+        while pending.iter().any(Option::is_some) {
+            let mut progressed = false;
+            for (i, slot) in pending.iter_mut().enumerate() {
+                if !slot.as_ref().is_some_and(|t| t.is_finished()) {
+                    continue;
+                }
+                progressed = true;
+                let Some(thread) = slot.take() else { continue };
+                match thread.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        log::error!("reactor {i} failed: {e}");
+                        let _ = handle.shutdown();
+                        if result.is_ok() {
+                            result = Err(e);
+                        }
+                    }
+                    Err(payload) => {
+                        log::error!("reactor {i} panicked");
+                        let _ = handle.shutdown();
+                        panic.get_or_insert(payload);
+                    }
+                }
+            }
+            if !progressed {
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if let Some(payload) = panic {
+            std::panic::resume_unwind(payload);
+        }
+        result
+    }
+}
+
+/// A `Send + Clone` handle to every reactor of a [`Cluster`].
+///
+/// Like [`Handle`], each call copies the message into the reactors' bounded command queues
+/// and never blocks.
+#[derive(Debug, Clone)]
+pub struct ClusterHandle {
+    handles: Arc<[Handle]>,
+}
+
+impl ClusterHandle {
+    /// The reactors' handles, in reactor order.
+    pub fn reactors(&self) -> &[Handle] {
+        &self.handles
+    }
+
+    /// Publishes `msg` to the subscribers of `topic` on every reactor, and to the relays
+    /// (through reactor 0, which hands it to the others and to any broker relay).
+    pub fn publish(&self, topic: &str, msg: Message<'_>) -> Result<(), HandleError> {
+        self.handles[0].publish(topic, msg)
+    }
+
+    /// Publishes `msg` to the subscribers of `topic` on every reactor, without relaying it:
+    /// for a relay delivering what it brought from elsewhere. Every reactor is tried; the
+    /// first refusal is returned.
+    pub fn publish_local(&self, topic: &str, msg: Message<'_>) -> Result<(), HandleError> {
+        self.each(|h| h.publish_local(topic, msg))
+    }
+
+    /// Sends `msg` to every open connection of every reactor. Every reactor is tried; the
+    /// first refusal is returned.
+    pub fn broadcast(&self, msg: Message<'_>) -> Result<(), HandleError> {
+        self.each(|h| h.broadcast(msg))
+    }
+
+    /// Asks every reactor to shut down gracefully (see [`Handle::shutdown`]);
+    /// [`Cluster::run`] returns once all have. Every reactor is asked; the first refusal is
+    /// returned (`Stopped` for a reactor that has already ended).
+    pub fn shutdown(&self) -> Result<(), HandleError> {
+        self.each(Handle::shutdown)
+    }
+
+    fn each(&self, f: impl Fn(&Handle) -> Result<(), HandleError>) -> Result<(), HandleError> {
+        let mut result = Ok(());
+        for handle in self.handles.iter() {
+            if let Err(e) = f(handle) {
+                result = result.and(Err(e));
+            }
+        }
+        result
+    }
+}
+
+/// Hands every publish of one reactor to the others, which deliver it locally.
+struct PeerRelay {
+    me: usize,
+    peers: Vec<(usize, Handle)>,
+    /// Publishes a full peer queue refused since the last warning.
+    dropped: u64,
+    last_warning: Option<Instant>,
+}
+
+impl PeerRelay {
+    fn new(me: usize, handles: &[Handle]) -> PeerRelay {
+        let peers = (handles.iter().cloned().enumerate())
+            .filter(|(i, _)| *i != me)
+            .collect();
+        PeerRelay {
+            me,
+            peers,
+            dropped: 0,
+            last_warning: None,
+        }
+    }
+}
+
+impl Relay for PeerRelay {
+    fn publish(&mut self, topic: &str, msg: Message<'_>) {
+        for (peer, handle) in &self.peers {
+            match handle.publish_local(topic, msg) {
+                Ok(()) => {}
+                // The peer is shutting down or gone: its subscribers are being closed anyway.
+                Err(HandleError::Stopped) => {}
+                Err(HandleError::Full) => {
+                    self.dropped += 1;
+                    let now = Instant::now();
+                    let due = self
+                        .last_warning
+                        .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1));
+                    if due {
+                        log::warn!(
+                            "reactor {}: dropped {} publishes to other reactors (reactor {peer}'s \
+                             command queue is full: raise Config::handle_queue or publish less)",
+                            self.me,
+                            self.dropped,
+                        );
+                        self.dropped = 0;
+                        self.last_warning = Some(now);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A listening socket on `addr` with `SO_REUSEADDR` and (on Unix) `SO_REUSEPORT` set before
+/// `bind`, which neither `std` nor `mio` can do.
+fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}

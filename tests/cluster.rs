@@ -1,0 +1,359 @@
+//! Cluster: N reactors on N threads sharing one port through SO_REUSEPORT, with publishes
+//! carried between reactors, over real sockets.
+//!
+//! Every read has a timeout and every wait a deadline.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use wsloop::client::{Client, Received};
+use wsloop::{
+    CloseCode, Cluster, ClusterHandle, Config, ConnId, Context, Error, Handler, Message, Request,
+    TlsConfig, Upgrade,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Text commands: `where` (answers the reactor's index), `join ROOM` (answers `joined ROOM
+/// on REACTOR`), `shout ROOM TEXT` (publishes TEXT to ROOM, the sender included), `echo TEXT`.
+struct Rooms {
+    reactor: usize,
+}
+
+impl Handler for Rooms {
+    type State = ();
+
+    fn on_upgrade(&mut self, _req: &Request<'_, '_>, _peer: SocketAddr) -> Upgrade<()> {
+        Upgrade::accept(())
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_, ()>, id: ConnId, msg: Message<'_>) {
+        let Message::Text(text) = msg else { return };
+        let mut words = text.splitn(3, ' ');
+        let (verb, room, rest) = (words.next(), words.next().unwrap_or(""), words.next());
+        match verb {
+            Some("where") => {
+                let _ = ctx.send_text(id, &self.reactor.to_string());
+            }
+            Some("join") => {
+                ctx.subscribe(id, room);
+                let _ = ctx.send_text(id, &format!("joined {room} on {}", self.reactor));
+            }
+            Some("shout") => {
+                ctx.publish(room, Message::Text(rest.unwrap_or("")));
+            }
+            Some("echo") => {
+                let _ = ctx.send(id, Message::Text(&text[5..]));
+            }
+            _ => {
+                let _ = ctx.send_text(id, "?");
+            }
+        }
+    }
+}
+
+fn config() -> Config {
+    Config::default().close_timeout(Duration::from_secs(2))
+}
+
+/// Starts a cluster of `threads` reactors on a free port; returns its URL, handle, and a
+/// channel that gets `run`'s result.
+fn start(threads: usize) -> (String, ClusterHandle, mpsc::Receiver<Result<(), Error>>) {
+    let cluster = Cluster::bind("127.0.0.1:0", threads, config(), |reactor| Rooms {
+        reactor,
+    })
+    .expect("bind the cluster");
+    assert_eq!(cluster.threads(), threads);
+    assert_ne!(
+        cluster.local_addr().port(),
+        0,
+        "port 0 resolved to a real port"
+    );
+    assert_eq!(cluster.handles().len(), threads);
+    let url = format!("ws://{}/", cluster.local_addr());
+    let handle = cluster.handle();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(cluster.run());
+    });
+    (url, handle, rx)
+}
+
+fn client(url: &str) -> Client {
+    let c = Client::connect(url).expect("connect to the cluster");
+    c.stream().set_read_timeout(Some(TIMEOUT)).unwrap();
+    c
+}
+
+fn text(c: &mut Client) -> String {
+    match c.recv().expect("a message within the timeout") {
+        Received::Text(t) => t,
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+fn ask(c: &mut Client, question: &str) -> String {
+    c.send(Message::Text(question)).unwrap();
+    text(c)
+}
+
+/// Opens `n` clients, each joined to `room`; returns them with the reactor each landed on.
+fn joined(url: &str, n: usize, room: &str) -> Vec<(Client, usize)> {
+    (0..n)
+        .map(|_| {
+            let mut c = client(url);
+            let answer = ask(&mut c, &format!("join {room}"));
+            let reactor = answer
+                .strip_prefix(&format!("joined {room} on "))
+                .and_then(|r| r.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected answer {answer:?}"));
+            (c, reactor)
+        })
+        .collect()
+}
+
+/// Clients per reactor.
+fn spread(clients: &[(Client, usize)]) -> BTreeMap<usize, usize> {
+    let mut per = BTreeMap::new();
+    for (_, reactor) in clients {
+        *per.entry(*reactor).or_insert(0) += 1;
+    }
+    per
+}
+
+#[test]
+fn a_publish_reaches_subscribers_on_every_reactor_once() {
+    let threads = 3;
+    let (url, handle, done) = start(threads);
+    // The kernel hashes each connection's 4-tuple to one of the listeners: with 30
+    // connections the odds that all land on one reactor are 3 * 3^-30.
+    let mut clients = joined(&url, 30, "lobby");
+    let per = spread(&clients);
+    assert!(per.len() >= 2, "clients spread over reactors: {per:?}");
+    assert!(per.keys().all(|r| *r < threads), "{per:?}");
+    // A client that did not join anything, on whichever reactor, hears nothing.
+    let mut outsider = client(&url);
+
+    // One client publishes; every subscriber, on every reactor, the sender included, gets it.
+    let (sender, sender_reactor) = &mut clients[0];
+    let sender_reactor = *sender_reactor;
+    sender
+        .send(Message::Text("shout lobby hello from a client"))
+        .unwrap();
+    // A publish from outside, through the cluster handle (reactor 0 relays it).
+    handle
+        .publish("lobby", Message::Text("hello from the handle"))
+        .unwrap();
+    // Then a marker delivered without relaying, on every reactor: anything delivered twice
+    // (a relay loop) would show up before it.
+    std::thread::sleep(Duration::from_millis(100));
+    handle
+        .publish_local("lobby", Message::Binary(b"end"))
+        .unwrap();
+    for (i, (c, reactor)) in clients.iter_mut().enumerate() {
+        let mut got = vec![text(c), text(c)];
+        got.sort();
+        assert_eq!(
+            got,
+            ["hello from a client", "hello from the handle"],
+            "client {i} on reactor {reactor} (sender on {sender_reactor})"
+        );
+        assert_eq!(
+            c.recv().unwrap(),
+            Received::Binary(b"end".to_vec()),
+            "client {i} on reactor {reactor}: nothing delivered twice"
+        );
+    }
+    assert_eq!(ask(&mut outsider, "echo still here"), "still here");
+
+    drop((clients, outsider));
+    handle.shutdown().unwrap();
+    let result = done.recv_timeout(Duration::from_secs(10));
+    assert!(matches!(result, Ok(Ok(()))), "run returned {result:?}");
+}
+
+#[test]
+fn shutdown_closes_every_client_on_every_reactor_with_1001() {
+    let threads = 2;
+    let (url, handle, done) = start(threads);
+    let mut clients = joined(&url, 24, "r");
+    let per = spread(&clients);
+    assert_eq!(per.len(), threads, "clients on both reactors: {per:?}");
+
+    handle.shutdown().unwrap();
+    for (i, (c, reactor)) in clients.iter_mut().enumerate() {
+        match c.recv() {
+            Ok(Received::Close(Some(code), reason)) => {
+                assert_eq!(code, CloseCode::GOING_AWAY, "client {i} on {reactor}");
+                assert_eq!(reason, "server shutdown");
+            }
+            other => panic!("client {i} on reactor {reactor}: expected close 1001, got {other:?}"),
+        }
+        // Completing the close handshake lets the reactors finish before close_timeout.
+        let _ = c.close(CloseCode::GOING_AWAY, "");
+    }
+    drop(clients);
+    let result = done.recv_timeout(Duration::from_secs(10));
+    assert!(matches!(result, Ok(Ok(()))), "run returned {result:?}");
+    // Every listener is closed: the port takes no new connections.
+    let addr = url.trim_start_matches("ws://").trim_end_matches('/');
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "nothing listens any more"
+    );
+    // Every reactor's server is gone: its handle refuses commands.
+    assert!(handle.reactors().iter().all(|h| {
+        h.publish_local("r", Message::Text("late")) == Err(wsloop::HandleError::Stopped)
+    }));
+}
+
+#[test]
+fn one_thread_is_a_plain_server() {
+    let (url, handle, done) = start(1);
+    let mut clients = joined(&url, 3, "solo");
+    assert_eq!(spread(&clients), BTreeMap::from([(0, 3)]));
+    clients[0].0.send(Message::Text("shout solo hi")).unwrap();
+    for (c, _) in &mut clients {
+        assert_eq!(text(c), "hi");
+    }
+    handle.shutdown().unwrap();
+    for (c, _) in &mut clients {
+        assert!(matches!(
+            c.recv(),
+            Ok(Received::Close(Some(CloseCode::GOING_AWAY), _))
+        ));
+        let _ = c.close(CloseCode::GOING_AWAY, "");
+    }
+    drop(clients);
+    assert!(matches!(
+        done.recv_timeout(Duration::from_secs(10)),
+        Ok(Ok(()))
+    ));
+}
+
+#[test]
+fn bind_errors_name_the_cause() {
+    let zero = Cluster::bind("127.0.0.1:0", 0, Config::default(), |_| Rooms {
+        reactor: 0,
+    });
+    assert!(
+        matches!(
+            &zero,
+            Err(Error::Config {
+                option: "threads",
+                ..
+            })
+        ),
+        "{zero:?}"
+    );
+    let bad = Cluster::bind(
+        "127.0.0.1:0",
+        2,
+        Config::default().max_connections(0),
+        |_| Rooms { reactor: 0 },
+    );
+    assert!(
+        matches!(
+            &bad,
+            Err(Error::Config {
+                option: "max_connections",
+                ..
+            })
+        ),
+        "{bad:?}"
+    );
+    // A port held by a socket without SO_REUSEPORT cannot be shared.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let clash = Cluster::bind(&addr, 2, Config::default(), |_| Rooms { reactor: 0 });
+    match clash {
+        Err(Error::Bind { addr: a, .. }) => assert_eq!(a, addr),
+        other => panic!("expected a bind error, got {other:?}"),
+    }
+    let nonsense = Cluster::bind("not an address", 2, Config::default(), |_| Rooms {
+        reactor: 0,
+    });
+    assert!(matches!(nonsense, Err(Error::Bind { .. })));
+}
+
+#[test]
+fn tls_cluster_serves_wss_on_every_reactor() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "wsloop-cluster-tls-{}-{}",
+        std::process::id(),
+        wsloop::proto::message::random_u64()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    let tls = TlsConfig::from_pem_files(dir.join("cert.pem"), Some(dir.join("key.pem"))).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let cluster = Cluster::bind_tls("127.0.0.1:0", 2, tls, config(), |reactor| Rooms { reactor })
+        .expect("bind the TLS cluster");
+    assert!(cluster.is_tls());
+    let addr = cluster.local_addr();
+    let handle = cluster.handle();
+    let (tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(cluster.run());
+    });
+
+    let mut roots = RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client_config = Arc::new(
+        ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let mut reactors = BTreeMap::new();
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let tls = ClientConnection::new(client_config.clone(), name).unwrap();
+        let mut c = Client::handshake(StreamOwned::new(tls, stream), "localhost", "/", &[])
+            .expect("wss handshake");
+        c.send(Message::Text("join secure")).unwrap();
+        let Received::Text(answer) = c.recv().unwrap() else {
+            panic!("expected text")
+        };
+        let reactor: usize = answer.rsplit(' ').next().unwrap().parse().unwrap();
+        *reactors.entry(reactor).or_insert(0) += 1;
+        clients.push(c);
+    }
+    assert_eq!(
+        reactors.len(),
+        2,
+        "wss clients on both reactors: {reactors:?}"
+    );
+    clients[0]
+        .send(Message::Text("shout secure over tls"))
+        .unwrap();
+    for c in &mut clients {
+        assert_eq!(c.recv().unwrap(), Received::Text("over tls".into()));
+    }
+    handle.shutdown().unwrap();
+    for c in &mut clients {
+        assert!(matches!(
+            c.recv(),
+            Ok(Received::Close(Some(CloseCode::GOING_AWAY), _))
+        ));
+        let _ = c.close(CloseCode::GOING_AWAY, "");
+    }
+    drop(clients);
+    assert!(matches!(
+        done.recv_timeout(Duration::from_secs(10)),
+        Ok(Ok(()))
+    ));
+}

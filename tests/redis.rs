@@ -1,0 +1,651 @@
+//! RedisRelay against a real `redis-server` (Debian's package): topics shared by two servers,
+//! a Redis restart survived, drops reported, threads that end with the server.
+//!
+//! Each test starts its own `redis-server --port <free port> --save '' --appendonly no` on
+//! 127.0.0.1 as a child process and kills it at the end. A missing `redis-server` fails the
+//! tests (install it with `apt-get install redis-server`, or point `WSLOOP_REDIS_SERVER` at
+//! the binary); they never skip.
+//!
+//! The two "processes" of the issue are two `Server`s in this process, each on its own thread
+//! with its own `RedisRelay` (its own connections and origin id): for Redis and for the relay
+//! protocol they are two publishers and two subscribers, as two processes would be.
+#![cfg(feature = "redis")]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+use wsloop::client::{Client, Received};
+use wsloop::{
+    Cluster, Config, ConnId, Context, Error, Handle, Handler, Message, RedisOptions, RedisRelay,
+    Request, Server, Upgrade,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------------------------
+// A log that the tests can read
+// ---------------------------------------------------------------------------------------------
+
+static RECORDS: Mutex<Vec<(log::Level, String)>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Info
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let line = record.args().to_string();
+            if std::env::var_os("WSLOOP_TEST_LOG").is_some() {
+                eprintln!("[{}] {line}", record.level());
+            }
+            RECORDS.lock().unwrap().push((record.level(), line));
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn init_log() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&Capture).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Info);
+    });
+}
+
+/// The log lines at `level` that contain every one of `needles`.
+fn logged(level: log::Level, needles: &[&str]) -> Vec<String> {
+    let records = RECORDS.lock().unwrap();
+    records
+        .iter()
+        .filter(|(l, line)| *l == level && needles.iter().all(|n| line.contains(n)))
+        .map(|(_, line)| line.clone())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// redis-server as a child process
+// ---------------------------------------------------------------------------------------------
+
+struct Redis {
+    port: u16,
+    args: Vec<String>,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// Starts `redis-server` on a free port of 127.0.0.1, with `extra` arguments.
+    fn start(extra: &[&str]) -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("wsloop-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(["--save", "", "--appendonly", "no", "--daemonize", "no"].map(String::from));
+        args.extend(["--dir".to_owned(), dir.display().to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut redis = Redis {
+            port,
+            args,
+            dir,
+            child: None,
+        };
+        redis.spawn();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let binary = std::env::var("WSLOOP_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(&binary)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {binary:?} ({e}): these tests need a real Redis server; install \
+                     it (Debian: apt-get install redis-server) or set WSLOOP_REDIS_SERVER"
+                )
+            });
+        self.child = Some(child);
+        // Ready when it answers PING.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(reply) = raw_command(self.port, &[b"PING"]) {
+                if reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH") {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("redis-server exited at start: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start in 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Sends one command on a fresh connection and returns the first bytes of the reply.
+fn raw_command(port: u16, args: &[&[u8]]) -> std::io::Result<Vec<u8>> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut cmd = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        cmd.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        cmd.extend_from_slice(arg);
+        cmd.extend_from_slice(b"\r\n");
+    }
+    stream.write_all(&cmd)?;
+    let mut buf = [0u8; 512];
+    let n = stream.read(&mut buf)?;
+    Ok(buf[..n].to_vec())
+}
+
+// ---------------------------------------------------------------------------------------------
+// A chat server
+// ---------------------------------------------------------------------------------------------
+
+/// Text commands: `join ROOM` (answers `joined ROOM`), `say ROOM TEXT` (publishes TEXT to
+/// everyone in ROOM but the sender), `bin ROOM TEXT` (the same as a binary message), `where`
+/// (answers the reactor's index).
+struct Chat {
+    reactor: usize,
+}
+
+impl Handler for Chat {
+    type State = ();
+
+    fn on_upgrade(&mut self, _req: &Request<'_, '_>, _peer: SocketAddr) -> Upgrade<()> {
+        Upgrade::accept(())
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_, ()>, id: ConnId, msg: Message<'_>) {
+        let Message::Text(text) = msg else { return };
+        let mut words = text.splitn(3, ' ');
+        let (verb, room, rest) = (words.next(), words.next().unwrap_or(""), words.next());
+        let rest = rest.unwrap_or("");
+        match verb {
+            Some("join") => {
+                ctx.subscribe(id, room);
+                let _ = ctx.send_text(id, &format!("joined {room} on {}", self.reactor));
+            }
+            Some("say") => {
+                ctx.publish_except(room, id, Message::Text(rest));
+            }
+            Some("bin") => {
+                ctx.publish_except(room, id, Message::Binary(rest.as_bytes()));
+            }
+            _ => {
+                let _ = ctx.send_text(id, "?");
+            }
+        }
+    }
+}
+
+fn config() -> Config {
+    Config::default().close_timeout(Duration::from_secs(1))
+}
+
+/// A chat server with its own relay to `redis`, running on its own thread.
+struct Node {
+    url: String,
+    handle: Handle,
+    relay: RedisRelay,
+    done: mpsc::Receiver<Result<(), Error>>,
+}
+
+impl Node {
+    fn start(redis: &Redis, prefix: &str) -> Node {
+        Node::start_with_url(&redis.url(), prefix)
+    }
+
+    fn start_with_url(redis_url: &str, prefix: &str) -> Node {
+        let mut server = Server::bind("127.0.0.1:0", config(), Chat { reactor: 0 }).unwrap();
+        let relay = RedisRelay::connect(redis_url, server.handle(), prefix)
+            .expect("connect the relay to redis");
+        server.add_relay(relay.clone());
+        let url = format!("ws://{}/", server.local_addr());
+        let handle = server.handle();
+        let (tx, done) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(server.run());
+        });
+        Node {
+            url,
+            handle,
+            relay,
+            done,
+        }
+    }
+
+    fn stop(self) {
+        self.handle.shutdown().unwrap();
+        assert!(matches!(
+            self.done.recv_timeout(Duration::from_secs(10)),
+            Ok(Ok(()))
+        ));
+    }
+}
+
+fn client(url: &str) -> Client {
+    let c = Client::connect(url).expect("connect to the server");
+    c.stream().set_read_timeout(Some(TIMEOUT)).unwrap();
+    c
+}
+
+fn join(c: &mut Client, room: &str) {
+    c.send(Message::Text(&format!("join {room}"))).unwrap();
+    match c.recv().unwrap() {
+        Received::Text(t) if t.starts_with(&format!("joined {room} on ")) => {}
+        other => panic!("expected joined, got {other:?}"),
+    }
+}
+
+fn text(c: &mut Client) -> String {
+    match c.recv().expect("a message within the timeout") {
+        Received::Text(t) => t,
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+/// Has `from` say `prefix N` (N counting up) in `room` every 100 ms until `to` receives one
+/// of them; returns what `to` received. Fails after `limit`.
+fn say_until_heard(
+    from: &mut Client,
+    to: &mut Client,
+    room: &str,
+    prefix: &str,
+    limit: Duration,
+) -> String {
+    let deadline = Instant::now() + limit;
+    to.stream()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut n = 0;
+    let heard = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no {prefix:?} message got through in {limit:?}"
+        );
+        n += 1;
+        from.send(Message::Text(&format!("say {room} {prefix} {n}")))
+            .unwrap();
+        match to.recv() {
+            Ok(Received::Text(t)) if t.starts_with(prefix) => break t,
+            // Published while Redis was down and dropped, unless the relay's thread had
+            // already reconnected when it took them: either is right.
+            Ok(Received::Text(t)) if t.starts_with("lost ") => {}
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("{e}"),
+        }
+    };
+    to.stream().set_read_timeout(Some(TIMEOUT)).unwrap();
+    heard
+}
+
+/// Waits until `f` holds, or fails with `what` after `limit`.
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn rooms_span_two_servers_and_survive_a_redis_restart() {
+    init_log();
+    let mut redis = Redis::start(&[]);
+    let a_node = Node::start(&redis, "chat:");
+    let b_node = Node::start(&redis, "chat:");
+    assert_ne!(a_node.relay.origin(), b_node.relay.origin());
+    assert!(a_node.relay.is_connected() && b_node.relay.is_connected());
+    let (mut a, mut b) = (client(&a_node.url), client(&b_node.url));
+    join(&mut a, "room");
+    join(&mut b, "room");
+    // A third client on A in another room hears nothing of "room".
+    let mut other = client(&a_node.url);
+    join(&mut other, "elsewhere");
+
+    // Each sees the other's messages, text and binary, in order, and never its own back.
+    a.send(Message::Text("say room hello from a")).unwrap();
+    assert_eq!(text(&mut b), "hello from a");
+    b.send(Message::Text("bin room bytes from b")).unwrap();
+    b.send(Message::Text("say room hello from b")).unwrap();
+    // Had A's relay delivered its own message back, a would see "hello from a" first.
+    assert_eq!(
+        a.recv().unwrap(),
+        Received::Binary(b"bytes from b".to_vec())
+    );
+    assert_eq!(text(&mut a), "hello from b");
+    let big = "x".repeat(200_000);
+    a.send(Message::Text(&format!("say room {big}"))).unwrap();
+    assert_eq!(text(&mut b), big);
+    assert_eq!(a_node.relay.received(), 2);
+    assert_eq!(b_node.relay.received(), 2);
+    wait_for("confirmed publishes", TIMEOUT, || {
+        a_node.relay.published() == 2 && b_node.relay.published() == 2
+    });
+    assert_eq!(a_node.relay.dropped() + b_node.relay.dropped(), 0);
+
+    // Redis goes away: what is published meanwhile is dropped, counted and logged.
+    redis.kill();
+    wait_for("the relays to see redis down", TIMEOUT, || {
+        !a_node.relay.is_connected() && !b_node.relay.is_connected()
+    });
+    let mut lost = 0;
+    wait_for("publishes dropped while redis is down", TIMEOUT, || {
+        lost += 1;
+        a.send(Message::Text(&format!("say room lost {lost}")))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        a_node.relay.dropped() > 0
+    });
+    let dropped = a_node.relay.dropped();
+    assert!(dropped <= lost, "dropped {dropped} of {lost}");
+    wait_for("a warning that counts the drops", TIMEOUT, || {
+        !logged(log::Level::Warn, &[&redis.addr(), "dropped"]).is_empty()
+    });
+    wait_for("the losses logged", TIMEOUT, || {
+        !logged(
+            log::Level::Warn,
+            &["lost the publishing connection", &redis.addr()],
+        )
+        .is_empty()
+            && !logged(log::Level::Warn, &["lost the subscription", &redis.addr()]).is_empty()
+    });
+
+    // Redis comes back on the same port: both relays reconnect and resubscribe, and messages
+    // flow both ways again.
+    redis.spawn();
+    let heard = say_until_heard(
+        &mut a,
+        &mut b,
+        "room",
+        "after restart",
+        Duration::from_secs(20),
+    );
+    assert!(heard.starts_with("after restart"), "{heard}");
+    let heard = say_until_heard(&mut b, &mut a, "room", "back", Duration::from_secs(20));
+    assert!(heard.starts_with("back"), "{heard}");
+    wait_for("both relays connected", TIMEOUT, || {
+        a_node.relay.is_connected() && b_node.relay.is_connected()
+    });
+    wait_for("the reconnection logged", TIMEOUT, || {
+        !logged(log::Level::Info, &["resubscribed", &redis.addr()]).is_empty()
+            && logged(log::Level::Warn, &["reconnected", &redis.addr()])
+                .iter()
+                .any(|l| l.contains("were dropped while it was down"))
+    });
+    // Nothing of "room" ever reached the other room, and no "lost" message arrived late.
+    other
+        .stream()
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(other.recv().is_err(), "the other room heard nothing");
+
+    let (a_relay, b_relay) = (a_node.relay.clone(), b_node.relay.clone());
+    drop((a, b, other));
+    a_node.stop();
+    b_node.stop();
+    a_relay.shutdown();
+    b_relay.shutdown();
+    wait_for("the relays' threads to end", TIMEOUT, || {
+        !a_relay.is_running() && !b_relay.is_running()
+    });
+}
+
+#[test]
+fn foreign_publishers_use_the_documented_payload() {
+    init_log();
+    let redis = Redis::start(&[]);
+    let node = Node::start(&redis, "ws[1]:");
+    let mut c = client(&node.url);
+    join(&mut c, "news");
+    // Not wsloop's format, or not under the prefix: ignored. (The prefix has glob characters,
+    // escaped in the pattern: "wsX1]:news" must not match.)
+    let publish = |channel: &[u8], payload: &[u8]| {
+        let reply = raw_command(redis.port, &[b"PUBLISH", channel, payload]).unwrap();
+        assert!(
+            reply.starts_with(b":"),
+            "{:?}",
+            String::from_utf8_lossy(&reply)
+        );
+    };
+    publish(b"ws[1]:news", b"plain text from redis-cli");
+    publish(b"wsX1]:news", b"T0123456789abcdefwrong channel");
+    publish(b"ws[1]:news", b"X0123456789abcdefbad flag");
+    // `T` or `B`, 16 characters of origin id, the message.
+    publish(b"ws[1]:news", b"T0123456789abcdefhello from elsewhere");
+    publish(b"ws[1]:news", b"B0123456789abcdef\x00\xff");
+    assert_eq!(text(&mut c), "hello from elsewhere");
+    assert_eq!(c.recv().unwrap(), Received::Binary(vec![0, 0xff]));
+    assert_eq!(node.relay.received(), 2);
+    // What this server publishes is on `<prefix><topic>` in that format.
+    let mut sub = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    sub.set_read_timeout(Some(TIMEOUT)).unwrap();
+    sub.write_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$10\r\nws[1]:news\r\n")
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = sub.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"*3\r\n$9\r\nsubscribe\r\n"));
+    c.send(Message::Text("say news out")).unwrap();
+    let n = sub.read(&mut buf).unwrap();
+    let expected = format!(
+        "*3\r\n$7\r\nmessage\r\n$10\r\nws[1]:news\r\n$20\r\nT{}out\r\n",
+        node.relay.origin()
+    );
+    assert_eq!(String::from_utf8_lossy(&buf[..n]), expected);
+    drop(c);
+    node.stop();
+}
+
+#[test]
+fn one_relay_serves_every_reactor_of_a_cluster() {
+    init_log();
+    let redis = Redis::start(&[]);
+    let mut cluster =
+        Cluster::bind("127.0.0.1:0", 2, config(), |reactor| Chat { reactor }).unwrap();
+    let relay = RedisRelay::connect_with(
+        &redis.url(),
+        &cluster.handles(),
+        "c:",
+        RedisOptions::default().queue(1024),
+    )
+    .unwrap();
+    cluster.add_relay(relay.clone());
+    let cluster_url = format!("ws://{}/", cluster.local_addr());
+    let cluster_handle = cluster.handle();
+    let (tx, cluster_done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(cluster.run());
+    });
+    let node = Node::start(&redis, "c:");
+
+    // Clients on both reactors of the cluster.
+    let mut clients = Vec::new();
+    let mut reactors = std::collections::BTreeSet::new();
+    while reactors.len() < 2 {
+        assert!(clients.len() < 64, "64 connections all on one reactor");
+        let mut c = client(&cluster_url);
+        c.send(Message::Text("join room")).unwrap();
+        let answer = text(&mut c);
+        reactors.insert(answer.rsplit(' ').next().unwrap().to_owned());
+        clients.push(c);
+    }
+    let mut outside = client(&node.url);
+    join(&mut outside, "room");
+
+    // From the other server: every cluster client, on either reactor, gets it once.
+    outside
+        .send(Message::Text("say room from outside"))
+        .unwrap();
+    for c in &mut clients {
+        assert_eq!(text(c), "from outside");
+    }
+    // From one cluster client: the other cluster clients get it once (through the reactors'
+    // relay, not back through Redis), and the other server gets it once (one PUBLISH, not
+    // one per reactor).
+    clients[0]
+        .send(Message::Text("say room from inside"))
+        .unwrap();
+    assert_eq!(text(&mut outside), "from inside");
+    // The reactor handed it to the other reactor before it handed it to Redis, so the marker,
+    // sent once the other server has it, comes after it everywhere; a copy coming back
+    // through Redis would come between them.
+    outside.send(Message::Text("say room marker")).unwrap();
+    for c in &mut clients[1..] {
+        assert_eq!(text(c), "from inside");
+    }
+    for c in &mut clients {
+        assert_eq!(text(c), "marker");
+    }
+    clients[0].send(Message::Text("say room second")).unwrap();
+    assert_eq!(
+        text(&mut outside),
+        "second",
+        "no duplicate of \"from inside\" before it"
+    );
+    // Redis answers the PUBLISH after delivering it: the count may lag a little.
+    wait_for("two confirmed publishes", TIMEOUT, || {
+        relay.published() == 2
+    });
+
+    drop((clients, outside));
+    cluster_handle.shutdown().unwrap();
+    assert!(matches!(
+        cluster_done.recv_timeout(Duration::from_secs(10)),
+        Ok(Ok(()))
+    ));
+    node.stop();
+    // Every reactor it delivers to has shut down: the threads end by themselves (after a
+    // 5 s grace for the closing handlers' publishes).
+    wait_for(
+        "the cluster relay's threads to end",
+        Duration::from_secs(10),
+        || !relay.is_running(),
+    );
+}
+
+#[test]
+fn connect_errors_are_loud() {
+    init_log();
+    let handle = Server::bind("127.0.0.1:0", config(), Chat { reactor: 0 })
+        .unwrap()
+        .handle();
+    for url in [
+        "127.0.0.1:6379",
+        "redis://",
+        "rediss://127.0.0.1:1",
+        "redis://h:x",
+    ] {
+        let e = RedisRelay::connect(url, handle.clone(), "p:").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Config {
+                    option: "redis url",
+                    ..
+                }
+            ),
+            "{url}: {e}"
+        );
+    }
+    // Nothing listens on a port just freed.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let e = RedisRelay::connect(&format!("redis://127.0.0.1:{port}"), handle.clone(), "p:")
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused),
+        "{e}"
+    );
+    assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+    let e = RedisRelay::connect_with("redis://127.0.0.1:1", &[], "p:", RedisOptions::default())
+        .unwrap_err();
+    assert!(matches!(e, Error::Config { .. }), "{e}");
+}
+
+#[test]
+fn password_protected_redis() {
+    init_log();
+    let redis = Redis::start(&["--requirepass", "s3cret"]);
+    let mut server = Server::bind("127.0.0.1:0", config(), Chat { reactor: 0 }).unwrap();
+    let wrong = format!("redis://:nope@127.0.0.1:{}", redis.port);
+    let e = RedisRelay::connect(&wrong, server.handle(), "p:").unwrap_err();
+    assert!(e.to_string().contains("AUTH refused"), "{e}");
+    let none = RedisRelay::connect(&redis.url(), server.handle(), "p:").unwrap_err();
+    assert!(none.to_string().contains("NOAUTH"), "{none}");
+    let right = format!("redis://:s3cret@127.0.0.1:{}", redis.port);
+    let relay = RedisRelay::connect(&right, server.handle(), "p:").unwrap();
+    server.add_relay(relay.clone());
+    let url = format!("ws://{}/", server.local_addr());
+    let handle = server.handle();
+    std::thread::spawn(move || server.run());
+    let node = Node::start_with_url(&right, "p:");
+    let (mut a, mut b) = (client(&url), client(&node.url));
+    join(&mut a, "r");
+    join(&mut b, "r");
+    a.send(Message::Text("say r authenticated")).unwrap();
+    assert_eq!(text(&mut b), "authenticated");
+    drop((a, b));
+    relay.shutdown();
+    wait_for("the relay's threads to end", TIMEOUT, || {
+        !relay.is_running()
+    });
+    handle.shutdown().unwrap();
+    node.stop();
+}
