@@ -83,7 +83,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let mut server = match server::bind(&args) {
+    let server = match server::bind(&args) {
         Ok(server) => server,
         Err(e) => {
             eprintln!("chat: {e}");

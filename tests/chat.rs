@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use wsloop::client::{Client, Received};
-use wsloop::{CloseCode, Handle, Message};
+use wsloop::{CloseCode, ClusterHandle, Message};
 
 /// How long any read may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,7 +40,7 @@ const BROWSER_DEADLINE: Duration = Duration::from_secs(120);
 /// dropped first, being declared after it, so nothing waits for their close handshakes).
 struct Running {
     addr: SocketAddr,
-    handle: Handle,
+    handle: ClusterHandle,
     thread: Option<JoinHandle<Result<(), wsloop::Error>>>,
 }
 
@@ -51,11 +51,15 @@ impl Drop for Running {
 }
 
 fn start_with(addr: &str, origins: &[&str]) -> Running {
-    let args = chat::Args {
+    start_args(chat::Args {
         addr: addr.into(),
         origins: origins.iter().map(|o| o.to_string()).collect(),
-    };
-    let mut server = chat::bind(&args).expect("bind the chat server");
+        threads: 1,
+    })
+}
+
+fn start_args(args: chat::Args) -> Running {
+    let server = chat::bind(&args).expect("bind the chat server");
     let addr = server.local_addr();
     let handle = server.handle();
     let thread = thread::spawn(move || server.run());
@@ -833,10 +837,56 @@ fn upgrades_need_the_path_the_subprotocol_and_the_page_origin() {
 }
 
 #[test]
+fn two_reactors_share_rooms_presence_and_private_messages() {
+    let server = start_args(chat::Args {
+        addr: "127.0.0.1:0".into(),
+        origins: Vec::new(),
+        threads: 2,
+    });
+    const NAMES: [&str; 8] = ["p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7"];
+    let mut peers: Vec<Peer> = NAMES
+        .iter()
+        .map(|name| Peer::join(server.addr, name).0)
+        .collect();
+    // The last to join saw everyone online, whichever reactor they are on.
+    let last = peers.last_mut().unwrap();
+    last.send(json!({"type": "private", "to": "p0", "text": "sync"}));
+    last.wait_for("private");
+    let (first, rest) = peers.split_first_mut().unwrap();
+    assert_eq!(first.wait_for("private")["text"], "sync");
+    first.send(json!({"type": "say", "room": "lobby", "text": "hello all"}));
+    for peer in rest.iter_mut().chain(std::iter::once(&mut *first)) {
+        let msg = peer.wait_for("message");
+        assert_eq!(
+            (&msg["from"], &msg["text"]),
+            (&json!("p0"), &json!("hello all"))
+        );
+    }
+    for peer in rest.iter_mut() {
+        peer.send(json!({"type": "private", "to": "P0", "text": peer.name}));
+    }
+    let mut from: Vec<String> = (0..rest.len())
+        .map(|_| {
+            first.wait_for("private")["from"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    from.sort();
+    assert_eq!(from, NAMES[1..]);
+}
+
+#[test]
 fn the_command_line() {
     let parse = |args: &[&str]| chat::Args::parse(args.iter().map(|a| a.to_string()));
     let defaults = parse(&[]).unwrap().unwrap();
     assert_eq!(defaults.addr, "127.0.0.1:8080");
+    assert_eq!(defaults.threads, 1);
+    assert_eq!(parse(&["--threads", "4"]).unwrap().unwrap().threads, 4);
+    assert!(parse(&["--threads", "x"])
+        .unwrap_err()
+        .contains("--threads"));
     assert!(defaults.origins.is_empty());
     let args = parse(&[
         "--addr",
@@ -914,9 +964,10 @@ fn restart(server: Running, stdin: &mut ChildStdin) -> Running {
         let args = chat::Args {
             addr: addr.to_string(),
             origins: Vec::new(),
+            threads: 1,
         };
         match chat::bind(&args) {
-            Ok(mut server) => {
+            Ok(server) => {
                 let handle = server.handle();
                 let thread = thread::spawn(move || server.run());
                 break Running {

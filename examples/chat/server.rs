@@ -33,8 +33,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use wsloop::{
-    CloseCode, CloseReason, Config, ConnId, Context, Handler, HttpResponse, Message, Request,
-    Server, Upgrade,
+    CloseCode, CloseReason, Cluster, Config, ConnId, Context, Handler, HttpResponse, Message,
+    Request, Upgrade,
 };
 
 /// The subprotocol a client must offer.
@@ -60,8 +60,9 @@ pub const PRESENCE: &str = "presence";
 /// The default address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 /// The command line.
-pub const USAGE: &str = "usage: chat [--addr HOST:PORT] [--origin ORIGIN]...\n\
+pub const USAGE: &str = "usage: chat [--addr HOST:PORT] [--threads N] [--origin ORIGIN]...\n\
     \n  --addr HOST:PORT   listen here (default 127.0.0.1:8080); the page is http://HOST:PORT/\
+    \n  --threads N        N reactors on N threads sharing the port (default 1)\
     \n  --origin ORIGIN    allow WebSockets from pages of this origin (e.g. https://chat.example);\
     \n                     repeatable. Default: only the page's own origin (Origin must match Host).\
     \n                     Clients that send no Origin (non-browsers) are always allowed.";
@@ -94,6 +95,8 @@ pub struct Args {
     pub addr: String,
     /// `--origin`, repeatable: the allowed origins. Empty: same-origin only.
     pub origins: Vec<String>,
+    /// `--threads`: how many reactors.
+    pub threads: usize,
 }
 
 impl Args {
@@ -102,12 +105,18 @@ impl Args {
         let mut out = Args {
             addr: DEFAULT_ADDR.into(),
             origins: Vec::new(),
+            threads: 1,
         };
         let mut it = args.into_iter();
         while let Some(arg) = it.next() {
             let mut value = || it.next().ok_or(format!("{arg} needs a value"));
             match arg.as_str() {
                 "--addr" => out.addr = value()?,
+                "--threads" => {
+                    out.threads = value()?
+                        .parse()
+                        .map_err(|_| "--threads takes a number of threads".to_owned())?
+                }
                 "--origin" => {
                     let origin = value()?;
                     if !origin.starts_with("http://") && !origin.starts_with("https://") {
@@ -136,10 +145,16 @@ pub fn config(origins: &[String]) -> Config {
         .allowed_origins(origins.to_vec())
 }
 
-/// Binds the chat server as `args` say.
-pub fn bind(args: &Args) -> Result<Server<Chat>, wsloop::Error> {
-    let chat = Chat::new(Directory::shared(), args.origins.is_empty());
-    Server::bind(&args.addr, config(&args.origins), chat)
+/// Binds the chat server as `args` say: `args.threads` reactors sharing the port and one
+/// directory of who is online; rooms, presence and private messages are topics, which the
+/// cluster relays between reactors.
+pub fn bind(args: &Args) -> Result<Cluster<Chat>, wsloop::Error> {
+    let directory = Directory::shared();
+    let same_origin = args.origins.is_empty();
+    let config = config(&args.origins);
+    Cluster::bind(&args.addr, args.threads, config, |_| {
+        Chat::new(directory.clone(), same_origin)
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
