@@ -65,7 +65,8 @@ impl RxBuf {
     pub(crate) fn spare(&mut self, want: usize, min_read: usize) -> &mut [u8] {
         let kept = self.end - self.start;
         let needed = want.min(2 * kept).max(kept + min_read);
-        if self.data.len() - self.start < needed {
+        // A quarter of a read's room is enough: grow only when less is free.
+        if self.data.len() - self.end < min_read / 4 && self.data.len() - self.start < needed {
             self.data.copy_within(self.start..self.end, 0);
             self.start = 0;
             self.end = kept;

@@ -94,7 +94,7 @@ impl<S: Read + Write> Client<S> {
         let accepted = check_response(&buf[..end], &key, protocols).map_err(invalid)?;
         Ok(Client {
             stream,
-            decoder: Decoder::new(Role::Client, usize::MAX >> 1),
+            decoder: Decoder::new(Role::Client, 16 << 20),
             encoder: Encoder::new(Role::Client),
             buf,
             start: end,

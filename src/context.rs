@@ -49,7 +49,7 @@ impl<S> Core<S> {
     pub(crate) fn new(config: Config) -> Core<S> {
         Core {
             conns: Slab::new(),
-            pool: BufPool::new(16 * 1024, 1024),
+            pool: BufPool::new(16 * 1024, 64),
             timers: Timers::default(),
             dirty: Vec::new(),
             closed: Vec::new(),

@@ -123,7 +123,11 @@ impl<H: Handler> Server<H> {
                 Err(e) => last = e,
             }
         }
-        self.add_listener(bound.ok_or_else(|| bind_err(last))?, tls)
+        let socket = bound.ok_or_else(|| bind_err(last))?;
+        // mio listens with a backlog of 128: a burst of connections between two turns would
+        // have its SYNs dropped (and retried a second later). Listening again raises it.
+        socket2::SockRef::from(&socket).listen(1024)?;
+        self.add_listener(socket, tls)
     }
 
     /// Listens on an already bound socket (made with custom options such as `SO_REUSEPORT`,

@@ -185,8 +185,17 @@ impl Decoder {
             }
             _ if header.opcode.is_control() => Ok(()),
             _ => {
-                let total = (self.fragments.len() as u64).saturating_add(header.payload_len);
-                if total > self.max_message_size as u64 {
+                let max = self.max_message_size as u64;
+                let compressed =
+                    header.rsv1 || (header.opcode == OpCode::Continuation && self.compressed);
+                let too_big = if compressed {
+                    // The inflater holds the inflated message to the limit exactly; here only
+                    // bound the compressed frame (deflate may grow incompressible data a bit).
+                    header.payload_len > max.saturating_add(max / 8).saturating_add(1024)
+                } else {
+                    (self.fragments.len() as u64).saturating_add(header.payload_len) > max
+                };
+                if too_big {
                     Err(ProtocolError::MessageTooBig)
                 } else {
                     Ok(())

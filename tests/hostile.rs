@@ -1,0 +1,1157 @@
+//! Hostile clients over real sockets, each with a healthy client echoing alongside and checked
+//! unaffected: slowloris, a client that never reads, oversized headers, a frame announced but
+//! never sent, a 64-bit length with its top bit set, endless continuation frames, ping floods,
+//! a deflate bomb, connection churn, and more connections than `max_connections`.
+//!
+//! The server runs in this process, so its memory is this process's resident set (VmRSS in
+//! /proc/self/status, read after `malloc_trim` so that memory the server freed counts as
+//! returned even if glibc had not yet given it back). The tests take one lock and run one at a
+//! time, so that one's memory does not blur another's. Each prints one row of the
+//! hostile-client table (`cargo test --test hostile -- --nocapture` shows them).
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use common::{client_frame, client_header, upgrade_request, Ws};
+use wsloop::client::{Client, Received};
+use wsloop::proto::deflate::{DeflateConfig, Deflater, Params};
+use wsloop::proto::frame::{write_frame, OpCode};
+use wsloop::proto::Role;
+use wsloop::{
+    CloseReason, Config, ConnId, Context, Handle, Handler, Message, Request, Server, Upgrade,
+};
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Memory
+// ---------------------------------------------------------------------------------------------
+
+/// This process's resident set in KiB, after handing freed heap memory back to the kernel.
+fn rss_kib() -> usize {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The resident set without trimming (for peaks, sampled while a test runs).
+fn rss_now_kib() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+fn mib(kib: usize) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// Prints one row of the hostile-client table.
+fn report(test: &str, sent: &str, happened: &str, before: usize, peak: usize, after: usize) {
+    println!(
+        "HOSTILE | {test} | {sent} | {happened} | RSS before {} / peak {} / after {}",
+        mib(before),
+        mib(peak),
+        mib(after)
+    );
+}
+
+/// One test at a time: RSS is per process.
+///
+/// Also fixes glibc's mmap threshold at 128 KiB: otherwise it rises (up to 32 MiB) each time a
+/// large block is freed, after which large buffers come from the heap, where freed pages may
+/// stay resident, and one test's large allocations would blur the next one's measurements.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a glibc tunable.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Raises the soft limit on open files to the hard limit (the slowloris test needs about
+/// 2,000 descriptors: both ends of 1,000 connections live in this process).
+fn raise_fd_limit(want: u64) {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit on a properly initialised struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server
+// ---------------------------------------------------------------------------------------------
+
+/// What the handler saw, by close reason.
+#[derive(Default, Debug)]
+struct Stats {
+    opened: AtomicUsize,
+    closed: AtomicUsize,
+    overflow: AtomicUsize,
+    protocol_error: AtomicUsize,
+    timed_out: AtomicUsize,
+    disconnected: AtomicUsize,
+    clean: AtomicUsize,
+}
+
+impl Stats {
+    fn get(counter: &AtomicUsize) -> usize {
+        counter.load(Ordering::SeqCst)
+    }
+}
+
+/// Echoes; `!flood N` answers with N KiB in 64 KiB binary messages (until a send is refused).
+struct Echo {
+    stats: Arc<Stats>,
+    chunk: Vec<u8>,
+}
+
+impl Handler for Echo {
+    type State = ();
+
+    fn on_upgrade(&mut self, _req: &Request<'_, '_>, _peer: SocketAddr) -> Upgrade<()> {
+        Upgrade::accept(())
+    }
+
+    fn on_open(&mut self, _ctx: &mut Context<'_, ()>, _id: ConnId) {
+        self.stats.opened.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_, ()>, id: ConnId, msg: Message<'_>) {
+        if let Message::Text(text) = msg {
+            if let Some(n) = text.strip_prefix("!flood ") {
+                let kib: usize = n.parse().unwrap_or(0);
+                for _ in 0..kib / 64 {
+                    if ctx.send_binary(id, &self.chunk).is_err() {
+                        break;
+                    }
+                }
+                return;
+            }
+        }
+        let _ = ctx.send(id, msg);
+    }
+
+    fn on_close(&mut self, _ctx: &mut Context<'_, ()>, _id: ConnId, why: CloseReason<'_>) {
+        let s = &self.stats;
+        match why {
+            CloseReason::Overflow => &s.overflow,
+            CloseReason::ProtocolError(_) => &s.protocol_error,
+            CloseReason::TimedOut => &s.timed_out,
+            CloseReason::Disconnected => &s.disconnected,
+            CloseReason::Closed { .. } => &s.clean,
+        }
+        .fetch_add(1, Ordering::SeqCst);
+        s.closed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A server on a background thread, shut down (and joined) when dropped.
+struct Running {
+    addr: SocketAddr,
+    url: String,
+    handle: Handle,
+    stats: Arc<Stats>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn start(config: Config) -> Running {
+    let stats = Arc::new(Stats::default());
+    let (tx, rx) = mpsc::channel();
+    let handler = Echo {
+        stats: stats.clone(),
+        chunk: vec![0x5A; 64 * KIB],
+    };
+    let thread = thread::spawn(move || {
+        let mut server = Server::bind("127.0.0.1:0", config, handler).expect("bind");
+        tx.send((server.local_addr(), server.handle())).unwrap();
+        server.run().expect("server run");
+    });
+    let (addr, handle) = rx.recv_timeout(Duration::from_secs(5)).expect("start");
+    Running {
+        addr,
+        url: format!("ws://{addr}/"),
+        handle,
+        stats,
+        thread: Some(thread),
+    }
+}
+
+impl Running {
+    /// Waits until `cond` holds, for at most `limit`; false if it never did.
+    fn wait_until(&self, limit: Duration, cond: impl Fn(&Stats) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if cond(&self.stats) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        cond(&self.stats)
+    }
+
+    /// A raw client past a valid handshake (with `extra` header lines); returns the 101 too.
+    fn upgraded(&self, extra: &[&str]) -> (Ws, common::Response) {
+        let mut ws = Ws::connect(self.addr);
+        ws.send_raw(upgrade_request("/", extra).as_bytes());
+        let resp = ws.read_response_head();
+        assert_eq!(resp.status, 101, "handshake refused: {resp:?}");
+        (ws, resp)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.handle.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Small close and handshake timeouts, so that lingering connections go quickly.
+fn config() -> Config {
+    Config::default()
+        .close_timeout(Duration::from_millis(500))
+        .handshake_timeout(Duration::from_secs(1))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The healthy client
+// ---------------------------------------------------------------------------------------------
+
+/// A well-behaved client that checks every echo and remembers the slowest.
+struct Healthy {
+    client: Client,
+    sent: usize,
+    worst: Duration,
+}
+
+impl Healthy {
+    fn connect(server: &Running) -> Healthy {
+        let client = Client::connect(&server.url).expect("healthy client connects");
+        client
+            .stream()
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        Healthy {
+            client,
+            sent: 0,
+            worst: Duration::ZERO,
+        }
+    }
+
+    /// One echo, checked.
+    fn echo(&mut self) {
+        let text = format!("healthy {}", self.sent);
+        self.sent += 1;
+        let t0 = Instant::now();
+        self.client
+            .send(Message::Text(&text))
+            .expect("healthy client sends");
+        loop {
+            match self.client.recv().expect("healthy client gets its echo") {
+                Received::Text(t) => {
+                    assert_eq!(t, text, "healthy client got another echo");
+                    break;
+                }
+                Received::Ping(_) => {}
+                other => panic!("healthy client got {other:?}"),
+            }
+        }
+        self.worst = self.worst.max(t0.elapsed());
+    }
+
+    /// Echoes on a thread of its own until told to stop; returns the count and the slowest.
+    fn spawn(mut self) -> (Arc<AtomicBool>, JoinHandle<(usize, Duration)>) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                self.echo();
+                thread::sleep(Duration::from_millis(5));
+            }
+            self.echo();
+            (self.sent, self.worst)
+        });
+        (stop, thread)
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "healthy client: {} echoes, slowest {:?}",
+            self.sent, self.worst
+        )
+    }
+}
+
+/// Stops a healthy client's thread and checks it was never slow.
+fn finish_healthy(stop: Arc<AtomicBool>, thread: JoinHandle<(usize, Duration)>) -> String {
+    stop.store(true, Ordering::SeqCst);
+    let (sent, worst) = thread.join().expect("the healthy client failed");
+    assert!(sent > 0);
+    assert!(worst < Duration::from_secs(2), "an echo took {worst:?}");
+    format!("healthy client: {sent} echoes, slowest {worst:?}")
+}
+
+fn is_closed_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+            | ErrorKind::UnexpectedEof
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+// ---------------------------------------------------------------------------------------------
+
+/// 1,000 connections dribble an upgrade request a byte at a time (connected 100 per 20 ms
+/// round while the earlier ones dribble); with a 1 s handshake timeout each is dropped about
+/// 1 s after it connected, and the healthy client keeps echoing.
+#[test]
+fn slowloris_connections_are_dropped_at_the_handshake_timeout() {
+    let _serial = serial();
+    const CONNS: usize = 1000;
+    raise_fd_limit(4 * CONNS as u64 + 256);
+    let server = start(config().handshake_timeout(Duration::from_secs(1)));
+    let mut healthy = Healthy::connect(&server);
+    healthy.echo();
+    let before = rss_kib();
+
+    let request = upgrade_request("/", &[]).into_bytes();
+    struct Dribbler {
+        sock: Option<TcpStream>,
+        connected: Instant,
+        sent: usize,
+    }
+    let t0 = Instant::now();
+    let mut conns: Vec<Dribbler> = Vec::new();
+    let mut lifetimes = Vec::new();
+    let mut slow_connects = 0;
+    let mut peak = before;
+    while lifetimes.len() < CONNS && t0.elapsed() < Duration::from_secs(15) {
+        while conns.len() < CONNS && conns.len() % 100 < 99 {
+            let t = Instant::now();
+            let sock = TcpStream::connect(server.addr).expect("connect");
+            // A connect that waited for a SYN retransmission: the accept queue was full.
+            slow_connects += usize::from(t.elapsed() > Duration::from_millis(200));
+            sock.set_nonblocking(true).unwrap();
+            conns.push(Dribbler {
+                sock: Some(sock),
+                connected: Instant::now(),
+                sent: 0,
+            });
+        }
+        if conns.len() < CONNS {
+            let sock = TcpStream::connect(server.addr).expect("connect");
+            sock.set_nonblocking(true).unwrap();
+            conns.push(Dribbler {
+                sock: Some(sock),
+                connected: Instant::now(),
+                sent: 0,
+            });
+        }
+        // One byte per connection per round; the blank line that ends the head never comes.
+        for d in conns.iter_mut() {
+            let Some(sock) = &mut d.sock else { continue };
+            let at = d.sent.min(request.len() - 3);
+            let mut buf = [0u8; 256];
+            let gone = match sock.write(&request[at..at + 1]) {
+                Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+                Err(_) => true,
+                Ok(_) => {
+                    d.sent += 1;
+                    match sock.read(&mut buf) {
+                        Ok(0) => true,
+                        Ok(n) => panic!("a slowloris connection got {:?}", &buf[..n]),
+                        Err(e) => e.kind() != ErrorKind::WouldBlock,
+                    }
+                }
+            };
+            if gone {
+                d.sock = None;
+                lifetimes.push(d.connected.elapsed());
+            }
+        }
+        peak = peak.max(rss_now_kib());
+        healthy.echo();
+        thread::sleep(Duration::from_millis(20));
+    }
+    let took = t0.elapsed();
+    let max_sent = conns.iter().map(|d| d.sent).max().unwrap_or(0);
+    drop(conns);
+    thread::sleep(Duration::from_millis(100));
+    healthy.echo();
+    let after = rss_kib();
+
+    let longest = lifetimes.iter().max().copied().unwrap_or_default();
+    let shortest = lifetimes.iter().min().copied().unwrap_or_default();
+    report(
+        "slowloris",
+        &format!(
+            "{CONNS} connections dribbling an upgrade request, 1 byte per connection per 20 ms round, handshake_timeout 1 s"
+        ),
+        &format!(
+            "{} dropped, each {shortest:?} to {longest:?} after connecting (up to {max_sent} bytes sent; all gone {took:?} after the first connect; {slow_connects} connects waited for a SYN retransmission); {}",
+            lifetimes.len(),
+            healthy.summary()
+        ),
+        before,
+        peak,
+        after,
+    );
+    assert_eq!(
+        lifetimes.len(),
+        CONNS,
+        "some connections outlived the handshake timeout"
+    );
+    assert!(
+        shortest >= Duration::from_millis(900),
+        "dropped early: {shortest:?}"
+    );
+    assert!(
+        longest < Duration::from_millis(2500),
+        "dropped late: {longest:?}"
+    );
+    assert!(
+        healthy.worst < Duration::from_secs(1),
+        "{}",
+        healthy.summary()
+    );
+    assert_eq!(
+        Stats::get(&server.stats.opened),
+        1,
+        "a slowloris connection was upgraded"
+    );
+    assert!(
+        after < before + 40 * KIB,
+        "RSS {} -> {}",
+        mib(before),
+        mib(after)
+    );
+}
+
+/// Clients that ask for data and never read: the kernel's buffers fill, then the 1 MiB write
+/// queue; each is closed with 1008 (on_close: Overflow) and its memory is returned.
+#[test]
+fn client_that_never_reads_is_closed_on_overflow_and_memory_returns() {
+    let _serial = serial();
+    const READERS: usize = 8;
+    let server = start(config().max_write_buffer(MIB));
+    let (stop, healthy) = Healthy::connect(&server).spawn();
+    let before = rss_kib();
+
+    let mut slow: Vec<Option<Ws>> = (0..READERS).map(|_| Some(server.upgraded(&[]).0)).collect();
+    let t0 = Instant::now();
+    let mut peak = before;
+    let mut requests = 0;
+    while Stats::get(&server.stats.overflow) < READERS && t0.elapsed() < Duration::from_secs(20) {
+        for slot in slow.iter_mut() {
+            let Some(ws) = slot else { continue };
+            // 256 KiB of answers per request; the client reads none of it.
+            let frame = client_frame(OpCode::Text, true, b"!flood 256");
+            if ws.stream.write_all(&frame).is_err() {
+                *slot = None;
+            }
+            requests += 1;
+        }
+        peak = peak.max(rss_now_kib());
+        thread::sleep(Duration::from_millis(2));
+    }
+    let overflowed = Stats::get(&server.stats.overflow);
+    let took = t0.elapsed();
+    // They linger (the close frame waits behind the full queue) until close_timeout.
+    let gone = server.wait_until(Duration::from_secs(5), |s| Stats::get(&s.closed) >= READERS);
+    thread::sleep(Duration::from_millis(700));
+    drop(slow);
+    thread::sleep(Duration::from_millis(100));
+    let after = rss_kib();
+    let healthy = finish_healthy(stop, healthy);
+    report(
+        "never reads",
+        &format!("{READERS} clients sending `!flood 256` (256 KiB of answers each) and never reading, max_write_buffer 1 MiB"),
+        &format!("{overflowed} closed with 1008 (Overflow) after {took:?} and {requests} requests; {healthy}"),
+        before,
+        peak,
+        after,
+    );
+    assert_eq!(overflowed, READERS);
+    assert!(gone);
+    assert!(peak > before + 4 * KIB, "the queues never filled");
+    assert!(
+        after < before + 8 * KIB,
+        "RSS {} -> {}",
+        mib(before),
+        mib(after)
+    );
+}
+
+/// A 16 KiB header block, 100 headers, and a head that never ends: 431 each.
+#[test]
+fn oversized_headers_get_431() {
+    let _serial = serial();
+    let server = start(config());
+    let mut healthy = Healthy::connect(&server);
+    let before = rss_kib();
+    let pad = format!("X-Pad: {}", "a".repeat(16 * KIB));
+    let many: Vec<String> = (0..100).map(|i| format!("X-H{i}: {i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let cases = [
+        ("a 16 KiB header", upgrade_request("/", &[&pad])),
+        ("100 headers", upgrade_request("/", &many)),
+        (
+            "a head with no end",
+            format!("GET / HTTP/1.1\r\n{}", pad.repeat(4)),
+        ),
+    ];
+    let mut statuses = Vec::new();
+    for (what, request) in &cases {
+        let mut ws = Ws::connect(server.addr);
+        ws.send_raw(request.as_bytes());
+        let resp = ws.read_response();
+        assert_eq!(resp.status, 431, "{what}: {resp:?}");
+        ws.expect_eof();
+        statuses.push(format!("{what}: {}", resp.status));
+        healthy.echo();
+    }
+    let after = rss_kib();
+    report(
+        "oversized headers",
+        "a 16 KiB header; 100 headers; 64 KiB without a blank line (limit 8 KiB, 64 headers)",
+        &format!(
+            "{}, then closed; {}",
+            statuses.join(", "),
+            healthy.summary()
+        ),
+        before,
+        before.max(after),
+        after,
+    );
+    assert!(after < before + 2 * KIB);
+}
+
+/// A header announcing 1 GiB (over the 16 MiB limit) is refused with 1009 at once; 100
+/// connections announcing just under 16 MiB and sending 1 KiB cost about what they sent.
+#[test]
+fn frames_announced_but_not_sent_allocate_nothing_of_their_size() {
+    let _serial = serial();
+    const CONNS: usize = 100;
+    let server = start(config()); // max_message_size: 16 MiB
+    let mut healthy = Healthy::connect(&server);
+    let before = rss_kib();
+
+    let (mut ws, _) = server.upgraded(&[]);
+    ws.send_raw(&client_header(OpCode::Binary, true, 1 << 30));
+    assert_eq!(ws.expect_close(1009), "message too big");
+    ws.expect_eof();
+    healthy.echo();
+
+    let mut waiting = Vec::new();
+    for _ in 0..CONNS {
+        let (mut ws, _) = server.upgraded(&[]);
+        let mut bytes = client_header(OpCode::Binary, true, (16 * MIB - 1) as u64);
+        bytes.extend_from_slice(&[7; KIB]);
+        ws.send_raw(&bytes);
+        waiting.push(ws);
+    }
+    healthy.echo();
+    thread::sleep(Duration::from_millis(200));
+    let peak = rss_now_kib();
+    for ws in &mut waiting {
+        ws.expect_silence(Duration::from_millis(1));
+    }
+    drop(waiting);
+    assert!(
+        server.wait_until(Duration::from_secs(5), |s| Stats::get(&s.disconnected)
+            == CONNS)
+    );
+    healthy.echo();
+    let after = rss_kib();
+    report(
+        "frame announced, not sent",
+        &format!("a header announcing 1 GiB; {CONNS} headers announcing 16 MiB - 1 followed by 1 KiB"),
+        &format!(
+            "1009 from the header alone; the {CONNS} wait holding {} in all (announced: {} MiB); {}",
+            mib(peak.saturating_sub(before)),
+            CONNS * 16,
+            healthy.summary()
+        ),
+        before,
+        peak,
+        after,
+    );
+    assert!(
+        peak < before + 16 * KIB,
+        "RSS {} -> {}",
+        mib(before),
+        mib(peak)
+    );
+    assert!(after < before + 8 * KIB);
+}
+
+/// A 64-bit payload length with the most significant bit set: 1002.
+#[test]
+fn length_with_the_top_bit_set_is_1002() {
+    let _serial = serial();
+    let server = start(config());
+    let mut healthy = Healthy::connect(&server);
+    let before = rss_kib();
+    let (mut ws, _) = server.upgraded(&[]);
+    let mut header = vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0];
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    ws.send_raw(&header);
+    assert_eq!(ws.expect_close(1002), "payload length overflow");
+    ws.expect_eof();
+    healthy.echo();
+    let after = rss_kib();
+    report(
+        "64-bit length, top bit set",
+        "0x82 0xFF 0x80 00 00 00 00 00 00 00 + mask",
+        &format!(
+            "close 1002 \"payload length overflow\", then closed; {}",
+            healthy.summary()
+        ),
+        before,
+        before.max(after),
+        after,
+    );
+}
+
+/// A message that never ends: 16 KiB continuation frames until the server refuses it at
+/// `max_message_size` (1 MiB) with 1009. Then 10,000 empty continuations: they cost no memory,
+/// and the message they continue is still delivered.
+#[test]
+fn endless_continuation_frames_are_refused_at_the_message_limit() {
+    let _serial = serial();
+    let server = start(config().max_message_size(MIB));
+    let (stop, healthy) = Healthy::connect(&server).spawn();
+    let before = rss_kib();
+
+    let (mut ws, _) = server.upgraded(&[]);
+    let mut writer = ws.stream.try_clone().unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    let feeder = thread::spawn(move || {
+        let first = client_frame(OpCode::Binary, false, &[1; 16 * KIB]);
+        let next = client_frame(OpCode::Continuation, false, &[2; 16 * KIB]);
+        if writer.write_all(&first).is_err() {
+            return;
+        }
+        // Bounded: 64 MiB at most, though the server stops it at 1 MiB.
+        for _ in 0..4096 {
+            if writer.write_all(&next).is_err() {
+                return;
+            }
+            counter.fetch_add(16 * KIB, Ordering::SeqCst);
+        }
+    });
+    let reason = ws.expect_close(1009);
+    let peak = rss_now_kib();
+    let at = sent.load(Ordering::SeqCst);
+    drop(ws);
+    let _ = feeder.join();
+    assert_eq!(reason, "message too big");
+
+    // Empty continuations: the message stays 3 bytes however many come.
+    let (mut ws, _) = server.upgraded(&[]);
+    let mut bytes = client_frame(OpCode::Binary, false, b"abc");
+    for _ in 0..10_000 {
+        bytes.extend(client_frame(OpCode::Continuation, false, b""));
+    }
+    bytes.extend(client_frame(OpCode::Continuation, true, b""));
+    ws.send_raw(&bytes);
+    let echo = ws.read_frame();
+    assert_eq!(echo.payload, b"abc");
+    drop(ws);
+    let after = rss_kib();
+    let healthy = finish_healthy(stop, healthy);
+    report(
+        "endless continuations",
+        "Binary(fin=0) then 16 KiB continuations without end, max_message_size 1 MiB; then 10,000 empty continuations",
+        &format!(
+            "close 1009 after {} KiB sent by then; empty ones: message delivered, no growth; {healthy}",
+            at / KIB
+        ),
+        before,
+        peak,
+        after,
+    );
+    assert!(after < before + 4 * KIB);
+}
+
+/// Pings: a client that reads gets every pong, in order, with its payload; a client that
+/// floods pings and never reads is closed for overflow with its queue bounded.
+#[test]
+fn ping_floods_are_answered_and_bounded() {
+    let _serial = serial();
+    let server = start(config().max_write_buffer(256 * KIB));
+    let (stop, healthy) = Healthy::connect(&server).spawn();
+    let before = rss_kib();
+
+    // Reads: 2,000 pings in one burst, 2,000 pongs.
+    let (mut ws, _) = server.upgraded(&[]);
+    let mut burst = Vec::new();
+    for i in 0..2000u32 {
+        burst.extend(client_frame(OpCode::Ping, true, &i.to_be_bytes()));
+    }
+    ws.send_raw(&burst);
+    for i in 0..2000u32 {
+        let pong = ws.read_frame();
+        assert_eq!(pong.header.opcode, OpCode::Pong);
+        assert_eq!(pong.payload, i.to_be_bytes());
+    }
+    drop(ws);
+
+    // Never reads: 125-byte pings until the server gives up on it.
+    let (mut ws, _) = server.upgraded(&[]);
+    let ping = client_frame(OpCode::Ping, true, &[b'p'; 125]);
+    let batch: Vec<u8> = ping.repeat(64);
+    let t0 = Instant::now();
+    let mut pings = 0usize;
+    let mut peak = before;
+    while Stats::get(&server.stats.overflow) == 0 && t0.elapsed() < Duration::from_secs(20) {
+        match ws.stream.write_all(&batch) {
+            Ok(()) => pings += 64,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+        if pings % 4096 == 0 {
+            peak = peak.max(rss_now_kib());
+        }
+    }
+    let took = t0.elapsed();
+    let overflowed = Stats::get(&server.stats.overflow);
+    drop(ws);
+    assert!(server.wait_until(Duration::from_secs(3), |s| Stats::get(&s.closed) >= 2));
+    let after = rss_kib();
+    let healthy = finish_healthy(stop, healthy);
+    report(
+        "ping flood",
+        "2,000 pings read back; then 125-byte pings without reading, max_write_buffer 256 KiB",
+        &format!(
+            "2,000 pongs in order; the non-reader closed with 1008 (Overflow) after {pings} pings in {took:?}; {healthy}"
+        ),
+        before,
+        peak,
+        after,
+    );
+    assert_eq!(
+        overflowed, 1,
+        "the ping flooder was not closed for overflow"
+    );
+    assert!(peak < before + 16 * KIB);
+    assert!(after < before + 4 * KIB);
+}
+
+/// A compressed message that inflates to 64 MiB against a 1 MiB limit: 1009, whether it comes
+/// in one frame or in 1 KiB fragments, without inflating more than the limit.
+#[test]
+fn deflate_bomb_is_1009() {
+    let _serial = serial();
+    let deflate = DeflateConfig::default();
+    let server = start(config().max_message_size(MIB).deflate(Some(deflate)));
+    let (stop, healthy) = Healthy::connect(&server).spawn();
+
+    let params = Params {
+        client_no_context_takeover: true,
+        server_no_context_takeover: true,
+        ..Params::default()
+    };
+    let mut bomb = Vec::new();
+    Deflater::new(params, Role::Client, 9).deflate(&vec![0u8; 64 * MIB], &mut bomb);
+    let before = rss_kib();
+    let mut peak = before;
+    let offer = "Sec-WebSocket-Extensions: permessage-deflate";
+    for fragmented in [false, true] {
+        let (mut ws, resp) = server.upgraded(&[offer]);
+        let ext = resp.header("sec-websocket-extensions").unwrap_or("");
+        assert!(
+            ext.starts_with("permessage-deflate"),
+            "not negotiated: {resp:?}"
+        );
+        let mut wire = Vec::new();
+        let mask = Some([9, 8, 7, 6]);
+        if fragmented {
+            let pieces: Vec<&[u8]> = bomb.chunks(KIB).collect();
+            for (i, piece) in pieces.iter().enumerate() {
+                let opcode = if i == 0 {
+                    OpCode::Binary
+                } else {
+                    OpCode::Continuation
+                };
+                let fin = i + 1 == pieces.len();
+                write_frame(&mut wire, opcode, fin, i == 0, mask, piece);
+            }
+        } else {
+            write_frame(&mut wire, OpCode::Binary, true, true, mask, &bomb);
+        }
+        // The server may close before it has read everything: a failed write is fine.
+        let mut writer = ws.stream.try_clone().unwrap();
+        let feeder = thread::spawn(move || {
+            let _ = writer.write_all(&wire);
+        });
+        assert_eq!(ws.expect_close(1009), "message too big");
+        peak = peak.max(rss_now_kib());
+        ws.expect_eof();
+        let _ = feeder.join();
+    }
+    let after = rss_kib();
+    let healthy = finish_healthy(stop, healthy);
+    report(
+        "deflate bomb",
+        &format!(
+            "64 MiB of zeros deflated to {} KiB, as one frame and as 1 KiB fragments, max_message_size 1 MiB",
+            bomb.len() / KIB
+        ),
+        &format!("close 1009 both times; {healthy}"),
+        before,
+        peak,
+        after,
+    );
+    assert!(peak < before + 8 * KIB);
+    assert!(after < before + 2 * KIB);
+}
+
+/// Connect and leave 10,000 times, four ways in turn: a full close handshake, a TCP close
+/// after the upgrade, a TCP close before sending anything, and a TCP close mid-request.
+#[test]
+fn connection_churn() {
+    let _serial = serial();
+    const ROUNDS: usize = 10_000;
+    let server = start(config());
+    let mut healthy = Healthy::connect(&server);
+    healthy.echo();
+    let before = rss_kib();
+    let request = upgrade_request("/", &[]);
+    let t0 = Instant::now();
+    let mut peak = before;
+    for i in 0..ROUNDS {
+        match i % 4 {
+            0 => {
+                let (mut ws, _) = server.upgraded(&[]);
+                ws.send_close(1000, "bye");
+                assert_eq!(ws.expect_close(1000), "");
+                ws.expect_eof();
+            }
+            1 => drop(server.upgraded(&[])),
+            2 => drop(TcpStream::connect(server.addr).expect("connect")),
+            _ => {
+                let mut s = TcpStream::connect(server.addr).expect("connect");
+                let _ = s.write_all(&request.as_bytes()[..40]);
+            }
+        }
+        if i % 500 == 0 {
+            healthy.echo();
+            peak = peak.max(rss_now_kib());
+        }
+    }
+    let took = t0.elapsed();
+    let upgrades = ROUNDS / 2 + 1;
+    let settled = server.wait_until(Duration::from_secs(5), |s| {
+        Stats::get(&s.opened) == upgrades && Stats::get(&s.closed) == upgrades - 1
+    });
+    healthy.echo();
+    let after = rss_kib();
+    let stats = &server.stats;
+    report(
+        "connection churn",
+        &format!("{ROUNDS} connections: close handshake / TCP close after upgrade / before / mid-request, in turn"),
+        &format!(
+            "all served in {took:?}; on_open {}, on_close {} ({} clean, {} disconnected); {}",
+            Stats::get(&stats.opened),
+            Stats::get(&stats.closed),
+            Stats::get(&stats.clean),
+            Stats::get(&stats.disconnected),
+            healthy.summary()
+        ),
+        before,
+        peak,
+        after,
+    );
+    assert!(settled, "{stats:?}");
+    assert_eq!(Stats::get(&stats.clean), ROUNDS / 4);
+    assert!(
+        after < before + 4 * KIB,
+        "RSS {} -> {}",
+        mib(before),
+        mib(after)
+    );
+}
+
+/// With `max_connections` 50, the 51st and later get 503 and are closed, while the 50 keep
+/// echoing; once some leave, new ones are accepted again.
+#[test]
+fn connections_over_the_limit_get_503_and_the_others_keep_working() {
+    let _serial = serial();
+    const MAX: usize = 50;
+    let server = start(config().max_connections(MAX));
+    let mut healthy = Healthy::connect(&server);
+    let before = rss_kib();
+    let mut open: Vec<Ws> = (1..MAX).map(|_| server.upgraded(&[]).0).collect();
+    let request = upgrade_request("/", &[]);
+    let mut refused = 0;
+    let mut reset = 0;
+    for _ in 0..20 {
+        let mut ws = Ws::connect(server.addr);
+        // A real client sends its request at once, maybe before the server has accepted.
+        let _ = ws.stream.write_all(request.as_bytes());
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match ws.stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if is_closed_error(&e) => {
+                    reset += 1;
+                    break;
+                }
+                Err(e) => panic!("over the limit: {e}"),
+            }
+        }
+        let text = String::from_utf8_lossy(&got);
+        if text.starts_with("HTTP/1.1 503") {
+            refused += 1;
+        } else {
+            assert!(got.is_empty(), "over the limit: {text:?}");
+        }
+        healthy.echo();
+    }
+    for (i, ws) in open.iter_mut().enumerate() {
+        ws.assert_echo(&format!("still here {i}"));
+    }
+    open.truncate(MAX - 11);
+    assert!(server.wait_until(Duration::from_secs(5), |s| Stats::get(&s.closed) == 10));
+    let mut newcomers: Vec<Ws> = (0..10).map(|_| server.upgraded(&[]).0).collect();
+    for ws in &mut newcomers {
+        ws.assert_echo("newcomer");
+    }
+    healthy.echo();
+    let after = rss_kib();
+    report(
+        "over max_connections",
+        &format!("{} upgraded + 20 more with max_connections {MAX}", MAX),
+        &format!(
+            "{refused} of 20 read `503 Service Unavailable`, {reset} saw a reset instead; all {MAX} kept echoing; 10 left, 10 new were accepted; {}",
+            healthy.summary()
+        ),
+        before,
+        before.max(after),
+        after,
+    );
+    assert_eq!(
+        refused, 20,
+        "{reset} of 20 refused connections were reset without a 503"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bugs found by these tests (they fail until fixed; see each test's comment)
+// ---------------------------------------------------------------------------------------------
+
+/// 1,000 connections each send one byte of a request and leave. What the server held for them
+/// must return once they are gone.
+///
+/// Bug: it does not. Each such connection holds a 16 KiB pool buffer for its one byte
+/// (`RxBuf::keep` fills it to its capacity); its next read, even the one that finds the end of
+/// the stream, first calls `RxBuf::spare`, which asks for kept + 16 KiB and so doubles it to
+/// 32 KiB; then the connection is removed and the buffer goes back to `BufPool`, which keeps up
+/// to 1,024 buffers of up to 64 KiB each. About 26 MiB stays resident after this burst (up to
+/// 64 MiB after a larger one) for the life of the server. Fix: bound what the pool keeps (a byte
+/// budget, say 1 MiB, and only buffers of its own size), and let `spare` grow a buffer only
+/// when its free tail is small (not when 16 KiB - 1 byte of it is free).
+#[test]
+fn memory_held_for_partial_requests_returns_when_they_go() {
+    let _serial = serial();
+    const CONNS: usize = 1000;
+    raise_fd_limit(4 * CONNS as u64 + 256);
+    let server = start(config().handshake_timeout(Duration::from_secs(10)));
+    let mut healthy = Healthy::connect(&server);
+    healthy.echo();
+    let before = rss_kib();
+    let conns: Vec<TcpStream> = (0..CONNS)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr).expect("connect");
+            s.write_all(b"G").expect("write");
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    healthy.echo();
+    let peak = rss_now_kib();
+    drop(conns);
+    thread::sleep(Duration::from_millis(300));
+    healthy.echo();
+    let after = rss_kib();
+    report(
+        "1-byte partial requests",
+        &format!("{CONNS} connections sending `G` and closing"),
+        &format!(
+            "{} KiB held per connection; {} still held after all were dropped; {}",
+            peak.saturating_sub(before) / CONNS,
+            mib(after.saturating_sub(before)),
+            healthy.summary()
+        ),
+        before,
+        peak,
+        after,
+    );
+    assert!(
+        after < before + 4 * KIB,
+        "RSS {} -> {} after the connections left: the buffer pool keeps their buffers",
+        mib(before),
+        mib(after)
+    );
+}
+
+/// 300 connections arrive while the application is between two turns (busy, say): the
+/// kernel's accept queue must hold them all until the next turn accepts them.
+///
+/// Bug: `Server::bind` listens with mio's backlog of 128, so connections past about 129 have
+/// their SYN dropped and wait for its retransmission (1 s, then 3 s...); under load this shows as
+/// a 1 s connect time (the slowloris test saw 5 of 1,000 connects take 1 s while the machine
+/// was busy). Fix: listen with a larger backlog (e.g. 1,024, capped by the kernel's somaxconn),
+/// through `socket2` or a `Config::listen_backlog`.
+#[test]
+fn a_burst_of_connections_between_turns_waits_in_the_accept_queue() {
+    let _serial = serial();
+    const BURST: usize = 300;
+    raise_fd_limit(4 * BURST as u64 + 256);
+    let stats = Arc::new(Stats::default());
+    let handler = Echo {
+        stats: stats.clone(),
+        chunk: Vec::new(),
+    };
+    let mut server = Server::bind("127.0.0.1:0", config(), handler).expect("bind");
+    let addr = server.local_addr();
+    // No turn runs while they connect.
+    let connecting: Vec<_> = (0..BURST)
+        .map(|_| {
+            thread::spawn(move || {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(1500)).ok()
+            })
+        })
+        .collect();
+    let socks: Vec<TcpStream> = connecting
+        .into_iter()
+        .filter_map(|t| t.join().expect("connect thread"))
+        .collect();
+    let queued = socks.len();
+    for _ in 0..20 {
+        server.turn(Some(Duration::from_millis(5))).expect("turn");
+    }
+    report(
+        "connection burst between turns",
+        &format!("{BURST} connects while the reactor does not turn"),
+        &format!("{queued} got through the accept queue within 1.5 s; the rest timed out"),
+        0,
+        0,
+        0,
+    );
+    assert_eq!(
+        queued, BURST,
+        "only {queued} of {BURST} connections fit the accept queue (listen backlog 128)"
+    );
+}
+
+/// A hostile server streams one endless fragmented message at `wsloop::client::Client`.
+///
+/// Bug: the client assembles messages without a limit (`Decoder::new(Role::Client,
+/// usize::MAX >> 1)` in src/client.rs), so a server (or a man in the middle of a ws:// URL)
+/// grows the client's memory without bound; this test stops at 24 MiB and the client hands it
+/// over as one message. Fix: a `max_message_size` for the client too (the server's default,
+/// 16 MiB, with a setter), refused with an `InvalidData` error.
+#[test]
+fn client_refuses_a_message_over_a_limit() {
+    let _serial = serial();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let server = thread::spawn(move || {
+        let (mut sock, _) = listener.accept().expect("accept");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && sock.read(&mut byte).is_ok_and(|n| n == 1) {
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let key = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        let accept = wsloop::proto::handshake::accept_key(key.as_bytes());
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        let _ = sock.write_all(answer.as_bytes());
+        let chunk = vec![0x42; MIB];
+        for i in 0..24 {
+            let opcode = if i == 0 {
+                OpCode::Binary
+            } else {
+                OpCode::Continuation
+            };
+            let mut frame = Vec::new();
+            write_frame(&mut frame, opcode, i == 23, false, None, &chunk);
+            if sock.write_all(&frame).is_err() {
+                return;
+            }
+        }
+    });
+    let mut client = Client::connect(&format!("ws://{addr}/")).expect("connect");
+    client
+        .stream()
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let got = client.recv();
+    drop(client);
+    let _ = server.join();
+    match got {
+        Err(e) => report(
+            "hostile server vs Client",
+            "a 24 MiB fragmented message",
+            &format!("refused: {e}"),
+            0,
+            0,
+            0,
+        ),
+        Ok(Received::Binary(b)) => panic!(
+            "the client assembled a {} MiB message from a hostile server",
+            b.len() / MIB
+        ),
+        Ok(other) => panic!("unexpected {other:?}"),
+    }
+}
