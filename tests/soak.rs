@@ -633,7 +633,7 @@ fn soak() {
         .map(|w| {
             let tally = tally.clone();
             let share = conns / THREADS + usize::from(w < conns % THREADS);
-            let seed = seed.wrapping_add(w as u64 * 0x9E37_79B9_7F4A_7C15);
+            let seed = seed.wrapping_add((w as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             thread::spawn(move || worker(addr, share, seed, deadline, tally))
         })
         .collect();
