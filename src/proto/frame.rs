@@ -202,10 +202,11 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     }
 }
 
+/// The key as seen from `offset` bytes into the payload: the bytes rotated left by `offset % 4`
+/// (a right rotation of the little-endian word, whatever the machine's byte order).
 fn rotate_key(key: [u8; 4], offset: usize) -> [u8; 4] {
-    let mut k = key;
-    k.rotate_left(offset & 3);
-    k
+    let shift = 8 * (offset & 3) as u32;
+    u32::from_le_bytes(key).rotate_right(shift).to_le_bytes()
 }
 
 #[cfg(test)]

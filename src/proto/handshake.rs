@@ -334,7 +334,9 @@ pub fn write_accept(
     ];
     for (name, value) in headers {
         if let Some(value) = value {
-            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+            for part in [name, ": ", value, "\r\n"] {
+                out.extend_from_slice(part.as_bytes());
+            }
         }
     }
     out.extend_from_slice(b"\r\n");
