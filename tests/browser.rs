@@ -12,14 +12,17 @@
 //! `tests/run.sh` installs Chromium (and playwright-core) and sets `WSLOOP_CHROMIUM`,
 //! `WSLOOP_NODE` and `WSLOOP_NODE_CLIENT_DIR`; without them this test fails, it never skips.
 
+#[path = "support/node.rs"]
+mod node;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use node::{artifact, env_path, wait_or_kill};
 use wsloop::proto::deflate::{negotiate, DeflateConfig};
 use wsloop::proto::frame::{FrameHeader, OpCode};
 use wsloop::{Config, ConnId, Context, Handler, HttpResponse, Message, Request, Server, Upgrade};
@@ -241,12 +244,6 @@ fn page_constant(name: &str) -> Vec<usize> {
 // Running the Node script
 // ---------------------------------------------------------------------------------------------
 
-fn env_path(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests with tests/run.sh (it installs Chromium too)")
-    })
-}
-
 /// Chromium, as `tests/run.sh` exports it; fails if it is missing.
 fn chromium() -> String {
     let path = env_path("WSLOOP_CHROMIUM");
@@ -256,12 +253,6 @@ fn chromium() -> String {
          (Debian: apt-get install chromium), or run tests/run.sh as root to have it installed"
     );
     path
-}
-
-/// Where the screenshot goes: the cargo target directory (`target/` by default).
-fn artifact(name: &str) -> PathBuf {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    tmp.parent().unwrap_or(tmp).join(name)
 }
 
 /// What a run of the Node script printed, and how it ended.
@@ -278,32 +269,6 @@ fn collect(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
         let _ = pipe.read_to_end(&mut out);
         String::from_utf8_lossy(&out).into_owned()
     })
-}
-
-/// Waits for `child` until `deadline`; then asks it to stop (playwright-core closes the browser
-/// on SIGTERM), and kills it 5 s later.
-fn wait_or_kill(child: &mut Child, deadline: Instant) -> ExitStatus {
-    let mut terminated = None;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for node") {
-            return status;
-        }
-        let now = Instant::now();
-        match terminated {
-            None if now >= deadline => {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &child.id().to_string()])
-                    .status();
-                terminated = Some(now);
-            }
-            Some(at) if now >= at + Duration::from_secs(5) => {
-                let _ = child.kill();
-                return child.wait().expect("wait for node");
-            }
-            _ => {}
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn run_browser(url: &str, screenshot: &Path) -> Run {

@@ -14,15 +14,18 @@
 #[path = "../examples/chat/server.rs"]
 mod chat;
 
+#[path = "support/node.rs"]
+mod node;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Mutex;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use node::{artifact, env_path, wait_or_kill};
 use serde_json::{json, Value};
 use wsloop::client::{Client, Received};
 use wsloop::{CloseCode, ClusterHandle, Message};
@@ -917,43 +920,6 @@ fn the_command_line() {
 
 /// One Chromium at a time (the browser tests of other files run in other processes).
 static BROWSER: Mutex<()> = Mutex::new(());
-
-fn env_path(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests with tests/run.sh (it installs Chromium too)")
-    })
-}
-
-/// Where an artifact goes: the cargo target directory (`target/` by default).
-fn artifact(name: &str) -> PathBuf {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    tmp.parent().unwrap_or(tmp).join(name)
-}
-
-/// Waits for `child` until `deadline`, then asks it to stop, and kills it 5 s later.
-fn wait_or_kill(child: &mut Child, deadline: Instant) -> ExitStatus {
-    let mut terminated = None;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for node") {
-            return status;
-        }
-        let now = Instant::now();
-        match terminated {
-            None if now >= deadline => {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &child.id().to_string()])
-                    .status();
-                terminated = Some(now);
-            }
-            Some(at) if now >= at + Duration::from_secs(5) => {
-                let _ = child.kill();
-                return child.wait().expect("wait for node");
-            }
-            _ => {}
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Restarts the server on the same address (the old one's port may take a moment to free).
 fn restart(server: Running, stdin: &mut ChildStdin) -> Running {

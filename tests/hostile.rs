@@ -10,6 +10,8 @@
 //! hostile-client table (`cargo test --test hostile -- --nocapture` shows them).
 
 mod common;
+#[path = "support/memory.rs"]
+mod memory;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -19,6 +21,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::{client_frame, client_header, upgrade_request, Ws};
+use memory::{raise_fd_limit, rss_kib, rss_now_kib};
 use wsloop::client::{Client, Received};
 use wsloop::proto::deflate::{DeflateConfig, Deflater, Params};
 use wsloop::proto::frame::{write_frame, OpCode};
@@ -33,33 +36,6 @@ const MIB: usize = 1024 * 1024;
 // ---------------------------------------------------------------------------------------------
 // Memory
 // ---------------------------------------------------------------------------------------------
-
-/// This process's resident set in KiB, after handing freed heap memory back to the kernel.
-fn rss_kib() -> usize {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks glibc's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse().ok()
-        })
-        .unwrap_or(0)
-}
-
-/// The resident set without trimming (for peaks, sampled while a test runs).
-fn rss_now_kib() -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse().ok()
-        })
-        .unwrap_or(0)
-}
 
 fn mib(kib: usize) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
@@ -88,23 +64,6 @@ fn serial() -> MutexGuard<'static, ()> {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Raises the soft limit on open files to the hard limit (the slowloris test needs about
-/// 2,000 descriptors: both ends of 1,000 connections live in this process).
-fn raise_fd_limit(want: u64) {
-    #[cfg(unix)]
-    // SAFETY: getrlimit/setrlimit on a properly initialised struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
-            lim.rlim_cur = want.min(lim.rlim_max);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

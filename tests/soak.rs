@@ -12,6 +12,9 @@
 //! `WSLOOP_SOAK_SECS` (default 60), `WSLOOP_SOAK_CONNS` (default 2,000) and `WSLOOP_SOAK_SEED`
 //! (default: from the clock, printed) tune it.
 
+#[path = "support/memory.rs"]
+mod memory;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +22,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use memory::{raise_fd_limit, rss_kib};
 use wsloop::client::{Client, Received};
 use wsloop::proto::deflate::{
     client_offer, parse_server_response, DeflateConfig, Deflater, Inflater,
@@ -39,37 +43,6 @@ fn env(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// This process's resident set in KiB, after handing freed heap memory back to the kernel.
-fn rss_kib() -> usize {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks glibc's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse().ok()
-        })
-        .unwrap_or(0)
-}
-
-fn raise_fd_limit(want: u64) {
-    #[cfg(unix)]
-    // SAFETY: getrlimit/setrlimit on a properly initialised struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
-            lim.rlim_cur = want.min(lim.rlim_max);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }
 
 /// xorshift64*: reproducible from the printed seed.
