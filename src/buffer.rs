@@ -1,38 +1,86 @@
 //! Connection buffers and the pool they come from, so that an idle connection owns none.
 
 /// Buffers returned by connections, handed out again instead of allocating.
+///
+/// Two kinds are kept: small ones (the pool's buffer size, up to four times it) for partial
+/// frames and ordinary write queues, and large ones, grown for big messages, up to a byte
+/// budget. Reusing a large buffer saves what makes big messages slow: growing a fresh one,
+/// zero-filling it and faulting its pages in, then giving it back to the kernel.
+///
+/// A returned buffer keeps its length: its bytes up to there are initialised, so a read buffer
+/// made from it needs no zero-filling again.
 #[derive(Debug)]
 pub(crate) struct BufPool {
-    free: Vec<Vec<u8>>,
-    /// Capacity given to a new buffer; larger buffers are not kept.
+    small: Vec<Vec<u8>>,
+    large: Vec<Vec<u8>>,
+    /// Capacity given to a new small buffer.
     buf_size: usize,
-    max_free: usize,
+    /// Most small buffers kept.
+    max_small: usize,
+    /// Most bytes of capacity kept in large buffers.
+    large_budget: usize,
+    /// Bytes of capacity kept in large buffers now.
+    large_bytes: usize,
 }
 
 impl BufPool {
-    pub(crate) fn new(buf_size: usize, max_free: usize) -> BufPool {
+    pub(crate) fn new(buf_size: usize, max_small: usize, large_budget: usize) -> BufPool {
         BufPool {
-            free: Vec::new(),
+            small: Vec::new(),
+            large: Vec::new(),
             buf_size,
-            max_free,
+            max_small,
+            large_budget,
+            large_bytes: 0,
         }
     }
 
-    /// An empty buffer with at least the pool's buffer size of capacity.
-    pub(crate) fn take(&mut self) -> Vec<u8> {
-        self.free
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.buf_size))
+    /// A buffer with at least `min_capacity` bytes of capacity: a kept one if one fits, else
+    /// a new one. Its length is whatever it had: callers clear it or fill it to its capacity.
+    pub(crate) fn take(&mut self, min_capacity: usize) -> Vec<u8> {
+        if min_capacity <= self.buf_size {
+            self.small
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(self.buf_size))
+        } else {
+            self.take_large(min_capacity)
+                .unwrap_or_else(|| Vec::with_capacity(min_capacity))
+        }
     }
 
-    /// Returns a buffer; it is kept if it is not oversized and the pool is not full.
-    pub(crate) fn give(&mut self, mut buf: Vec<u8>) {
-        if buf.capacity() >= self.buf_size
-            && buf.capacity() <= 4 * self.buf_size
-            && self.free.len() < self.max_free
-        {
-            buf.clear();
-            self.free.push(buf);
+    /// The smallest kept large buffer with at least `min_capacity` bytes of capacity.
+    pub(crate) fn take_large(&mut self, min_capacity: usize) -> Option<Vec<u8>> {
+        let (i, _) = (self.large.iter().enumerate())
+            .filter(|(_, b)| b.capacity() >= min_capacity)
+            .min_by_key(|(_, b)| b.capacity())?;
+        let buf = self.large.swap_remove(i);
+        self.large_bytes -= buf.capacity();
+        Some(buf)
+    }
+
+    /// Returns a buffer to be kept if its kind has room. Large ones over the budget push out
+    /// the smallest kept ones (grown buffers are worth more the larger they are).
+    pub(crate) fn give(&mut self, buf: Vec<u8>) {
+        let capacity = buf.capacity();
+        if capacity < self.buf_size {
+            return;
+        }
+        if capacity <= 4 * self.buf_size {
+            if self.small.len() < self.max_small {
+                self.small.push(buf);
+            }
+            return;
+        }
+        if capacity > self.large_budget {
+            return;
+        }
+        self.large_bytes += capacity;
+        self.large.push(buf);
+        while self.large_bytes > self.large_budget {
+            let (i, _) = (self.large.iter().enumerate())
+                .min_by_key(|(_, b)| b.capacity())
+                .expect("over budget, so not empty");
+            self.large_bytes -= self.large.swap_remove(i).capacity();
         }
     }
 }
@@ -43,7 +91,7 @@ impl BufPool {
 /// straight into its tail without zeroing each time.
 #[derive(Debug, Default)]
 pub(crate) struct RxBuf {
-    data: Vec<u8>,
+    data: Box<[u8]>,
     start: usize,
     end: usize,
 }
@@ -60,21 +108,41 @@ impl RxBuf {
     }
 
     /// Makes room for `min_read` more bytes, or more towards `want` bytes in total (kept ones
-    /// included), and returns the free tail to read into. Room grows at most twofold per call,
-    /// so a frame that is announced but not sent costs only what actually arrived.
-    pub(crate) fn spare(&mut self, want: usize, min_read: usize) -> &mut [u8] {
+    /// included), and returns the free tail to read into. A new buffer is at most twice what
+    /// is kept, so a frame that is announced but not sent costs only what actually arrived;
+    /// a larger buffer from `pool` is used whole, since it is already paid for.
+    pub(crate) fn spare(&mut self, want: usize, min_read: usize, pool: &mut BufPool) -> &mut [u8] {
         let kept = self.end - self.start;
         let needed = want.min(2 * kept).max(kept + min_read);
         // A quarter of a read's room is enough: grow only when less is free.
         if self.data.len() - self.end < min_read / 4 && self.data.len() - self.start < needed {
-            self.data.copy_within(self.start..self.end, 0);
-            self.start = 0;
-            self.end = kept;
             if self.data.len() < needed {
-                self.data.resize(needed, 0);
+                self.regrow(needed, want, pool);
+            } else {
+                self.data.copy_within(self.start..self.end, 0);
+                self.start = 0;
+                self.end = kept;
             }
         }
         &mut self.data[self.end..]
+    }
+
+    /// Moves the kept bytes to the front of a buffer from `pool` of at least `needed` bytes,
+    /// or of `want` bytes if a kept large one fits that, and gives the old one back.
+    fn regrow(&mut self, needed: usize, want: usize, pool: &mut BufPool) {
+        let fits_want = if want > needed {
+            pool.take_large(want)
+        } else {
+            None
+        };
+        let mut bigger = fits_want.unwrap_or_else(|| pool.take(needed));
+        fill_to_capacity(&mut bigger);
+        let kept = self.end - self.start;
+        bigger[..kept].copy_from_slice(&self.data[self.start..self.end]);
+        let old = std::mem::replace(&mut self.data, bigger.into_boxed_slice());
+        pool.give(old.into_vec());
+        self.start = 0;
+        self.end = kept;
     }
 
     /// Counts `n` bytes read into the tail given by [`spare`](Self::spare).
@@ -90,26 +158,32 @@ impl RxBuf {
         }
     }
 
-    /// Keeps `bytes` (the unprocessed rest of a read into the shared buffer).
-    pub(crate) fn keep(&mut self, bytes: &[u8], pool: &mut BufPool) {
+    /// Keeps `bytes` (the unprocessed rest of a read into the shared buffer), the start of a
+    /// frame or head of `want` bytes in all if known (else 0).
+    pub(crate) fn keep(&mut self, bytes: &[u8], want: usize, pool: &mut BufPool) {
         debug_assert!(self.is_empty());
-        if self.data.is_empty() {
-            self.data = pool.take();
+        if self.data.len() < bytes.len() {
+            self.start = 0;
+            self.end = 0;
+            self.regrow(bytes.len(), want, pool);
         }
-        self.data.clear();
-        self.data.extend_from_slice(bytes);
-        let capacity = self.data.capacity();
-        self.data.resize(capacity, 0);
+        self.data[..bytes.len()].copy_from_slice(bytes);
         self.start = 0;
         self.end = bytes.len();
     }
 
     /// Gives the buffer back to `pool`.
     pub(crate) fn release(&mut self, pool: &mut BufPool) {
-        pool.give(std::mem::take(&mut self.data));
+        pool.give(std::mem::take(&mut self.data).into_vec());
         self.start = 0;
         self.end = 0;
     }
+}
+
+/// Makes all of `buf`'s capacity initialised, zero-filling only what never was.
+fn fill_to_capacity(buf: &mut Vec<u8>) {
+    let capacity = buf.capacity();
+    buf.resize(capacity, 0);
 }
 
 /// Bytes queued for a connection, written from `pos` on.
@@ -130,10 +204,20 @@ impl TxBuf {
         &self.data[self.pos..]
     }
 
-    /// The buffer to append frames to, taken from `pool` if the queue has none.
-    pub(crate) fn vec(&mut self, pool: &mut BufPool) -> &mut Vec<u8> {
+    /// The buffer to append `additional` more bytes to, taken from `pool` if the queue has
+    /// none or its buffer is too small (so that a large send reuses a kept large buffer).
+    pub(crate) fn vec(&mut self, additional: usize, pool: &mut BufPool) -> &mut Vec<u8> {
         if self.data.capacity() == 0 {
-            self.data = pool.take();
+            self.data = pool.take(additional);
+            self.data.clear();
+        } else if self.data.capacity() - self.data.len() < additional {
+            // Without a kept buffer that fits, the vector grows by itself (amortised).
+            if let Some(mut bigger) = pool.take_large(self.len() + additional) {
+                bigger.clear();
+                bigger.extend_from_slice(self.pending());
+                pool.give(std::mem::replace(&mut self.data, bigger));
+                self.pos = 0;
+            }
         }
         &mut self.data
     }
@@ -159,11 +243,11 @@ mod tests {
 
     #[test]
     fn rx_keeps_partial_bytes_and_releases_when_consumed() {
-        let mut pool = BufPool::new(16, 4);
+        let mut pool = BufPool::new(16, 4, 0);
         let mut rx = RxBuf::default();
-        rx.keep(b"abc", &mut pool);
+        rx.keep(b"abc", 0, &mut pool);
         assert_eq!(rx.bytes_mut(), b"abc");
-        let tail = rx.spare(40, 8);
+        let tail = rx.spare(40, 8, &mut pool);
         assert!(tail.len() >= 8);
         tail[..2].copy_from_slice(b"de");
         rx.filled(2);
@@ -172,19 +256,59 @@ mod tests {
         assert_eq!(rx.bytes_mut(), b"cde");
         rx.consume(3, &mut pool);
         assert!(rx.is_empty());
-        assert_eq!(
-            rx.data.capacity(),
-            0,
-            "an emptied buffer goes back to the pool"
-        );
-        assert_eq!(pool.free.len(), 1);
+        assert_eq!(rx.data.len(), 0, "an emptied buffer goes back to the pool");
+        assert_eq!(pool.small.len(), 1);
+    }
+
+    #[test]
+    fn large_buffers_are_kept_within_the_budget_and_reused() {
+        let mut pool = BufPool::new(16, 4, 1000);
+        pool.give(Vec::with_capacity(100));
+        pool.give(Vec::with_capacity(300));
+        pool.give(Vec::with_capacity(500));
+        assert_eq!(pool.large_bytes, 900);
+        // Over the budget: the smallest kept ones go first.
+        pool.give(Vec::with_capacity(400));
+        assert_eq!(pool.large_bytes, 900);
+        assert!(pool.large.iter().all(|b| b.capacity() != 100));
+        pool.give(Vec::with_capacity(2000)); // larger than the whole budget: not kept
+        assert_eq!(pool.large_bytes, 900);
+        // The smallest that fits.
+        assert_eq!(pool.take_large(350).map(|b| b.capacity()), Some(400));
+        assert_eq!(pool.take_large(600).map(|b| b.capacity()), None);
+        assert_eq!(pool.large_bytes, 500);
+    }
+
+    #[test]
+    fn rx_grows_into_a_kept_buffer_that_fits_the_frame() {
+        let mut pool = BufPool::new(16, 4, 1 << 20);
+        let mut big = vec![7u8; 4096];
+        big.shrink_to_fit();
+        pool.give(big);
+        let mut rx = RxBuf::default();
+        // A 2000-byte frame announced, 10 bytes of it here: the kept 4 KiB buffer is used
+        // whole, with no growth step in between.
+        rx.keep(&[1; 10], 2000, &mut pool);
+        assert_eq!(rx.data.len(), 4096);
+        assert_eq!(pool.large_bytes, 0);
+        let tail = rx.spare(2000, 8, &mut pool);
+        assert_eq!(tail.len(), 4086);
+        rx.filled(1990);
+        rx.consume(2000, &mut pool);
+        assert_eq!(pool.large_bytes, 4096, "back in the pool once consumed");
+        // Without a kept buffer, growth is at most twofold per read.
+        let mut pool = BufPool::new(16, 4, 0);
+        let mut rx = RxBuf::default();
+        rx.keep(&[1; 10], 1 << 20, &mut pool);
+        let room = rx.spare(1 << 20, 8, &mut pool).len();
+        assert!(room <= 16, "{room}");
     }
 
     #[test]
     fn tx_releases_when_written() {
-        let mut pool = BufPool::new(16, 4);
+        let mut pool = BufPool::new(16, 4, 0);
         let mut tx = TxBuf::default();
-        tx.vec(&mut pool).extend_from_slice(b"hello");
+        tx.vec(5, &mut pool).extend_from_slice(b"hello");
         tx.advance(2, &mut pool);
         assert_eq!(tx.pending(), b"llo");
         tx.advance(3, &mut pool);

@@ -66,6 +66,10 @@ config! {
     max_connections: usize = 10_000,
     /// Size of the reactor-wide read buffer, and so of one read (default 64 KiB).
     read_buffer_size: usize = 64 * 1024,
+    /// Bytes of large buffers (over 64 KiB, grown for big messages) the reactor keeps for
+    /// reuse, which spares big messages the cost of growing and faulting in fresh ones; 0
+    /// keeps none (default 4 MiB).
+    buffer_pool_size: usize = 4 * 1024 * 1024,
     /// Origins (e.g. `https://example.com`) allowed to upgrade; another `Origin` gets 403.
     /// Empty allows any, and requests without `Origin` (non-browser clients) always pass
     /// (default: empty).

@@ -1,8 +1,5 @@
 //! One client connection's state: its phase, buffers, deadlines and the application's state.
 
-use std::net::SocketAddr;
-use std::time::Instant;
-
 use crate::transport::Transport;
 
 use crate::buffer::{RxBuf, TxBuf};
@@ -10,6 +7,8 @@ use crate::proto::deflate::Deflater;
 use crate::proto::handshake::HeadScanner;
 use crate::proto::message::Decoder;
 use crate::proto::Role;
+use crate::timer::{span, Millis};
+use crate::topics::Subscriptions;
 use crate::Config;
 
 /// Where a connection is in its life.
@@ -83,23 +82,22 @@ impl Compress {
 #[derive(Debug)]
 pub(crate) struct Conn<S> {
     pub(crate) io: Transport,
-    pub(crate) peer: SocketAddr,
     pub(crate) generation: u32,
     pub(crate) phase: Phase,
     pub(crate) rx: Rx,
     pub(crate) tx: TxBuf,
-    /// The ids of the topics this connection is subscribed to.
-    pub(crate) topics: Vec<u32>,
+    /// The topics this connection is subscribed to.
+    pub(crate) topics: Subscriptions,
     /// How messages to this connection are compressed.
     pub(crate) compress: Compress,
     /// The application's state, from upgrade until after `on_close`.
     pub(crate) state: Option<S>,
     /// When the peer last sent anything.
-    pub(crate) last_seen: Instant,
+    pub(crate) last_seen: Millis,
     /// Handshake deadline, or close deadline once closing or lingering.
-    pub(crate) deadline: Instant,
-    /// The deadline this connection has in the timer heap.
-    pub(crate) armed: Option<Instant>,
+    pub(crate) deadline: Millis,
+    /// The deadline this connection has in the timer heap, or `UNARMED`.
+    pub(crate) armed: Millis,
     /// A keepalive ping went out and nothing has arrived since.
     pub(crate) ping_sent: bool,
     /// WRITABLE interest is registered (only while bytes wait for the socket).
@@ -115,15 +113,15 @@ pub(crate) struct Conn<S> {
 
 impl<S> Conn<S> {
     /// The next time something must happen to this connection, if ever.
-    pub(crate) fn next_deadline(&self, config: &Config) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self, config: &Config) -> Option<Millis> {
         match self.phase {
             Phase::Handshake | Phase::Closing | Phase::Linger => Some(self.deadline),
             Phase::Open => {
                 let ping = config
                     .ping_interval
                     .filter(|_| !self.ping_sent)
-                    .map(|d| self.last_seen + d);
-                let idle = config.idle_timeout.map(|d| self.last_seen + d);
+                    .map(|d| self.last_seen + span(d));
+                let idle = config.idle_timeout.map(|d| self.last_seen + span(d));
                 match (ping, idle) {
                     (Some(p), Some(i)) => Some(p.min(i)),
                     (p, i) => p.or(i),

@@ -3,7 +3,6 @@
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use slab::Slab;
 
@@ -13,7 +12,7 @@ use crate::conn::{Conn, Phase};
 use crate::proto::frame::{write_frame, FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::proto::message::Encoder;
 use crate::proto::{CloseCode, Role};
-use crate::timer::Timers;
+use crate::timer::{span, Millis, Timers};
 use crate::topics::Topics;
 use crate::{CloseReason, Config, ConnId, Message, Overflow, Relay, SendError};
 
@@ -32,7 +31,7 @@ pub(crate) struct Core<S> {
     /// `on_close` calls owed for connections closed from inside a handler call.
     pub(crate) closed: Vec<(ConnId, CloseReason<'static>)>,
     /// The time of this turn.
-    pub(crate) now: Instant,
+    pub(crate) now: Millis,
     pub(crate) encoder: Encoder,
     /// permessage-deflate for what we send.
     pub(crate) compressors: Compressors,
@@ -49,11 +48,11 @@ impl<S> Core<S> {
     pub(crate) fn new(config: Config) -> Core<S> {
         Core {
             conns: Slab::new(),
-            pool: BufPool::new(16 * 1024, 64),
-            timers: Timers::default(),
+            pool: BufPool::new(16 * 1024, 64, config.buffer_pool_size),
+            timers: Timers::new(),
             dirty: Vec::new(),
             closed: Vec::new(),
-            now: Instant::now(),
+            now: 0,
             encoder: Encoder::new(Role::Server),
             frame: Vec::new(),
             next_generation: 0,
@@ -103,7 +102,7 @@ impl<S> Core<S> {
         if let Some(conn) = self.conns.get_mut(id.index as usize) {
             if let Some(at) = conn.next_deadline(&self.config) {
                 self.timers
-                    .arm(&mut conn.armed, id.index as usize, conn.generation, at);
+                    .arm(&mut conn.armed, id.index, conn.generation, at);
             }
         }
     }
@@ -111,7 +110,9 @@ impl<S> Core<S> {
     /// Queues raw bytes (an HTTP response) for `id`, whatever its phase.
     pub(crate) fn queue_raw(&mut self, id: ConnId, bytes: &[u8]) {
         if let Some(conn) = self.conns.get_mut(id.index as usize) {
-            conn.tx.vec(&mut self.pool).extend_from_slice(bytes);
+            conn.tx
+                .vec(bytes.len(), &mut self.pool)
+                .extend_from_slice(bytes);
             Self::mark_dirty(conn, id, &mut self.dirty);
         }
     }
@@ -164,14 +165,17 @@ impl<S> Core<S> {
             let rest_head = &head[written.min(head.len())..];
             let rest_body = &body[written.saturating_sub(head.len())..];
             if !rest_body.is_empty() || !rest_head.is_empty() {
-                let tx = conn.tx.vec(&mut self.pool);
+                let tx = conn
+                    .tx
+                    .vec(rest_head.len() + rest_body.len(), &mut self.pool);
                 tx.extend_from_slice(rest_head);
                 tx.extend_from_slice(rest_body);
                 Self::mark_dirty(conn, id, &mut self.dirty);
             }
             return Ok(());
         }
-        write_frame(conn.tx.vec(&mut self.pool), opcode, true, rsv1, None, body);
+        let tx = conn.tx.vec(MAX_HEADER_LEN + body.len(), &mut self.pool);
+        write_frame(tx, opcode, true, rsv1, None, body);
         Self::mark_dirty(conn, id, &mut self.dirty);
         Ok(())
     }
@@ -201,14 +205,17 @@ impl<S> Core<S> {
         reason: &str,
         phase: Phase,
     ) {
-        let deadline = self.now + self.config.close_timeout;
+        let deadline = self.now + span(self.config.close_timeout);
         let Some(conn) = lookup(&mut self.conns, id) else {
             return;
         };
         if conn.phase != Phase::Closing {
             // Nothing may follow a close frame we already sent.
-            self.encoder
-                .close(conn.tx.vec(&mut self.pool), code, reason);
+            self.encoder.close(
+                conn.tx.vec(MAX_HEADER_LEN + 125, &mut self.pool),
+                code,
+                reason,
+            );
         }
         conn.phase = phase;
         conn.deadline = deadline;
@@ -329,7 +336,7 @@ impl FanOut<'_> {
             self.overflowed.push(id);
             return;
         }
-        conn.tx.vec(self.pool).extend_from_slice(frame);
+        conn.tx.vec(frame.len(), self.pool).extend_from_slice(frame);
         Core::<S>::mark_dirty(conn, id, self.dirty);
         self.sent += 1;
     }
@@ -453,13 +460,13 @@ impl<S> Context<'_, S> {
 
     /// The topics `id` is subscribed to.
     pub fn topics(&self, id: ConnId) -> impl Iterator<Item = &str> + '_ {
-        let subscriptions = self.core.get(id).map_or(&[][..], |c| &c.topics[..]);
+        let subscriptions = self.core.get(id).map_or(&[][..], |c| c.topics.as_slice());
         self.core.topics.names(subscriptions)
     }
 
     /// The peer's address.
     pub fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
-        self.core.get(id).map(|c| c.peer)
+        self.core.get(id)?.io.socket().peer_addr().ok()
     }
 
     /// Whether `id` is open (upgraded, not closing).

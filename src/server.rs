@@ -20,7 +20,9 @@ use crate::proto::handshake::{
 };
 use crate::proto::message::{Decoded, Event};
 use crate::proto::{CloseCode, Role};
+use crate::timer::{span, UNARMED};
 use crate::tls::TlsConfig;
+use crate::topics::Subscriptions;
 use crate::transport::Transport;
 use crate::{CloseReason, Config, ConnId, Context, Error, Handler, Message, Relay, Upgrade};
 
@@ -292,7 +294,7 @@ impl<H: Handler> Server<H> {
             Err(e) => return Err(e.into()),
             Ok(()) => {}
         }
-        self.core.now = Instant::now();
+        self.core.now = self.core.timers.millis(Instant::now());
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in events.iter() {
             if event.token() == WAKER {
@@ -394,17 +396,16 @@ impl<H: Handler> Server<H> {
             }
             entry.insert(Conn {
                 io,
-                peer,
                 generation,
                 phase: Phase::Handshake,
                 rx: Rx::new(self.core.config.max_message_size),
                 tx: TxBuf::default(),
                 compress: Compress::Off,
-                topics: Vec::new(),
+                topics: Subscriptions::default(),
                 state: None,
                 last_seen: now,
-                deadline: now + self.core.config.handshake_timeout,
-                armed: None,
+                deadline: now + span(self.core.config.handshake_timeout),
+                armed: UNARMED,
                 ping_sent: false,
                 wants_write: false,
                 dirty: false,
@@ -427,7 +428,7 @@ impl<H: Handler> Server<H> {
         let mut budget = READ_BUDGET;
         let now = self.core.now;
         loop {
-            let Some(conn) = self.core.get_mut(id) else {
+            let Some(conn) = lookup(&mut self.core.conns, id) else {
                 return;
             };
             // Bytes go to the shared buffer unless the connection holds a partial frame.
@@ -435,7 +436,10 @@ impl<H: Handler> Server<H> {
             let (result, asked) = if into_scratch {
                 (conn.io.read(&mut self.scratch), self.scratch.len())
             } else {
-                let spare = conn.rx.buf.spare(conn.rx.parse.want, MIN_READ);
+                let spare = conn
+                    .rx
+                    .buf
+                    .spare(conn.rx.parse.want, MIN_READ, &mut self.core.pool);
                 let asked = spare.len();
                 (conn.io.read(spare), asked)
             };
@@ -468,7 +472,8 @@ impl<H: Handler> Server<H> {
                     let used =
                         dispatch(&mut self.core, &mut self.handler, id, &mut rx.parse, bytes);
                     if used < n {
-                        rx.buf.keep(&self.scratch[used..n], &mut self.core.pool);
+                        rx.buf
+                            .keep(&self.scratch[used..n], rx.parse.want, &mut self.core.pool);
                     }
                 } else {
                     rx.buf.filled(n);
@@ -500,24 +505,21 @@ impl<H: Handler> Server<H> {
     fn expire(&mut self) {
         let now = self.core.now;
         while let Some((at, index, generation)) = self.core.timers.pop_due(now) {
-            let id = ConnId {
-                index: index as u32,
-                generation,
-            };
+            let id = ConnId { index, generation };
             let config = &self.core.config;
-            let Some(conn) = self.core.conns.get_mut(index) else {
+            let Some(conn) = lookup(&mut self.core.conns, id) else {
                 continue;
             };
-            if conn.generation != generation || conn.armed != Some(at) {
+            if conn.armed != at {
                 continue;
             }
-            conn.armed = None;
+            conn.armed = UNARMED;
             let idle = config
                 .idle_timeout
-                .is_some_and(|d| now >= conn.last_seen + d);
+                .is_some_and(|d| now >= conn.last_seen + span(d));
             let ping = config
                 .ping_interval
-                .is_some_and(|d| now >= conn.last_seen + d);
+                .is_some_and(|d| now >= conn.last_seen + span(d));
             match conn.phase {
                 Phase::Handshake | Phase::Linger if now >= conn.deadline => {
                     log::debug!("{id}: {:?} timed out", conn.phase);
@@ -770,7 +772,13 @@ fn handshake<H: Handler>(
             ))
         }
     };
-    let peer = core.get(id)?.peer;
+    // The peer's address, from the socket (the connection does not keep it); a peer that is
+    // gone already has nothing to be answered.
+    let Ok(peer) = core.get(id)?.io.socket().peer_addr() else {
+        log::debug!("{id}: the peer left before its request was answered");
+        linger(core, id);
+        return Some(bytes.len());
+    };
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let req = match Request::parse(&bytes[..end], &mut storage) {
         Ok(req) => req,
@@ -827,7 +835,7 @@ fn handshake<H: Handler>(
         conn.compress = core.compressors.mode(params);
     }
     write_accept(
-        conn.tx.vec(&mut core.pool),
+        conn.tx.vec(256, &mut core.pool),
         key,
         protocol.as_deref(),
         extensions.as_deref(),
@@ -849,11 +857,17 @@ fn refuse<S>(core: &mut Core<S>, id: ConnId, resp: HttpResponse, bytes: &[u8]) -
     let mut out = Vec::new();
     resp.write_to(&mut out);
     core.queue_raw(id, &out);
-    let deadline = core.now + core.config.close_timeout;
+    linger(core, id);
+    bytes.len()
+}
+
+/// Lets `id` linger: its queued bytes go out, then it waits (at most `close_timeout`) for the
+/// peer to close.
+fn linger<S>(core: &mut Core<S>, id: ConnId) {
+    let deadline = core.now + span(core.config.close_timeout);
     if let Some(conn) = core.get_mut(id) {
         conn.phase = Phase::Linger;
         conn.deadline = deadline;
     }
     core.arm(id);
-    bytes.len()
 }
