@@ -3,50 +3,55 @@
 
 use super::ProtocolError;
 
-/// A frame's opcode (RFC 6455 section 5.2).
+/// A frame's opcode (RFC 6455 section 5.2). The discriminants are the wire values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum OpCode {
     /// Continuation of a fragmented message.
-    Continuation,
+    Continuation = 0x0,
     /// First frame of a text message.
-    Text,
+    Text = 0x1,
     /// First frame of a binary message.
-    Binary,
+    Binary = 0x2,
     /// Connection close.
-    Close,
+    Close = 0x8,
     /// Ping.
-    Ping,
+    Ping = 0x9,
     /// Pong.
-    Pong,
+    Pong = 0xA,
 }
+
+/// The opcode for each value of the low nibble of a header's first byte; `None` where RFC 6455
+/// reserves the value.
+const OPCODES: [Option<OpCode>; 16] = {
+    let mut table = [None; 16];
+    table[0x0] = Some(OpCode::Continuation);
+    table[0x1] = Some(OpCode::Text);
+    table[0x2] = Some(OpCode::Binary);
+    table[0x8] = Some(OpCode::Close);
+    table[0x9] = Some(OpCode::Ping);
+    table[0xA] = Some(OpCode::Pong);
+    table
+};
 
 impl OpCode {
     /// Control frames (close, ping, pong) may not be fragmented and carry at most 125 bytes.
+    #[inline]
     pub fn is_control(self) -> bool {
-        matches!(self, OpCode::Close | OpCode::Ping | OpCode::Pong)
+        // Control opcodes are 0x8 to 0xF; of those only close, ping and pong are defined.
+        self as u8 & 0x8 != 0
     }
 
+    /// The opcode of a low nibble (`bits & 0x0F`; the high bits are ignored), or `None` for a
+    /// reserved value.
+    #[inline]
     fn from_bits(bits: u8) -> Option<OpCode> {
-        Some(match bits {
-            0x0 => OpCode::Continuation,
-            0x1 => OpCode::Text,
-            0x2 => OpCode::Binary,
-            0x8 => OpCode::Close,
-            0x9 => OpCode::Ping,
-            0xA => OpCode::Pong,
-            _ => return None,
-        })
+        OPCODES[usize::from(bits & 0x0F)]
     }
 
+    #[inline]
     fn bits(self) -> u8 {
-        match self {
-            OpCode::Continuation => 0x0,
-            OpCode::Text => 0x1,
-            OpCode::Binary => 0x2,
-            OpCode::Close => 0x8,
-            OpCode::Ping => 0x9,
-            OpCode::Pong => 0xA,
-        }
+        self as u8
     }
 }
 
@@ -68,6 +73,52 @@ pub struct FrameHeader {
 /// Largest header: 2 bytes, 8 bytes of extended length, 4 bytes of mask.
 pub const MAX_HEADER_LEN: usize = 14;
 
+/// The header's length in bytes, from its second byte (the mask bit and the 7-bit length).
+#[inline]
+fn header_len(b1: u8) -> usize {
+    let ext = match b1 & 0x7F {
+        0..=125 => 0,
+        126 => 2,
+        _ => 8,
+    };
+    2 + ext + 4 * usize::from(b1 >> 7)
+}
+
+/// The checks on the first byte: RSV2 and RSV3 clear, an opcode RFC 6455 defines.
+#[inline]
+fn check_first_byte(b0: u8) -> Result<OpCode, ProtocolError> {
+    if b0 & 0x30 != 0 {
+        return Err(ProtocolError::ReservedBits);
+    }
+    OpCode::from_bits(b0).ok_or(ProtocolError::ReservedOpcode)
+}
+
+/// The checks on the length, once it is known: a control frame (bit 3 of a valid opcode) must
+/// be final (bit 7) and carry at most 125 bytes. (The 64-bit form's top bit is checked where
+/// that form is read.)
+#[inline]
+fn check_control(b0: u8, payload_len: u64) -> Result<(), ProtocolError> {
+    if b0 & 0x08 != 0 && (b0 & 0x80 == 0 || payload_len > 125) {
+        return Err(ProtocolError::BadControlFrame);
+    }
+    Ok(())
+}
+
+/// For each first byte, the opcode if the byte passes every check it can on its own (RSV2 and
+/// RSV3 clear, an opcode RFC 6455 defines, FIN set on a control frame), else `None`.
+const FIRST_BYTE: [Option<OpCode>; 256] = {
+    let mut table = [None; 256];
+    let mut b0 = 0;
+    while b0 < 256 {
+        let control_not_final = b0 & 0x88 == 0x08;
+        if b0 & 0x30 == 0 && !control_not_final {
+            table[b0] = OPCODES[b0 & 0x0F];
+        }
+        b0 += 1;
+    }
+    table
+};
+
 impl FrameHeader {
     /// Decodes a header from the front of `buf`.
     ///
@@ -76,58 +127,111 @@ impl FrameHeader {
     /// opcode, a 64-bit length with its top bit set, a non-minimal length encoding is allowed
     /// (RFC 6455 asks senders, not receivers), and control frames that are fragmented or longer
     /// than 125 bytes. RSV1 is left to the caller, which knows whether an extension defines it.
+    ///
+    /// A header that is not whole yet is still rejected as soon as the bytes at hand prove it
+    /// wrong: RSV2/RSV3 and the opcode from the first byte, the length checks once the extended
+    /// length is in (before the masking key).
+    #[inline]
     pub fn decode(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
-        let [b0, b1, ..] = *buf else {
+        match Self::decode_valid(buf) {
+            Some(decoded) => Ok(Some(decoded)),
+            None => Self::decode_slow(buf),
+        }
+    }
+
+    /// The fast path: a whole header that passes every check, else `None` (a header not whole
+    /// yet, or one that breaks a rule), and [`decode_slow`](Self::decode_slow) sorts it out.
+    /// One table lookup checks the first byte; the 7-bit length form takes one more branch.
+    #[inline]
+    fn decode_valid(buf: &[u8]) -> Option<(FrameHeader, usize)> {
+        let [b0, b1, ref rest @ ..] = *buf else {
+            return None;
+        };
+        let opcode = FIRST_BYTE[usize::from(b0)]?;
+        let (payload_len, rest) = match b1 & 0x7F {
+            n @ 0..=125 => (u64::from(n), rest),
+            126 => {
+                let (n, rest) = rest.split_first_chunk::<2>()?;
+                let n = u64::from(u16::from_be_bytes(*n));
+                if opcode.is_control() && n > 125 {
+                    return None;
+                }
+                (n, rest)
+            }
+            _ => {
+                let (n, rest) = rest.split_first_chunk::<8>()?;
+                let n = u64::from_be_bytes(*n);
+                if n >> 63 != 0 || (opcode.is_control() && n > 125) {
+                    return None;
+                }
+                (n, rest)
+            }
+        };
+        let masked = b1 & 0x80 != 0;
+        let mask = if masked {
+            Some(*rest.first_chunk::<4>()?)
+        } else {
+            None
+        };
+        let header = FrameHeader::from_parts(b0, opcode, mask, payload_len);
+        Some((header, buf.len() - rest.len() + 4 * usize::from(masked)))
+    }
+
+    /// The general path, for what [`decode_valid`](Self::decode_valid) declined: checks in
+    /// the order the bytes arrive, so that a partial header fails as early as it can and
+    /// reports the same error whatever the buffer's end.
+    #[cold]
+    #[inline(never)]
+    fn decode_slow(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
+        let [b0, b1, rest @ ..] = buf else {
             return Ok(None);
         };
-        if b0 & 0x30 != 0 {
-            return Err(ProtocolError::ReservedBits);
-        }
-        let opcode = OpCode::from_bits(b0 & 0x0F).ok_or(ProtocolError::ReservedOpcode)?;
-        let fin = b0 & 0x80 != 0;
-        let masked = b1 & 0x80 != 0;
-        let (payload_len, mut len) = match b1 & 0x7F {
-            126 => match buf.get(2..4) {
-                Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
+        let (b0, b1) = (*b0, *b1);
+        let opcode = check_first_byte(b0)?;
+        let (payload_len, rest) = match b1 & 0x7F {
+            n @ 0..=125 => (u64::from(n), rest),
+            126 => match rest.split_first_chunk::<2>() {
+                Some((n, rest)) => (u64::from(u16::from_be_bytes(*n)), rest),
                 None => return Ok(None),
             },
-            127 => match buf.get(2..10).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
-                Some(b) => (u64::from_be_bytes(b), 10),
-                None => return Ok(None),
-            },
-            n => (u64::from(n), 2),
-        };
-        if payload_len >> 63 != 0 {
-            return Err(ProtocolError::LengthOverflow);
-        }
-        if opcode.is_control() && (!fin || payload_len > 125) {
-            return Err(ProtocolError::BadControlFrame);
-        }
-        let mask = if masked {
-            match buf
-                .get(len..len + 4)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            {
-                Some(key) => {
-                    len += 4;
-                    Some(key)
+            _ => match rest.split_first_chunk::<8>() {
+                Some((n, rest)) => {
+                    let n = u64::from_be_bytes(*n);
+                    if n >> 63 != 0 {
+                        return Err(ProtocolError::LengthOverflow);
+                    }
+                    (n, rest)
                 }
+                None => return Ok(None),
+            },
+        };
+        check_control(b0, payload_len)?;
+        let mask = if b1 & 0x80 != 0 {
+            match rest.first_chunk::<4>() {
+                Some(key) => Some(*key),
                 None => return Ok(None),
             }
         } else {
             None
         };
-        let header = FrameHeader {
-            fin,
+        let header = FrameHeader::from_parts(b0, opcode, mask, payload_len);
+        Ok(Some((header, header_len(b1))))
+    }
+
+    /// A header from its checked parts: FIN and RSV1 are read from the first byte.
+    #[inline]
+    fn from_parts(b0: u8, opcode: OpCode, mask: Option<[u8; 4]>, payload_len: u64) -> Self {
+        FrameHeader {
+            fin: b0 & 0x80 != 0,
             rsv1: b0 & 0x40 != 0,
             opcode,
             mask,
             payload_len,
-        };
-        Ok(Some((header, len)))
+        }
     }
 
     /// Encodes this header into `out` and returns how many bytes it wrote.
+    #[inline]
     pub fn encode(&self, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
         out[0] = (u8::from(self.fin) << 7) | (u8::from(self.rsv1) << 6) | self.opcode.bits();
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
@@ -187,9 +291,8 @@ pub fn write_frame(
 /// Works a machine word at a time; the same call masks and unmasks.
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate_key(key, offset);
-    let key8 = u64::from_ne_bytes([
-        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
-    ]);
+    // The key twice over: the same in either byte order.
+    let key8 = u64::from(u32::from_ne_bytes(key)) * 0x1_0000_0001;
     let mut chunks = buf.chunks_exact_mut(8);
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
@@ -259,6 +362,168 @@ mod tests {
             Err(ProtocolError::BadControlFrame)
         );
         assert_eq!(decode(&[0x09, 0]), Err(ProtocolError::BadControlFrame));
+    }
+
+    /// The decoder as it was before the fast path (one general function, a `match` on the
+    /// opcode): the oracle the fast and slow paths are checked against.
+    fn reference(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
+        let [b0, b1, ..] = *buf else {
+            return Ok(None);
+        };
+        if b0 & 0x30 != 0 {
+            return Err(ProtocolError::ReservedBits);
+        }
+        let opcode = match b0 & 0x0F {
+            0x0 => OpCode::Continuation,
+            0x1 => OpCode::Text,
+            0x2 => OpCode::Binary,
+            0x8 => OpCode::Close,
+            0x9 => OpCode::Ping,
+            0xA => OpCode::Pong,
+            _ => return Err(ProtocolError::ReservedOpcode),
+        };
+        let fin = b0 & 0x80 != 0;
+        let (payload_len, mut len) = match b1 & 0x7F {
+            126 => match buf.get(2..4) {
+                Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
+                None => return Ok(None),
+            },
+            127 => match buf.get(2..10) {
+                Some(b) => (u64::from_be_bytes(b.try_into().unwrap()), 10),
+                None => return Ok(None),
+            },
+            n => (u64::from(n), 2),
+        };
+        if payload_len >> 63 != 0 {
+            return Err(ProtocolError::LengthOverflow);
+        }
+        if matches!(opcode, OpCode::Close | OpCode::Ping | OpCode::Pong)
+            && (!fin || payload_len > 125)
+        {
+            return Err(ProtocolError::BadControlFrame);
+        }
+        let mask = if b1 & 0x80 != 0 {
+            let key = buf
+                .get(len..len + 4)
+                .map(|b| <[u8; 4]>::try_from(b).unwrap());
+            let Some(key) = key else {
+                return Ok(None);
+            };
+            len += 4;
+            Some(key)
+        } else {
+            None
+        };
+        let header = FrameHeader {
+            fin,
+            rsv1: b0 & 0x40 != 0,
+            opcode,
+            mask,
+            payload_len,
+        };
+        Ok(Some((header, len)))
+    }
+
+    /// Headers of every first byte, with each length form (7-bit, 16-bit and 64-bit, with
+    /// values around the control-frame limit and the 64-bit top bit), masked or not, each
+    /// followed by 6 bytes of payload.
+    fn all_headers() -> Vec<Vec<u8>> {
+        let mut lengths: Vec<Vec<u8>> = [0u8, 1, 5, 125].iter().map(|&n| vec![n]).collect();
+        for n in [0u16, 5, 125, 126, 256, 0xFFFF] {
+            let mut l = vec![126];
+            l.extend_from_slice(&n.to_be_bytes());
+            lengths.push(l);
+        }
+        for n in [
+            0u64,
+            5,
+            125,
+            126,
+            1 << 16,
+            1 << 32,
+            (1 << 63) - 1,
+            1 << 63,
+            u64::MAX,
+        ] {
+            let mut l = vec![127];
+            l.extend_from_slice(&n.to_be_bytes());
+            lengths.push(l);
+        }
+        let mut out = Vec::new();
+        for b0 in 0..=255u8 {
+            for l in &lengths {
+                for masked in [false, true] {
+                    let mut h = vec![b0, l[0] | if masked { 0x80 } else { 0 }];
+                    h.extend_from_slice(&l[1..]);
+                    if masked {
+                        h.extend_from_slice(&[0xA1, 0xB2, 0xC3, 0xD4]);
+                    }
+                    h.extend_from_slice(&[0xEE; 6]);
+                    out.push(h);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_prefix_matches_the_reference() {
+        // Every buffer end, from 0 bytes to past the header and into the payload (up to 20
+        // bytes), for every first byte (so every opcode nibble) and every length form: whole
+        // headers take the fast path, partial or bad ones the slow path.
+        for h in all_headers() {
+            for end in 0..=h.len() {
+                let buf = &h[..end];
+                assert_eq!(decode(buf), reference(buf), "{buf:02x?}");
+            }
+        }
+    }
+
+    #[test]
+    fn fast_path_takes_every_valid_whole_header_and_nothing_else() {
+        for h in all_headers() {
+            for end in 0..=h.len() {
+                let buf = &h[..end];
+                let want = reference(buf);
+                match FrameHeader::decode_valid(buf) {
+                    Some(decoded) => assert_eq!(Ok(Some(decoded)), want, "{buf:02x?}"),
+                    None => assert!(!matches!(want, Ok(Some(_))), "{buf:02x?}"),
+                }
+                assert_eq!(FrameHeader::decode_slow(buf), want, "{buf:02x?}");
+            }
+        }
+    }
+
+    #[test]
+    fn first_byte_table_matches_the_checks() {
+        for b0 in 0..=255u8 {
+            let want = reference(&[b0, 0x00]).ok().flatten().map(|(h, _)| h.opcode);
+            assert_eq!(FIRST_BYTE[usize::from(b0)], want, "{b0:#04x}");
+        }
+    }
+
+    #[test]
+    fn opcode_table_matches_the_wire_values() {
+        for bits in 0..16u8 {
+            let want = match bits {
+                0x0 => Some(OpCode::Continuation),
+                0x1 => Some(OpCode::Text),
+                0x2 => Some(OpCode::Binary),
+                0x8 => Some(OpCode::Close),
+                0x9 => Some(OpCode::Ping),
+                0xA => Some(OpCode::Pong),
+                _ => None,
+            };
+            assert_eq!(OpCode::from_bits(bits), want);
+            assert_eq!(OpCode::from_bits(bits | 0xF0), want);
+            if let Some(op) = want {
+                assert_eq!(op.bits(), bits);
+                assert_eq!(
+                    op.is_control(),
+                    matches!(op, OpCode::Close | OpCode::Ping | OpCode::Pong)
+                );
+            }
+        }
     }
 
     #[test]
