@@ -87,24 +87,24 @@ impl BufPool {
 
 /// Received bytes a connection must keep between reads: a partial frame or request head.
 ///
-/// The bytes live in `data[start..end]`; `data` is fully initialised so that reads can go
+/// The bytes are `data[..len]`, always at the front (what is consumed moves the rest down:
+/// at most a partial frame per read); `data` is fully initialised so that reads can go
 /// straight into its tail without zeroing each time.
 #[derive(Debug, Default)]
 pub(crate) struct RxBuf {
     data: Box<[u8]>,
-    start: usize,
-    end: usize,
+    len: usize,
 }
 
 impl RxBuf {
     /// Whether there are no kept bytes.
     pub(crate) fn is_empty(&self) -> bool {
-        self.start == self.end
+        self.len == 0
     }
 
     /// The kept bytes.
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.data[self.start..self.end]
+        &mut self.data[..self.len]
     }
 
     /// Makes room for `min_read` more bytes, or more towards `want` bytes in total (kept ones
@@ -112,23 +112,16 @@ impl RxBuf {
     /// is kept, so a frame that is announced but not sent costs only what actually arrived;
     /// a larger buffer from `pool` is used whole, since it is already paid for.
     pub(crate) fn spare(&mut self, want: usize, min_read: usize, pool: &mut BufPool) -> &mut [u8] {
-        let kept = self.end - self.start;
-        let needed = want.min(2 * kept).max(kept + min_read);
+        let needed = want.min(2 * self.len).max(self.len + min_read);
         // A quarter of a read's room is enough: grow only when less is free.
-        if self.data.len() - self.end < min_read / 4 && self.data.len() - self.start < needed {
-            if self.data.len() < needed {
-                self.regrow(needed, want, pool);
-            } else {
-                self.data.copy_within(self.start..self.end, 0);
-                self.start = 0;
-                self.end = kept;
-            }
+        if self.data.len() - self.len < min_read / 4 && self.data.len() < needed {
+            self.regrow(needed, want, pool);
         }
-        &mut self.data[self.end..]
+        &mut self.data[self.len..]
     }
 
-    /// Moves the kept bytes to the front of a buffer from `pool` of at least `needed` bytes,
-    /// or of `want` bytes if a kept large one fits that, and gives the old one back.
+    /// Moves the kept bytes to a buffer from `pool` of at least `needed` bytes, or of `want`
+    /// bytes if a kept large one fits that, and gives the old one back.
     fn regrow(&mut self, needed: usize, want: usize, pool: &mut BufPool) {
         let fits_want = if want > needed {
             pool.take_large(want)
@@ -137,24 +130,23 @@ impl RxBuf {
         };
         let mut bigger = fits_want.unwrap_or_else(|| pool.take(needed));
         fill_to_capacity(&mut bigger);
-        let kept = self.end - self.start;
-        bigger[..kept].copy_from_slice(&self.data[self.start..self.end]);
+        bigger[..self.len].copy_from_slice(&self.data[..self.len]);
         let old = std::mem::replace(&mut self.data, bigger.into_boxed_slice());
         pool.give(old.into_vec());
-        self.start = 0;
-        self.end = kept;
     }
 
     /// Counts `n` bytes read into the tail given by [`spare`](Self::spare).
     pub(crate) fn filled(&mut self, n: usize) {
-        self.end += n;
+        self.len += n;
     }
 
     /// Drops `n` bytes from the front; gives the buffer back to `pool` once nothing is kept.
     pub(crate) fn consume(&mut self, n: usize, pool: &mut BufPool) {
-        self.start += n;
-        if self.start == self.end {
+        if n == self.len {
             self.release(pool);
+        } else if n > 0 {
+            self.data.copy_within(n..self.len, 0);
+            self.len -= n;
         }
     }
 
@@ -163,20 +155,16 @@ impl RxBuf {
     pub(crate) fn keep(&mut self, bytes: &[u8], want: usize, pool: &mut BufPool) {
         debug_assert!(self.is_empty());
         if self.data.len() < bytes.len() {
-            self.start = 0;
-            self.end = 0;
             self.regrow(bytes.len(), want, pool);
         }
         self.data[..bytes.len()].copy_from_slice(bytes);
-        self.start = 0;
-        self.end = bytes.len();
+        self.len = bytes.len();
     }
 
     /// Gives the buffer back to `pool`.
     pub(crate) fn release(&mut self, pool: &mut BufPool) {
         pool.give(std::mem::take(&mut self.data).into_vec());
-        self.start = 0;
-        self.end = 0;
+        self.len = 0;
     }
 }
 
@@ -220,6 +208,13 @@ impl TxBuf {
             }
         }
         &mut self.data
+    }
+
+    /// Queues `bytes` as the whole queue, in place of an empty one's buffer.
+    pub(crate) fn adopt(&mut self, bytes: Vec<u8>, pool: &mut BufPool) {
+        debug_assert_eq!(self.len(), 0);
+        pool.give(std::mem::replace(&mut self.data, bytes));
+        self.pos = 0;
     }
 
     /// Counts `n` bytes as written; gives the buffer back to `pool` once all are.

@@ -39,8 +39,9 @@ pub(crate) struct Rx {
 pub(crate) struct Parse {
     pub(crate) decoder: Decoder,
     pub(crate) scanner: HeadScanner,
-    /// Total size of the frame or head that the kept bytes are waiting to complete, if known.
-    pub(crate) want: usize,
+    /// Total size of the frame or head that the kept bytes are waiting to complete, if known
+    /// (else 0; `u32::MAX` for anything larger).
+    pub(crate) want: u32,
 }
 
 impl Rx {

@@ -436,10 +436,10 @@ impl<H: Handler> Server<H> {
             let (result, asked) = if into_scratch {
                 (conn.io.read(&mut self.scratch), self.scratch.len())
             } else {
-                let spare = conn
-                    .rx
-                    .buf
-                    .spare(conn.rx.parse.want, MIN_READ, &mut self.core.pool);
+                let spare =
+                    conn.rx
+                        .buf
+                        .spare(conn.rx.parse.want as usize, MIN_READ, &mut self.core.pool);
                 let asked = spare.len();
                 (conn.io.read(spare), asked)
             };
@@ -472,8 +472,11 @@ impl<H: Handler> Server<H> {
                     let used =
                         dispatch(&mut self.core, &mut self.handler, id, &mut rx.parse, bytes);
                     if used < n {
-                        rx.buf
-                            .keep(&self.scratch[used..n], rx.parse.want, &mut self.core.pool);
+                        rx.buf.keep(
+                            &self.scratch[used..n],
+                            rx.parse.want as usize,
+                            &mut self.core.pool,
+                        );
                     }
                 } else {
                     rx.buf.filled(n);
@@ -704,7 +707,7 @@ fn dispatch<H: Handler>(
                     return bytes.len();
                 }
                 Ok(Decoded::Incomplete { frame_len }) => {
-                    rx.want = frame_len.unwrap_or(0);
+                    rx.want = frame_len.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
                     return pos;
                 }
                 Ok(Decoded::Frame { len, event }) => {
@@ -834,12 +837,11 @@ fn handshake<H: Handler>(
         rx.decoder.set_inflater(Inflater::new(params, Role::Server));
         conn.compress = core.compressors.mode(params);
     }
-    write_accept(
-        conn.tx.vec(256, &mut core.pool),
-        key,
-        protocol.as_deref(),
-        extensions.as_deref(),
-    );
+    // A buffer of the answer's size rather than a pool buffer: a burst of handshakes then
+    // touches a few hundred bytes each, not 16 KiB buffers that stay resident.
+    let mut accept = Vec::with_capacity(256);
+    write_accept(&mut accept, key, protocol.as_deref(), extensions.as_deref());
+    conn.tx.adopt(accept, &mut core.pool);
     conn.phase = Phase::Open;
     conn.state = Some(state);
     if !conn.dirty {

@@ -32,16 +32,18 @@ pub fn new_key() -> String {
 /// every new byte.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct HeadScanner {
-    scanned: usize,
+    /// Bytes already searched (a request head is far below 4 GiB; past that, the search
+    /// only starts earlier than it could).
+    scanned: u32,
 }
 
 impl HeadScanner {
     /// Looks for `\r\n\r\n` in `buf` (which only ever grows at the end between calls) and
     /// returns the length of the header block, blank line included, once it is there.
     pub fn find_end(&mut self, buf: &[u8]) -> Option<usize> {
-        let from = self.scanned.saturating_sub(3);
+        let from = (self.scanned as usize).saturating_sub(3).min(buf.len());
         let found = buf[from..].windows(4).position(|w| w == b"\r\n\r\n");
-        self.scanned = buf.len();
+        self.scanned = u32::try_from(buf.len()).unwrap_or(u32::MAX);
         found.map(|i| from + i + 4)
     }
 }

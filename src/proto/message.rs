@@ -65,12 +65,14 @@ pub struct Decoder {
     /// Bytes of the current frame's payload already unmasked (and validated, for text).
     progress: usize,
     utf8: Utf8Validator,
-    /// Payload of the fragmented message in progress.
-    fragments: Vec<u8>,
+    /// Payload of the fragmented (or compressed) message in progress; boxed, so that a
+    /// decoder between such messages is small.
+    #[allow(clippy::box_collection)]
+    fragments: Option<Box<Vec<u8>>>,
     /// `fragments` holds a message that was handed out and must be dropped on the next call.
     delivered: bool,
     /// permessage-deflate, when negotiated.
-    inflater: Option<Inflater>,
+    inflater: Option<Box<Inflater>>,
     /// The message in progress is compressed (its first frame had RSV1).
     compressed: bool,
 }
@@ -84,7 +86,7 @@ impl Decoder {
             open: Open::None,
             progress: 0,
             utf8: Utf8Validator::default(),
-            fragments: Vec::new(),
+            fragments: None,
             delivered: false,
             inflater: None,
             compressed: false,
@@ -93,7 +95,7 @@ impl Decoder {
 
     /// Turns on permessage-deflate: RSV1 on a message's first frame now means "compressed".
     pub fn set_inflater(&mut self, inflater: Inflater) {
-        self.inflater = Some(inflater);
+        self.inflater = Some(Box::new(inflater));
     }
 
     /// Whether a fragmented message is in progress (its bytes are held by the decoder).
@@ -106,7 +108,7 @@ impl Decoder {
     /// does not need. Call it when the bytes at hand are used up.
     pub fn release(&mut self) {
         if self.delivered {
-            self.fragments = Vec::new();
+            self.fragments = None;
             self.delivered = false;
         }
         if self.open == Open::None {
@@ -124,7 +126,9 @@ impl Decoder {
     /// front of its buffer. After an error or a close event, stop decoding.
     pub fn decode<'a>(&'a mut self, buf: &'a mut [u8]) -> Result<Decoded<'a>, ProtocolError> {
         if self.delivered {
-            self.fragments.clear();
+            if let Some(fragments) = &mut self.fragments {
+                fragments.clear();
+            }
             self.delivered = false;
         }
         let Some((header, header_len)) = FrameHeader::decode(buf)? else {
@@ -193,7 +197,8 @@ impl Decoder {
                     // bound the compressed frame (deflate may grow incompressible data a bit).
                     header.payload_len > max.saturating_add(max / 8).saturating_add(1024)
                 } else {
-                    (self.fragments.len() as u64).saturating_add(header.payload_len) > max
+                    let held = self.fragments.as_ref().map_or(0, |f| f.len());
+                    (held as u64).saturating_add(header.payload_len) > max
                 };
                 if too_big {
                     Err(ProtocolError::MessageTooBig)
@@ -244,7 +249,7 @@ impl Decoder {
                         .feed(&payload[validated..])
                         .map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
-                self.fragments.extend_from_slice(payload);
+                (self.fragments.get_or_insert_with(Box::default)).extend_from_slice(payload);
                 return self.assembled(header.fin);
             }
         };
@@ -266,13 +271,9 @@ impl Decoder {
         let Some(inflater) = &mut self.inflater else {
             return Err(ProtocolError::ReservedBits);
         };
-        let before = self.fragments.len();
-        let inflated = inflater.inflate(
-            payload,
-            header.fin,
-            &mut self.fragments,
-            self.max_message_size,
-        );
+        let fragments = self.fragments.get_or_insert_with(Box::default);
+        let before = fragments.len();
+        let inflated = inflater.inflate(payload, header.fin, fragments, self.max_message_size);
         match inflated {
             Err(InflateError::TooBig) => return Err(ProtocolError::MessageTooBig),
             Err(InflateError::Corrupt) if self.open == Open::Text => {
@@ -283,7 +284,7 @@ impl Decoder {
         }
         if self.open == Open::Text {
             self.utf8
-                .feed(&self.fragments[before..])
+                .feed(&fragments[before..])
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         self.assembled(header.fin)
@@ -297,13 +298,13 @@ impl Decoder {
         let open = std::mem::replace(&mut self.open, Open::None);
         self.compressed = false;
         self.delivered = true;
+        let message = self.fragments.as_deref().map_or(&[][..], Vec::as_slice);
         if open == Open::Text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-            let text =
-                std::str::from_utf8(&self.fragments).map_err(|_| ProtocolError::InvalidUtf8)?;
+            let text = std::str::from_utf8(message).map_err(|_| ProtocolError::InvalidUtf8)?;
             Ok(Some(Event::Text(text)))
         } else {
-            Ok(Some(Event::Binary(&self.fragments)))
+            Ok(Some(Event::Binary(message)))
         }
     }
 }
