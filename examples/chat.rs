@@ -2,7 +2,8 @@
 //! "is typing…" indicators, and a page that reconnects by itself.
 //!
 //! ```text
-//! cargo run --release --example chat -- [--addr 127.0.0.1:8080] [--origin ORIGIN]...
+//! cargo run --release --example chat -- [--addr HOST:PORT] [--threads N] [--origin ORIGIN]...
+//!     [--redis URL [--heartbeat SECS]]
 //! ```
 //!
 //! then open <http://127.0.0.1:8080/>. The page (`chat/index.html`, `chat/style.css`,
@@ -15,6 +16,26 @@
 //! with 1001 (the pages reconnect when the server is back).
 //!
 //! The handler lives in `chat/server.rs`, which `tests/chat.rs` includes too.
+//!
+//! # Several processes: `--redis`
+//!
+//! ```text
+//! redis-server --port 6379 &
+//! cargo run --release --features redis --example chat -- \
+//!     --addr 127.0.0.1:8080 --redis redis://127.0.0.1:6379 &
+//! cargo run --release --features redis --example chat -- \
+//!     --addr 127.0.0.1:8081 --redis redis://127.0.0.1:6379
+//! ```
+//!
+//! Chat processes on the same Redis are one chat: users of <http://127.0.0.1:8080/> and
+//! <http://127.0.0.1:8081/> share rooms, the online list and private messages. A `RedisRelay`
+//! carries every topic publish between the processes, and each process keeps a roster of the
+//! others' users from presence events over Redis pub/sub (`chat/directory.rs` has the design):
+//! changes are sent as they happen, whole rosters every `--heartbeat` seconds (default 5), and a
+//! process not heard from for 3 heartbeats is taken as gone (its users go offline). Presence is
+//! eventual: a nickname claimed at the same moment on two processes goes to the earlier claim,
+//! and the other connection is closed with 4409. Redis may restart: the processes reconnect,
+//! and the rosters are exchanged again. Without the `redis` cargo feature, `--redis` is refused.
 //!
 //! # Protocol `chat.v1`
 //!
@@ -52,7 +73,8 @@
 //! Error codes: `bad_json` (not JSON), `bad_message` (unknown `type`, a missing or mistyped
 //! field, a binary message), `not_joined`, `already_joined`, `nick_invalid`, `nick_taken`,
 //! `room_invalid`, `already_in_room`, `not_in_room`, `too_many_rooms`, `unknown_user`,
-//! `empty_text`, `too_long`. Unknown fields are ignored.
+//! `empty_text`, `too_long`. Unknown fields are ignored. With `--redis`, a connection whose
+//! nickname turns out to have been claimed earlier on another process is closed with 4409.
 //!
 //! ```text
 //! → {"type":"join","nick":"alice"}
@@ -72,6 +94,7 @@ mod server;
 use std::io::Write;
 
 fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = match server::Args::parse(std::env::args().skip(1)) {
         Ok(Some(args)) => args,
         Ok(None) => {
@@ -83,8 +106,8 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let server = match server::bind(&args) {
-        Ok(server) => server,
+    let (server, link) = match server::bind(&args) {
+        Ok(bound) => bound,
         Err(e) => {
             eprintln!("chat: {e}");
             std::process::exit(1);
@@ -98,7 +121,10 @@ fn main() {
     }) {
         eprintln!("chat: cannot handle signals: {e}");
     }
-    if let Err(e) = server.run() {
+    let result = server.run();
+    // The other processes (--redis) hear now that this one's users left.
+    link.settle(std::time::Duration::from_secs(2));
+    if let Err(e) = result {
         eprintln!("chat: {e}");
         std::process::exit(1);
     }

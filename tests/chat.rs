@@ -14,6 +14,8 @@
 #[path = "../examples/chat/server.rs"]
 mod chat;
 
+#[path = "support/chat_peer.rs"]
+mod chat_peer;
 #[path = "support/node.rs"]
 mod node;
 use std::io::{ErrorKind, Read, Write};
@@ -25,13 +27,10 @@ use std::sync::Mutex;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use chat_peer::{sentinel, Peer, TIMEOUT};
 use node::{artifact, env_path, wait_or_kill};
 use serde_json::{json, Value};
-use wsloop::client::{Client, Received};
 use wsloop::{CloseCode, ClusterHandle, Message};
-
-/// How long any read may take.
-const TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest the browser script may run; it has its own 90 s deadline.
 const BROWSER_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -58,11 +57,12 @@ fn start_with(addr: &str, origins: &[&str]) -> Running {
         addr: addr.into(),
         origins: origins.iter().map(|o| o.to_string()).collect(),
         threads: 1,
+        ..chat::Args::default()
     })
 }
 
 fn start_args(args: chat::Args) -> Running {
-    let server = chat::bind(&args).expect("bind the chat server");
+    let (server, _link) = chat::bind(&args).expect("bind the chat server");
     let addr = server.local_addr();
     let handle = server.handle();
     let thread = thread::spawn(move || server.run());
@@ -93,120 +93,7 @@ impl Running {
 // Clients
 // ---------------------------------------------------------------------------------------------
 
-/// A chat client.
-struct Peer {
-    client: Client,
-    name: &'static str,
-}
-
-impl Peer {
-    /// Connects with subprotocol `chat.v1`, not yet joined.
-    fn connect(addr: SocketAddr, name: &'static str) -> Peer {
-        let url = format!("ws://{addr}{}", chat::WS_PATH);
-        let client = Client::connect_with(&url, &[chat::PROTOCOL]).expect("connect");
-        assert_eq!(client.protocol(), Some(chat::PROTOCOL));
-        client.stream().set_read_timeout(Some(TIMEOUT)).unwrap();
-        Peer { client, name }
-    }
-
-    /// Connects and joins as `name`, checking the welcome and the lobby; returns the welcome.
-    fn join(addr: SocketAddr, name: &'static str) -> (Peer, Value) {
-        let mut peer = Peer::connect(addr, name);
-        peer.send(json!({"type": "join", "nick": name}));
-        let welcome = peer.expect("welcome");
-        assert_eq!(welcome["nick"], name);
-        assert_eq!(welcome["max_text"], chat::MAX_TEXT_CHARS);
-        let lobby = peer.expect("room_joined");
-        assert_eq!(lobby["room"], "lobby");
-        (peer, welcome)
-    }
-
-    fn send(&mut self, msg: Value) {
-        self.send_raw(&msg.to_string());
-    }
-
-    fn send_raw(&mut self, text: &str) {
-        self.client.send(Message::Text(text)).expect("send");
-    }
-
-    /// The next text message, as JSON (pings are skipped); panics on a close or a timeout.
-    fn next(&mut self) -> Value {
-        loop {
-            match self.client.recv() {
-                Ok(Received::Text(text)) => {
-                    return serde_json::from_str(&text)
-                        .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {text}", self.name))
-                }
-                Ok(Received::Ping(_) | Received::Pong(_)) => {}
-                other => panic!("{}: expected a message, got {other:?}", self.name),
-            }
-        }
-    }
-
-    /// The next message, which must be of type `kind`.
-    fn expect(&mut self, kind: &str) -> Value {
-        let msg = self.next();
-        assert_eq!(msg["type"], kind, "{}: unexpected message {msg}", self.name);
-        msg
-    }
-
-    /// The next message, which must be an `error` with `code`; returns its text.
-    fn expect_error(&mut self, code: &str) -> String {
-        let msg = self.expect("error");
-        assert_eq!(msg["code"], code, "{}: {msg}", self.name);
-        msg["message"].as_str().expect("a message").to_owned()
-    }
-
-    /// Skips messages until one of type `kind`, which it returns.
-    fn wait_for(&mut self, kind: &str) -> Value {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            assert!(
-                Instant::now() < deadline,
-                "{}: no {kind} in time",
-                self.name
-            );
-            let msg = self.next();
-            if msg["type"] == kind {
-                return msg;
-            }
-        }
-    }
-
-    /// Reads until the server's close frame, counting text messages; returns the close code.
-    fn until_close(&mut self) -> (Option<u16>, String, usize) {
-        let mut texts = 0;
-        loop {
-            match self.client.recv() {
-                Ok(Received::Text(_)) => texts += 1,
-                Ok(Received::Close(code, reason)) => return (code.map(|c| c.0), reason, texts),
-                Ok(_) => {}
-                Err(e) => panic!("{}: no close frame: {e}", self.name),
-            }
-        }
-    }
-
-    /// Closes cleanly (waits for the server's answer).
-    fn quit(mut self) {
-        self.client.close(CloseCode::NORMAL, "bye").expect("close");
-        let (code, _, _) = self.until_close();
-        assert_eq!(code, Some(1000));
-    }
-}
-
-/// Sends `to` a private message from `from` as a sentinel: the next thing `to` gets must be it.
-fn sentinel(from: &mut Peer, to: &mut Peer, text: &str) {
-    from.send(json!({"type": "private", "to": to.name, "text": text}));
-    let echo = from.expect("private");
-    assert_eq!(echo["text"], text);
-    let got = to.next();
-    assert_eq!(
-        (got["type"].as_str(), got["text"].as_str()),
-        (Some("private"), Some(text)),
-        "{}: expected only the sentinel, got {got}",
-        to.name
-    );
-}
+// The chat client, `Peer`, and `sentinel` are in `tests/support/chat_peer.rs`.
 
 // ---------------------------------------------------------------------------------------------
 // Plain HTTP
@@ -295,6 +182,11 @@ fn join_welcomes_with_the_online_list_and_the_lobby() {
     let server = start();
     let (mut alice, welcome) = Peer::join(server.addr, "alice");
     assert_eq!(welcome["users"], json!(["alice"]));
+    assert_eq!(welcome["max_text"], chat::MAX_TEXT_CHARS);
+    assert_eq!(
+        (chat_peer::PROTOCOL, chat_peer::WS_PATH),
+        (chat::PROTOCOL, chat::WS_PATH)
+    );
 
     let mut bob = Peer::connect(server.addr, "bob");
     bob.send(json!({"type": "join", "nick": "Bob"}));
@@ -845,6 +737,7 @@ fn two_reactors_share_rooms_presence_and_private_messages() {
         addr: "127.0.0.1:0".into(),
         origins: Vec::new(),
         threads: 2,
+        ..chat::Args::default()
     });
     const NAMES: [&str; 8] = ["p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7"];
     let mut peers: Vec<Peer> = NAMES
@@ -912,6 +805,36 @@ fn the_command_line() {
     let config = chat::config(&args.origins);
     assert_eq!(config.max_message_size, chat::MAX_MESSAGE_SIZE);
     assert_eq!(config.allowed_origins, args.origins);
+
+    // --redis: only in a build with the `redis` feature, which the error names.
+    let redis = parse(&["--redis", "redis://127.0.0.1:6379", "--heartbeat", "0.5"]);
+    if cfg!(feature = "redis") {
+        let args = redis.unwrap().unwrap();
+        assert_eq!(args.redis.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(args.heartbeat, Duration::from_millis(500));
+        assert_eq!(defaults.heartbeat, Duration::from_secs(5));
+        assert!(parse(&["--redis", "redis://h", "--heartbeat", "0"])
+            .unwrap_err()
+            .contains("--heartbeat"));
+        assert!(parse(&["--redis"]).unwrap_err().contains("needs a value"));
+    } else {
+        let e = redis.unwrap_err();
+        assert!(
+            e.contains("--features redis --example chat -- --redis URL"),
+            "{e}"
+        );
+        // bind refuses it too, should an Args say so.
+        let args = chat::Args {
+            addr: "127.0.0.1:0".into(),
+            redis: Some("redis://127.0.0.1:1".into()),
+            ..chat::Args::default()
+        };
+        let e = chat::bind(&args).unwrap_err().to_string();
+        assert!(e.contains("the `redis` feature"), "{e}");
+    }
+    assert!(parse(&["--heartbeat", "1"])
+        .unwrap_err()
+        .contains("--heartbeat goes with --redis"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -931,9 +854,10 @@ fn restart(server: Running, stdin: &mut ChildStdin) -> Running {
             addr: addr.to_string(),
             origins: Vec::new(),
             threads: 1,
+            ..chat::Args::default()
         };
         match chat::bind(&args) {
-            Ok(server) => {
+            Ok((server, _link)) => {
                 let handle = server.handle();
                 let thread = thread::spawn(move || server.run());
                 break Running {

@@ -1,23 +1,27 @@
 //! RedisRelay against a real `redis-server` (Debian's package): topics shared by two servers,
-//! a Redis restart survived, drops reported, threads that end with the server.
+//! a Redis restart survived, drops reported, an intercepted topic, threads that end with the
+//! server.
 //!
 //! Each test starts its own `redis-server --port <free port> --save '' --appendonly no` on
-//! 127.0.0.1 as a child process and kills it at the end. A missing `redis-server` fails the
-//! tests (install it with `apt-get install redis-server`, or point `WSLOOP_REDIS_SERVER` at
-//! the binary); they never skip.
+//! 127.0.0.1 as a child process and kills it at the end (`tests/support/redis_server.rs`). A
+//! missing `redis-server` fails the tests (install it with `apt-get install redis-server`, or
+//! point `WSLOOP_REDIS_SERVER` at the binary); they never skip.
 //!
 //! The two "processes" of the issue are two `Server`s in this process, each on its own thread
 //! with its own `RedisRelay` (its own connections and origin id): for Redis and for the relay
 //! protocol they are two publishers and two subscribers, as two processes would be.
 #![cfg(feature = "redis")]
 
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
+
+use redis_server::{raw_command, Redis};
 
 use wsloop::client::{Client, Received};
 use wsloop::{
@@ -69,117 +73,6 @@ fn logged(level: log::Level, needles: &[&str]) -> Vec<String> {
         .filter(|(l, line)| *l == level && needles.iter().all(|n| line.contains(n)))
         .map(|(_, line)| line.clone())
         .collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// redis-server as a child process
-// ---------------------------------------------------------------------------------------------
-
-struct Redis {
-    port: u16,
-    args: Vec<String>,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Redis {
-    /// Starts `redis-server` on a free port of 127.0.0.1, with `extra` arguments.
-    fn start(extra: &[&str]) -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("wsloop-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        args.extend(["--save", "", "--appendonly", "no", "--daemonize", "no"].map(String::from));
-        args.extend(["--dir".to_owned(), dir.display().to_string()]);
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut redis = Redis {
-            port,
-            args,
-            dir,
-            child: None,
-        };
-        redis.spawn();
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn spawn(&mut self) {
-        let binary = std::env::var("WSLOOP_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let child = Command::new(&binary)
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run {binary:?} ({e}): these tests need a real Redis server; install \
-                     it (Debian: apt-get install redis-server) or set WSLOOP_REDIS_SERVER"
-                )
-            });
-        self.child = Some(child);
-        // Ready when it answers PING.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(reply) = raw_command(self.port, &[b"PING"]) {
-                if reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH") {
-                    return;
-                }
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("redis-server exited at start: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start in 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Sends one command on a fresh connection and returns the first bytes of the reply.
-fn raw_command(port: u16, args: &[&[u8]]) -> std::io::Result<Vec<u8>> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut cmd = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        cmd.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        cmd.extend_from_slice(arg);
-        cmd.extend_from_slice(b"\r\n");
-    }
-    stream.write_all(&cmd)?;
-    let mut buf = [0u8; 512];
-    let n = stream.read(&mut buf)?;
-    Ok(buf[..n].to_vec())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -575,6 +468,81 @@ fn one_relay_serves_every_reactor_of_a_cluster() {
         Duration::from_secs(10),
         || !relay.is_running(),
     );
+}
+
+#[test]
+fn an_intercepted_topic_goes_to_the_callback_not_the_subscribers() {
+    init_log();
+    let redis = Redis::start(&[]);
+    let a_node = Node::start(&redis, "i:");
+    let b_node = Node::start(&redis, "i:");
+    let (tx, taken) = mpsc::channel();
+    b_node.relay.intercept("ctl", move |msg| {
+        let _ = tx.send(format!("{msg:?}"));
+    });
+    let (mut a, mut a2, mut b) = (
+        client(&a_node.url),
+        client(&a_node.url),
+        client(&b_node.url),
+    );
+    for room in ["room", "ctl"] {
+        join(&mut b, room);
+        join(&mut a2, room);
+    }
+
+    // From A: "ctl" goes to B's callback, in order with the rest, and not to b; A's own
+    // subscribers still get it.
+    for line in [
+        "say room before",
+        "say ctl control",
+        "bin ctl bytes",
+        "say room after",
+    ] {
+        a.send(Message::Text(line)).unwrap();
+    }
+    assert_eq!(text(&mut b), "before");
+    assert_eq!(text(&mut b), "after", "nothing of ctl reached b");
+    let got: Vec<String> = taken.try_iter().collect();
+    assert_eq!(
+        got,
+        ["Text(\"control\")", "Binary([98, 121, 116, 101, 115])"],
+        "taken before \"after\" was delivered"
+    );
+    assert_eq!(text(&mut a2), "before");
+    assert_eq!(text(&mut a2), "control");
+    assert_eq!(a2.recv().unwrap(), Received::Binary(b"bytes".to_vec()));
+    assert_eq!(text(&mut a2), "after");
+    assert_eq!(b_node.relay.received(), 4);
+
+    // What B publishes to ctl is not B's callback's (its own origin) and reaches A as usual.
+    b.send(Message::Text("say ctl from b")).unwrap();
+    assert_eq!(text(&mut a2), "from b");
+    // A second intercept of the topic replaces the first.
+    let (tx2, taken2) = mpsc::channel();
+    b_node.relay.intercept("ctl", move |msg| {
+        let _ = tx2.send(msg.as_bytes().to_vec());
+    });
+    a.send(Message::Text("say ctl again")).unwrap();
+    a.send(Message::Text("say room marker")).unwrap();
+    assert_eq!(text(&mut b), "marker");
+    assert_eq!(taken2.try_iter().collect::<Vec<_>>(), [b"again".to_vec()]);
+    // The first callback was dropped when it was replaced; the second when the thread ends.
+    assert!(matches!(
+        taken.try_recv(),
+        Err(mpsc::TryRecvError::Disconnected)
+    ));
+    let relay = b_node.relay.clone();
+    drop((a, a2, b));
+    b_node.stop();
+    relay.shutdown();
+    wait_for("the relay's threads to end", TIMEOUT, || {
+        !relay.is_running()
+    });
+    assert!(matches!(
+        taken2.try_recv(),
+        Err(mpsc::TryRecvError::Disconnected)
+    ));
+    a_node.stop();
 }
 
 #[test]

@@ -57,6 +57,15 @@ function connect() {
     joined = false;
     ws = null;
     if (wasJoined) systemAll(`Disconnected${closeWhy(event)}. Reconnecting…`);
+    if (event.code === 4409) {
+      // Someone on another server of the cluster claimed this nickname first: pick another.
+      nick = null;
+      welcomedOnce = false;
+      try { sessionStorage.removeItem("wsloop-chat-nick"); } catch { /* private mode */ }
+      el.joinError.textContent = event.reason || "That nickname was just taken: pick another.";
+      el.chat.hidden = true;
+      el.joinScreen.hidden = false;
+    }
     const delay = Math.round(backoff * (0.75 + Math.random() * 0.5));
     backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
     setStatus("offline", `offline${closeWhy(event)}, retrying in ${(delay / 1000).toFixed(1)} s`);
@@ -68,6 +77,7 @@ function closeWhy(event) {
   if (event.code === 1008) return ` (${event.reason || "rate limit"})`;
   if (event.code === 1009) return " (message too large)";
   if (event.code === 1001) return " (server restarting)";
+  if (event.code === 4409) return " (nickname taken on another server)";
   return "";
 }
 

@@ -17,18 +17,20 @@
 //! Redis relay between processes, carries all of the chat as it is: wsloop's relays forward
 //! publishes.
 //!
-//! The one piece of state that is not a topic is the [`Directory`]: who is online (for unique
-//! nicknames, the online list in `welcome`, and checking a private message's recipient) and who
-//! is in which room (for `room_joined`'s member list). It sits behind an `Arc<Mutex<_>>` that
-//! the handler only locks briefly, so `--threads N` can give one directory to the `Chat` of every
-//! reactor (`Cluster::bind(addr, n, config, |_| Chat::new(directory.clone(), ..))`); a Redis
-//! deployment would keep the same few operations (claim / release a nickname, join / leave a
-//! room, list) in Redis sets instead.
+//! The one piece of state that is not a topic is the [`Directory`] (`directory.rs`): who is
+//! online (for unique nicknames, the online list in `welcome`, and checking a private message's
+//! recipient) and who is in which room (for `room_joined`'s member list). It sits behind an
+//! `Arc<Mutex<_>>` that the handler only locks briefly, so `--threads N` gives one directory to
+//! the `Chat` of every reactor. With `--redis URL` (cargo feature `redis`), a `RedisRelay`
+//! carries the topics between chat processes, and the directories of the processes keep each
+//! other informed by presence events over the same Redis: see `directory.rs`.
 
-use std::collections::{BTreeMap, BTreeSet};
+#[path = "directory.rs"]
+pub mod directory;
+
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -36,6 +38,8 @@ use wsloop::{
     CloseCode, CloseReason, Cluster, Config, ConnId, Context, Handler, HttpResponse, Message,
     Request, Upgrade,
 };
+
+pub use directory::{Conn, Directory, Link, SharedDirectory};
 
 /// The subprotocol a client must offer.
 pub const PROTOCOL: &str = "chat.v1";
@@ -59,13 +63,24 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(5);
 pub const PRESENCE: &str = "presence";
 /// The default address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+/// The Redis channels of the chat's topics are named `<REDIS_PREFIX><topic>`.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub const REDIS_PREFIX: &str = "wsloop-chat:";
+/// What `--redis` says in a build without the `redis` feature.
+pub const NEEDS_REDIS_FEATURE: &str = "--redis needs the `redis` feature: \
+    cargo run --features redis --example chat -- --redis URL";
 /// The command line.
-pub const USAGE: &str = "usage: chat [--addr HOST:PORT] [--threads N] [--origin ORIGIN]...\n\
+pub const USAGE: &str = "usage: chat [--addr HOST:PORT] [--threads N] [--origin ORIGIN]... \
+    [--redis URL [--heartbeat SECS]]\n\
     \n  --addr HOST:PORT   listen here (default 127.0.0.1:8080); the page is http://HOST:PORT/\
     \n  --threads N        N reactors on N threads sharing the port (default 1)\
     \n  --origin ORIGIN    allow WebSockets from pages of this origin (e.g. https://chat.example);\
     \n                     repeatable. Default: only the page's own origin (Origin must match Host).\
-    \n                     Clients that send no Origin (non-browsers) are always allowed.";
+    \n                     Clients that send no Origin (non-browsers) are always allowed.\
+    \n  --redis URL        join the other chat processes on this Redis (redis://host:port): rooms,\
+    \n                     private messages and the online list span them (cargo feature `redis`)\
+    \n  --heartbeat SECS   with --redis: send this process's roster every SECS seconds (default 5);\
+    \n                     a process silent for 3 heartbeats is taken as gone, its users offline";
 
 const INDEX_HTML: &str = include_str!("index.html");
 const STYLE_CSS: &str = include_str!("style.css");
@@ -97,16 +112,29 @@ pub struct Args {
     pub origins: Vec<String>,
     /// `--threads`: how many reactors.
     pub threads: usize,
+    /// `--redis`: the Redis that links this process to the other chat processes.
+    pub redis: Option<String>,
+    /// `--heartbeat`: how often this process sends its roster to the others.
+    pub heartbeat: Duration,
+}
+
+impl Default for Args {
+    fn default() -> Args {
+        Args {
+            addr: DEFAULT_ADDR.into(),
+            origins: Vec::new(),
+            threads: 1,
+            redis: None,
+            heartbeat: directory::DEFAULT_HEARTBEAT,
+        }
+    }
 }
 
 impl Args {
     /// Parses the arguments after the program's name; `Ok(None)` for `--help`.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Args>, String> {
-        let mut out = Args {
-            addr: DEFAULT_ADDR.into(),
-            origins: Vec::new(),
-            threads: 1,
-        };
+        let mut out = Args::default();
+        let mut heartbeat = None;
         let mut it = args.into_iter();
         while let Some(arg) = it.next() {
             let mut value = || it.next().ok_or(format!("{arg} needs a value"));
@@ -126,9 +154,29 @@ impl Args {
                     }
                     out.origins.push(origin.trim_end_matches('/').to_owned());
                 }
+                "--redis" if cfg!(feature = "redis") => out.redis = Some(value()?),
+                "--redis" => return Err(NEEDS_REDIS_FEATURE.into()),
+                "--heartbeat" => {
+                    let secs = value()?;
+                    let parsed = secs.parse::<f64>().ok();
+                    heartbeat = Some(
+                        parsed
+                            .filter(|s| (0.01..=3600.0).contains(s))
+                            .map(Duration::from_secs_f64)
+                            .ok_or(format!(
+                                "--heartbeat {secs:?}: a number of seconds from 0.01 to 3600"
+                            ))?,
+                    );
+                }
                 "-h" | "--help" => return Ok(None),
                 other => return Err(format!("unexpected argument {other:?}")),
             }
+        }
+        if let Some(heartbeat) = heartbeat {
+            if out.redis.is_none() {
+                return Err("--heartbeat goes with --redis".into());
+            }
+            out.heartbeat = heartbeat;
         }
         Ok(Some(out))
     }
@@ -136,24 +184,47 @@ impl Args {
 
 /// The server's configuration: small messages, prompt detection of dead peers, and the
 /// allowed origins (empty: the handler checks same-origin itself).
+///
+/// At shutdown a client gets 2 s to answer the close (browsers answer at once): the users left
+/// then must still reach the other processes through the Redis relay, which goes on for 5 s
+/// after the shutdown was asked for.
 pub fn config(origins: &[String]) -> Config {
     Config::default()
         .max_message_size(MAX_MESSAGE_SIZE)
         .max_write_buffer(1 << 20)
         .ping_interval(Some(Duration::from_secs(15)))
         .idle_timeout(Some(Duration::from_secs(40)))
+        .close_timeout(Duration::from_secs(2))
         .allowed_origins(origins.to_vec())
 }
 
 /// Binds the chat server as `args` say: `args.threads` reactors sharing the port and one
 /// directory of who is online; rooms, presence and private messages are topics, which the
-/// cluster relays between reactors.
-pub fn bind(args: &Args) -> Result<Cluster<Chat>, wsloop::Error> {
+/// cluster relays between reactors. With `args.redis`, a `RedisRelay` relays them to the other
+/// chat processes too, and the directory keeps in step with theirs (`directory.rs`); the
+/// [`Link`] is for [`Link::settle`] once the cluster has stopped.
+pub fn bind(args: &Args) -> Result<(Cluster<Chat>, Link), wsloop::Error> {
     let directory = Directory::shared();
     let same_origin = args.origins.is_empty();
     let config = config(&args.origins);
-    Cluster::bind(&args.addr, args.threads, config, |_| {
-        Chat::new(directory.clone(), same_origin)
+    #[allow(unused_mut)] // only a Redis build adds a relay
+    let mut cluster = Cluster::bind(&args.addr, args.threads, config, |reactor| {
+        Chat::new(directory.clone(), same_origin, reactor)
+    })?;
+    let Some(url) = &args.redis else {
+        return Ok((cluster, Link::default()));
+    };
+    #[cfg(feature = "redis")]
+    {
+        let handles = cluster.handles();
+        let (relay, link) = directory::connect_redis(url, &handles, &directory, args.heartbeat)?;
+        cluster.add_relay(relay);
+        Ok((cluster, link))
+    }
+    #[cfg(not(feature = "redis"))]
+    Err(wsloop::Error::Config {
+        option: "redis",
+        message: format!("{url}: {NEEDS_REDIS_FEATURE}"),
     })
 }
 
@@ -350,73 +421,6 @@ fn now_ms() -> u64 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The directory
-// ---------------------------------------------------------------------------------------------
-
-/// Who is online and who is in which room, by lowercase nickname.
-#[derive(Debug, Default)]
-pub struct Directory {
-    /// Nickname key (lowercase) → nickname as chosen.
-    users: BTreeMap<String, String>,
-    /// Room → nickname keys of its members.
-    rooms: BTreeMap<String, BTreeSet<String>>,
-}
-
-/// A directory that several reactors' handlers can share.
-pub type SharedDirectory = Arc<Mutex<Directory>>;
-
-impl Directory {
-    /// A new, empty directory to share.
-    pub fn shared() -> SharedDirectory {
-        Arc::default()
-    }
-
-    /// Takes `nick` for a new user; false if someone online has it in any case.
-    fn claim(&mut self, key: &str, nick: &str) -> bool {
-        if self.users.contains_key(key) {
-            return false;
-        }
-        self.users.insert(key.to_owned(), nick.to_owned());
-        true
-    }
-
-    fn release(&mut self, key: &str) {
-        self.users.remove(key);
-    }
-
-    fn nick(&self, key: &str) -> Option<&str> {
-        self.users.get(key).map(String::as_str)
-    }
-
-    /// The nicknames online, sorted case-insensitively.
-    fn online(&self) -> Vec<String> {
-        self.users.values().cloned().collect()
-    }
-
-    fn enter(&mut self, room: &str, key: &str) {
-        self.rooms
-            .entry(room.to_owned())
-            .or_default()
-            .insert(key.to_owned());
-    }
-
-    fn leave(&mut self, room: &str, key: &str) {
-        if let Some(members) = self.rooms.get_mut(room) {
-            members.remove(key);
-            if members.is_empty() {
-                self.rooms.remove(room);
-            }
-        }
-    }
-
-    /// The nicknames of a room's members, sorted case-insensitively.
-    fn members(&self, room: &str) -> Vec<String> {
-        let keys = self.rooms.get(room).into_iter().flatten();
-        keys.filter_map(|k| self.users.get(k).cloned()).collect()
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Per-connection state
 // ---------------------------------------------------------------------------------------------
 
@@ -481,20 +485,24 @@ pub struct Chat {
     directory: SharedDirectory,
     /// Refuse a browser's upgrade from a page of another origin than `http(s)://<Host>`.
     same_origin: bool,
+    /// This reactor's index in the cluster.
+    reactor: usize,
 }
 
 impl Chat {
-    /// A chat on `directory`; `same_origin`: check that `Origin`, when sent, is the page's own
-    /// (leave it false when `Config::allowed_origins` lists the allowed ones).
-    pub fn new(directory: SharedDirectory, same_origin: bool) -> Chat {
+    /// A chat on `directory` for reactor `reactor` of the cluster (0 for a lone server);
+    /// `same_origin`: check that `Origin`, when sent, is the page's own (leave it false when
+    /// `Config::allowed_origins` lists the allowed ones).
+    pub fn new(directory: SharedDirectory, same_origin: bool, reactor: usize) -> Chat {
         Chat {
             directory,
             same_origin,
+            reactor,
         }
     }
 
     fn directory(&self) -> MutexGuard<'_, Directory> {
-        self.directory.lock().unwrap_or_else(|e| e.into_inner())
+        directory::lock(&self.directory)
     }
 
     fn handle(
@@ -592,7 +600,11 @@ impl Chat {
         let key = nick.to_ascii_lowercase();
         let users = {
             let mut directory = self.directory();
-            if !directory.claim(&key, nick) {
+            let conn = Conn {
+                reactor: self.reactor,
+                id,
+            };
+            if !directory.claim(&key, nick, conn) {
                 return Err(Refusal::new(
                     ErrorCode::NickTaken,
                     format_args!("{nick} is taken: someone online has that nickname"),
@@ -650,17 +662,19 @@ impl Chat {
             ));
         }
         session.rooms.push(room.to_owned());
-        let members = {
+        let (news, members) = {
             let mut directory = self.directory();
-            directory.enter(room, &user.key);
-            directory.members(room)
+            let news = directory.enter(room, &user.key);
+            (news, directory.members(room))
         };
         let topic = room_topic(room);
-        let notice = Outgoing::MemberJoined {
-            room,
-            nick: &user.nick,
-        };
-        ctx.publish(&topic, Message::Text(&notice.encode()));
+        if news {
+            let notice = Outgoing::MemberJoined {
+                room,
+                nick: &user.nick,
+            };
+            ctx.publish(&topic, Message::Text(&notice.encode()));
+        }
         ctx.subscribe(id, &topic);
         ctx.send_text(id, &Outgoing::RoomJoined { room, members }.encode())
             .ok();
@@ -672,14 +686,12 @@ impl Chat {
         if let Some(session) = ctx.state(id) {
             session.rooms.retain(|r| r != room);
         }
-        self.directory().leave(room, &user.key);
+        let gone = self.directory().leave(room, &user.key);
         let topic = room_topic(room);
         ctx.unsubscribe(id, &topic);
-        let notice = Outgoing::MemberLeft {
-            room,
-            nick: &user.nick,
-        };
-        ctx.publish(&topic, Message::Text(&notice.encode()));
+        if gone {
+            announce_left(ctx, room, &user.nick);
+        }
     }
 
     /// The room's name if the user is in it.
@@ -700,6 +712,12 @@ impl Chat {
             ))
         }
     }
+}
+
+/// Tells a room's members (on every process) that `nick` left it.
+fn announce_left(ctx: &mut Context<'_, Session>, room: &str, nick: &str) {
+    let notice = Outgoing::MemberLeft { room, nick };
+    ctx.publish(&room_topic(room), Message::Text(&notice.encode()));
 }
 
 fn send_error(ctx: &mut Context<'_, Session>, id: ConnId, refusal: &Refusal) {
@@ -810,12 +828,18 @@ impl Handler for Chat {
         let Some(user) = session.user.take() else {
             return;
         };
-        let rooms = std::mem::take(&mut session.rooms);
-        for room in &rooms {
-            self.leave_room(ctx, id, &user, room);
+        for room in std::mem::take(&mut session.rooms) {
+            ctx.unsubscribe(id, &room_topic(&room));
         }
-        self.directory().release(&user.key);
-        let offline = Outgoing::UserOffline { nick: &user.nick };
-        ctx.publish(PRESENCE, Message::Text(&offline.encode()));
+        // The rooms and the online list lose the user, unless another process holds the same
+        // nickname (the loser of a simultaneous claim leaves the winner's rooms alone).
+        let released = self.directory().release(&user.key);
+        for room in &released.rooms {
+            announce_left(ctx, room, &user.nick);
+        }
+        if released.offline {
+            let offline = Outgoing::UserOffline { nick: &user.nick };
+            ctx.publish(PRESENCE, Message::Text(&offline.encode()));
+        }
     }
 }

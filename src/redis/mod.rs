@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -254,7 +254,14 @@ struct Shared {
     publisher_up: AtomicBool,
     subscriber_up: AtomicBool,
     running: AtomicUsize,
+    /// Topics taken from the reactors by [`RedisRelay::intercept`], with their callbacks.
+    intercepts: Mutex<Vec<(Box<str>, Interceptor)>>,
+    /// Whether `intercepts` has any (so that delivery need not lock it otherwise).
+    intercepting: AtomicBool,
 }
+
+/// A callback of [`RedisRelay::intercept`].
+type Interceptor = Box<dyn FnMut(Message<'_>) + Send>;
 
 impl RedisRelay {
     /// Connects to the Redis server at `url` (`redis://host:port`, or
@@ -312,6 +319,8 @@ impl RedisRelay {
             publisher_up: AtomicBool::new(true),
             subscriber_up: AtomicBool::new(true),
             running: AtomicUsize::new(2),
+            intercepts: Mutex::new(Vec::new()),
+            intercepting: AtomicBool::new(false),
         });
         let context = |what: &str, e: io::Error| {
             Error::Io(io::Error::new(
@@ -368,7 +377,8 @@ impl RedisRelay {
         self.shared.published.load(Ordering::Relaxed)
     }
 
-    /// How many messages from other processes were delivered to the reactors.
+    /// How many messages from other processes were delivered to the reactors (or to an
+    /// [`intercept`](Self::intercept) callback).
     pub fn received(&self) -> u64 {
         self.shared.received.load(Ordering::Relaxed)
     }
@@ -387,6 +397,31 @@ impl RedisRelay {
     /// This relay's origin id (16 hex digits), carried by every message it publishes.
     pub fn origin(&self) -> &str {
         std::str::from_utf8(&self.shared.origin).unwrap_or_default()
+    }
+
+    /// Hands what other processes publish to `topic` to `f` instead of to the reactors: for
+    /// coordination between processes that is meant for the application rather than for
+    /// WebSocket clients (a roster of who is online on each process, say).
+    ///
+    /// `f` runs on the relay's receiving thread, in the order the messages come from Redis
+    /// (the same order as the deliveries of the other topics around them). It must not block,
+    /// as every message behind it waits, and must not call `intercept`. The messages count in
+    /// [`received`](Self::received). Calling `intercept` again for the same topic replaces
+    /// `f`; messages that came before the first call went to the reactors as usual. What this
+    /// process publishes to `topic` is not affected: it reaches the local subscribers and Redis
+    /// as always (and `f` never sees it, like every message of this relay's own origin).
+    ///
+    /// The callbacks are dropped when the receiving thread ends, so a callback may own a clone
+    /// of the relay.
+    pub fn intercept(&self, topic: &str, f: impl FnMut(Message<'_>) + Send + 'static) {
+        if self.shared.stop.load(Ordering::Acquire) {
+            return; // the receiving thread has ended or is ending: nothing would call `f`
+        }
+        let mut intercepts =
+            (self.shared.intercepts.lock()).unwrap_or_else(PoisonError::into_inner);
+        intercepts.retain(|(t, _)| **t != *topic);
+        intercepts.push((topic.into(), Box::new(f)));
+        self.shared.intercepting.store(true, Ordering::Release);
     }
 
     /// Stops both threads (within about 100 ms, or `io_timeout` if a write is stuck); what is
@@ -1082,10 +1117,13 @@ impl Subscriber {
                 Err(e) => self.lost(&e),
             }
         }
-        self.life
-            .shared
-            .subscriber_up
-            .store(false, Ordering::Release);
+        let shared = &*self.life.shared;
+        shared.subscriber_up.store(false, Ordering::Release);
+        // The callbacks may hold clones of the relay: let them go.
+        shared.intercepting.store(false, Ordering::Release);
+        (shared.intercepts.lock())
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// Pings a silent connection, and gives it up if the ping is not answered in time.
@@ -1198,6 +1236,13 @@ fn deliver(life: &Life, channel: &[u8], payload: &[u8], full: &mut u64) -> Deliv
         }
     };
     shared.received.fetch_add(1, Ordering::Relaxed);
+    if shared.intercepting.load(Ordering::Acquire) {
+        let mut intercepts = (shared.intercepts.lock()).unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, f)) = intercepts.iter_mut().find(|(t, _)| **t == *topic) {
+            f(msg);
+            return Delivery::Done;
+        }
+    }
     let mut stopped = 0;
     for handle in &life.handles {
         match handle.publish_local(topic, msg) {
