@@ -424,6 +424,8 @@ impl<H: Handler> Server<H> {
     /// A plain TCP read that fills less than the buffer has drained the socket: unless the
     /// event said the peer closed (`drain`), the `WouldBlock` read that would follow is
     /// skipped, since new bytes raise a new edge. That saves a syscall per message batch.
+    /// Then what the connection was sent meanwhile is written at once, not at the end of the
+    /// turn (other connections' sends to it later in the turn still go out then).
     fn read(&mut self, id: ConnId, drain: bool) {
         let mut budget = READ_BUDGET;
         let now = self.core.now;
@@ -499,6 +501,15 @@ impl<H: Handler> Server<H> {
                 return;
             }
             if drained {
+                // Answer now rather than after every other ready connection's turn: a
+                // request-response peer waits for it (this cuts the echo's p99 latency). A
+                // backlogged queue waits for WRITABLE (and its `on_drain`) as before.
+                if self.core.get(id).is_some_and(|c| c.dirty && !c.backlogged) {
+                    if let Err(e) = self.flush_one(id) {
+                        log::debug!("{id}: write failed: {e}");
+                        self.drop_conn(id, CloseReason::Disconnected);
+                    }
+                }
                 return;
             }
         }
