@@ -70,6 +70,8 @@ pub(crate) struct Shared {
     /// A wake-up is on its way: later commands need not wake the reactor again.
     pub(crate) woken: AtomicBool,
     pub(crate) shutdown: AtomicBool,
+    /// The server is gone (dropped): it will neither deliver nor publish anything more.
+    pub(crate) stopped: AtomicBool,
 }
 
 /// A `Send + Clone` handle to a [`Server`](crate::Server), for other threads.

@@ -90,6 +90,7 @@ impl<H: Handler> Server<H> {
             waker: Waker::new(poll.registry(), WAKER)?,
             woken: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
         });
         Ok(Server {
             commands: Commands {
@@ -687,6 +688,17 @@ fn notify_close<H: Handler>(
         if conn.phase != Phase::Linger {
             conn.phase = Phase::Linger;
         }
+    }
+}
+
+impl<H: Handler> Drop for Server<H> {
+    fn drop(&mut self) {
+        // Relays stop once every server they deliver to is gone.
+        self.commands
+            .handle
+            .shared
+            .stopped
+            .store(true, Ordering::Release);
     }
 }
 

@@ -461,8 +461,8 @@ fn one_relay_serves_every_reactor_of_a_cluster() {
         Ok(Ok(()))
     ));
     node.stop();
-    // Every reactor it delivers to has shut down: the threads end by themselves (after a
-    // 5 s grace for the closing handlers' publishes).
+    // Every reactor it delivers to is gone: the threads end by themselves (after a 5 s
+    // grace for the last handler calls' publishes).
     wait_for(
         "the cluster relay's threads to end",
         Duration::from_secs(10),

@@ -19,7 +19,8 @@ use resp::{Push, Value};
 
 /// How often the Redis threads look at their stop conditions.
 const TICK: Duration = Duration::from_millis(100);
-/// How long the threads go on after every server was asked to shut down.
+/// How long the threads go on after every server they deliver to is gone, to pass on what
+/// the last handler calls published.
 const LINGER: Duration = Duration::from_secs(5);
 /// Most commands written to Redis in one batch.
 const MAX_BATCH: usize = 512;
@@ -167,8 +168,9 @@ impl RedisOptions {
 /// `max_backoff`), and the subscription is renewed; each loss and recovery is logged.
 ///
 /// The threads end when [`RedisRelay::shutdown`] is called, when every clone of the relay is
-/// dropped (the server dropped its relays), or 5 s (to relay the publishes of the closing
-/// handlers) after every server it delivers to was asked to shut down.
+/// dropped (the server dropped its relays), or 5 s (to relay the publishes of the last handler
+/// calls) after every server it delivers to is gone: after a graceful shutdown, so departures
+/// published while connections close are still passed on.
 ///
 /// ```no_run
 /// # use std::net::SocketAddr;
@@ -739,7 +741,7 @@ impl Backoff {
 struct Life {
     shared: Arc<Shared>,
     handles: Vec<Handle>,
-    /// When every server was seen asked to shut down.
+    /// When every server was seen gone.
     since: Option<Instant>,
 }
 
@@ -748,8 +750,8 @@ impl Life {
         if self.shared.stop.load(Ordering::Acquire) {
             return true;
         }
-        let all_shut = (self.handles.iter()).all(|h| h.shared.shutdown.load(Ordering::Acquire));
-        if !all_shut {
+        let all_gone = (self.handles.iter()).all(|h| h.shared.stopped.load(Ordering::Acquire));
+        if !all_gone {
             self.since = None;
             return false;
         }
