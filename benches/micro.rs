@@ -17,6 +17,9 @@ use wsloop::proto::message::{Decoded, Decoder};
 use wsloop::proto::utf8::Utf8Validator;
 use wsloop::proto::Role;
 
+#[path = "../examples/load/pattern.rs"]
+mod pattern;
+
 const SIZES: [(usize, &str); 4] = [
     (16, "16B"),
     (1 << 10, "1KiB"),
@@ -64,85 +67,9 @@ fn json_text(len: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
-/// Random words, like the load generator's text messages (examples/load.rs).
+/// Random words, as in the load generator's text messages.
 fn words_text(len: usize) -> Vec<u8> {
-    const WORDS: &[&str] = &[
-        "the",
-        "quick",
-        "brown",
-        "fox",
-        "jumps",
-        "over",
-        "lazy",
-        "dog",
-        "price",
-        "order",
-        "id",
-        "user",
-        "message",
-        "room",
-        "lobby",
-        "hello",
-        "world",
-        "websocket",
-        "frame",
-        "echo",
-        "server",
-        "client",
-        "buy",
-        "sell",
-        "bid",
-        "ask",
-        "volume",
-        "time",
-        "status",
-        "ok",
-        "error",
-        "update",
-        "delta",
-        "snapshot",
-        "channel",
-        "topic",
-        "event",
-        "data",
-        "type",
-        "value",
-        "true",
-        "false",
-        "null",
-        "count",
-        "total",
-        "name",
-        "text",
-        "chat",
-        "join",
-        "leave",
-        "ping",
-        "pong",
-        "1042",
-        "3.14",
-        "2026",
-        "17",
-        "99.5",
-        "0",
-        "7",
-        "250",
-    ];
-    const SEPS: &[&str] = &[" ", " ", " ", " ", ", ", ": ", "; ", ". ", "\n", "\", \""];
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng >> 24) as usize
-    };
-    let mut out = Vec::with_capacity(len + 16);
-    while out.len() < len {
-        out.extend_from_slice(WORDS[next() % WORDS.len()].as_bytes());
-        out.extend_from_slice(SEPS[next() % SEPS.len()].as_bytes());
-    }
-    out.truncate(len);
-    out
+    pattern::make_pattern(len, false, &mut 0x9E37_79B9_7F4A_7C15)
 }
 
 fn header_decode(c: &mut Criterion) {

@@ -41,6 +41,9 @@ use mio::{Events, Interest, Poll, Token};
 use wsloop::proto::deflate::{
     client_offer, parse_server_response, DeflateConfig, Deflater, Inflater,
 };
+#[path = "load/pattern.rs"]
+mod pattern;
+use pattern::make_pattern;
 use wsloop::proto::frame::{apply_mask, write_frame, FrameHeader, OpCode, MAX_HEADER_LEN};
 use wsloop::proto::handshake::{check_response, new_key, write_request, HeadScanner};
 use wsloop::proto::message::{random_u64, Decoded, Decoder, Event};
@@ -394,92 +397,6 @@ fn fill(sh: &mut Shared, conn: &mut Conn, index: usize, now: Instant) {
         conn.sent_at[(seq % k) as usize] = now;
         conn.sent += 1;
     }
-}
-
-/// The bytes messages are cut from: random bytes for binary messages; for text, random words
-/// from a small vocabulary (ASCII, and compressible about as well as chat or JSON traffic, so that
-/// `--deflate` measures a realistic compression ratio rather than incompressible noise).
-fn make_pattern(len: usize, binary: bool, rng: &mut u64) -> Vec<u8> {
-    const WORDS: &[&str] = &[
-        "the",
-        "quick",
-        "brown",
-        "fox",
-        "jumps",
-        "over",
-        "lazy",
-        "dog",
-        "price",
-        "order",
-        "id",
-        "user",
-        "message",
-        "room",
-        "lobby",
-        "hello",
-        "world",
-        "websocket",
-        "frame",
-        "echo",
-        "server",
-        "client",
-        "buy",
-        "sell",
-        "bid",
-        "ask",
-        "volume",
-        "time",
-        "status",
-        "ok",
-        "error",
-        "update",
-        "delta",
-        "snapshot",
-        "channel",
-        "topic",
-        "event",
-        "data",
-        "type",
-        "value",
-        "true",
-        "false",
-        "null",
-        "count",
-        "total",
-        "name",
-        "text",
-        "chat",
-        "join",
-        "leave",
-        "ping",
-        "pong",
-        "1042",
-        "3.14",
-        "2026",
-        "17",
-        "99.5",
-        "0",
-        "7",
-        "250",
-    ];
-    const SEPS: &[&str] = &[" ", " ", " ", " ", ", ", ": ", "; ", ". ", "\n", "\", \""];
-    let mut next = move || {
-        *rng ^= *rng << 13;
-        *rng ^= *rng >> 7;
-        *rng ^= *rng << 17;
-        (*rng >> 24) as usize
-    };
-    let mut out = Vec::with_capacity(len + 16);
-    while out.len() < len {
-        if binary {
-            out.extend_from_slice(&(next() as u64).to_le_bytes()[..5]);
-        } else {
-            out.extend_from_slice(WORDS[next() % WORDS.len()].as_bytes());
-            out.extend_from_slice(SEPS[next() % SEPS.len()].as_bytes());
-        }
-    }
-    out.truncate(len);
-    out
 }
 
 fn run(args: Args) -> Result<bool, String> {
