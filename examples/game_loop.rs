@@ -20,8 +20,11 @@
 
 #[path = "game_loop/bots.rs"]
 mod bots;
+#[path = "support/fd_limit.rs"]
+mod fd_limit;
 #[path = "game_loop/game.rs"]
 mod game;
+use fd_limit::raise_fd_limit;
 
 use std::time::{Duration, Instant};
 
@@ -52,7 +55,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    raise_fd_limit(2 * args.bots + 64);
+    check_fd_limit(2 * args.bots + 64);
     if let Err(e) = run(&args) {
         eprintln!("game_loop: {e}");
         std::process::exit(1);
@@ -292,27 +295,13 @@ fn describe(wall: &Percentiles, cpu: &Percentiles) -> String {
     )
 }
 
-/// Raises the open-file limit to its hard maximum: each bot is two sockets (both ends).
-fn raise_fd_limit(needed: usize) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-    if lim.rlim_cur < needed as libc::rlim_t {
+/// Raises the open-file limit, and says so if it is still below `needed` (each bot is two
+/// sockets: both ends).
+fn check_fd_limit(needed: usize) {
+    if let Some(limit) = raise_fd_limit().filter(|&l| l < needed as libc::rlim_t) {
         eprintln!(
-            "game_loop: warning: {needed} file descriptors needed, but the limit is {}; \
-             raise it with `ulimit -n`",
-            lim.rlim_cur
+            "game_loop: warning: {needed} file descriptors needed, but the limit is {limit}; \
+             raise it with `ulimit -n`"
         );
     }
 }

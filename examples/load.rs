@@ -41,8 +41,11 @@ use mio::{Events, Interest, Poll, Token};
 use wsloop::proto::deflate::{
     client_offer, parse_server_response, DeflateConfig, Deflater, Inflater,
 };
+#[path = "support/fd_limit.rs"]
+mod fd_limit;
 #[path = "load/pattern.rs"]
 mod pattern;
+use fd_limit::raise_fd_limit;
 use pattern::make_pattern;
 use wsloop::proto::frame::{apply_mask, write_frame, FrameHeader, OpCode, MAX_HEADER_LEN};
 use wsloop::proto::handshake::{check_response, new_key, write_request, HeadScanner};
@@ -72,7 +75,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    raise_fd_limit(args.conns);
+    check_fd_limit(args.conns);
     match run(args) {
         Ok(clean) => std::process::exit(if clean { 0 } else { 1 }),
         Err(e) => {
@@ -211,27 +214,12 @@ fn size(s: &str) -> Result<usize, String> {
     number::<usize>(digits).map(|n| n * unit)
 }
 
-/// Raises the soft limit on open files to the hard limit, and says so if it is still too low.
-fn raise_fd_limit(conns: usize) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-    if lim.rlim_cur < conns as libc::rlim_t + 32 {
+/// Raises the open-file limit, and says so if it is still too low for `conns` connections.
+fn check_fd_limit(conns: usize) {
+    if let Some(limit) = raise_fd_limit().filter(|&l| l < conns as libc::rlim_t + 32) {
         eprintln!(
             "load: warning: {conns} connections need as many file descriptors, but the limit \
-             is {}; raise it with `ulimit -n` (as root)",
-            lim.rlim_cur
+             is {limit}; raise it with `ulimit -n` (as root)"
         );
     }
 }
