@@ -24,6 +24,8 @@ pub(crate) struct BufPool {
 }
 
 impl BufPool {
+    /// An empty pool handing out small buffers of `buf_size` bytes, keeping at most
+    /// `max_small` of them and `large_budget` bytes of large ones.
     pub(crate) fn new(buf_size: usize, max_small: usize, large_budget: usize) -> BufPool {
         BufPool {
             small: Vec::new(),
