@@ -138,6 +138,16 @@ impl RxBuf {
     }
 
     /// Counts `n` bytes read into the tail given by [`spare`](Self::spare).
+    /// Appends `bytes` after the kept ones.
+    pub(crate) fn append(&mut self, bytes: &[u8], pool: &mut BufPool) {
+        let needed = self.len + bytes.len();
+        if self.data.len() < needed {
+            self.regrow(needed, needed, pool);
+        }
+        self.data[self.len..needed].copy_from_slice(bytes);
+        self.len = needed;
+    }
+
     pub(crate) fn filled(&mut self, n: usize) {
         self.len += n;
     }

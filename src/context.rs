@@ -1,40 +1,28 @@
 //! The reactor's connection table and the [`Context`] through which the application sends,
 //! broadcasts, closes and looks up connections.
 
-use std::io::IoSlice;
 use std::net::SocketAddr;
 
 use slab::Slab;
 
-use crate::buffer::BufPool;
-use crate::compress::Compressors;
-use crate::conn::{Conn, Phase};
-use crate::proto::frame::{write_frame, FrameHeader, OpCode, MAX_HEADER_LEN};
-use crate::proto::message::Encoder;
-use crate::proto::{CloseCode, Role};
-use crate::timer::{span, Millis, Timers};
+use crate::conn::Slot;
+use crate::proto::connection::Endpoint;
+use crate::proto::frame::{write_frame, OpCode};
+use crate::proto::CloseCode;
+use crate::timer::Timers;
 use crate::topics::Topics;
-use crate::{CloseReason, Config, ConnId, Message, Overflow, Relay, SendError};
-
-/// Messages at least this large are written straight from the sender's bytes when nothing is
-/// queued before them; smaller ones are batched and flushed once per turn.
-const DIRECT_WRITE: usize = 32 * 1024;
+use crate::{CloseReason, Config, ConnId, Message, Relay, SendError};
 
 /// Everything about connections that the application may touch through a [`Context`].
 pub(crate) struct Core<S> {
-    pub(crate) conns: Slab<Conn<S>>,
-    pub(crate) config: Config,
-    pub(crate) pool: BufPool,
+    pub(crate) slots: Slab<Slot<S>>,
+    /// The limits, the buffer pool, the shared compressors and the time of this turn.
+    pub(crate) ep: Endpoint,
     pub(crate) timers: Timers,
     /// Connections with bytes to flush at the end of the turn.
     pub(crate) dirty: Vec<ConnId>,
     /// `on_close` calls owed for connections closed from inside a handler call.
     pub(crate) closed: Vec<(ConnId, CloseReason<'static>)>,
-    /// The time of this turn.
-    pub(crate) now: Millis,
-    pub(crate) encoder: Encoder,
-    /// permessage-deflate for what we send.
-    pub(crate) compressors: Compressors,
     /// Topics and their subscribers.
     pub(crate) topics: Topics,
     /// Where publishes go beyond this reactor.
@@ -47,20 +35,21 @@ pub(crate) struct Core<S> {
 impl<S> Core<S> {
     pub(crate) fn new(config: Config) -> Core<S> {
         Core {
-            conns: Slab::new(),
-            pool: BufPool::new(16 * 1024, 64, config.buffer_pool_size),
-            timers: Timers::new(),
+            slots: Slab::new(),
+            ep: Endpoint::new(config, std::time::Instant::now()),
+            timers: Timers::default(),
             dirty: Vec::new(),
             closed: Vec::new(),
-            now: 0,
-            encoder: Encoder::new(Role::Server),
             frame: Vec::new(),
             next_generation: 0,
-            compressors: Compressors::new(config.deflate.as_ref()),
             topics: Topics::default(),
             relays: Vec::new(),
-            config,
         }
+    }
+
+    /// The configuration.
+    pub(crate) fn config(&self) -> &Config {
+        self.ep.config()
     }
 
     /// A fresh generation for a new connection.
@@ -71,156 +60,77 @@ impl<S> Core<S> {
 
     /// The id of the connection at `index`.
     pub(crate) fn id(&self, index: usize) -> Option<ConnId> {
-        self.conns.get(index).map(|c| ConnId {
+        self.slots.get(index).map(|c| ConnId {
             index: index as u32,
             generation: c.generation,
         })
     }
 
     /// The connection `id`, if it still exists.
-    pub(crate) fn get(&self, id: ConnId) -> Option<&Conn<S>> {
-        self.conns
+    pub(crate) fn get(&self, id: ConnId) -> Option<&Slot<S>> {
+        self.slots
             .get(id.index as usize)
             .filter(|c| c.generation == id.generation)
     }
 
     /// The connection `id`, if it still exists.
-    pub(crate) fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn<S>> {
-        lookup(&mut self.conns, id)
+    pub(crate) fn get_mut(&mut self, id: ConnId) -> Option<&mut Slot<S>> {
+        lookup(&mut self.slots, id)
     }
 
-    /// Marks `id` to be flushed at the end of the turn.
-    fn mark_dirty(conn: &mut Conn<S>, id: ConnId, dirty: &mut Vec<ConnId>) {
-        if !conn.dirty {
-            conn.dirty = true;
+    /// Marks `id` to be flushed at the end of the turn if it has bytes to write.
+    fn mark_dirty(slot: &mut Slot<S>, id: ConnId, dirty: &mut Vec<ConnId>) {
+        if !slot.dirty && slot.conn.buffered() > 0 {
+            slot.dirty = true;
             dirty.push(id);
         }
     }
 
-    /// Arms the connection's next deadline.
-    pub(crate) fn arm(&mut self, id: ConnId) {
-        if let Some(conn) = self.conns.get_mut(id.index as usize) {
-            if let Some(at) = conn.next_deadline(&self.config) {
+    /// After the connection's state machine moved on its own (an event, a deadline): flushes
+    /// what it queued at the end of the turn and arms its next deadline.
+    pub(crate) fn settle_conn(&mut self, id: ConnId) {
+        if let Some(slot) = lookup(&mut self.slots, id) {
+            Self::mark_dirty(slot, id, &mut self.dirty);
+            if let Some(at) = slot.conn.next_deadline(&self.ep) {
                 self.timers
-                    .arm(&mut conn.armed, id.index, conn.generation, at);
+                    .arm(&mut slot.armed, id.index, slot.generation, at);
             }
         }
     }
 
-    /// Queues raw bytes (an HTTP response) for `id`, whatever its phase.
-    pub(crate) fn queue_raw(&mut self, id: ConnId, bytes: &[u8]) {
-        if let Some(conn) = self.conns.get_mut(id.index as usize) {
-            conn.tx
-                .vec(bytes.len(), &mut self.pool)
-                .extend_from_slice(bytes);
-            Self::mark_dirty(conn, id, &mut self.dirty);
-        }
-    }
-
-    /// Queues a frame for `id` if it is open and its queue has room; data frames are
-    /// compressed if the connection negotiated it and `compress` allows.
-    pub(crate) fn send_frame(
-        &mut self,
-        id: ConnId,
-        opcode: OpCode,
-        payload: &[u8],
-        compress: bool,
-    ) -> Result<(), SendError> {
-        let max = self.config.max_write_buffer;
-        let conn = match lookup(&mut self.conns, id) {
-            Some(conn) if conn.phase == Phase::Open => conn,
-            _ => return Err(SendError::NotOpen),
-        };
-        let compressed = match opcode {
-            OpCode::Text | OpCode::Binary if compress => {
-                self.compressors.compress(&mut conn.compress, payload)
-            }
-            _ => None,
-        };
-        let body = compressed.unwrap_or(payload);
-        if conn.tx.len() + body.len() + MAX_HEADER_LEN > max {
-            if compressed.is_some() {
-                conn.compress.forget();
-            }
-            return Err(self.overflow(id));
-        }
-        let rsv1 = compressed.is_some();
-        if conn.tx.len() == 0 && body.len() >= DIRECT_WRITE && conn.io.is_plain() {
-            // Nothing queued: write header and payload straight from the caller's bytes, and
-            // copy only what the kernel does not take.
-            let header = FrameHeader {
-                fin: true,
-                rsv1,
-                opcode,
-                mask: None,
-                payload_len: body.len() as u64,
-            };
-            let mut head = [0u8; MAX_HEADER_LEN];
-            let head_len = header.encode(&mut head);
-            let head = &head[..head_len];
-            // An error shows again, and is handled, when the rest is flushed.
-            let written = (conn.io)
-                .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
-                .unwrap_or(0);
-            let rest_head = &head[written.min(head.len())..];
-            let rest_body = &body[written.saturating_sub(head.len())..];
-            if !rest_body.is_empty() || !rest_head.is_empty() {
-                let tx = conn
-                    .tx
-                    .vec(rest_head.len() + rest_body.len(), &mut self.pool);
-                tx.extend_from_slice(rest_head);
-                tx.extend_from_slice(rest_body);
-                Self::mark_dirty(conn, id, &mut self.dirty);
-            }
-            return Ok(());
-        }
-        let tx = conn.tx.vec(MAX_HEADER_LEN + body.len(), &mut self.pool);
-        write_frame(tx, opcode, true, rsv1, None, body);
-        Self::mark_dirty(conn, id, &mut self.dirty);
-        Ok(())
-    }
-
-    /// A send to `id` did not fit: refuse it, or close the connection, per `on_overflow`.
-    fn overflow(&mut self, id: ConnId) -> SendError {
-        if self.config.on_overflow == Overflow::Close {
-            log::debug!("{id}: write queue over max_write_buffer, closing with 1008");
-            self.fail(id, CloseCode::POLICY, "write buffer overflow");
+    /// After a send to `id`: flush it at the end of the turn, and if the send closed it
+    /// (overflow), owe the application its `on_close`.
+    fn sent(&mut self, id: ConnId, result: Result<(), SendError>) -> Result<(), SendError> {
+        if result == Err(SendError::Full) && self.get(id).is_some_and(|s| !s.conn.is_open()) {
             self.closed.push((id, CloseReason::Overflow));
         }
-        SendError::Full
+        self.settle_conn(id);
+        result
     }
 
-    /// Queues a close frame (past the queue bound: it is tiny) and makes the connection linger:
-    /// flush, shut down writing, wait for the peer to close TCP. For protocol errors, overflow
-    /// and timeouts, and after the close handshake completes.
-    pub(crate) fn fail(&mut self, id: ConnId, code: CloseCode, reason: &str) {
-        self.close_frame(id, Some(code), reason, Phase::Linger);
-    }
-
-    /// Queues a close frame and moves `id` to `phase` with a close deadline.
-    pub(crate) fn close_frame(
+    /// Queues a message for `id`; a large one with nothing queued before it is written
+    /// straight from `msg`'s bytes on a plain socket.
+    pub(crate) fn send(
         &mut self,
         id: ConnId,
-        code: Option<CloseCode>,
-        reason: &str,
-        phase: Phase,
-    ) {
-        let deadline = self.now + span(self.config.close_timeout);
-        let Some(conn) = lookup(&mut self.conns, id) else {
-            return;
+        msg: Message<'_>,
+        compress: bool,
+    ) -> Result<(), SendError> {
+        let Some(slot) = lookup(&mut self.slots, id) else {
+            return Err(SendError::NotOpen);
         };
-        if conn.phase != Phase::Closing {
-            // Nothing may follow a close frame we already sent.
-            self.encoder.close(
-                conn.tx.vec(MAX_HEADER_LEN + 125, &mut self.pool),
-                code,
-                reason,
-            );
-        }
-        conn.phase = phase;
-        conn.deadline = deadline;
-        Self::mark_dirty(conn, id, &mut self.dirty);
-        self.arm(id);
+        let result = if slot.io.is_plain() {
+            let io = &mut slot.io;
+            // An error shows again, and is handled, when the rest is flushed.
+            let mut write = |bufs: &[std::io::IoSlice<'_>]| io.write_vectored(bufs).unwrap_or(0);
+            slot.conn
+                .send_direct(&mut self.ep, msg, compress, &mut write)
+        } else if compress {
+            slot.conn.send(&mut self.ep, msg)
+        } else {
+            slot.conn.send_uncompressed(&mut self.ep, msg)
+        };
+        self.sent(id, result)
     }
 
     /// Hands a publish to every relay.
@@ -242,43 +152,41 @@ impl<S> Core<S> {
         let payload = msg.as_bytes();
         self.frame.clear();
         write_frame(&mut self.frame, opcode, true, false, None, payload);
-        self.compressors.begin_broadcast();
-        let mut out = FanOut {
-            opcode,
-            payload,
-            frame: &self.frame,
-            compressors: &mut self.compressors,
-            pool: &mut self.pool,
-            dirty: &mut self.dirty,
-            max: self.config.max_write_buffer,
-            sent: 0,
-            overflowed: Vec::new(),
+        self.ep.compressors.begin_broadcast();
+        let mut sent = 0;
+        let mut overflowed = Vec::new();
+        let mut deliver = |slot: &mut Slot<S>, id: ConnId, ep: &mut Endpoint| {
+            if Some(id) == except || !slot.conn.is_open() {
+                return;
+            }
+            match slot.conn.send_broadcast(ep, opcode, payload, &self.frame) {
+                Ok(()) => {
+                    Self::mark_dirty(slot, id, &mut self.dirty);
+                    sent += 1;
+                }
+                Err(_) => overflowed.push(id),
+            }
         };
         match audience {
             Audience::All => {
-                for (index, conn) in self.conns.iter_mut() {
+                for (index, slot) in self.slots.iter_mut() {
                     let id = ConnId {
                         index: index as u32,
-                        generation: conn.generation,
+                        generation: slot.generation,
                     };
-                    if Some(id) != except {
-                        out.deliver(conn, id);
-                    }
+                    deliver(slot, id, &mut self.ep);
                 }
             }
             Audience::Topic(name) => {
                 for &id in self.topics.members(name) {
-                    if Some(id) != except {
-                        if let Some(conn) = lookup(&mut self.conns, id) {
-                            out.deliver(conn, id);
-                        }
+                    if let Some(slot) = lookup(&mut self.slots, id) {
+                        deliver(slot, id, &mut self.ep);
                     }
                 }
             }
         }
-        let (sent, overflowed) = (out.sent, out.overflowed);
         for id in overflowed {
-            self.overflow(id);
+            let _ = self.sent(id, Err(SendError::Full));
         }
         sent
     }
@@ -292,9 +200,9 @@ fn data_opcode(msg: Message<'_>) -> OpCode {
     }
 }
 
-/// The connection `id` in `conns`, if it still exists.
-pub(crate) fn lookup<S>(conns: &mut Slab<Conn<S>>, id: ConnId) -> Option<&mut Conn<S>> {
-    conns
+/// The connection `id` in `slots`, if it still exists.
+pub(crate) fn lookup<S>(slots: &mut Slab<Slot<S>>, id: ConnId) -> Option<&mut Slot<S>> {
+    slots
         .get_mut(id.index as usize)
         .filter(|c| c.generation == id.generation)
 }
@@ -306,40 +214,6 @@ pub(crate) enum Audience<'t> {
     All,
     /// The subscribers of a topic.
     Topic(&'t str),
-}
-
-/// One fan-out in progress: the frame, encoded once, and where it goes.
-struct FanOut<'a> {
-    opcode: OpCode,
-    payload: &'a [u8],
-    frame: &'a [u8],
-    compressors: &'a mut Compressors,
-    pool: &'a mut BufPool,
-    dirty: &'a mut Vec<ConnId>,
-    max: usize,
-    sent: usize,
-    overflowed: Vec<ConnId>,
-}
-
-impl FanOut<'_> {
-    /// Queues the frame (or its compressed form) for one connection, if open and not full.
-    fn deliver<S>(&mut self, conn: &mut Conn<S>, id: ConnId) {
-        if conn.phase != Phase::Open {
-            return;
-        }
-        let frame = self
-            .compressors
-            .broadcast_frame(&mut conn.compress, self.opcode, self.payload)
-            .unwrap_or(self.frame);
-        if conn.tx.len() + frame.len() > self.max {
-            conn.compress.forget();
-            self.overflowed.push(id);
-            return;
-        }
-        conn.tx.vec(frame.len(), self.pool).extend_from_slice(frame);
-        Core::<S>::mark_dirty(conn, id, self.dirty);
-        self.sent += 1;
-    }
 }
 
 /// The application's handle on the server during a handler call (or between turns).
@@ -354,15 +228,13 @@ impl<S> Context<'_, S> {
     /// Queues a message for `id` (compressed if the connection negotiated permessage-deflate
     /// and the message reaches the threshold).
     pub fn send(&mut self, id: ConnId, msg: Message<'_>) -> Result<(), SendError> {
-        self.core
-            .send_frame(id, data_opcode(msg), msg.as_bytes(), true)
+        self.core.send(id, msg, true)
     }
 
     /// Queues a message for `id` uncompressed, whatever was negotiated (for data that is
     /// already compressed, say).
     pub fn send_uncompressed(&mut self, id: ConnId, msg: Message<'_>) -> Result<(), SendError> {
-        self.core
-            .send_frame(id, data_opcode(msg), msg.as_bytes(), false)
+        self.core.send(id, msg, false)
     }
 
     /// Queues a text message for `id`.
@@ -377,10 +249,10 @@ impl<S> Context<'_, S> {
 
     /// Queues a ping with `payload` (at most 125 bytes) for `id`.
     pub fn ping(&mut self, id: ConnId, payload: &[u8]) -> Result<(), SendError> {
-        if payload.len() > 125 {
-            return Err(SendError::TooLong);
-        }
-        self.core.send_frame(id, OpCode::Ping, payload, false)
+        let core = &mut *self.core;
+        let slot = lookup(&mut core.slots, id).ok_or(SendError::NotOpen)?;
+        let result = slot.conn.ping(&mut core.ep, payload);
+        core.sent(id, result)
     }
 
     /// Starts the close handshake with `code` and `reason` (cut to fit 123 bytes). The
@@ -388,17 +260,10 @@ impl<S> Context<'_, S> {
     /// when the peer answers or `close_timeout` passes. `code` must be sendable (1000-1003,
     /// 1007-1014, 3000-4999).
     pub fn close(&mut self, id: ConnId, code: CloseCode, reason: &str) -> Result<(), SendError> {
-        if !code.is_sendable() {
-            return Err(SendError::InvalidCloseCode);
-        }
-        match self.core.get(id) {
-            Some(conn) if conn.phase == Phase::Open => {
-                self.core
-                    .close_frame(id, Some(code), reason, Phase::Closing);
-                Ok(())
-            }
-            _ => Err(SendError::NotOpen),
-        }
+        let core = &mut *self.core;
+        let slot = lookup(&mut core.slots, id).ok_or(SendError::NotOpen)?;
+        let result = slot.conn.close(&mut core.ep, code, reason);
+        core.sent(id, result)
     }
 
     /// Queues `msg` to every open connection, encoded once (and compressed once per shared
@@ -416,10 +281,8 @@ impl<S> Context<'_, S> {
     /// Subscriptions end when the connection closes.
     pub fn subscribe(&mut self, id: ConnId, topic: &str) -> bool {
         let core = &mut *self.core;
-        match lookup(&mut core.conns, id) {
-            Some(conn) if conn.phase == Phase::Open => {
-                core.topics.subscribe(topic, id, &mut conn.topics)
-            }
+        match lookup(&mut core.slots, id) {
+            Some(slot) if slot.conn.is_open() => core.topics.subscribe(topic, id, &mut slot.topics),
             _ => false,
         }
     }
@@ -427,8 +290,8 @@ impl<S> Context<'_, S> {
     /// Unsubscribes `id` from `topic`; false if it was not subscribed.
     pub fn unsubscribe(&mut self, id: ConnId, topic: &str) -> bool {
         let core = &mut *self.core;
-        match lookup(&mut core.conns, id) {
-            Some(conn) => core.topics.unsubscribe(topic, id, &mut conn.topics),
+        match lookup(&mut core.slots, id) {
+            Some(slot) => core.topics.unsubscribe(topic, id, &mut slot.topics),
             None => false,
         }
     }
@@ -471,15 +334,15 @@ impl<S> Context<'_, S> {
 
     /// Whether `id` is open (upgraded, not closing).
     pub fn is_open(&self, id: ConnId) -> bool {
-        self.core.get(id).is_some_and(|c| c.phase == Phase::Open)
+        self.core.get(id).is_some_and(|c| c.conn.is_open())
     }
 
     /// The open connections.
     pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
         self.core
-            .conns
+            .slots
             .iter()
-            .filter(|(_, c)| c.phase == Phase::Open)
+            .filter(|(_, c)| c.conn.is_open())
             .map(|(index, c)| ConnId {
                 index: index as u32,
                 generation: c.generation,
@@ -493,6 +356,6 @@ impl<S> Context<'_, S> {
 
     /// Bytes queued for `id` and not yet taken by the socket.
     pub fn buffered(&self, id: ConnId) -> usize {
-        self.core.get(id).map_or(0, |c| c.tx.len())
+        self.core.get(id).map_or(0, |c| c.conn.buffered())
     }
 }

@@ -35,7 +35,6 @@
 mod buffer;
 pub mod client;
 mod cluster;
-mod compress;
 mod config;
 mod conn;
 mod context;
@@ -58,7 +57,8 @@ pub use config::{Config, Overflow};
 pub use context::Context;
 pub use error::Error;
 pub use handle::{Handle, HandleError};
-pub use handler::{CloseReason, ConnId, Handler, Message, SendError, Upgrade};
+pub use handler::{ConnId, Handler, Upgrade};
+pub use proto::connection::{CloseReason, Message, SendError};
 pub use proto::handshake::{HttpResponse, Request};
 pub use proto::{CloseCode, ProtocolError};
 #[cfg(feature = "redis")]

@@ -98,6 +98,21 @@ impl Decoder {
         self.inflater = Some(Box::new(inflater));
     }
 
+    /// Takes the inflater out (to move it to another decoder of the same connection).
+    pub(crate) fn take_inflater(&mut self) -> Option<Box<Inflater>> {
+        self.inflater.take()
+    }
+
+    /// Puts back an inflater taken with [`take_inflater`](Self::take_inflater).
+    pub(crate) fn put_inflater(&mut self, inflater: Box<Inflater>) {
+        self.inflater = Some(inflater);
+    }
+
+    /// The role this decoder receives for.
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
     /// Whether a fragmented message is in progress (its bytes are held by the decoder).
     pub fn in_message(&self) -> bool {
         self.open != Open::None
