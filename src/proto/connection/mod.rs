@@ -409,7 +409,12 @@ impl Connection {
             Ok(accepted) => accepted,
             Err(why) => {
                 log::debug!("handshake failed: {why}");
-                return self.handshake_failed("the server refused or botched the upgrade");
+                // The status line says most (e.g. `HTTP/1.1 403 Forbidden`).
+                let status = std::str::from_utf8(&bytes[..end])
+                    .ok()
+                    .and_then(|head| head.lines().next())
+                    .filter(|line| !line.contains(" 101 "));
+                return self.handshake_failed(status.unwrap_or("the server botched the upgrade"));
             }
         };
         let deflate = match (&ep.config.deflate, accepted.extensions.as_deref()) {
@@ -439,7 +444,7 @@ impl Connection {
     }
 
     /// Client role: the handshake failed; the connection ends without a close frame.
-    fn handshake_failed<'a>(&mut self, why: &'static str) -> Polled<'a> {
+    fn handshake_failed<'a>(&mut self, why: &'a str) -> Polled<'a> {
         self.phase = Phase::Finished;
         Polled::Discard(Some(Event::Refused(why)))
     }
