@@ -113,16 +113,19 @@ impl<S: Read + Write> Client<S> {
             protocol: None,
         };
         client.flush()?;
-        while !client.conn.is_open() {
-            let opened = client.read_events()?;
-            if let Some(Err(e)) = client.received.pop_front() {
-                return Err(e);
-            }
-            if let Some(protocol) = opened {
+        // Messages (even a close) may follow the answer in the same read: they stay queued.
+        loop {
+            if let Some(protocol) = client.read_events()? {
                 client.protocol = protocol;
+                return Ok(client);
+            }
+            if client.conn.is_finished() {
+                return match client.received.pop_front() {
+                    Some(Err(e)) => Err(e),
+                    _ => Err(invalid("the handshake failed")),
+                };
             }
         }
-        Ok(client)
     }
 
     /// The subprotocol the server chose.

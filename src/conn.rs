@@ -24,9 +24,17 @@ pub(crate) struct Slot<S> {
     pub(crate) dirty: bool,
     /// A flush hit `WouldBlock` since the queue was last empty: `on_drain` is owed.
     pub(crate) backlogged: bool,
-    /// In the read backlog: it used its read budget and has bytes left to read.
-    pub(crate) read_backlogged: bool,
     /// Writing is being shut down: the last bytes of a lingering connection are written, TLS
     /// close_notify is queued, and the FIN follows once the socket has taken everything.
     pub(crate) write_shut: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    /// An idle connection's slot is most of what it costs: keep an eye on its size.
+    #[test]
+    fn an_idle_slot_stays_small() {
+        let size = std::mem::size_of::<super::Slot<()>>();
+        assert!(size <= 192, "Slot<()> grew to {size} bytes");
+    }
 }

@@ -320,10 +320,7 @@ impl<H: Handler> Server<H> {
         }
         self.events = events;
         for id in std::mem::take(&mut self.backlog) {
-            if let Some(slot) = self.core.get_mut(id) {
-                slot.read_backlogged = false;
-                self.read(id, true);
-            }
+            self.read(id, true);
         }
         self.expire();
         self.settle();
@@ -400,7 +397,6 @@ impl<H: Handler> Server<H> {
                 wants_write: false,
                 dirty: false,
                 backlogged: false,
-                read_backlogged: false,
                 write_shut: false,
             });
             self.core.settle_conn(ConnId {
@@ -486,11 +482,10 @@ impl<H: Handler> Server<H> {
             }
             budget = budget.saturating_sub(n);
             if budget == 0 {
-                // Once in the backlog is enough, however often the budget is spent.
-                if let Some(slot) = self.core.get_mut(id) {
-                    if !std::mem::replace(&mut slot.read_backlogged, true) {
-                        self.backlog.push(id);
-                    }
+                // Once in the backlog is enough, however often the budget is spent (it only
+                // holds connections that keep the reactor busy: few, so a scan is cheap).
+                if !self.backlog.contains(&id) {
+                    self.backlog.push(id);
                 }
                 return;
             }

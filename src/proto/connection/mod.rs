@@ -138,10 +138,10 @@ pub struct Connection {
     rx: Receiver,
     tx: TxBuf,
     compress: Compress,
-    /// When the peer last sent anything.
-    last_seen: Millis,
-    /// Handshake deadline, or close deadline once closing or lingering.
-    deadline: Millis,
+    /// Open: when the peer was last heard from (keepalive and idle deadlines follow from it);
+    /// otherwise the phase's deadline (handshake, close or linger). One field for both keeps
+    /// an idle connection small.
+    clock: Millis,
     /// Client role, until the handshake's answer.
     hello: Option<Box<ClientHello>>,
 }
@@ -192,8 +192,7 @@ impl Connection {
             rx: Receiver::new(role, ep.config.max_message_size),
             tx: TxBuf::default(),
             compress: Compress::Off,
-            last_seen: ep.now,
-            deadline,
+            clock: deadline,
             hello: None,
         }
     }
@@ -259,7 +258,9 @@ impl Connection {
 
     /// Notes that bytes arrived at the endpoint's current time.
     fn heard(&mut self, ep: &Endpoint) {
-        self.last_seen = ep.now;
+        if self.phase == Phase::Open {
+            self.clock = ep.now;
+        }
         self.ping_sent = false;
     }
 
@@ -536,7 +537,7 @@ impl Connection {
 
     fn open(&mut self, ep: &Endpoint) {
         self.phase = Phase::Open;
-        self.last_seen = ep.now;
+        self.clock = ep.now;
     }
 
     /// Server role: refuses the upgrade with `resp`, then lingers until the peer closes (at
@@ -553,7 +554,7 @@ impl Connection {
     /// lingers until the peer closes (at most `close_timeout`).
     pub fn linger(&mut self, ep: &Endpoint) {
         self.phase = Phase::Linger;
-        self.deadline = ep.now + span(ep.config.close_timeout);
+        self.clock = ep.now + span(ep.config.close_timeout);
     }
 
     /// The transport ended: end of stream or an I/O error. Returns the event the application
@@ -770,7 +771,7 @@ impl Connection {
             self.queue_frame(ep, OpCode::Close, &payload[..n]);
         }
         self.phase = phase;
-        self.deadline = ep.now + span(ep.config.close_timeout);
+        self.clock = ep.now + span(ep.config.close_timeout);
     }
 
     /// The bytes to write to the transport next; empty when nothing is queued.
@@ -806,14 +807,14 @@ impl Connection {
     pub(crate) fn next_deadline(&self, ep: &Endpoint) -> Option<Millis> {
         let config = &ep.config;
         match self.phase {
-            Phase::Handshake | Phase::Closing | Phase::Linger => Some(self.deadline),
+            Phase::Handshake | Phase::Closing | Phase::Linger => Some(self.clock),
             Phase::Finished => None,
             Phase::Open => {
                 let ping = config
                     .ping_interval
                     .filter(|_| !self.ping_sent)
-                    .map(|d| self.last_seen + span(d));
-                let idle = config.idle_timeout.map(|d| self.last_seen + span(d));
+                    .map(|d| self.clock + span(d));
+                let idle = config.idle_timeout.map(|d| self.clock + span(d));
                 match (ping, idle) {
                     (Some(p), Some(i)) => Some(p.min(i)),
                     (p, i) => p.or(i),
@@ -835,16 +836,16 @@ impl Connection {
     /// [`handle_timeout`](Self::handle_timeout) at the endpoint's current time.
     pub(crate) fn expire(&mut self, ep: &mut Endpoint) -> Option<Event<'static>> {
         let now = ep.now;
-        let since_heard = |d| now >= self.last_seen + span(d);
+        let since_heard = |d| now >= self.clock + span(d);
         let idle = ep.config.idle_timeout.is_some_and(since_heard);
         let ping = ep.config.ping_interval.is_some_and(since_heard);
         match self.phase {
-            Phase::Handshake | Phase::Linger if now >= self.deadline => {
+            Phase::Handshake | Phase::Linger if now >= self.clock => {
                 log::debug!("{:?} timed out", self.phase);
                 self.phase = Phase::Finished;
                 None
             }
-            Phase::Closing if now >= self.deadline => {
+            Phase::Closing if now >= self.clock => {
                 self.phase = Phase::Finished;
                 Some(Event::Closed(CloseReason::TimedOut))
             }
