@@ -219,7 +219,7 @@ pub(crate) enum Audience<'t> {
 /// The application's handle on the server during a handler call (or between turns).
 ///
 /// Sends are queued and flushed once per connection at the end of the turn, so many sends in
-/// one turn cost one write per connection.
+/// one turn cost one write per connection (but for a large message, see [`send`](Self::send)).
 pub struct Context<'a, S> {
     pub(crate) core: &'a mut Core<S>,
 }
@@ -227,6 +227,15 @@ pub struct Context<'a, S> {
 impl<S> Context<'_, S> {
     /// Queues a message for `id` (compressed if the connection negotiated permessage-deflate
     /// and the message reaches the threshold).
+    ///
+    /// A message of 32 KiB or more to a plain (not TLS) connection with nothing queued is
+    /// written to its socket at once, straight from `msg`'s bytes, and only what the socket
+    /// does not take is copied into the queue: a large payload is not copied for nothing.
+    ///
+    /// # Errors
+    /// [`SendError::NotOpen`] if `id` is not open; [`SendError::Full`] if its queue would
+    /// pass `max_write_buffer` (with `Overflow::Close`, it is then closed with 1008 and
+    /// [`Handler::on_close`](crate::Handler::on_close) follows).
     pub fn send(&mut self, id: ConnId, msg: Message<'_>) -> Result<(), SendError> {
         self.core.send(id, msg, true)
     }

@@ -61,7 +61,8 @@ impl<S> Upgrade<S> {
 /// The application: what to do when connections arrive, speak and leave.
 ///
 /// Every method runs on the reactor's thread and must not block. Sends made through the
-/// [`Context`] are queued and flushed once per connection at the end of the turn.
+/// [`Context`] are queued and flushed once per connection at the end of the turn (a large
+/// message to a connection with nothing queued is written at once; see [`Context::send`]).
 pub trait Handler {
     /// Per-connection state, created at upgrade and dropped after [`on_close`](Self::on_close).
     type State;

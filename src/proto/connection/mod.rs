@@ -1,18 +1,26 @@
 //! One connection's whole life as a deterministic state machine, in the server or the client
-//! role: no sockets, no clocks, no `mio`.
+//! role: no sockets, no clocks, no `mio`. The server's reactor, [`Client`](crate::client::Client)
+//! and the load generator all drive it; so can any other event loop.
 //!
 //! Its inputs and outputs come in pairs, in the style of quinn-proto:
 //!
 //! | input | output |
 //! |---|---|
-//! | bytes read from the peer: [`recv`](Connection::recv) (or [`feed`] for a reactor) | [`Event`]s |
-//! | [`send`](Connection::send), [`ping`](Connection::ping), [`close`](Connection::close) | bytes to write: [`transmit`](Connection::transmit) / [`advance`](Connection::advance) |
+//! | bytes read from the peer: [`recv`](Connection::recv) | [`Event`]s, handed to its callback |
+//! | [`send`](Connection::send), [`ping`](Connection::ping), [`close`](Connection::close) | bytes to write: [`transmit`](Connection::transmit), then [`advance`](Connection::advance) |
 //! | the time: [`handle_timeout`](Connection::handle_timeout) | the next deadline: [`poll_timeout`](Connection::poll_timeout) |
-//! | the transport ended: [`handle_disconnect`](Connection::handle_disconnect) | [`is_finished`](Connection::is_finished) |
+//! | the transport ended: [`handle_disconnect`](Connection::handle_disconnect) | [`is_finished`](Connection::is_finished), [`wants_shutdown`](Connection::wants_shutdown) |
 //!
-//! What connections of one endpoint share (the limits, a buffer pool, permessage-deflate
-//! compressors, the clock's origin) is an [`Endpoint`], passed to each call. A connection with
-//! nothing pending owns no buffer.
+//! After any input, write out what [`transmit`](Connection::transmit) holds and arm a timer
+//! for [`poll_timeout`](Connection::poll_timeout). Protocol duties need no help: pings are
+//! answered, a close frame is answered and the close handshake is timed, a peer that breaks
+//! the protocol gets the close code RFC 6455 calls for, and a peer silent for too long is
+//! pinged and then closed.
+//!
+//! What connections of one endpoint share (the limits of a [`Config`](crate::Config), a buffer
+//! pool, permessage-deflate compressors, the clock) is an [`Endpoint`], passed to each call. A
+//! connection with nothing pending owns no buffer; only the bytes of an unfinished frame are
+//! kept (copied) between reads, and an unfragmented message is handed out where it was read.
 //!
 //! ```
 //! use std::time::Instant;
@@ -21,21 +29,35 @@
 //!
 //! let now = Instant::now();
 //! let mut ep = Endpoint::new(Config::default(), now);
-//! let (mut client, mut server) = (Connection::client(&mut ep, "example.com", "/", &[]), Connection::server(&mut ep));
-//! // What the client writes, the server reads (a real program moves the bytes over a socket).
+//! let mut client = Connection::client(&mut ep, "example.com", "/", &[]);
+//! let mut server = Connection::server(&mut ep);
+//!
+//! // What one writes, the other reads (a real program moves the bytes over a socket).
 //! let mut request = client.transmit().to_vec();
 //! client.advance(&mut ep, request.len());
 //! server.recv(&mut ep, now, &mut request, |conn, ep, event| {
 //!     if let Event::Request(head) = event {
-//!         conn.answer(ep, head, |_request| Ok(None));
+//!         conn.answer(ep, head, |_request| Ok(None)); // accept, with no subprotocol
 //!     }
 //! });
 //! let mut answer = server.transmit().to_vec();
 //! server.advance(&mut ep, answer.len());
 //! let mut opened = false;
-//! client.recv(&mut ep, now, &mut answer, |_, _, event| opened = matches!(event, Event::Opened { .. }));
+//! client.recv(&mut ep, now, &mut answer, |_, _, event| {
+//!     opened = matches!(event, Event::Opened { protocol: None });
+//! });
 //! assert!(opened);
+//!
 //! client.send(&mut ep, Message::Text("hello")).unwrap();
+//! let mut frame = client.transmit().to_vec(); // masked, as a client must
+//! client.advance(&mut ep, frame.len());
+//! server.recv(&mut ep, now, &mut frame, |conn, ep, event| {
+//!     if let Event::Message(msg) = event {
+//!         assert_eq!(msg, Message::Text("hello"));
+//!         conn.send(ep, msg).unwrap(); // echo
+//!     }
+//! });
+//! assert_eq!(server.transmit(), b"\x81\x05hello");
 //! ```
 
 mod compress;
