@@ -1,6 +1,6 @@
 //! The reactor: one `mio::Poll` over a listening socket and a slab of connections.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -35,6 +35,8 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const READ_BUDGET: usize = 1 << 20;
 /// The smallest read into a connection's own buffer.
 const MIN_READ: usize = 16 * 1024;
+/// Connections beyond `max_connections` that may linger while their 503 goes out.
+const REFUSAL_SLOTS: usize = 64;
 
 /// A WebSocket server: a listener, its connections and the application's [`Handler`], driven
 /// one turn at a time by [`turn`](Server::turn) or forever by [`run`](Server::run).
@@ -354,7 +356,7 @@ impl<H: Handler> Server<H> {
             let Some(Listener { socket, tls, .. }) = self.listeners.get(listener) else {
                 return;
             };
-            let (mut socket, peer) = match socket.accept() {
+            let (socket, peer) = match socket.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -363,13 +365,13 @@ impl<H: Handler> Server<H> {
                     return;
                 }
             };
-            if self.core.conns.len() >= self.core.config.max_connections {
-                log::warn!("{peer}: refused, max_connections reached");
-                let mut refusal = Vec::new();
-                HttpResponse::text(503, "too many connections").write_to(&mut refusal);
-                if tls.is_none() {
-                    let _ = socket.write(&refusal);
-                }
+            // Issue 14 (7): over max_connections, the 503 lingers like any refusal (a socket
+            // dropped with the request unread resets, and the client may miss the 503);
+            // past REFUSAL_SLOTS more, the connection is closed at once.
+            let open = self.core.conns.len();
+            let over = open >= self.core.config.max_connections;
+            if over && open >= self.core.config.max_connections + REFUSAL_SLOTS {
+                log::warn!("{peer}: dropped, max_connections reached and refusals pending");
                 continue;
             }
             let _ = socket.set_nodelay(true);
@@ -413,10 +415,20 @@ impl<H: Handler> Server<H> {
                 backlogged: false,
                 write_shut: false,
             });
-            self.core.arm(ConnId {
+            let id = ConnId {
                 index: index as u32,
                 generation,
-            });
+            };
+            self.core.arm(id);
+            if over {
+                log::warn!("{peer}: refused, max_connections reached");
+                refuse(
+                    &mut self.core,
+                    id,
+                    HttpResponse::text(503, "too many connections"),
+                    &[],
+                );
+            }
         }
     }
 

@@ -521,6 +521,56 @@ fn oversized_headers_get_431() {
     assert!(after < before + 2 * KIB);
 }
 
+/// Two `Host` headers get 400 (RFC 7230 section 5.4); a request with bare-LF line ends gets
+/// 400 at once rather than waiting out the 10 s handshake timeout (issue 14, item 7).
+#[test]
+fn duplicate_host_and_bare_lf_requests_get_400_at_once() {
+    let _serial = serial();
+    let server = start(config().handshake_timeout(Duration::from_secs(10)));
+    let mut healthy = Healthy::connect(&server);
+    let before = rss_kib();
+    let cases = [
+        (
+            "two Host headers",
+            upgrade_request("/", &["Host: elsewhere.example"]),
+        ),
+        (
+            "bare-LF line ends",
+            upgrade_request("/", &[]).replace("\r\n", "\n"),
+        ),
+        (
+            "one bare LF among CRLFs",
+            upgrade_request("/", &["X-Odd: a\nX-Other: b"]),
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (what, request) in &cases {
+        let t0 = Instant::now();
+        let mut ws = Ws::connect(server.addr);
+        ws.send_raw(request.as_bytes());
+        let resp = ws.read_response();
+        let took = t0.elapsed();
+        assert_eq!(resp.status, 400, "{what}: {resp:?}");
+        assert!(
+            took < Duration::from_secs(1),
+            "{what}: answered after {took:?}"
+        );
+        ws.expect_eof();
+        answers.push(format!("{what}: 400 after {took:.1?}"));
+        healthy.echo();
+    }
+    let after = rss_kib();
+    report(
+        "malformed heads",
+        "two Host headers; bare-LF line ends; one bare LF (handshake timeout 10 s)",
+        &format!("{}, then closed; {}", answers.join(", "), healthy.summary()),
+        before,
+        before.max(after),
+        after,
+    );
+    assert!(after < before + 2 * KIB);
+}
+
 /// A header announcing 1 GiB (over the 16 MiB limit) is refused with 1009 at once; 100
 /// connections announcing just under 16 MiB and sending 1 KiB cost about what they sent.
 #[test]
@@ -869,8 +919,8 @@ fn connection_churn() {
     );
 }
 
-/// With `max_connections` 50, the 51st and later get 503 and are closed, while the 50 keep
-/// echoing; once some leave, new ones are accepted again.
+/// With `max_connections` 50, the 51st and later get 503 and a clean close (no reset), while
+/// the 50 keep echoing; once some leave, new ones are accepted again.
 #[test]
 fn connections_over_the_limit_get_503_and_the_others_keep_working() {
     let _serial = serial();
@@ -933,6 +983,9 @@ fn connections_over_the_limit_get_503_and_the_others_keep_working() {
         refused, 20,
         "{reset} of 20 refused connections were reset without a 503"
     );
+    // Issue 14, item 7: the 503 lingers like any refusal, so the unread request does not
+    // turn the close into a reset.
+    assert_eq!(reset, 0, "{reset} of 20 refused connections were reset");
 }
 
 // ---------------------------------------------------------------------------------------------
