@@ -477,6 +477,86 @@ fn client_that_never_reads_is_closed_on_overflow_and_memory_returns() {
     );
 }
 
+/// A client that reads steadily but keeps 7 MiB of echoes in flight against an 8 MiB
+/// `max_write_buffer`, so that its queue in the server never drains completely: 64 MiB pass
+/// through it, and memory follows the bound, not what was sent (issue 14, item 3: the queue
+/// kept every written byte until it drained, growing to all 64 MiB).
+#[test]
+fn a_steady_reader_whose_queue_never_drains_stays_near_the_bound() {
+    let _serial = serial();
+    const BOUND: usize = 8 * MIB;
+    const SIZE: usize = 60 * KIB;
+    const IN_FLIGHT: usize = 7 * MIB / SIZE;
+    const TOTAL: usize = 64 * MIB / SIZE;
+    let server = start(config().max_write_buffer(BOUND));
+    let (stop, healthy) = Healthy::connect(&server).spawn();
+    let before = rss_kib();
+    // A small receive window from the start (set before connecting), so that the echoes wait
+    // in the server's queue rather than in the kernel's buffers.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(64 * KIB).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut ws = TcpStream::from(socket);
+    ws.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    ws.write_all(upgrade_request("/", &[]).as_bytes()).unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        ws.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let payload = vec![0x42; SIZE];
+    let frame = client_frame(OpCode::Binary, true, &payload);
+    let mut echo = vec![0u8; 4 + SIZE];
+    let t0 = Instant::now();
+    let mut peak = before;
+    for sent in 0..TOTAL + IN_FLIGHT {
+        if sent >= IN_FLIGHT {
+            // Slowly but steadily: about 20 MB/s.
+            thread::sleep(Duration::from_millis(3));
+            ws.read_exact(&mut echo).unwrap();
+            let len = [(SIZE >> 8) as u8, SIZE as u8];
+            assert_eq!(
+                echo[..4],
+                [0x82, 126, len[0], len[1]],
+                "a 60 KiB binary echo"
+            );
+            if sent % 32 == 0 {
+                peak = peak.max(rss_now_kib());
+            }
+        }
+        if sent < TOTAL {
+            ws.write_all(&frame).unwrap();
+        }
+    }
+    let took = t0.elapsed();
+    let healthy = finish_healthy(stop, healthy);
+    drop(ws);
+    let gone = server.wait_until(Duration::from_secs(5), |s| Stats::get(&s.closed) >= 1);
+    let after = rss_kib();
+    report(
+        "steady reader, queue never drains",
+        &format!("64 MiB echoed in 60 KiB messages with 7 MiB in flight, max_write_buffer 8 MiB"),
+        &format!(
+            "all echoed in {took:.1?} ({:.0} MB/s), no overflow; {healthy}",
+            (TOTAL * SIZE) as f64 / took.as_secs_f64() / 1e6
+        ),
+        before,
+        peak,
+        after,
+    );
+    assert!(gone);
+    assert_eq!(Stats::get(&server.stats.overflow), 0);
+    // The queue's buffer holds at most about twice the bound (a vector grows by doubling).
+    assert!(
+        peak < before + 3 * BOUND / KIB,
+        "RSS {} -> peak {}",
+        mib(before),
+        mib(peak)
+    );
+}
+
 /// A 16 KiB header block, 100 headers, and a head that never ends: 431 each.
 #[test]
 fn oversized_headers_get_431() {
