@@ -51,7 +51,10 @@ config! {
     /// Largest message, whole or fragmented; a larger one is refused with 1009 as soon as a
     /// frame header announces it (default 16 MiB).
     max_message_size: usize = 16 * 1024 * 1024,
-    /// Most bytes queued for one connection; see `on_overflow` (default 16 MiB).
+    /// Most bytes queued for one connection before a send: a send to a queue holding this
+    /// much is refused (see `on_overflow`), one to a queue holding less is taken if it is at
+    /// most this or `max_message_size` (plus a frame header), so that any message the server
+    /// accepts can be echoed (default 16 MiB).
     max_write_buffer: usize = 16 * 1024 * 1024,
     /// What a send beyond `max_write_buffer` does (default: close with 1008).
     on_overflow: Overflow = Overflow::Close,

@@ -126,7 +126,7 @@ impl<S> Core<S> {
         payload: &[u8],
         compress: bool,
     ) -> Result<(), SendError> {
-        let max = self.config.max_write_buffer;
+        let limit = QueueLimit::of(&self.config);
         let conn = match lookup(&mut self.conns, id) {
             Some(conn) if conn.phase == Phase::Open => conn,
             _ => return Err(SendError::NotOpen),
@@ -138,7 +138,7 @@ impl<S> Core<S> {
             _ => None,
         };
         let body = compressed.unwrap_or(payload);
-        if conn.tx.len() + body.len() + MAX_HEADER_LEN > max {
+        if !limit.admits(conn.tx.len(), MAX_HEADER_LEN + body.len()) {
             if compressed.is_some() {
                 conn.compress.forget();
             }
@@ -250,7 +250,7 @@ impl<S> Core<S> {
             compressors: &mut self.compressors,
             pool: &mut self.pool,
             dirty: &mut self.dirty,
-            max: self.config.max_write_buffer,
+            limit: QueueLimit::of(&self.config),
             sent: 0,
             overflowed: Vec::new(),
         };
@@ -281,6 +281,32 @@ impl<S> Core<S> {
             self.overflow(id);
         }
         sent
+    }
+}
+
+/// Which sends a connection's write queue takes.
+///
+/// Issue 14 (4): the bound is checked on what is queued before the send, so that any message
+/// the server accepts (up to `max_message_size`) can be sent, echoed say, to a connection
+/// whose queue is under `max_write_buffer`; one frame is at most the larger of the two plus a
+/// header. A queue so holds at most `max_write_buffer` + that frame.
+#[derive(Debug, Clone, Copy)]
+struct QueueLimit {
+    max_queued: usize,
+    max_frame: usize,
+}
+
+impl QueueLimit {
+    fn of(config: &Config) -> QueueLimit {
+        QueueLimit {
+            max_queued: config.max_write_buffer,
+            max_frame: config.max_write_buffer.max(config.max_message_size) + MAX_HEADER_LEN,
+        }
+    }
+
+    /// Whether a frame of `frame` bytes may join a queue of `queued` bytes.
+    fn admits(self, queued: usize, frame: usize) -> bool {
+        queued < self.max_queued && frame <= self.max_frame
     }
 }
 
@@ -316,7 +342,7 @@ struct FanOut<'a> {
     compressors: &'a mut Compressors,
     pool: &'a mut BufPool,
     dirty: &'a mut Vec<ConnId>,
-    max: usize,
+    limit: QueueLimit,
     sent: usize,
     overflowed: Vec<ConnId>,
 }
@@ -331,7 +357,7 @@ impl FanOut<'_> {
             .compressors
             .broadcast_frame(&mut conn.compress, self.opcode, self.payload)
             .unwrap_or(self.frame);
-        if conn.tx.len() + frame.len() > self.max {
+        if !self.limit.admits(conn.tx.len(), frame.len()) {
             conn.compress.forget();
             self.overflowed.push(id);
             return;

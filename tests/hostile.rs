@@ -557,6 +557,60 @@ fn a_steady_reader_whose_queue_never_drains_stays_near_the_bound() {
     );
 }
 
+/// With the default limits (16 MiB messages, 16 MiB queues), two messages of exactly
+/// `max_message_size` sent back to back, before reading, are both echoed: the first is
+/// queued whole on an empty queue, the second on a queue still holding part of the first
+/// (issue 14, item 4: the frame header pushed the first over the bound, closing with 1008).
+#[test]
+fn messages_of_max_message_size_are_echoed() {
+    let _serial = serial();
+    let server = start(config());
+    let (stop, healthy) = Healthy::connect(&server).spawn();
+    let before = rss_kib();
+    let (mut ws, _) = server.upgraded(&[]);
+    let size = Config::default().max_message_size;
+    assert_eq!(size, Config::default().max_write_buffer);
+    let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let frame = client_frame(OpCode::Binary, true, &payload);
+    let t0 = Instant::now();
+    ws.send_raw(&frame);
+    ws.send_raw(&frame);
+    let mut peak = rss_now_kib();
+    for i in 0..2 {
+        let echo = ws.read_frame();
+        peak = peak.max(rss_now_kib());
+        assert_eq!(
+            echo.header.opcode,
+            OpCode::Binary,
+            "echo {i}: {:?}",
+            echo.header
+        );
+        assert!(echo.payload == payload, "echo {i} differs");
+    }
+    let took = t0.elapsed();
+    ws.send_close(1000, "");
+    ws.expect_close(1000);
+    drop((ws, frame, payload));
+    let healthy = finish_healthy(stop, healthy);
+    assert!(server.wait_until(Duration::from_secs(5), |s| Stats::get(&s.clean) == 1));
+    let after = rss_kib();
+    report(
+        "messages of max_message_size",
+        "two 16 MiB binary messages back to back (max_message_size = max_write_buffer = 16 MiB)",
+        &format!("both echoed in {took:.1?}, then a clean close; {healthy}"),
+        before,
+        peak,
+        after,
+    );
+    assert_eq!(Stats::get(&server.stats.overflow), 0);
+    assert!(
+        after < before + 8 * KIB,
+        "RSS {} -> {}",
+        mib(before),
+        mib(after)
+    );
+}
+
 /// A 16 KiB header block, 100 headers, and a head that never ends: 431 each.
 #[test]
 fn oversized_headers_get_431() {
