@@ -78,9 +78,11 @@ impl<S> Core<S> {
         lookup(&mut self.slots, id)
     }
 
-    /// Marks `id` to be flushed at the end of the turn if it has bytes to write.
+    /// Marks `id` to be flushed at the end of the turn if it has bytes to write, or has said
+    /// all and must shut its transport down.
     fn mark_dirty(slot: &mut Slot<S>, id: ConnId, dirty: &mut Vec<ConnId>) {
-        if !slot.dirty && slot.conn.buffered() > 0 {
+        let shut_down = slot.conn.wants_shutdown() && !slot.write_shut;
+        if !slot.dirty && (slot.conn.buffered() > 0 || shut_down) {
             slot.dirty = true;
             dirty.push(id);
         }

@@ -1,6 +1,6 @@
 //! The reactor: one `mio::Poll` over a listening socket and a slab of connections.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,6 +30,8 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const READ_BUDGET: usize = 1 << 20;
 /// The smallest read into a connection's own buffer.
 const MIN_READ: usize = 16 * 1024;
+/// Connections beyond `max_connections` that may linger while their 503 goes out.
+const REFUSAL_SLOTS: usize = 64;
 
 /// A WebSocket server: a listener, its connections and the application's [`Handler`], driven
 /// one turn at a time by [`turn`](Server::turn) or forever by [`run`](Server::run).
@@ -346,7 +348,7 @@ impl<H: Handler> Server<H> {
             let Some(Listener { socket, tls, .. }) = self.listeners.get(listener) else {
                 return;
             };
-            let (mut socket, peer) = match socket.accept() {
+            let (socket, peer) = match socket.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -355,13 +357,13 @@ impl<H: Handler> Server<H> {
                     return;
                 }
             };
-            if self.core.slots.len() >= self.core.config().max_connections {
-                log::warn!("{peer}: refused, max_connections reached");
-                let mut refusal = Vec::new();
-                HttpResponse::text(503, "too many connections").write_to(&mut refusal);
-                if tls.is_none() {
-                    let _ = socket.write(&refusal);
-                }
+            // Over max_connections, the 503 lingers like any refusal (a socket dropped with the
+            // request unread resets, and the client may miss the 503); past REFUSAL_SLOTS
+            // more, the connection is closed at once.
+            let open = self.core.slots.len();
+            let max = self.core.config().max_connections;
+            if open >= max + REFUSAL_SLOTS {
+                log::warn!("{peer}: dropped, max_connections reached and refusals pending");
                 continue;
             }
             let _ = socket.set_nodelay(true);
@@ -376,7 +378,12 @@ impl<H: Handler> Server<H> {
                 },
             };
             let generation = self.core.generation();
-            let conn = Connection::server(&mut self.core.ep);
+            let mut conn = Connection::server(&mut self.core.ep);
+            if open >= max {
+                log::warn!("{peer}: refused, max_connections reached");
+                let refusal = HttpResponse::text(503, "too many connections");
+                conn.reject(&mut self.core.ep, &refusal);
+            }
             let entry = self.core.slots.vacant_entry();
             let index = entry.key();
             if let Err(e) = self

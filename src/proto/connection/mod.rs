@@ -369,7 +369,10 @@ impl Connection {
             message::Event::Binary(bytes) if open => Some(Event::Message(Message::Binary(bytes))),
             message::Event::Ping(payload) if open => {
                 // A peer that pings without reading its pongs fills its queue like any other.
-                if self.tx.len() + MAX_HEADER_LEN + payload.len() > ep.config.max_write_buffer {
+                if !ep
+                    .config
+                    .queue_admits(self.tx.len(), MAX_HEADER_LEN + payload.len())
+                {
                     self.overflow(ep);
                     if !self.is_open() {
                         return Some(Event::Closed(CloseReason::Overflow));
@@ -647,7 +650,10 @@ impl Connection {
             None
         };
         let body = compressed.unwrap_or(payload);
-        if self.tx.len() + body.len() + MAX_HEADER_LEN > ep.config.max_write_buffer {
+        if !ep
+            .config
+            .queue_admits(self.tx.len(), MAX_HEADER_LEN + body.len())
+        {
             if compressed.is_some() {
                 self.compress.forget();
             }
@@ -706,7 +712,7 @@ impl Connection {
         let frame = (ep.compressors)
             .broadcast_frame(&mut self.compress, opcode, payload)
             .unwrap_or(plain);
-        if self.tx.len() + frame.len() > ep.config.max_write_buffer {
+        if !ep.config.queue_admits(self.tx.len(), frame.len()) {
             self.compress.forget();
             return Err(self.overflow(ep));
         }
