@@ -100,10 +100,17 @@ impl<S> Core<S> {
         }
     }
 
-    /// After a send to `id`: flush it at the end of the turn, and if the send closed it
-    /// (overflow), owe the application its `on_close`.
+    /// After a send to `id`: flush it at the end of the turn; if the send closed it (a close,
+    /// or an overflow, which owes the application its `on_close`), arm its close deadline.
     fn sent(&mut self, id: ConnId, result: Result<(), SendError>) -> Result<(), SendError> {
-        if result == Err(SendError::Full) && self.get(id).is_some_and(|s| !s.conn.is_open()) {
+        let Some(slot) = lookup(&mut self.slots, id) else {
+            return result;
+        };
+        if slot.conn.is_open() {
+            Self::mark_dirty(slot, id, &mut self.dirty);
+            return result;
+        }
+        if result == Err(SendError::Full) {
             self.closed.push((id, CloseReason::Overflow));
         }
         self.settle_conn(id);
