@@ -950,8 +950,12 @@ pub(crate) fn feed<O>(
                 let Some(event) = event else { continue };
                 let request = matches!(event, Event::Request(_));
                 on_event(owner, event);
-                if let (true, Some((conn, _))) = (request, get(owner)) {
+                if let (true, Some((conn, ep))) = (request, get(owner)) {
                     conn.adopt_inflater(parser);
+                    if conn.phase == Phase::Handshake {
+                        log::error!("a request went unanswered: refused with 500");
+                        conn.reject(ep, &HttpResponse::text(500, "request not answered"));
+                    }
                 }
             }
             Polled::Partial => return pos,
