@@ -79,7 +79,8 @@ impl std::error::Error for SendError {}
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event<'a> {
     /// Server role: a whole request head arrived. Answer it with
-    /// [`Connection::answer`](super::Connection::answer) before feeding more bytes.
+    /// [`Connection::answer`](super::Connection::answer) while handling the event; one left
+    /// unanswered is refused with 500.
     Request(&'a [u8]),
     /// Client role: the server accepted the upgrade, choosing `protocol` (if any).
     Opened {
