@@ -14,6 +14,8 @@
 //! The same core serves both roles: a [`Role::Server`] expects masked frames and sends unmasked
 //! ones; a [`Role::Client`] does the reverse.
 
+pub(crate) mod buffer;
+pub(crate) mod clock;
 pub mod close;
 pub mod connection;
 pub mod deflate;

@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use super::Compressors;
-use crate::buffer::BufPool;
-use crate::timer::Millis;
+use crate::proto::buffer::BufPool;
+use crate::proto::clock::Millis;
 use crate::Config;
 
 /// What the connections of one endpoint share: the limits, a pool of buffers, the shared

@@ -71,7 +71,8 @@ pub(crate) use compress::{Compress, Compressors};
 pub use endpoint::Endpoint;
 pub use events::{CloseReason, Event, Message, SendError};
 
-use crate::buffer::{RxBuf, TxBuf};
+use crate::proto::buffer::{RxBuf, TxBuf};
+use crate::proto::clock::{span, Millis};
 use crate::proto::deflate::{self, client_offer, parse_server_response, Inflater};
 use crate::proto::frame::{write_frame, FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::proto::handshake::{
@@ -80,7 +81,6 @@ use crate::proto::handshake::{
 };
 use crate::proto::message::{self, mask_key, Decoded, Decoder};
 use crate::proto::{CloseCode, Role};
-use crate::timer::{span, Millis};
 use crate::Overflow;
 
 /// Messages at least this large are written straight from the sender's bytes when nothing is

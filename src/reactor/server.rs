@@ -9,16 +9,16 @@ use std::time::{Duration, Instant};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::conn::Slot;
-use crate::context::{lookup, Core};
-use crate::handle::{Command, Commands, Handle, Shared};
+use super::core::{lookup, Core};
+use super::handle::{Command, Commands, Handle, Shared};
+use super::slot::Slot;
+use super::timers::UNARMED;
+use super::tls::TlsConfig;
+use super::transport::Transport;
+use crate::app::topics::Subscriptions;
 use crate::proto::connection::{feed, getter, Connection, Event, Phase};
 use crate::proto::handshake::HttpResponse;
 use crate::proto::CloseCode;
-use crate::timer::UNARMED;
-use crate::tls::TlsConfig;
-use crate::topics::Subscriptions;
-use crate::transport::Transport;
 use crate::{CloseReason, Config, ConnId, Context, Error, Handler, Relay, Upgrade};
 
 /// Wakes the reactor for commands from [`Handle`]s.

@@ -1,25 +1,15 @@
 //! Connection deadlines in a heap: the cost of a turn does not grow with the number of
 //! connections, only with the number of deadlines that are due.
 //!
-//! Times are [`Millis`] since the endpoint's clock started: 8 bytes in a connection instead of
-//! an `Instant`'s 16, and 16-byte heap entries.
+//! Entries are [`Millis`] of the endpoint's clock with a slot index and generation: 16 bytes.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::Duration;
 
-/// Milliseconds since the endpoint's clock started.
-pub(crate) type Millis = u64;
+use crate::proto::clock::Millis;
 
 /// A connection's `armed` value when no deadline is armed.
 pub(crate) const UNARMED: Millis = Millis::MAX;
-
-/// `d` in milliseconds, rounded up and one more, so that a deadline computed from a time
-/// rounded down never comes early.
-pub(crate) fn span(d: Duration) -> Millis {
-    let ms = d.as_nanos().div_ceil(1_000_000) + 1;
-    Millis::try_from(ms).unwrap_or(Millis::MAX / 2)
-}
 
 /// Deadlines of connections, by slot index and generation. Entries are never removed early:
 /// a connection remembers the deadline it armed, and an entry that no longer matches it (or
@@ -56,6 +46,8 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::clock::span;
+    use std::time::Duration;
 
     #[test]
     fn spans_round_up_and_deadlines_come_in_order() {

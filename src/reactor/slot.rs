@@ -1,10 +1,10 @@
 //! A connection's slot in the reactor: its transport, its protocol state machine, and what
 //! the reactor and the application keep beside them.
 
+use super::transport::Transport;
+use crate::app::topics::Subscriptions;
+use crate::proto::clock::Millis;
 use crate::proto::connection::Connection;
-use crate::timer::Millis;
-use crate::topics::Subscriptions;
-use crate::transport::Transport;
 
 /// A connection in the reactor's slab.
 #[derive(Debug)]
