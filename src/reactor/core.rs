@@ -140,6 +140,11 @@ impl<S> Core<S> {
         } else {
             slot.conn.send_uncompressed(&mut self.ep, msg)
         };
+        if slot.conn.is_open() {
+            // The usual case, without a second lookup.
+            Self::mark_dirty(slot, id, &mut self.dirty);
+            return result;
+        }
         self.sent(id, result)
     }
 

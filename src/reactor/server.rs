@@ -671,7 +671,9 @@ impl<H: Handler> Drop for Server<H> {
     }
 }
 
-/// Handles one event of connection `id`: the upgrade request, a message, the end.
+/// Handles one event of connection `id`: the upgrade request, a message, the end (inlined
+/// into the read loop: it runs once per message).
+#[inline]
 fn on_event<H: Handler>(core: &mut Core<H::State>, handler: &mut H, id: ConnId, event: Event<'_>) {
     match event {
         Event::Message(msg) => {

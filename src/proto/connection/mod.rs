@@ -328,6 +328,7 @@ impl Connection {
     /// handshaking, then one frame. Protocol duties are done here: pings are answered, a close
     /// frame is answered, a protocol error queues the close frame it calls for. `rx` is this
     /// connection's receiver, taken out with [`take_receiver`](Self::take_receiver).
+    #[inline]
     fn poll_event<'a>(
         &mut self,
         ep: &mut Endpoint,
@@ -358,6 +359,7 @@ impl Connection {
     }
 
     /// Does the protocol's part for a decoded event and says what the application sees.
+    #[inline]
     fn on_frame_event<'a>(
         &mut self,
         ep: &mut Endpoint,
@@ -632,6 +634,7 @@ impl Connection {
         self.send_message(ep, msg, compress, Some(write))
     }
 
+    #[inline]
     fn send_message(
         &mut self,
         ep: &mut Endpoint,
@@ -644,10 +647,10 @@ impl Connection {
         }
         let opcode = data_opcode(msg);
         let payload = msg.as_bytes();
-        let compressed = if compress {
-            ep.compressors.compress(&mut self.compress, payload)
-        } else {
-            None
+        let compressed = match self.compress {
+            Compress::Off => None,
+            _ if !compress => None,
+            _ => ep.compressors.compress(&mut self.compress, payload),
         };
         let body = compressed.unwrap_or(payload);
         if !ep
