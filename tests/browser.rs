@@ -413,11 +413,13 @@ fn chromium_echo(deflate: DeflateConfig, screenshot: &str) {
 }
 
 #[test]
+#[ignore = "needs Chromium (bash tests/run.sh)"]
 fn chromium_echoes_through_wsloop_with_permessage_deflate() {
     chromium_echo(DeflateConfig::default(), "browser-echo.png");
 }
 
 #[test]
+#[ignore = "needs Chromium (bash tests/run.sh)"]
 fn chromium_echoes_through_wsloop_with_context_takeover() {
     chromium_echo(
         DeflateConfig {

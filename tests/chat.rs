@@ -878,6 +878,7 @@ fn restart(server: Running, stdin: &mut ChildStdin) -> Running {
 }
 
 #[test]
+#[ignore = "needs Chromium (bash tests/run.sh)"]
 fn two_pages_chat_in_chromium() {
     let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let chromium = env_path("WSLOOP_CHROMIUM");

@@ -236,6 +236,7 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
 fn rooms_span_two_servers_and_survive_a_redis_restart() {
     init_log();
     let mut redis = Redis::start(&[]);
@@ -339,6 +340,7 @@ fn rooms_span_two_servers_and_survive_a_redis_restart() {
 }
 
 #[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
 fn foreign_publishers_use_the_documented_payload() {
     init_log();
     let redis = Redis::start(&[]);
@@ -384,6 +386,7 @@ fn foreign_publishers_use_the_documented_payload() {
 }
 
 #[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
 fn one_relay_serves_every_reactor_of_a_cluster() {
     init_log();
     let redis = Redis::start(&[]);
@@ -471,6 +474,7 @@ fn one_relay_serves_every_reactor_of_a_cluster() {
 }
 
 #[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
 fn an_intercepted_topic_goes_to_the_callback_not_the_subscribers() {
     init_log();
     let redis = Redis::start(&[]);
@@ -588,6 +592,7 @@ fn connect_errors_are_loud() {
 }
 
 #[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
 fn password_protected_redis() {
     init_log();
     let redis = Redis::start(&["--requirepass", "s3cret"]);
