@@ -43,8 +43,8 @@ pub struct Client<S = TcpStream> {
     protocol: Option<String>,
 }
 
-fn invalid(message: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, message.into())
+fn invalid(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, error)
 }
 
 impl Client<TcpStream> {
@@ -147,7 +147,7 @@ impl<S: Read + Write> Client<S> {
             let decoded = self
                 .decoder
                 .decode(&mut self.buf[self.start..])
-                .map_err(|e| invalid(e.to_string()))?;
+                .map_err(invalid)?;
             match decoded {
                 Decoded::Frame { len, event } => {
                     let received = event.map(|e| match e {

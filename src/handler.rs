@@ -81,6 +81,7 @@ impl<S> Upgrade<S> {
 
 /// Why a connection ended, as told to [`Handler::on_close`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseReason<'a> {
     /// The close handshake completed: the peer's close frame said `code` (none if it was
     /// empty) and `reason`.
@@ -104,6 +105,7 @@ pub enum CloseReason<'a> {
 
 /// Why a send was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendError {
     /// The connection is not open: unknown id, still handshaking, closing or closed.
     NotOpen,

@@ -59,6 +59,7 @@ pub use context::Context;
 pub use error::Error;
 pub use handle::{Handle, HandleError};
 pub use handler::{CloseReason, ConnId, Handler, Message, SendError, Upgrade};
+pub use proto::deflate::DeflateConfig;
 pub use proto::handshake::{HttpResponse, Request};
 pub use proto::{CloseCode, ProtocolError};
 #[cfg(feature = "redis")]

@@ -287,7 +287,10 @@ fn tls_cluster_serves_wss_on_every_reactor() {
     let dir = std::env::temp_dir().join(format!(
         "wsloop-cluster-tls-{}-{}",
         std::process::id(),
-        wsloop::proto::message::random_u64()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();

@@ -128,6 +128,7 @@ impl Handler for Echo {
             CloseReason::TimedOut => &s.timed_out,
             CloseReason::Disconnected => &s.disconnected,
             CloseReason::Closed { .. } => &s.clean,
+            other => panic!("a CloseReason this test does not know: {other:?}"),
         }
         .fetch_add(1, Ordering::SeqCst);
         s.closed.fetch_add(1, Ordering::SeqCst);

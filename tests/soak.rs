@@ -168,7 +168,8 @@ impl Conn {
             .lines()
             .find_map(|l| l.strip_prefix("Sec-WebSocket-Extensions: "));
         if let Some(value) = ext {
-            let params = parse_server_response(value.trim().as_bytes(), &client_deflate())?;
+            let params = parse_server_response(value.trim().as_bytes(), &client_deflate())
+                .map_err(|e| e.to_string())?;
             conn.decoder
                 .set_inflater(Inflater::new(params, Role::Client));
             conn.deflater = Some(Deflater::new(params, Role::Client, 1));

@@ -43,7 +43,10 @@ impl Cert {
         let dir = std::env::temp_dir().join(format!(
             "wsloop-tls-{}-{}",
             std::process::id(),
-            wsloop::proto::message::random_u64()
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
         ));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();

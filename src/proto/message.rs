@@ -124,6 +124,11 @@ impl Decoder {
     /// frame must be kept as they are now and presented again, with more bytes after them, on
     /// the next call. After a [`Frame`](Decoded::Frame) the caller drops `len` bytes from the
     /// front of its buffer. After an error or a close event, stop decoding.
+    ///
+    /// # Errors
+    ///
+    /// The [`ProtocolError`] of the first violation of RFC 6455 (or RFC 7692), to be answered with
+    /// its close code.
     pub fn decode<'a>(&'a mut self, buf: &'a mut [u8]) -> Result<Decoded<'a>, ProtocolError> {
         if self.delivered {
             if let Some(fragments) = &mut self.fragments {
@@ -346,13 +351,13 @@ impl Encoder {
 
 /// A masking key from the standard library's randomly seeded SipHash (a fresh seed per call),
 /// unpredictable to the peer as RFC 6455 section 5.3 asks.
-pub fn mask_key() -> [u8; 4] {
+pub(crate) fn mask_key() -> [u8; 4] {
     let bytes = random_u64().to_le_bytes();
     [bytes[0], bytes[1], bytes[2], bytes[3]]
 }
 
 /// 64 random bits, without a dependency on a random number crate.
-pub fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(0x9E37_79B9_7F4A_7C15);

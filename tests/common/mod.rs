@@ -65,6 +65,7 @@ impl From<CloseReason<'_>> for Why {
             CloseReason::Overflow => Why::Overflow,
             CloseReason::TimedOut => Why::TimedOut,
             CloseReason::Disconnected => Why::Disconnected,
+            other => panic!("a CloseReason these tests do not know: {other:?}"),
         }
     }
 }
