@@ -555,12 +555,7 @@ fn connect_errors_are_loud() {
     let handle = Server::bind("127.0.0.1:0", config(), Chat { reactor: 0 })
         .unwrap()
         .handle();
-    for url in [
-        "127.0.0.1:6379",
-        "redis://",
-        "rediss://127.0.0.1:1",
-        "redis://h:x",
-    ] {
+    for url in ["127.0.0.1:6379", "http://h:1", "redis://", "redis://h:x"] {
         let e = RedisRelay::connect(url, handle.clone(), "p:").unwrap_err();
         assert!(
             matches!(
@@ -586,6 +581,13 @@ fn connect_errors_are_loud() {
         "{e}"
     );
     assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+    // rediss:// (TLS) is taken: the error is the refused connection.
+    let e = RedisRelay::connect(&format!("rediss://127.0.0.1:{port}"), handle.clone(), "p:")
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused),
+        "{e}"
+    );
     let e = RedisRelay::connect_with("redis://127.0.0.1:1", &[], "p:", RedisOptions::default())
         .unwrap_err();
     assert!(matches!(e, Error::Config { .. }), "{e}");
@@ -621,4 +623,107 @@ fn password_protected_redis() {
     });
     handle.shutdown().unwrap();
     node.stop();
+}
+
+#[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
+fn acl_users_authenticate_and_their_channel_rights_hold() {
+    init_log();
+    // No default user: alice may use the channels p:*, bob only q:*.
+    let redis = Redis::start(&[
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "alice",
+        "on",
+        ">wonderland",
+        "~*",
+        "&p:*",
+        "+@all",
+        "--user",
+        "bob",
+        "on",
+        ">builder",
+        "~*",
+        "&q:*",
+        "+@all",
+    ]);
+    let server = Server::bind("127.0.0.1:0", config(), Chat { reactor: 0 }).unwrap();
+    let url = |user: &str, password: &str| {
+        format!("redis://{user}:{password}@127.0.0.1:{}/3", redis.port)
+    };
+    let e = RedisRelay::connect(&url("alice", "nope"), server.handle(), "p:").unwrap_err();
+    assert!(e.to_string().contains("AUTH refused"), "{e}");
+    let e = RedisRelay::connect(&redis.url(), server.handle(), "p:").unwrap_err();
+    assert!(e.to_string().contains("NOAUTH"), "{e}");
+    // bob authenticates, but may not subscribe to p:*.
+    let e = RedisRelay::connect(&url("bob", "builder"), server.handle(), "p:").unwrap_err();
+    assert!(e.to_string().contains("no permissions"), "{e}");
+    drop(server);
+
+    // Two servers as alice, on database 3, share a room.
+    let a_node = Node::start_with_url(&url("alice", "wonderland"), "p:");
+    let b_node = Node::start_with_url(&url("alice", "wonderland"), "p:");
+    let (mut a, mut b) = (client(&a_node.url), client(&b_node.url));
+    join(&mut a, "r");
+    join(&mut b, "r");
+    a.send(Message::Text("say r through an ACL user")).unwrap();
+    assert_eq!(text(&mut b), "through an ACL user");
+    drop((a, b));
+    a_node.stop();
+    b_node.stop();
+}
+
+#[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
+fn rediss_connects_over_tls_and_checks_the_certificate() {
+    init_log();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("wsloop-rediss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let tls_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (cert_path, key_path) = (cert.display().to_string(), key.display().to_string());
+    let _redis = Redis::start(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &cert_path,
+        "--tls-key-file",
+        &key_path,
+        "--tls-ca-cert-file",
+        &cert_path,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    // The certificate is checked against the roots the redis crate loads (rustls-native-certs,
+    // which reads SSL_CERT_FILE when it is set): first another certificate only.
+    let other = dir.join("other.pem");
+    let other_ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    std::fs::write(&other, other_ck.cert.pem()).unwrap();
+    let server = Server::bind("127.0.0.1:0", config(), Chat { reactor: 0 }).unwrap();
+    std::env::set_var("SSL_CERT_FILE", &other);
+    let e = RedisRelay::connect(&url, server.handle(), "p:").unwrap_err();
+    assert!(e.to_string().contains("invalid peer certificate"), "{e}");
+    drop(server);
+    std::env::set_var("SSL_CERT_FILE", &cert);
+    let a_node = Node::start_with_url(&url, "p:");
+    let b_node = Node::start_with_url(&url, "p:");
+    let (mut a, mut b) = (client(&a_node.url), client(&b_node.url));
+    join(&mut a, "r");
+    join(&mut b, "r");
+    a.send(Message::Text("say r over tls")).unwrap();
+    assert_eq!(text(&mut b), "over tls");
+    drop((a, b));
+    a_node.stop();
+    b_node.stop();
+    let _ = std::fs::remove_dir_all(&dir);
 }
