@@ -13,13 +13,7 @@
 //! it delivers the second.
 #![cfg(feature = "redis")]
 
-#[path = "support/chat_peer.rs"]
-mod chat_peer;
-#[allow(dead_code)] // wait_or_kill only
-#[path = "support/node.rs"]
-mod node;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+mod common;
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -32,8 +26,9 @@ use std::sync::{mpsc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chat_peer::{sentinel, Peer};
-use redis_server::Redis;
+use common::chat_peer::{sentinel, Peer};
+use common::node;
+use common::redis_server::Redis;
 use serde_json::{json, Value};
 use wsloop::CloseCode;
 

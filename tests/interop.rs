@@ -5,26 +5,14 @@
 //! `WSLOOP_NODE_CLIENT_DIR`; without them these tests fail, they never skip (a plain `cargo test`
 //! ignores them).
 
-use std::net::SocketAddr;
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
+use common::handlers::Echo;
 use wsloop::proto::deflate::DeflateConfig;
-use wsloop::{Config, ConnId, Context, Handler, Message, Request, Server, Upgrade};
-
-struct Echo;
-
-impl Handler for Echo {
-    type State = ();
-
-    fn on_upgrade(&mut self, _req: &Request<'_, '_>, _peer: SocketAddr) -> Upgrade<()> {
-        Upgrade::accept(())
-    }
-
-    fn on_message(&mut self, ctx: &mut Context<'_, ()>, id: ConnId, msg: Message<'_>) {
-        ctx.send(id, msg).expect("echo fits the queue");
-    }
-}
+use wsloop::{Config, Server};
 
 fn start_echo(config: Config) -> String {
     let mut server = Server::bind("127.0.0.1:0", config, Echo).expect("bind");

@@ -3,7 +3,7 @@
 //! server.
 //!
 //! Each test starts its own `redis-server --port <free port> --save '' --appendonly no` on
-//! 127.0.0.1 as a child process and kills it at the end (`tests/support/redis_server.rs`). A
+//! 127.0.0.1 as a child process and kills it at the end (`tests/common/redis_server.rs`). A
 //! missing `redis-server` fails the tests (install it with `apt-get install redis-server`, or
 //! point `WSLOOP_REDIS_SERVER` at the binary); they never skip.
 //!
@@ -12,22 +12,20 @@
 //! protocol they are two publishers and two subscribers, as two processes would be.
 #![cfg(feature = "redis")]
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
+mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
-use redis_server::{raw_command, Redis};
+use common::cert::Cert;
+use common::handlers::Rooms;
+use common::redis_server::{raw_command, Redis};
 
 use wsloop::client::{Client, Received};
-use wsloop::{
-    Cluster, Config, ConnId, Context, Error, Handle, Handler, Message, RedisOptions, RedisRelay,
-    Request, Server, Upgrade,
-};
+use wsloop::{Cluster, Config, Error, Handle, Message, RedisOptions, RedisRelay, Server};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -79,43 +77,6 @@ fn logged(level: log::Level, needles: &[&str]) -> Vec<String> {
 // A chat server
 // ---------------------------------------------------------------------------------------------
 
-/// Text commands: `join ROOM` (answers `joined ROOM`), `say ROOM TEXT` (publishes TEXT to
-/// everyone in ROOM but the sender), `bin ROOM TEXT` (the same as a binary message), `where`
-/// (answers the reactor's index).
-struct Chat {
-    reactor: usize,
-}
-
-impl Handler for Chat {
-    type State = ();
-
-    fn on_upgrade(&mut self, _req: &Request<'_, '_>, _peer: SocketAddr) -> Upgrade<()> {
-        Upgrade::accept(())
-    }
-
-    fn on_message(&mut self, ctx: &mut Context<'_, ()>, id: ConnId, msg: Message<'_>) {
-        let Message::Text(text) = msg else { return };
-        let mut words = text.splitn(3, ' ');
-        let (verb, room, rest) = (words.next(), words.next().unwrap_or(""), words.next());
-        let rest = rest.unwrap_or("");
-        match verb {
-            Some("join") => {
-                ctx.subscribe(id, room);
-                let _ = ctx.send_text(id, &format!("joined {room} on {}", self.reactor));
-            }
-            Some("say") => {
-                ctx.publish_except(room, id, Message::Text(rest));
-            }
-            Some("bin") => {
-                ctx.publish_except(room, id, Message::Binary(rest.as_bytes()));
-            }
-            _ => {
-                let _ = ctx.send_text(id, "?");
-            }
-        }
-    }
-}
-
 fn config() -> Config {
     Config::default().close_timeout(Duration::from_secs(1))
 }
@@ -134,7 +95,7 @@ impl Node {
     }
 
     fn start_with_url(redis_url: &str, prefix: &str) -> Node {
-        let mut server = Server::bind("127.0.0.1:0", config(), Chat { reactor: 0 }).unwrap();
+        let mut server = Server::bind("127.0.0.1:0", config(), Rooms::new(0)).unwrap();
         let relay = RedisRelay::connect(redis_url, server.handle(), prefix)
             .expect("connect the relay to redis");
         server.add_relay(relay.clone());
@@ -390,8 +351,7 @@ fn foreign_publishers_use_the_documented_payload() {
 fn one_relay_serves_every_reactor_of_a_cluster() {
     init_log();
     let redis = Redis::start(&[]);
-    let mut cluster =
-        Cluster::bind("127.0.0.1:0", 2, config(), |reactor| Chat { reactor }).unwrap();
+    let mut cluster = Cluster::bind("127.0.0.1:0", 2, config(), Rooms::new).unwrap();
     let relay = RedisRelay::connect_with(
         &redis.url(),
         &cluster.handles(),
@@ -552,7 +512,7 @@ fn an_intercepted_topic_goes_to_the_callback_not_the_subscribers() {
 #[test]
 fn connect_errors_are_loud() {
     init_log();
-    let handle = Server::bind("127.0.0.1:0", config(), Chat { reactor: 0 })
+    let handle = Server::bind("127.0.0.1:0", config(), Rooms::new(0))
         .unwrap()
         .handle();
     for url in ["127.0.0.1:6379", "http://h:1", "redis://", "redis://h:x"] {
@@ -598,7 +558,7 @@ fn connect_errors_are_loud() {
 fn password_protected_redis() {
     init_log();
     let redis = Redis::start(&["--requirepass", "s3cret"]);
-    let mut server = Server::bind("127.0.0.1:0", config(), Chat { reactor: 0 }).unwrap();
+    let mut server = Server::bind("127.0.0.1:0", config(), Rooms::new(0)).unwrap();
     let wrong = format!("redis://:nope@127.0.0.1:{}", redis.port);
     let e = RedisRelay::connect(&wrong, server.handle(), "p:").unwrap_err();
     assert!(e.to_string().contains("AUTH refused"), "{e}");
@@ -649,7 +609,7 @@ fn acl_users_authenticate_and_their_channel_rights_hold() {
         "&q:*",
         "+@all",
     ]);
-    let server = Server::bind("127.0.0.1:0", config(), Chat { reactor: 0 }).unwrap();
+    let server = Server::bind("127.0.0.1:0", config(), Rooms::new(0)).unwrap();
     let url = |user: &str, password: &str| {
         format!("redis://{user}:{password}@127.0.0.1:{}/3", redis.port)
     };
@@ -679,18 +639,16 @@ fn acl_users_authenticate_and_their_channel_rights_hold() {
 #[ignore = "needs redis-server (bash tests/run.sh)"]
 fn rediss_connects_over_tls_and_checks_the_certificate() {
     init_log();
-    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("wsloop-rediss-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let cert = Cert::new();
     let tls_port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let (cert_path, key_path) = (cert.display().to_string(), key.display().to_string());
+    let (cert_path, key_path) = (
+        cert.cert_path().display().to_string(),
+        cert.key_path().display().to_string(),
+    );
     let _redis = Redis::start(&[
         "--tls-port",
         &tls_port.to_string(),
@@ -706,15 +664,13 @@ fn rediss_connects_over_tls_and_checks_the_certificate() {
     let url = format!("rediss://127.0.0.1:{tls_port}");
     // The certificate is checked against the roots the redis crate loads (rustls-native-certs,
     // which reads SSL_CERT_FILE when it is set): first another certificate only.
-    let other = dir.join("other.pem");
-    let other_ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
-    std::fs::write(&other, other_ck.cert.pem()).unwrap();
-    let server = Server::bind("127.0.0.1:0", config(), Chat { reactor: 0 }).unwrap();
-    std::env::set_var("SSL_CERT_FILE", &other);
+    let other = Cert::new();
+    let server = Server::bind("127.0.0.1:0", config(), Rooms::new(0)).unwrap();
+    std::env::set_var("SSL_CERT_FILE", other.cert_path());
     let e = RedisRelay::connect(&url, server.handle(), "p:").unwrap_err();
     assert!(e.to_string().contains("invalid peer certificate"), "{e}");
     drop(server);
-    std::env::set_var("SSL_CERT_FILE", &cert);
+    std::env::set_var("SSL_CERT_FILE", cert.cert_path());
     let a_node = Node::start_with_url(&url, "p:");
     let b_node = Node::start_with_url(&url, "p:");
     let (mut a, mut b) = (client(&a_node.url), client(&b_node.url));
@@ -725,5 +681,4 @@ fn rediss_connects_over_tls_and_checks_the_certificate() {
     drop((a, b));
     a_node.stop();
     b_node.stop();
-    let _ = std::fs::remove_dir_all(&dir);
 }
