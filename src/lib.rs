@@ -28,7 +28,8 @@
 //! ```
 //!
 //! The protocol itself lives in [`proto`], a sans-IO core usable on its own; [`client`] is a
-//! small blocking client on the same core.
+//! small blocking client on the same core. The [`manual`] is the guide: limits, TLS,
+//! compression, topics, embedding, scaling and the Redis relay.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -42,6 +43,7 @@ mod context;
 mod error;
 mod handle;
 mod handler;
+pub mod manual;
 pub mod proto;
 #[cfg(feature = "redis")]
 mod redis;
