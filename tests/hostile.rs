@@ -10,8 +10,6 @@
 //! hostile-client table (`cargo test --test hostile -- --nocapture` shows them).
 
 mod common;
-#[path = "support/memory.rs"]
-mod memory;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,8 +18,8 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::memory::{raise_fd_limit, rss_kib, rss_now_kib};
 use common::{client_frame, client_header, upgrade_request, Ws};
-use memory::{raise_fd_limit, rss_kib, rss_now_kib};
 use wsloop::client::{Client, Received};
 use wsloop::proto::deflate::{DeflateConfig, Deflater, Params};
 use wsloop::proto::frame::{write_frame, OpCode};
@@ -128,6 +126,7 @@ impl Handler for Echo {
             CloseReason::TimedOut => &s.timed_out,
             CloseReason::Disconnected => &s.disconnected,
             CloseReason::Closed { .. } => &s.clean,
+            other => panic!("a CloseReason this test does not know: {other:?}"),
         }
         .fetch_add(1, Ordering::SeqCst);
         s.closed.fetch_add(1, Ordering::SeqCst);

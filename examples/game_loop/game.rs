@@ -61,7 +61,7 @@ impl Game {
         Game {
             players: Slab::new(),
             tick: 0,
-            seed: wsloop::proto::message::random_u64() | 1,
+            seed: crate::seed::seed(),
         }
     }
 

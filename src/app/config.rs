@@ -99,6 +99,10 @@ impl Config {
     }
 
     /// Checks every option; the error names the first one that is out of range.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the first option out of range.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |option: &'static str, message: String| Err(Error::Config { option, message });
         if !(256..=1 << 20).contains(&self.max_handshake_size) {
@@ -125,11 +129,10 @@ impl Config {
                 format!("must be 4 KiB to 16 MiB, got {}", self.read_buffer_size),
             );
         }
-        if let Some(Err(message)) = self.deflate.as_ref().map(DeflateConfig::validate) {
-            let message = message.trim_start_matches("deflate.").to_owned();
+        if let Some(Err(e)) = self.deflate.as_ref().map(DeflateConfig::validate) {
             return Err(Error::Config {
                 option: "deflate",
-                message,
+                message: e.to_string(),
             });
         }
         if self.max_connections == 0 {

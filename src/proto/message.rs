@@ -139,6 +139,11 @@ impl Decoder {
     /// frame must be kept as they are now and presented again, with more bytes after them, on
     /// the next call. After a [`Frame`](Decoded::Frame) the caller drops `len` bytes from the
     /// front of its buffer. After an error or a close event, stop decoding.
+    ///
+    /// # Errors
+    ///
+    /// The [`ProtocolError`] of the first violation of RFC 6455 (or RFC 7692), to be answered with
+    /// its close code.
     pub fn decode<'a>(&'a mut self, buf: &'a mut [u8]) -> Result<Decoded<'a>, ProtocolError> {
         if self.delivered {
             if let Some(fragments) = &mut self.fragments {
@@ -361,7 +366,7 @@ impl Encoder {
 
 /// A masking key straight from the operating system's CSPRNG (see [`random_u64`]), as
 /// RFC 6455 sections 5.3 and 10.3 ask: the peer's intermediaries cannot predict it.
-pub fn mask_key() -> [u8; 4] {
+pub(crate) fn mask_key() -> [u8; 4] {
     random_bytes()
 }
 
@@ -375,7 +380,7 @@ pub fn mask_key() -> [u8; 4] {
 /// # Panics
 ///
 /// If the operating system has no random source to give (as `rand`'s `thread_rng` does).
-pub fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     u64::from_le_bytes(random_bytes())
 }
 

@@ -45,6 +45,7 @@ impl OwnedMessage {
 
 /// Why a [`Handle`] call was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HandleError {
     /// The reactor's command queue is full (`Config::handle_queue`): it is not keeping up.
     Full,
@@ -102,22 +103,42 @@ impl Handle {
     }
 
     /// Sends `msg` to connection `id`.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError::Full`] when the reactor's command queue is full, [`HandleError::Stopped`]
+    /// when the server has stopped.
     pub fn send(&self, id: ConnId, msg: Message<'_>) -> Result<(), HandleError> {
         self.command(Command::Send(id, OwnedMessage::new(msg)))
     }
 
     /// Sends `msg` to every open connection.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError::Full`] when the reactor's command queue is full, [`HandleError::Stopped`]
+    /// when the server has stopped.
     pub fn broadcast(&self, msg: Message<'_>) -> Result<(), HandleError> {
         self.command(Command::Broadcast(OwnedMessage::new(msg)))
     }
 
     /// Publishes `msg` to the subscribers of `topic`.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError::Full`] when the reactor's command queue is full, [`HandleError::Stopped`]
+    /// when the server has stopped.
     pub fn publish(&self, topic: &str, msg: Message<'_>) -> Result<(), HandleError> {
         self.command(Command::Publish(topic.to_owned(), OwnedMessage::new(msg)))
     }
 
     /// Publishes `msg` to the local subscribers of `topic` only, without relaying it: for a
     /// [`Relay`](crate::Relay) delivering what it brought from elsewhere.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError::Full`] when the reactor's command queue is full, [`HandleError::Stopped`]
+    /// when the server has stopped.
     pub fn publish_local(&self, topic: &str, msg: Message<'_>) -> Result<(), HandleError> {
         self.command(Command::PublishLocal(
             topic.to_owned(),
@@ -126,6 +147,11 @@ impl Handle {
     }
 
     /// Starts the close handshake with connection `id`.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError::Full`] when the reactor's command queue is full, [`HandleError::Stopped`]
+    /// when the server has stopped.
     pub fn close(&self, id: ConnId, code: CloseCode, reason: &str) -> Result<(), HandleError> {
         self.command(Command::Close(id, code, reason.to_owned()))
     }
@@ -133,6 +159,10 @@ impl Handle {
     /// Asks the server to shut down gracefully: [`Server::run`](crate::Server::run) then
     /// closes every connection with 1001, waits for the close handshakes up to
     /// `close_timeout`, and returns. Commands sent before this one are carried out first.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError::Stopped`] when the server has stopped.
     pub fn shutdown(&self) -> Result<(), HandleError> {
         self.shared.shutdown.store(true, Ordering::Release);
         self.shared.woken.store(true, Ordering::Release);

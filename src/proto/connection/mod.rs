@@ -73,11 +73,13 @@ pub use events::{CloseReason, Event, Message, SendError};
 
 use crate::proto::buffer::{RxBuf, TxBuf};
 use crate::proto::clock::{span, Millis};
-use crate::proto::deflate::{self, client_offer, parse_server_response, Inflater};
+use crate::proto::deflate::{
+    self, client_offer, parse_server_response, ExtensionResponseError, Inflater,
+};
 use crate::proto::frame::{write_frame, FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::proto::handshake::{
     check_response, new_key, write_accept, write_request, HeadScanner, HttpResponse, ParseError,
-    Rejection, Request, MAX_HEADERS,
+    Rejection, Request, ResponseError, MAX_HEADERS,
 };
 use crate::proto::message::{self, mask_key, Decoded, Decoder};
 use crate::proto::{CloseCode, Role};
@@ -427,35 +429,25 @@ impl Connection {
         let end = match rx.scanner.find_end(bytes) {
             Some(end) => end,
             None if bytes.len() < MAX_RESPONSE_HEAD => return Polled::Partial,
-            None => return self.handshake_failed("response head too large"),
+            None => return self.handshake_failed(ResponseError::HeadTooLarge),
         };
         let Some(hello) = self.hello.take() else {
-            return self.handshake_failed("no request was sent");
+            return self.handshake_failed(ResponseError::Malformed);
         };
         let protocols: Vec<&str> = hello.protocols.iter().map(String::as_str).collect();
         let accepted = match check_response(&bytes[..end], &hello.key, &protocols) {
             Ok(accepted) => accepted,
-            Err(why) => {
-                log::debug!("handshake failed: {why}");
-                // The status line says most (e.g. `HTTP/1.1 403 Forbidden`).
-                let status = std::str::from_utf8(&bytes[..end])
-                    .ok()
-                    .and_then(|head| head.lines().next())
-                    .filter(|line| !line.contains(" 101 "));
-                return self.handshake_failed(status.unwrap_or("the server botched the upgrade"));
-            }
+            Err(e) => return self.handshake_failed(e),
         };
         let deflate = match (&ep.config.deflate, accepted.extensions.as_deref()) {
             (_, None) => None,
             (Some(cfg), Some(value)) => match parse_server_response(value.as_bytes(), cfg) {
                 Ok(params) => Some(params),
-                Err(why) => {
-                    log::debug!("handshake failed: {why}");
-                    return self.handshake_failed("bad Sec-WebSocket-Extensions answer");
-                }
+                Err(e) => return self.handshake_failed(ResponseError::Extensions(e)),
             },
             (None, Some(_)) => {
-                return self.handshake_failed("extensions in the answer were not offered")
+                let e = ExtensionResponseError::NotOffered;
+                return self.handshake_failed(ResponseError::Extensions(e));
             }
         };
         if let Some(params) = deflate {
@@ -472,7 +464,7 @@ impl Connection {
     }
 
     /// Client role: the handshake failed; the connection ends without a close frame.
-    fn handshake_failed<'a>(&mut self, why: &'a str) -> Polled<'a> {
+    fn handshake_failed<'a>(&mut self, why: ResponseError) -> Polled<'a> {
         self.phase = Phase::Finished;
         Polled::Discard(Some(Event::Refused(why)))
     }

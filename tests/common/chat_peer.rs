@@ -2,7 +2,6 @@
 //! `tests/chat.rs` (in-process servers) and `tests/chat_redis.rs` (chat processes on Redis).
 //!
 //! Every read has a timeout (5 s, or the limit of [`Peer::wait_until`]), so no test can hang.
-#![allow(dead_code)] // each test binary uses a different part
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
