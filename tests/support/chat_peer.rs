@@ -25,6 +25,9 @@ pub struct Peer {
     pub client: Client,
     /// The nickname it joins with, also its name in failure messages.
     pub name: &'static str,
+    /// The `history` messages received, set aside by [`next`](Self::next) (one follows each
+    /// `room_joined`, at once from a lone server, a little later from Redis).
+    pub histories: Vec<Value>,
 }
 
 impl Peer {
@@ -34,7 +37,11 @@ impl Peer {
         let client = Client::connect_with(&url, &[PROTOCOL]).expect("connect");
         assert_eq!(client.protocol(), Some(PROTOCOL));
         client.stream().set_read_timeout(Some(TIMEOUT)).unwrap();
-        Peer { client, name }
+        Peer {
+            client,
+            name,
+            histories: Vec::new(),
+        }
     }
 
     /// Connects and joins as `name`, checking the welcome and the lobby; returns the welcome.
@@ -64,13 +71,19 @@ impl Peer {
         self.client.send(Message::Text(text)).expect("send");
     }
 
-    /// The next text message, as JSON (pings are skipped); panics on a close or a timeout.
+    /// The next text message but `history`, as JSON (pings are skipped, `history` messages
+    /// kept in [`histories`](Self::histories)); panics on a close or a timeout.
     pub fn next(&mut self) -> Value {
         loop {
             match self.client.recv() {
                 Ok(Received::Text(text)) => {
-                    return serde_json::from_str(&text)
-                        .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {text}", self.name))
+                    let msg: Value = serde_json::from_str(&text)
+                        .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {text}", self.name));
+                    if msg["type"] == "history" {
+                        self.histories.push(msg);
+                        continue;
+                    }
+                    return msg;
                 }
                 Ok(Received::Ping(_) | Received::Pong(_)) => {}
                 other => panic!("{}: expected a message, got {other:?}", self.name),
@@ -106,6 +119,15 @@ impl Peer {
                 return msg;
             }
         }
+    }
+
+    /// The next `history` message (set aside earlier, or the next to come; other messages
+    /// on the way are skipped).
+    pub fn history(&mut self) -> Value {
+        if !self.histories.is_empty() {
+            return self.histories.remove(0);
+        }
+        self.wait_until("a history", TIMEOUT, |m| m["type"] == "history")
     }
 
     /// Reads until the server's close frame, counting text messages; returns the close code.
@@ -164,6 +186,9 @@ impl Peer {
                         .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {text}", self.name));
                     if f(&msg) {
                         break msg;
+                    }
+                    if msg["type"] == "history" {
+                        self.histories.push(msg);
                     }
                 }
                 Ok(Received::Ping(_) | Received::Pong(_)) => {}
