@@ -526,3 +526,60 @@ fn a_stopped_process_says_goodbye() {
     alice.send(json!({"type": "private", "to": "ghost", "text": "boo?"}));
     alice.expect_error("unknown_user");
 }
+
+#[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
+fn room_history_is_kept_in_redis_for_every_process_and_bounded() {
+    let redis = Redis::start(&[]);
+    let a = ChatProcess::start("a", &redis);
+    let (mut alice, _, _) = Peer::join_lobby(a.addr, "alice");
+    assert_eq!(alice.history()["messages"], json!([]));
+    for i in 0..3 {
+        let text = format!("line {i}");
+        alice.send(json!({"type": "say", "room": "lobby", "text": text}));
+        assert_eq!(alice.expect("message")["text"], text.as_str());
+    }
+    // A user of another process, started later, gets them from Redis; so does anyone after a
+    // restart of both processes (nothing is kept in a process).
+    let b = ChatProcess::start("b", &redis);
+    let (mut bob, _, _) = Peer::join_lobby(b.addr, "bob");
+    let history = bob.history();
+    let texts: Vec<&str> = (history["messages"].as_array().unwrap().iter())
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["line 0", "line 1", "line 2"]);
+    assert_eq!(history["messages"][0]["from"], "alice");
+    drop((alice, bob, a, b));
+    let c = ChatProcess::start("c", &redis);
+    let (mut carol, _, _) = Peer::join_lobby(c.addr, "carol");
+    assert_eq!(carol.history()["messages"], history["messages"]);
+
+    // Bounded: a list per room, trimmed to the last HISTORY_LEN, with an expiry.
+    let port = redis.port;
+    let key = b"wsloop-chat:history:lobby";
+    let len = redis_server::raw_command(port, &[b"LLEN", key]).unwrap();
+    assert_eq!(len, b":3\r\n");
+    let ttl = redis_server::raw_command(port, &[b"TTL", key]).unwrap();
+    let ttl: i64 = std::str::from_utf8(&ttl[1..ttl.len() - 2])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ttl > 24 * 3600, "TTL {ttl}");
+    for i in 0..110 {
+        let text = format!("more {i}");
+        let value = json!({"type": "message", "room": "lobby", "from": "x", "text": text, "ts": i});
+        let _ = redis_server::raw_command(port, &[b"RPUSH", key, value.to_string().as_bytes()]);
+    }
+    // The next message trims the list; a foreign entry that is not a message object is left
+    // out of the replay.
+    let _ = redis_server::raw_command(port, &[b"RPUSH", key, b"not json"]);
+    carol.send(json!({"type": "say", "room": "lobby", "text": "trim"}));
+    carol.expect("message");
+    let (mut dave, _, _) = Peer::join_lobby(c.addr, "dave");
+    let history = dave.history();
+    let messages = history["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 99, "100 kept, one of them not JSON");
+    assert_eq!(messages.last().unwrap()["text"], "trim");
+    let len = redis_server::raw_command(port, &[b"LLEN", key]).unwrap();
+    assert_eq!(len, b":100\r\n");
+}

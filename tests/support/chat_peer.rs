@@ -127,7 +127,7 @@ impl Peer {
         if !self.histories.is_empty() {
             return self.histories.remove(0);
         }
-        self.wait_until("a history", TIMEOUT, |m| m["type"] == "history")
+        self.wait("a history", TIMEOUT, true, |_| false)
     }
 
     /// Reads until the server's close frame, counting text messages; returns the close code.
@@ -168,10 +168,22 @@ pub fn sentinel(from: &mut Peer, to: &mut Peer, text: &str) {
 impl Peer {
     /// Skips messages until one for which `f` holds, which it returns; fails after `limit`
     /// (waiting quietly through read timeouts until then) saying it waited for `what`.
+    /// `history` messages are set aside in [`histories`](Self::histories), not shown to `f`.
     pub fn wait_until(
         &mut self,
         what: &str,
         limit: Duration,
+        f: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        self.wait(what, limit, false, f)
+    }
+
+    /// [`wait_until`](Self::wait_until), or (`history`) until the first `history` message.
+    fn wait(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        history: bool,
         mut f: impl FnMut(&Value) -> bool,
     ) -> Value {
         let deadline = Instant::now() + limit;
@@ -184,11 +196,13 @@ impl Peer {
                 Ok(Received::Text(text)) => {
                     let msg: Value = serde_json::from_str(&text)
                         .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {text}", self.name));
-                    if f(&msg) {
-                        break msg;
-                    }
                     if msg["type"] == "history" {
+                        if history {
+                            break msg;
+                        }
                         self.histories.push(msg);
+                    } else if f(&msg) {
+                        break msg;
                     }
                 }
                 Ok(Received::Ping(_) | Received::Pong(_)) => {}
