@@ -13,7 +13,8 @@
 //! - `user:<nick in lowercase>`: private messages (only that user's connection subscribes).
 //!
 //! What goes straight to one connection with `send_text` is an answer to that connection's own
-//! request (`welcome`, `room_joined`, `room_left`, `error`). So a `Cluster` of reactors, or a
+//! request (`welcome`, `room_joined`, `history`, `room_left`, `rooms`, `error`; from Redis, a
+//! `history` comes a moment later through the reactor's `Handle`). So a `Cluster` of reactors, or a
 //! Redis relay between processes, carries all of the chat as it is: wsloop's relays forward
 //! publishes.
 //!
@@ -23,7 +24,14 @@
 //! `Arc<Mutex<_>>` that the handler only locks briefly, so `--threads N` gives one directory to
 //! the `Chat` of every reactor. With `--redis URL` (cargo feature `redis`), a `RedisRelay`
 //! carries the topics between chat processes, and the directories of the processes keep each
-//! other informed by presence events over the same Redis: see `directory.rs`.
+//! other informed by presence events over the same Redis: see `directory.rs`. The other is the
+//! room history ([`History`], `history.rs`): in memory, shared by the reactors, or in Redis,
+//! shared by the processes.
+//!
+//! A page's rejoin after a reconnect presents the `token` of its last `welcome`; a connection
+//! holding the nickname with that token (on this process) is the page's own, not yet seen to
+//! end: it is closed with [`REPLACED`] and the nickname goes to the new one. So `nick_taken` on
+//! a rejoin always means someone else took it.
 
 #[path = "directory.rs"]
 pub mod directory;
