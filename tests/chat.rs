@@ -845,6 +845,16 @@ fn the_page_and_its_assets_are_served() {
             "text/html; charset=utf-8",
             include_str!("../examples/chat/index.html"),
         ),
+        (
+            "/favicon.svg",
+            "image/svg+xml",
+            include_str!("../examples/chat/favicon.svg"),
+        ),
+        (
+            "/favicon.ico",
+            "image/svg+xml",
+            include_str!("../examples/chat/favicon.svg"),
+        ),
     ];
     for (path, content_type, body) in assets {
         let resp = get(server.addr, path);

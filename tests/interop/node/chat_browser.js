@@ -33,7 +33,7 @@
 
 const fs = require('fs');
 const path = require('path');
-const readline = require('readline');
+const { CheckFailed, check, sleep, within, until: untilWithin, nextLine } = require('./page_support');
 
 const DEADLINE_MS = 150_000;
 const LAUNCH_TIMEOUT_MS = 30_000;
@@ -55,8 +55,6 @@ const ARGS = [
   '--font-render-hinting=none',
 ];
 
-class CheckFailed extends Error {}
-
 function usage() {
   console.error('usage: node chat_browser.js http://127.0.0.1:PORT/ [--screenshots DIR] [--restart] | --demo DIR');
   process.exit(2);
@@ -75,29 +73,8 @@ function parseArgs(argv) {
   return opts;
 }
 
-// Resolves with `promise`, or fails after `ms`.
-function within(promise, what, ms) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new CheckFailed(`timed out after ${ms / 1000}s: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
 // Waits until `fn(arg)` is truthy in `page`, failing with `what`.
-async function until(page, what, fn, arg, ms = STEP_TIMEOUT_MS) {
-  try {
-    await page.waitForFunction(fn, arg, { timeout: ms, polling: 50 });
-  } catch (err) {
-    throw new CheckFailed(`${what} (${err.message.split('\n')[0]})`);
-  }
-}
-
-function check(ok, why) {
-  if (!ok) throw new CheckFailed(why);
-}
+const until = (page, what, fn, arg, ms = STEP_TIMEOUT_MS) => untilWithin(page, what, fn, arg, ms);
 
 function nicksIn(page) {
   return page.$$eval('#users li', (lis) => lis.map((li) => li.dataset.nick));
@@ -493,24 +470,6 @@ async function demo(browser, opts, pass, logs) {
   console.log(`screenshots: ${opts.demo}`);
   pass('demo');
   for (const x of [a, b, c, d]) await x.context.close();
-}
-
-// The next line on stdin.
-let stdinLines = null;
-function nextLine() {
-  if (!stdinLines) {
-    const rl = readline.createInterface({ input: process.stdin });
-    const queue = [];
-    const waiting = [];
-    rl.on('line', (line) => {
-      const w = waiting.shift();
-      if (w) w(line.trim()); else queue.push(line.trim());
-    });
-    rl.on('close', () => { for (const w of waiting.splice(0)) w(null); });
-    stdinLines = { queue, waiting };
-  }
-  if (stdinLines.queue.length) return Promise.resolve(stdinLines.queue.shift());
-  return new Promise((resolve) => stdinLines.waiting.push(resolve));
 }
 
 async function main(opts) {

@@ -19,7 +19,7 @@
 const fs = require('fs');
 const http = require('http');
 const path = require('path');
-const readline = require('readline');
+const { CheckFailed, check, sleep, until: untilWithin, nextLine } = require('./page_support');
 
 const DEADLINE_MS = 90_000;
 const STEP_TIMEOUT_MS = 10_000;
@@ -29,17 +29,7 @@ const PHONE = { width: 390, height: 844 };
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
   '--disable-background-networking', '--no-proxy-server', '--font-render-hinting=none'];
 
-class CheckFailed extends Error {}
-const check = (ok, why) => { if (!ok) throw new CheckFailed(why); };
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(page, what, fn, arg, ms = STEP_TIMEOUT_MS) {
-  try {
-    await page.waitForFunction(fn, arg, { timeout: ms, polling: 50 });
-  } catch (err) {
-    throw new CheckFailed(`${what} (${err.message.split('\n')[0]})`);
-  }
-}
+const until = (page, what, fn, arg, ms = STEP_TIMEOUT_MS) => untilWithin(page, what, fn, arg, ms);
 
 // The player's own position in the last snapshot, read from the page's variables.
 function myPosition(page) {
@@ -170,18 +160,6 @@ async function checks(browser, opts, pass, logs) {
   check(shown.every((c) => c < 200), `the player's dot is still drawn while offline: ${shown}`);
   pass('while the server is down both pages say offline, with no players or rates over a frozen field');
   for (const x of [d, p]) await x.context.close();
-}
-
-let lines = null;
-function nextLine() {
-  if (!lines) {
-    lines = { queue: [], waiting: [] };
-    const rl = readline.createInterface({ input: process.stdin });
-    rl.on('line', (line) => { const w = lines.waiting.shift(); if (w) w(line.trim()); else lines.queue.push(line.trim()); });
-    rl.on('close', () => { for (const w of lines.waiting.splice(0)) w(null); });
-  }
-  if (lines.queue.length) return Promise.resolve(lines.queue.shift());
-  return new Promise((resolve) => lines.waiting.push(resolve));
 }
 
 async function main() {
