@@ -765,8 +765,8 @@ fn a_page_takes_its_nickname_back_with_its_token_and_only_then() {
     assert_ne!(welcome["token"], token.as_str(), "a new token each time");
     assert_eq!(welcome["users"], json!(["alice", "bob"]));
     again.expect("room_joined");
-    let (code, reason, _) = alice.until_close();
-    assert_eq!(code, Some(chat::REPLACED.0), "{reason}");
+    let (code, reason, texts) = alice.until_close();
+    assert_eq!((code, texts), (Some(chat::REPLACED.0), 0), "{reason}");
     assert_eq!(bob.expect("member_left")["nick"], "alice");
     assert_eq!(bob.expect("user_offline")["nick"], "alice");
     assert_eq!(bob.expect("user_online")["nick"], "alice");

@@ -15,6 +15,7 @@ const TITLE = "wsloop chat";
 const TYPING_EVERY_MS = 2500; // how often "typing" is sent while typing
 const TYPING_SHOWN_MS = 6000; // how long someone is shown typing after their last "typing"
 const ROOMS_EVERY_MS = 15000; // how often the list of other rooms is refreshed
+const KEPT_ITEMS = 2000;      // a conversation's log keeps this many items, the oldest go
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 10000;
 const NICK_KEY = "wsloop-chat-nick";
@@ -530,10 +531,16 @@ function linkify(p, text) {
 
 const messageKey = (m) => `${m.ts}|${m.from}|${m.text}`;
 
+// Remembers a message as shown (the oldest are forgotten past KEPT_ITEMS, as the log drops them).
+function remember(conv, key) {
+  conv.seen.add(key);
+  if (conv.seen.size > KEPT_ITEMS) conv.seen.delete(conv.seen.values().next().value);
+}
+
 // A message from a user (`message` or `private`): ours may settle one we sent.
 function received(conv, msg) {
   const mine = msg.from === nick && msg.ref && pending.get(msg.ref);
-  conv.seen.add(messageKey(msg));
+  remember(conv, messageKey(msg));
   if (mine) {
     pending.delete(msg.ref);
     mine.li.classList.remove("pending");
@@ -555,7 +562,7 @@ function addHistory(conv, messages) {
     if (typeof m.text !== "string" || typeof m.from !== "string") continue;
     const key = messageKey(m);
     if (conv.seen.has(key)) continue;
-    conv.seen.add(key);
+    remember(conv, key);
     const li = post(conv, m.from, m.text, m.ts, before, false);
     li.classList.add("earlier");
   }
@@ -611,6 +618,7 @@ function dmNotice(name, text) {
 function append(conv, li, before = null, count = true) {
   const stick = conv.key === active && isAtBottom();
   conv.list.insertBefore(li, before);
+  if (conv.list.childElementCount > KEPT_ITEMS) conv.list.firstElementChild.remove();
   const seen = conv.key === active && !document.hidden;
   if (conv.key === active && stick) scrollDown();
   if (!seen && count && li.classList.contains("msg") && !li.classList.contains("mine")) {

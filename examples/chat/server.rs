@@ -876,11 +876,14 @@ impl Chat {
     /// it had disconnected, and is closed with [`REPLACED`].
     fn replace(&mut self, ctx: &mut Context<'_, Session>, key: &str, nick: &str, earlier: Conn) {
         if earlier.reactor == self.reactor {
+            // Nothing more reaches it while its close handshake runs, and its end is not news.
             if let Some(session) = ctx.state(earlier.id) {
                 session.user = None;
                 for room in std::mem::take(&mut session.rooms) {
                     ctx.unsubscribe(earlier.id, &room_topic(&room));
                 }
+                ctx.unsubscribe(earlier.id, &user_topic(key));
+                ctx.unsubscribe(earlier.id, PRESENCE);
             }
         }
         let reason = "this page joined again on another connection";
