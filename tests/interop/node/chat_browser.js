@@ -266,8 +266,16 @@ async function checks(browser, opts, pass, logs) {
   pass('other rooms are listed and joined in one step, with their history');
 
   // The rate limit: a burst of messages; those over it stay on the page as not sent.
-  const burst = Array.from({ length: 36 }, (_, i) => `burst ${i}`);
-  for (const text of burst) await say(b.page, text);
+  // Sent at once from the page (Enter in the box, 30 times), so that the count does not depend
+  // on how fast this machine drives the browser: at most 20 fit the budget.
+  const burst = Array.from({ length: 30 }, (_, i) => `burst ${i}`);
+  await b.page.evaluate((all) => {
+    const box = document.getElementById('text');
+    for (const text of all) {
+      box.value = text;
+      box.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true, cancelable: true }));
+    }
+  }, burst);
   await until(b.page, 'every message of the burst is settled',
     () => document.querySelectorAll('#log .msg.pending').length === 0);
   const failed = await b.page.$$eval('#log .msg.failed', (lis) => lis.map((li) => [li.querySelector('.text').textContent, li.querySelector('.state').textContent]));
