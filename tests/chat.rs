@@ -1194,6 +1194,7 @@ fn pages_chat_in_chromium() {
         "ok control characters get an error, the connection stays; a text over the limit is kept with a warning",
         "ok leaving one's only room shows how to join one, not a dead message box",
         "ok after a reload the page rejoins with its nickname and shows the room's history",
+        "ok a reconnect merges the room's history with what the page shows, nothing twice",
         "ok on a phone the sidebar folds away behind a button",
         "ok axe-core: no serious or critical violation (join screen, desktop, no room, phone with its sidebar open)",
         "ok closing one page updates the other's list",

@@ -332,7 +332,19 @@ async function checks(browser, opts, pass, logs) {
   await sees(b.page, 'alice', 'hello bob', 'bob sees the lobby\'s history after a reload');
   pass('after a reload the page rejoins with its nickname and shows the room\'s history');
 
+  // A reconnect without a restart (the server closes a flooding connection with 1008): the
+  // history replayed on rejoining merges with what the page shows, nothing twice.
   await a.page.click('#rooms li[data-key="#lobby"] button');
+  await a.page.evaluate(() => { for (let i = 0; i < 45; i++) ws.send('{"type":"list_rooms"}'); }); // eslint-disable-line no-undef
+  await until(a.page, 'alice\'s page is closed for flooding, reconnects and rejoins',
+    () => [...document.querySelectorAll('#log .notice')].some((n) => n.textContent.startsWith('Disconnected (rate limit'))
+      && [...document.querySelectorAll('#log .notice')].some((n) => n.textContent === 'Reconnected.')
+      && document.getElementById('status-text').textContent === 'connected as alice', undefined, RESTART_TIMEOUT_MS);
+  await sleep(500); // the histories of both rooms have come by now
+  const lobby = await texts(a.page);
+  const twice = lobby.filter((t, i) => lobby.indexOf(t) !== i);
+  check(lobby.includes('hello bob') && twice.length === 0, `after rejoining, the lobby shows ${JSON.stringify(lobby)}`);
+  pass('a reconnect merges the room\'s history with what the page shows, nothing twice');
   await axe(a.page, 'the desktop page');
 
   // The phone.
