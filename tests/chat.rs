@@ -3,8 +3,9 @@
 //!
 //! The JSON protocol is driven by several real WebSocket clients (`wsloop::client::Client`) at
 //! once; the page by headless Chromium (`tests/interop/node/chat_browser.js`, playwright-core),
-//! which needs `WSLOOP_CHROMIUM` and `WSLOOP_NODE_CLIENT_DIR` from `tests/run.sh` (the test fails
-//! without them, it never skips).
+//! on a desktop and a phone viewport, with axe-core: that test is `#[ignore]`d for a plain `cargo
+//! test` and run by `tests/run.sh` with `--include-ignored` (it needs `WSLOOP_CHROMIUM` and
+//! `WSLOOP_NODE_CLIENT_DIR`, and fails without them, never skips).
 //!
 //! A client "did not get" a message when the next message it gets is a later one that was sent
 //! to it on purpose (a private message as a sentinel): the server is one thread and handles each
