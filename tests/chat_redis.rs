@@ -15,7 +15,7 @@
 
 #[path = "support/chat_peer.rs"]
 mod chat_peer;
-#[allow(dead_code)] // wait_or_kill only
+#[allow(dead_code)] // wait_or_kill and env_path only
 #[path = "support/node.rs"]
 mod node;
 #[path = "support/redis_server.rs"]
@@ -582,4 +582,49 @@ fn room_history_is_kept_in_redis_for_every_process_and_bounded() {
     assert_eq!(messages.last().unwrap()["text"], "trim");
     let len = redis_server::raw_command(port, &[b"LLEN", key]).unwrap();
     assert_eq!(len, b":100\r\n");
+}
+
+#[test]
+#[ignore = "needs redis-server, Chromium and Node (bash tests/run.sh)"]
+fn the_page_shows_a_room_history_from_redis() {
+    let redis = Redis::start(&[]);
+    let a = ChatProcess::start("a", &redis);
+    let script = Path::new(&node::env_path("WSLOOP_NODE_CLIENT_DIR")).join("chat_browser.js");
+    let node_bin = std::env::var("WSLOOP_NODE").unwrap_or_else(|_| "node".into());
+    let started = Instant::now();
+    let mut child = Command::new(node_bin)
+        .arg(&script)
+        .arg(format!("http://{}/", a.addr))
+        .arg("--history")
+        .env("WSLOOP_CHROMIUM", node::env_path("WSLOOP_CHROMIUM"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start node {}: {e}", script.display()));
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    let status = node::wait_or_kill(&mut child, started + Duration::from_secs(120));
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    assert!(
+        status.success(),
+        "chat_browser.js --history failed ({status}):\n{stdout}\n{stderr}"
+    );
+    for check in [
+        "ok a room's history from Redis shows above \"You joined\", live messages below",
+        "ok after a reload the history from Redis is shown again, once",
+        "chat browser: 2 passed, 0 failed",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == check),
+            "missing `{check}`:\n{stdout}"
+        );
+    }
 }

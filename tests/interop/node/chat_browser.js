@@ -4,6 +4,7 @@
 // and use it as people would, on a desktop (1440x900) and on a phone (390x844).
 //
 // Usage: node chat_browser.js http://127.0.0.1:PORT/ [--screenshots DIR] [--restart]
+//        node chat_browser.js http://127.0.0.1:PORT/ --history
 //        node chat_browser.js http://127.0.0.1:PORT/ --demo DIR
 //
 // Checks (each prints `ok <check>`): joining, the online lists, typing (in a room and in a
@@ -25,6 +26,7 @@
 // 150 s deadline.
 //
 // --screenshots DIR: saves chat-1440x900.png and chat-390x844.png there.
+// --history: only the room history, against a chat process on Redis (see history() below).
 // --demo DIR: plays a short conversation and saves screenshot.png (960x600),
 // screenshot-1440x900.png and screenshot-390x844.png in DIR (for the README).
 //
@@ -33,27 +35,14 @@
 
 const fs = require('fs');
 const path = require('path');
-const { CheckFailed, check, sleep, within, until: untilWithin, nextLine } = require('./page_support');
+const { CheckFailed, check, sleep, within, until: untilWithin, nextLine, runChecks } = require('./page_support');
 
 const DEADLINE_MS = 150_000;
-const LAUNCH_TIMEOUT_MS = 30_000;
 const STEP_TIMEOUT_MS = 10_000;
 const RESTART_TIMEOUT_MS = 30_000;
 const XSS = '<img src=x onerror="window.__pwned=true;document.title=\'pwned\'">';
 const DESKTOP = { width: 1440, height: 900 };
 const PHONE = { width: 390, height: 844 };
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-proxy-server',
-  '--font-render-hinting=none',
-];
 
 function usage() {
   console.error('usage: node chat_browser.js http://127.0.0.1:PORT/ [--screenshots DIR] [--restart] | --demo DIR');
@@ -61,11 +50,12 @@ function usage() {
 }
 
 function parseArgs(argv) {
-  const opts = { url: null, screenshots: null, restart: false, demo: null };
+  const opts = { url: null, screenshots: null, restart: false, demo: null, history: false };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--screenshots' && i + 1 < argv.length) opts.screenshots = argv[++i];
     else if (argv[i] === '--demo' && i + 1 < argv.length) opts.demo = argv[++i];
     else if (argv[i] === '--restart') opts.restart = true;
+    else if (argv[i] === '--history') opts.history = true;
     else if (!opts.url && /^https?:\/\//.test(argv[i])) opts.url = argv[i];
     else usage();
   }
@@ -444,6 +434,38 @@ function squat(url, nick) {
   }), `joining as ${nick} from node`, STEP_TIMEOUT_MS);
 }
 
+// --history: a room's history as a chat process on Redis replays it (a moment after
+// room_joined): someone from Node says two things, then a page joins and shows them above its
+// "You joined" notice, then a live message below; after a reload, all three, once each.
+async function history(browser, opts, pass, logs) {
+  const writer = await squat(opts.url, 'writer');
+  const said = (text) => new Promise((resolve) => {
+    const echo = (data) => {
+      const msg = JSON.parse(data.toString());
+      if (msg.type === 'message' && msg.text === text) { writer.off('message', echo); resolve(); }
+    };
+    writer.on('message', echo);
+    writer.send(JSON.stringify({ type: 'say', room: 'lobby', text }));
+  });
+  await within(said('before 1').then(() => said('before 2')), 'the writer\'s messages', STEP_TIMEOUT_MS);
+  const p = await openAndJoin(browser, opts.url, 'pia', logs, DESKTOP);
+  await sees(p.page, 'writer', 'before 2', 'the page shows the history from Redis');
+  const order = await p.page.$$eval('#log li', (lis) => lis.map((li) => li.className.split(' ')[0]));
+  check(order.join() === 'msg,msg,notice', `history above "You joined": ${order}`);
+  await said('live 1');
+  await sees(p.page, 'writer', 'live 1');
+  check((await texts(p.page)).join('|') === 'before 1|before 2|live 1', `the lobby: ${await texts(p.page)}`);
+  pass('a room\'s history from Redis shows above "You joined", live messages below');
+  await p.page.reload({ waitUntil: 'load' });
+  await until(p.page, 'pia is back after a reload', () => document.getElementById('status-text').textContent === 'connected as pia');
+  await sees(p.page, 'writer', 'live 1', 'the history after a reload');
+  await sleep(300);
+  check((await texts(p.page)).join('|') === 'before 1|before 2|live 1', `after a reload: ${await texts(p.page)}`);
+  pass('after a reload the history from Redis is shown again, once');
+  writer.close();
+  await p.context.close();
+}
+
 // A short, friendly conversation for the README's screenshots, seen from alice's page.
 async function demo(browser, opts, pass, logs) {
   const a = await openAndJoin(browser, opts.url, 'alice', logs, { width: 960, height: 600 });
@@ -492,51 +514,7 @@ async function demo(browser, opts, pass, logs) {
   for (const x of [a, b, c, d]) await x.context.close();
 }
 
-async function main(opts) {
-  const executablePath = process.env.WSLOOP_CHROMIUM || '/usr/bin/chromium';
-  if (!fs.existsSync(executablePath)) {
-    console.log(`FAIL launch: no Chromium at ${executablePath} (tests/run.sh installs it: apt-get install chromium)`);
-    console.log('chat browser: 0 passed, 1 failed');
-    return 1;
-  }
-  let chromium;
-  try {
-    ({ chromium } = require('playwright-core'));
-  } catch (err) {
-    console.log(`FAIL launch: playwright-core is not installed (run npm ci in tests/interop/node): ${err.message}`);
-    console.log('chat browser: 0 passed, 1 failed');
-    return 1;
-  }
-  const logs = [];
-  let passed = 0;
-  let step = 'launch';
-  const pass = (what) => { passed += 1; step = `after "${what}"`; console.log(`ok ${what}`); };
-  let browser = null;
-  try {
-    browser = await within(chromium.launch({
-      executablePath, headless: true, args: ARGS, timeout: LAUNCH_TIMEOUT_MS,
-    }), 'launching Chromium', LAUNCH_TIMEOUT_MS + 5_000);
-    console.log(`browser: Chromium ${browser.version()} at ${executablePath}`);
-    step = 'checks';
-    await (opts.demo ? demo : checks)(browser, opts, pass, logs);
-    const errors = logs.filter((l) => / page error: | HTTP [45]\d\d /.test(l));
-    check(errors.length === 0, `errors in the pages: ${errors.join(' | ')}`);
-    console.log(`chat browser: ${passed} passed, 0 failed`);
-    return 0;
-  } catch (err) {
-    const why = err instanceof CheckFailed ? err.message : `${err.name}: ${err.message}`;
-    console.log(`FAIL ${step}: ${why}`);
-    for (const line of logs) console.log(line);
-    console.log(`chat browser: ${passed} passed, 1 failed`);
-    return 1;
-  } finally {
-    if (browser) await within(browser.close(), 'closing Chromium', 10_000).catch(() => {});
-  }
-}
-
-setTimeout(() => {
-  console.log(`FAIL deadline: the whole run took over ${DEADLINE_MS / 1000}s`);
-  console.log('chat browser: 0 passed, 1 failed');
-  process.exit(1); // playwright-core kills the browser it launched when the process exits
-}, DEADLINE_MS).unref();
-main(parseArgs(process.argv.slice(2))).then((code) => process.exit(code));
+const opts = parseArgs(process.argv.slice(2));
+const run = opts.demo ? demo : opts.history ? history : checks;
+runChecks('chat browser', DEADLINE_MS, (browser, pass, logs) => run(browser, opts, pass, logs))
+  .then((code) => process.exit(code));

@@ -19,15 +19,13 @@
 const fs = require('fs');
 const http = require('http');
 const path = require('path');
-const { CheckFailed, check, sleep, until: untilWithin, nextLine } = require('./page_support');
+const { check, sleep, until: untilWithin, nextLine, runChecks } = require('./page_support');
 
 const DEADLINE_MS = 90_000;
 const STEP_TIMEOUT_MS = 10_000;
 const BOTS = 12;
 const DESKTOP = { width: 1440, height: 900 };
 const PHONE = { width: 390, height: 844 };
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-  '--disable-background-networking', '--no-proxy-server', '--font-render-hinting=none'];
 
 const until = (page, what, fn, arg, ms = STEP_TIMEOUT_MS) => untilWithin(page, what, fn, arg, ms);
 
@@ -162,41 +160,11 @@ async function checks(browser, opts, pass, logs) {
   for (const x of [d, p]) await x.context.close();
 }
 
-async function main() {
-  const argv = process.argv.slice(2);
-  const opts = { url: argv[0], screenshots: null };
-  if (argv[1] === '--screenshots') opts.screenshots = argv[2];
-  if (!opts.url || !/^http:\/\//.test(opts.url)) {
-    console.error('usage: node game_browser.js http://127.0.0.1:PORT/ [--screenshots DIR]');
-    return 2;
-  }
-  const executablePath = process.env.WSLOOP_CHROMIUM || '/usr/bin/chromium';
-  const logs = [];
-  let passed = 0;
-  let step = 'launch';
-  const pass = (what) => { passed += 1; step = `after "${what}"`; console.log(`ok ${what}`); };
-  let browser = null;
-  try {
-    const { chromium } = require('playwright-core');
-    browser = await chromium.launch({ executablePath, headless: true, args: ARGS, timeout: 30_000 });
-    step = 'checks';
-    await checks(browser, opts, pass, logs);
-    check(logs.length === 0, `errors in the pages: ${logs.join(' | ')}`);
-    console.log(`game browser: ${passed} passed, 0 failed`);
-    return 0;
-  } catch (err) {
-    console.log(`FAIL ${step}: ${err instanceof CheckFailed ? err.message : `${err.name}: ${err.message}`}`);
-    for (const line of logs) console.log(line);
-    console.log(`game browser: ${passed} passed, 1 failed`);
-    return 1;
-  } finally {
-    if (browser) await browser.close().catch(() => {});
-  }
+const [url, flag, dir] = process.argv.slice(2);
+if (!url || !/^http:\/\//.test(url) || (flag && flag !== '--screenshots')) {
+  console.error('usage: node game_browser.js http://127.0.0.1:PORT/ [--screenshots DIR]');
+  process.exit(2);
 }
-
-setTimeout(() => {
-  console.log(`FAIL deadline: the whole run took over ${DEADLINE_MS / 1000}s`);
-  console.log('game browser: 0 passed, 1 failed');
-  process.exit(1);
-}, DEADLINE_MS).unref();
-main().then((code) => process.exit(code));
+const opts = { url, screenshots: flag ? dir : null };
+runChecks('game browser', DEADLINE_MS, (browser, pass, logs) => checks(browser, opts, pass, logs))
+  .then((code) => process.exit(code));

@@ -48,4 +48,68 @@ function nextLine() {
   return new Promise((resolve) => stdinLines.waiting.push(resolve));
 }
 
-module.exports = { CheckFailed, check, sleep, within, until, nextLine };
+/** Chromium's flags for the page tests. */
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-proxy-server',
+  '--font-render-hinting=none',
+];
+const LAUNCH_TIMEOUT_MS = 30_000;
+
+/**
+ * Launches headless Chromium ($WSLOOP_CHROMIUM, else /usr/bin/chromium) and runs
+ * `body(browser, pass, logs)` within `deadlineMs`: `pass(what)` prints `ok <what>`; `logs`
+ * collects what the pages said (lines with ` page error: ` or an HTTP 4xx/5xx fail the run).
+ * Prints `<name>: N passed, 0 failed` and resolves with 0, or prints `FAIL <step>: <why>`, the
+ * logs and `<name>: N passed, 1 failed` and resolves with 1. Closes the browser either way.
+ */
+async function runChecks(name, deadlineMs, body) {
+  setTimeout(() => {
+    console.log(`FAIL deadline: the whole run took over ${deadlineMs / 1000}s`);
+    console.log(`${name}: 0 passed, 1 failed`);
+    process.exit(1); // playwright-core kills the browser it launched when the process exits
+  }, deadlineMs).unref();
+  const executablePath = process.env.WSLOOP_CHROMIUM || '/usr/bin/chromium';
+  const logs = [];
+  let passed = 0;
+  let step = 'launch';
+  const pass = (what) => { passed += 1; step = `after "${what}"`; console.log(`ok ${what}`); };
+  let browser = null;
+  try {
+    check(require('fs').existsSync(executablePath),
+      `no Chromium at ${executablePath} (tests/run.sh installs it: apt-get install chromium)`);
+    let chromium;
+    try {
+      ({ chromium } = require('playwright-core'));
+    } catch (err) {
+      throw new CheckFailed(`playwright-core is not installed (run npm ci in tests/interop/node): ${err.message}`);
+    }
+    browser = await within(chromium.launch({
+      executablePath, headless: true, args: CHROMIUM_ARGS, timeout: LAUNCH_TIMEOUT_MS,
+    }), 'launching Chromium', LAUNCH_TIMEOUT_MS + 5_000);
+    console.log(`browser: Chromium ${browser.version()} at ${executablePath}`);
+    step = 'checks';
+    await body(browser, pass, logs);
+    const errors = logs.filter((l) => / page error: | HTTP [45]\d\d /.test(l));
+    check(errors.length === 0, `errors in the pages: ${errors.join(' | ')}`);
+    console.log(`${name}: ${passed} passed, 0 failed`);
+    return 0;
+  } catch (err) {
+    const why = err instanceof CheckFailed ? err.message : `${err.name}: ${err.message}`;
+    console.log(`FAIL ${step}: ${why}`);
+    for (const line of logs) console.log(line);
+    console.log(`${name}: ${passed} passed, 1 failed`);
+    return 1;
+  } finally {
+    if (browser) await within(browser.close(), 'closing Chromium', 10_000).catch(() => {});
+  }
+}
+
+module.exports = { CheckFailed, check, sleep, within, until, nextLine, runChecks };
