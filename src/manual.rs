@@ -272,8 +272,10 @@ pub mod _06_embedding {
     //!
     //! `examples/game_loop.rs` is the full version: a 60 Hz field of players to watch and play in the
     //! browser (`cargo run --release --example game_loop`, then `http://127.0.0.1:8090/`, arrow keys or
-    //! WASD; the page reconnects by itself), `--bots N` bot players on one extra thread, and tick-time
-    //! figures (the work of each tick: turn, simulation, broadcast, flush).
+    //! WASD, or the touch pad on a phone; the page says when it is offline and reconnects by
+    //! itself), `--bots N` bot players on one extra thread, and tick-time figures (the work of each
+    //! tick: turn, simulation, broadcast, flush). Screenshots: `examples/game_loop/screenshot*.png`
+    //! (1440x900 and a 390x844 phone).
     //!
     //! Measured 2026-11-22 on this project's machine (2 vCPU AMD EPYC KVM guest, kernel 6.18, bots on
     //! the same two vCPUs, other work running), `cargo run --release --example game_loop -- --bots N
