@@ -33,6 +33,9 @@ const LISTENER: Token = Token(usize::MAX - 1);
 /// Most bytes read from one connection in one turn, so that a fast sender cannot starve the
 /// others; the rest is read on the next turn.
 const READ_BUDGET: usize = 1 << 20;
+/// What a frame costs of the read budget on top of its bytes: about what decoding one costs,
+/// in bytes unmasked in the same time.
+const FRAME_COST: usize = 128;
 /// The smallest read into a connection's own buffer.
 const MIN_READ: usize = 16 * 1024;
 /// Connections beyond `max_connections` that may linger while their 503 goes out.
@@ -298,6 +301,9 @@ impl<H: Handler> Server<H> {
             Ok(()) => {}
         }
         self.core.now = self.core.timers.millis(Instant::now());
+        // Issue 14 (2): connections left over from the last turn; one read again by this
+        // turn's events has had its budget and is not read twice.
+        let backlog = std::mem::take(&mut self.backlog);
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in events.iter() {
             if event.token() == WAKER {
@@ -326,8 +332,10 @@ impl<H: Handler> Server<H> {
             }
         }
         self.events = events;
-        for id in std::mem::take(&mut self.backlog) {
-            self.read(id, true);
+        for id in backlog {
+            if !self.backlog.contains(&id) {
+                self.read(id, true);
+            }
         }
         self.expire();
         self.settle();
@@ -480,12 +488,19 @@ impl<H: Handler> Server<H> {
             // After a keepalive ping the next one is due again; with no idle timeout no
             // deadline may be armed at all, so arm it (once per ping, not per read).
             let rearm = std::mem::take(&mut conn.ping_sent);
+            let mut frames = 0;
             if conn.phase != Phase::Linger {
                 let mut rx = std::mem::replace(&mut conn.rx, Rx::new(0));
                 if into_scratch {
                     let bytes = &mut self.scratch[..n];
-                    let used =
-                        dispatch(&mut self.core, &mut self.handler, id, &mut rx.parse, bytes);
+                    let used = dispatch(
+                        &mut self.core,
+                        &mut self.handler,
+                        id,
+                        &mut rx.parse,
+                        bytes,
+                        &mut frames,
+                    );
                     if used < n {
                         rx.buf.keep(
                             &self.scratch[used..n],
@@ -496,8 +511,14 @@ impl<H: Handler> Server<H> {
                 } else {
                     rx.buf.filled(n);
                     let bytes = rx.buf.bytes_mut();
-                    let used =
-                        dispatch(&mut self.core, &mut self.handler, id, &mut rx.parse, bytes);
+                    let used = dispatch(
+                        &mut self.core,
+                        &mut self.handler,
+                        id,
+                        &mut rx.parse,
+                        bytes,
+                        &mut frames,
+                    );
                     rx.buf.consume(used, &mut self.core.pool);
                 }
                 match self.core.get_mut(id) {
@@ -508,9 +529,14 @@ impl<H: Handler> Server<H> {
             if rearm {
                 self.core.arm(id);
             }
-            budget = budget.saturating_sub(n);
+            // Issue 14 (2): frames count too, so that a flood of tiny frames gets no more time.
+            budget = budget.saturating_sub(n + frames * FRAME_COST);
             if budget == 0 {
-                self.backlog.push(id);
+                // Issue 14 (2): once per turn, however many times it is read (each entry is
+                // a read of up to READ_BUDGET: a search costs little next to one).
+                if !self.backlog.contains(&id) {
+                    self.backlog.push(id);
+                }
                 return;
             }
             if drained {
@@ -714,14 +740,16 @@ impl<H: Handler> Drop for Server<H> {
     }
 }
 
-/// Handles `bytes` received on `id`: the upgrade request, then frames. Returns how many bytes
-/// were used; the rest (a partial head or frame) is kept for the next read.
+/// Handles `bytes` received on `id`: the upgrade request, then frames, counted in `frames`.
+/// Returns how many bytes were used; the rest (a partial head or frame) is kept for the next
+/// read.
 fn dispatch<H: Handler>(
     core: &mut Core<H::State>,
     handler: &mut H,
     id: ConnId,
     rx: &mut Parse,
     bytes: &mut [u8],
+    frames: &mut usize,
 ) -> usize {
     let mut pos = 0;
     while pos < bytes.len() {
@@ -746,6 +774,7 @@ fn dispatch<H: Handler>(
                     return pos;
                 }
                 Ok(Decoded::Frame { len, event }) => {
+                    *frames += 1;
                     if let Some(event) = event {
                         on_event(core, handler, id, phase, event);
                     }

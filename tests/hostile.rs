@@ -918,6 +918,91 @@ fn ping_floods_are_answered_and_bounded() {
     assert!(after < before + 4 * KIB);
 }
 
+/// Two clients send tiny frames as fast as they can (one empty continuations of a message it
+/// never ends, the other unsolicited empty pongs) while a healthy client echoes: its echoes
+/// must stay fast (issue 14, item 2: each flooder was added to the read backlog once more per
+/// turn, and the healthy client waited 250-700 ms per echo).
+#[test]
+fn tiny_frame_floods_do_not_delay_a_healthy_client() {
+    let _serial = serial();
+    const ECHOES: usize = 300;
+    let server = start(config());
+    let mut healthy = Healthy::connect(&server);
+    healthy.echo();
+    let before = rss_kib();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    // A message that is never finished, then empty continuations; unsolicited empty pongs.
+    let kinds = [
+        (
+            client_frame(OpCode::Binary, false, b"never ends"),
+            OpCode::Continuation,
+            false,
+        ),
+        (Vec::new(), OpCode::Pong, true),
+    ];
+    let floods: Vec<JoinHandle<()>> = kinds
+        .into_iter()
+        .map(|(first, opcode, fin)| {
+            let (mut ws, _) = server.upgraded(&[]);
+            ws.send_raw(&first);
+            let block = client_frame(opcode, fin, b"").repeat(10_000);
+            let (stop, sent) = (stop.clone(), sent.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match ws.stream.write_all(&block) {
+                        Ok(()) => {
+                            sent.fetch_add(block.len(), Ordering::SeqCst);
+                        }
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                        Err(_) => return, // closed by the server's shutdown
+                    }
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    let mut times = Vec::with_capacity(ECHOES);
+    let mut peak = before;
+    while times.len() < ECHOES && t0.elapsed() < Duration::from_secs(15) {
+        let t = Instant::now();
+        healthy.echo();
+        times.push(t.elapsed());
+        peak = peak.max(rss_now_kib());
+        thread::sleep(Duration::from_millis(2));
+    }
+    let took = t0.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    for flood in floods {
+        flood.join().expect("a flooder failed");
+    }
+    let flooded = sent.load(Ordering::SeqCst);
+    let after = rss_kib();
+    times.sort();
+    let echoes = times.len();
+    let p50 = times[echoes / 2];
+    let p99 = times[echoes * 99 / 100];
+    let max = times[echoes - 1];
+    report(
+        "tiny-frame floods",
+        "two clients sending empty continuation frames / empty pongs (6 bytes each) as fast as they can",
+        &format!(
+            "{} MiB of floods in {took:.1?}; {echoes} healthy echoes: p50 {p50:.1?}, p99 {p99:.1?}, max {max:.1?}",
+            flooded / MIB
+        ),
+        before,
+        peak,
+        after,
+    );
+    assert!(flooded > 10 * MIB, "the floods hardly ran: {flooded} bytes");
+    assert_eq!(echoes, ECHOES, "only {echoes} echoes in {took:?}");
+    // Generous for a debug build on a loaded machine: it was 300 ms to 5 s before the fix.
+    assert!(p99 < Duration::from_millis(100), "p99 {p99:?}");
+    assert!(peak < before + 16 * KIB);
+}
+
 /// A compressed message that inflates to 64 MiB against a 1 MiB limit: 1009, whether it comes
 /// in one frame or in 1 KiB fragments, without inflating more than the limit.
 #[test]
