@@ -36,6 +36,10 @@ const READ_BUDGET: usize = 1 << 20;
 /// What a frame costs of the read budget on top of its bytes: about what decoding one costs,
 /// in bytes unmasked in the same time.
 const FRAME_COST: usize = 128;
+/// Whether a short read on a plain socket counts as drained, sparing the `WouldBlock` read:
+/// sound with epoll, which raises an edge for every arrival, so Linux only (kqueue and
+/// Windows' AFD polling make no such promise that mio documents).
+const SHORT_READ_DRAINS: bool = cfg!(target_os = "linux");
 /// The smallest read into a connection's own buffer.
 const MIN_READ: usize = 16 * 1024;
 /// Connections beyond `max_connections` that may linger while their 503 goes out.
@@ -442,11 +446,12 @@ impl<H: Handler> Server<H> {
 
     /// Reads from `id` until `WouldBlock` (or its budget is spent) and handles what came.
     ///
-    /// A plain TCP read that fills less than the buffer has drained the socket: unless the
-    /// event said the peer closed (`drain`), the `WouldBlock` read that would follow is
-    /// skipped, since new bytes raise a new edge. That saves a syscall per message batch.
-    /// Then what the connection was sent meanwhile is written at once, not at the end of the
-    /// turn (other connections' sends to it later in the turn still go out then).
+    /// On Linux, a plain TCP read that fills less than the buffer has drained the socket:
+    /// unless the event said the peer closed (`drain`), the `WouldBlock` read that would
+    /// follow is skipped, since epoll raises a new edge for any bytes that arrive later. That
+    /// saves a syscall per message batch. Once drained, what the connection was sent
+    /// meanwhile is written at once, not at the end of the turn (other connections' sends to
+    /// it later in the turn still go out then).
     fn read(&mut self, id: ConnId, drain: bool) {
         let mut budget = READ_BUDGET;
         let now = self.core.now;
@@ -466,7 +471,11 @@ impl<H: Handler> Server<H> {
                 let asked = spare.len();
                 (conn.io.read(spare), asked)
             };
-            let drained = !drain && conn.io.is_plain() && result.as_ref().is_ok_and(|&n| n < asked);
+            // Issue 14 (8): the short-read shortcut relies on epoll's edges (Linux only).
+            let drained = SHORT_READ_DRAINS
+                && !drain
+                && conn.io.is_plain()
+                && result.as_ref().is_ok_and(|&n| n < asked);
             let n = match result {
                 Ok(0) => return self.drop_conn(id, CloseReason::Disconnected),
                 Ok(n) => n,
@@ -476,7 +485,8 @@ impl<H: Handler> Server<H> {
                         conn.dirty = true;
                         self.core.dirty.push(id);
                     }
-                    return;
+                    // Issue 14 (8): drained without the shortcut: answer now all the same.
+                    return self.answer_now(id);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -540,16 +550,19 @@ impl<H: Handler> Server<H> {
                 return;
             }
             if drained {
-                // Answer now rather than after every other ready connection's turn: a
-                // request-response peer waits for it (this cuts the echo's p99 latency). A
-                // backlogged queue waits for WRITABLE (and its `on_drain`) as before.
-                if self.core.get(id).is_some_and(|c| c.dirty && !c.backlogged) {
-                    if let Err(e) = self.flush_one(id) {
-                        log::debug!("{id}: write failed: {e}");
-                        self.drop_conn(id, CloseReason::Disconnected);
-                    }
-                }
-                return;
+                return self.answer_now(id);
+            }
+        }
+    }
+
+    /// Flushes `id` once its socket is drained, rather than after every other ready
+    /// connection's turn: a request-response peer waits for it (this cuts the echo's p99
+    /// latency). A backlogged queue waits for WRITABLE (and its `on_drain`) as before.
+    fn answer_now(&mut self, id: ConnId) {
+        if self.core.get(id).is_some_and(|c| c.dirty && !c.backlogged) {
+            if let Err(e) = self.flush_one(id) {
+                log::debug!("{id}: write failed: {e}");
+                self.drop_conn(id, CloseReason::Disconnected);
             }
         }
     }
