@@ -537,7 +537,7 @@ fn a_steady_reader_whose_queue_never_drains_stays_near_the_bound() {
     let after = rss_kib();
     report(
         "steady reader, queue never drains",
-        &format!("64 MiB echoed in 60 KiB messages with 7 MiB in flight, max_write_buffer 8 MiB"),
+        "64 MiB echoed in 60 KiB messages with 7 MiB in flight, max_write_buffer 8 MiB",
         &format!(
             "all echoed in {took:.1?} ({:.0} MB/s), no overflow; {healthy}",
             (TOTAL * SIZE) as f64 / took.as_secs_f64() / 1e6
