@@ -149,6 +149,40 @@ impl Config {
     }
 }
 
+/// File descriptors left for everything but connections: the listeners, the poll, the waker,
+/// stdio, and the application's own files.
+const FD_RESERVE: usize = 32;
+
+impl Config {
+    /// This configuration with `max_connections` lowered (and a warning logged) to what the
+    /// process's open-files limit leaves for connections, after `extra` more descriptors and
+    /// [`FD_RESERVE`]. The limit is read from `/proc/self/limits` (Linux); elsewhere, or if it
+    /// cannot be read, nothing changes.
+    pub(crate) fn within_fd_limit(mut self, extra: usize) -> Config {
+        let Some(limit) = open_files_limit() else {
+            return self;
+        };
+        let room = limit.saturating_sub(FD_RESERVE + extra).max(1);
+        if self.max_connections > room {
+            log::warn!(
+                "max_connections lowered from {} to {room}: the open-files limit is {limit} \
+                 (raise it with `ulimit -n`)",
+                self.max_connections
+            );
+            self.max_connections = room;
+        }
+        self
+    }
+}
+
+/// The process's soft limit on open files, if known.
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line["Max open files".len()..].split_whitespace().next()?;
+    soft.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +231,19 @@ mod tests {
             message,
             "invalid config: max_message_size must be at least 125 B, got 3"
         );
+    }
+
+    #[test]
+    fn max_connections_fits_the_open_files_limit() {
+        #[cfg(target_os = "linux")]
+        {
+            let limit = open_files_limit().expect("/proc/self/limits");
+            let config = Config::default()
+                .max_connections(usize::MAX)
+                .within_fd_limit(64);
+            assert_eq!(config.max_connections, limit - FD_RESERVE - 64);
+        }
+        let small = Config::default().max_connections(5).within_fd_limit(64);
+        assert_eq!(small.max_connections, 5);
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::accept::AcceptRetry;
 use crate::buffer::TxBuf;
 use crate::conn::{Compress, Conn, Parse, Phase, Rx};
 use crate::context::{lookup, Core};
@@ -61,6 +62,8 @@ pub struct Server<H: Handler> {
     backlog: Vec<ConnId>,
     /// Commands from other threads.
     commands: Commands,
+    /// Issue 14 (1): accepting again after it failed for lack of descriptors.
+    accept_retry: AcceptRetry,
 }
 
 /// A listening socket, plain or TLS.
@@ -93,6 +96,8 @@ impl<H: Handler> Server<H> {
     /// [`listen_on`](Self::listen_on)).
     pub(crate) fn new(config: Config, handler: H) -> Result<Server<H>, Error> {
         config.validate()?;
+        // Issue 14 (1): no more connections than the process has descriptors for.
+        let config = config.within_fd_limit(REFUSAL_SLOTS);
         let poll = Poll::new()?;
         let (tx, rx) = std::sync::mpsc::sync_channel(config.handle_queue);
         let shared = Arc::new(Shared {
@@ -114,6 +119,7 @@ impl<H: Handler> Server<H> {
             core: Core::new(config),
             handler,
             backlog: Vec::new(),
+            accept_retry: AcceptRetry::default(),
         })
     }
 
@@ -344,6 +350,12 @@ impl<H: Handler> Server<H> {
         self.expire();
         self.settle();
         self.flush();
+        // Issue 14 (1): the listeners raise no new event for what waits in their queues.
+        if (self.accept_retry).take_due(self.core.conns.len(), Instant::now()) {
+            for listener in 0..self.listeners.len() {
+                self.accept(listener);
+            }
+        }
         Ok(())
     }
 
@@ -357,6 +369,11 @@ impl<H: Handler> Server<H> {
             .timers
             .next()
             .map(|at| at.saturating_duration_since(now));
+        // Issue 14 (1): wake up for the next accept retry.
+        let timer = match (timer, self.accept_retry.timeout(now)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match (requested, timer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -372,8 +389,11 @@ impl<H: Handler> Server<H> {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    log::warn!("accept failed: {e}");
+                    // Issue 14 (1): out of descriptors, say: try again later.
+                    let open = self.core.conns.len();
+                    self.accept_retry.failed(&e, open, Instant::now());
                     return;
                 }
             };

@@ -1207,6 +1207,265 @@ fn connections_over_the_limit_get_503_and_the_others_keep_working() {
     assert_eq!(reset, 0, "{reset} of 20 refused connections were reset");
 }
 
+/// Set in the child process of [`accepting_resumes_after_running_out_of_descriptors`].
+const FD_CHILD: &str = "WSLOOP_HOSTILE_FD_CHILD";
+/// The child's soft limit on open files.
+const FD_LIMIT: u64 = 256;
+
+/// Issue 14, item 1. A server process with 256 descriptors: `max_connections` (10,000) is
+/// lowered to fit, with a warning, so that 300 clients at once each get 101, 503 or a close,
+/// and none waits forever. Then the process's own files take all but 8 descriptors, and
+/// `accept` fails with EMFILE: the clients left in the accept queue are accepted as others
+/// close (20 in turn), and, with none closing, on the retry timer once the files are closed.
+/// Before, the edge-triggered listener was never woken for the queued ones again.
+///
+/// The server runs in a child process (this test binary again) so that the low limit does not
+/// touch the other tests; the clients run here.
+#[test]
+fn accepting_resumes_after_running_out_of_descriptors() {
+    if std::env::var_os(FD_CHILD).is_some() {
+        return fd_limited_server();
+    }
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let _serial = serial();
+    raise_fd_limit(4096);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "accepting_resumes_after_running_out_of_descriptors",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(FD_CHILD, "1")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the child server");
+    let mut to_child = child.stdin.take().unwrap();
+    let mut from_child = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut expect_line = |prefix: &str| -> String {
+        for line in from_child.by_ref() {
+            let line = line.expect("the child's output");
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_owned();
+            }
+        }
+        panic!("the child ended before printing {prefix:?}");
+    };
+    let addr: SocketAddr = expect_line("ADDR ").parse().unwrap();
+    let url = format!("ws://{addr}/");
+    let mut healthy = Client::connect(&url).expect("healthy client connects");
+    let mut echo = |n: usize| {
+        let text = format!("healthy {n}");
+        healthy.send(Message::Text(&text)).unwrap();
+        assert_eq!(healthy.recv().unwrap(), Received::Text(text));
+    };
+    echo(0);
+    let rss = || rss_of(child.id());
+    let before = rss();
+
+    // 300 at once: each is answered or closed, none left waiting.
+    let request = upgrade_request("/", &[]);
+    let mut burst: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    let (mut upgraded, mut refused, mut closed) = (0, 0, 0);
+    for stream in &mut burst {
+        let _ = stream.write_all(request.as_bytes());
+        match answer(stream, Duration::from_secs(5)) {
+            Answer::Status(101) => upgraded += 1,
+            Answer::Status(503) => refused += 1,
+            Answer::Closed => closed += 1,
+            other => panic!("a client of the burst got {other:?}"),
+        }
+    }
+    echo(1);
+    let peak = rss();
+    assert!(
+        (100..FD_LIMIT as usize).contains(&upgraded),
+        "{upgraded} upgraded"
+    );
+    drop(burst);
+    thread::sleep(Duration::from_millis(500));
+
+    // The child's own files take all but 8 descriptors: accept fails with EMFILE. Each client
+    // answered is closed, which frees a descriptor for the next in the queue.
+    to_child.write_all(b"hog\n").unwrap();
+    let hogged = expect_line("HOGGED ");
+    let t0 = Instant::now();
+    let mut waiting: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    for stream in &mut waiting {
+        stream.write_all(request.as_bytes()).unwrap();
+    }
+    // First those that fit, kept open; then each answered one is closed at once.
+    let mut first_round = Vec::new();
+    while t0.elapsed() < Duration::from_millis(300) {
+        settle_answers(&mut waiting, &mut first_round, Duration::from_millis(10));
+    }
+    let first_round = std::mem::take(&mut first_round).len();
+    while !waiting.is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        settle_answers(&mut waiting, &mut Vec::new(), Duration::from_millis(10));
+    }
+    let on_close = t0.elapsed();
+    assert!(waiting.is_empty(), "{} of 20 never accepted", waiting.len());
+    assert!(
+        first_round < 20,
+        "accept never failed: all 20 in the first round"
+    );
+
+    // Now nothing closes: 20 more wait, and only the retry timer finds them once the child
+    // closes its files.
+    let mut waiting: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    for stream in &mut waiting {
+        stream.write_all(request.as_bytes()).unwrap();
+    }
+    // Those answered stay open: no descriptor is freed by a close.
+    let mut answered = Vec::new();
+    let t1 = Instant::now();
+    while t1.elapsed() < Duration::from_millis(500) {
+        settle_answers(&mut waiting, &mut answered, Duration::from_millis(10));
+    }
+    let stuck = waiting.len();
+    to_child.write_all(b"free\n").unwrap();
+    expect_line("FREED");
+    let t2 = Instant::now();
+    for s in &mut waiting {
+        assert_eq!(answer(s, Duration::from_secs(5)), Answer::Status(101));
+    }
+    let on_timer = t2.elapsed();
+    echo(2);
+    let after = rss();
+    drop((waiting, answered, healthy));
+    drop(to_child);
+    let out = child.wait_with_output().expect("the child ends");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the child failed: {log}");
+    let lowered = log.lines().find(|l| l.contains("max_connections lowered"));
+    let warnings = log.lines().filter(|l| l.contains("accept failed")).count();
+    report(
+        "out of descriptors",
+        "300 clients at once, then 2 x 20 while the server process has 8 free descriptors (soft limit 256)",
+        &format!(
+            "burst: {upgraded} upgraded, {refused} got 503, {closed} closed; {hogged} descriptors taken; \
+             20 accepted as others closed ({first_round} in the first round) in {on_close:.1?}; \
+             {stuck} of 20 waited until the files were closed, then were accepted in {on_timer:.1?}; \
+             {warnings} accept warning(s); log: {}",
+            lowered.unwrap_or("(no max_connections warning)").trim()
+        ),
+        before,
+        peak,
+        after,
+    );
+    assert!(lowered.is_some(), "no warning about max_connections: {log}");
+    assert!(stuck > 0, "accept never failed in the second round");
+    assert!(
+        (1..=3).contains(&warnings),
+        "{warnings} accept warnings: not rate-limited"
+    );
+}
+
+/// What a client got for its upgrade request.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// A response with this status.
+    Status(u16),
+    /// The end of stream or a reset, with no response.
+    Closed,
+    /// Nothing yet.
+    Pending,
+}
+
+/// The resident set of process `pid` in KiB.
+fn rss_of(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Moves the clients of `waiting` that got their 101 within `wait` each to `answered`.
+fn settle_answers(waiting: &mut Vec<TcpStream>, answered: &mut Vec<TcpStream>, wait: Duration) {
+    let mut still = Vec::new();
+    for mut stream in waiting.drain(..) {
+        match answer(&mut stream, wait) {
+            Answer::Pending => still.push(stream),
+            Answer::Status(101) => answered.push(stream),
+            other => panic!("a waiting client got {other:?}"),
+        }
+    }
+    *waiting = still;
+}
+
+/// Waits up to `wait` for the answer to an upgrade request sent on `stream`.
+fn answer(stream: &mut TcpStream, wait: Duration) -> Answer {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) if head.is_empty() => return Answer::Closed,
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) if is_closed_error(&e) && head.is_empty() => return Answer::Closed,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if head.is_empty() {
+                    return Answer::Pending;
+                }
+                break;
+            }
+            Err(e) => panic!("reading an answer: {e}"),
+        }
+        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok());
+    Answer::Status(status.unwrap_or_else(|| panic!("not an HTTP response: {text:?}")))
+}
+
+/// The child of [`accepting_resumes_after_running_out_of_descriptors`]: a server with a
+/// 256-descriptor limit, and files it opens and closes when told on stdin.
+fn fd_limited_server() {
+    use std::io::BufRead;
+    let _ = env_logger::builder().is_test(false).try_init();
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit on a properly initialised struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = FD_LIMIT;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    let server = start(config());
+    println!("ADDR {}", server.addr);
+    let mut files = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        match line.as_deref() {
+            Ok("hog") => {
+                while let Ok(file) = std::fs::File::open("/dev/null") {
+                    files.push(file);
+                }
+                files.truncate(files.len().saturating_sub(8));
+                println!("HOGGED {}", files.len());
+            }
+            Ok("free") => {
+                files.clear();
+                println!("FREED");
+            }
+            _ => break,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bugs found by these tests (they fail until fixed; see each test's comment)
 // ---------------------------------------------------------------------------------------------
