@@ -56,6 +56,12 @@ config! {
     /// most this or `max_message_size` (plus a frame header), so that any message the server
     /// accepts can be echoed (default 16 MiB).
     max_write_buffer: usize = 16 * 1024 * 1024,
+    /// Most bytes the whole reactor buffers: input kept for partial frames and unfinished
+    /// messages, and the write queues. A send that would pass it is an overflow of its
+    /// connection (see `on_overflow`); input that passes it sheds the connection holding the
+    /// most, closed with 1013 (try again later). At least twice the larger of
+    /// `max_message_size` and `max_write_buffer` (default 256 MiB).
+    max_buffered: usize = 256 * 1024 * 1024,
     /// What a send beyond `max_write_buffer` does (default: close with 1008).
     on_overflow: Overflow = Overflow::Close,
     /// Ping a connection after this much silence from it; `None` never pings (default 30 s).
@@ -77,9 +83,10 @@ config! {
     /// Empty allows any, and requests without `Origin` (non-browser clients) always pass
     /// (default: empty).
     allowed_origins: Vec<String> = Vec::new(),
-    /// Most commands waiting from [`Handle`](crate::Handle)s; beyond it their calls are
-    /// refused with `HandleError::Full` (default 65,536).
-    handle_queue: usize = 65_536,
+    /// Most bytes of commands waiting from [`Handle`](crate::Handle)s (each counts its
+    /// message, topic or reason plus 64); beyond it their calls are refused with
+    /// `HandleError::Full` (default 16 MiB).
+    handle_queue: usize = 16 * 1024 * 1024,
     /// permessage-deflate (RFC 7692), offered to clients that ask; `None` turns it off
     /// (default: off).
     deflate: Option<DeflateConfig> = None,
@@ -120,11 +127,25 @@ impl Config {
                 message,
             });
         }
+        let one_echo = 2 * self.max_message_size.max(self.max_write_buffer);
+        if self.max_buffered < one_echo {
+            return bad(
+                "max_buffered",
+                format!(
+                    "must be at least twice the larger of max_message_size and \
+                     max_write_buffer ({one_echo}), got {}",
+                    self.max_buffered
+                ),
+            );
+        }
         if self.max_connections == 0 {
             return bad("max_connections", "must be at least 1, got 0".into());
         }
-        if self.handle_queue == 0 {
-            return bad("handle_queue", "must be at least 1, got 0".into());
+        if self.handle_queue < 1024 {
+            return bad(
+                "handle_queue",
+                format!("must be at least 1 KiB, got {}", self.handle_queue),
+            );
         }
         let durations = [
             ("handshake_timeout", Some(self.handshake_timeout)),
@@ -207,6 +228,7 @@ mod tests {
         assert_eq!(option_of(d().max_write_buffer(1)), "max_write_buffer");
         assert_eq!(option_of(d().read_buffer_size(1)), "read_buffer_size");
         assert_eq!(option_of(d().max_connections(0)), "max_connections");
+        assert_eq!(option_of(d().max_buffered(16 << 20)), "max_buffered");
         let deflate = DeflateConfig {
             level: 11,
             ..DeflateConfig::default()

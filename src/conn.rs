@@ -110,9 +110,17 @@ pub(crate) struct Conn<S> {
     /// Writing is being shut down: the last bytes of a lingering connection are written, TLS
     /// close_notify is queued, and the FIN follows once the socket has taken everything.
     pub(crate) write_shut: bool,
+    /// Issue 14 (5): the bytes of [`buffered`](Self::buffered) counted in the reactor's total.
+    pub(crate) charged: usize,
 }
 
 impl<S> Conn<S> {
+    /// Bytes of memory the connection's buffers hold: kept input, an unfinished message, and
+    /// its write queue.
+    pub(crate) fn buffered(&self) -> usize {
+        self.rx.buf.capacity() + self.rx.parse.decoder.buffered() + self.tx.capacity()
+    }
+
     /// The next time something must happen to this connection, if ever.
     pub(crate) fn next_deadline(&self, config: &Config) -> Option<Millis> {
         match self.phase {

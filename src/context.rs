@@ -10,7 +10,7 @@ use crate::buffer::BufPool;
 use crate::compress::Compressors;
 use crate::conn::{Conn, Phase};
 use crate::proto::frame::{write_frame, FrameHeader, OpCode, MAX_HEADER_LEN};
-use crate::proto::message::Encoder;
+use crate::proto::message::{Decoder, Encoder};
 use crate::proto::{CloseCode, Role};
 use crate::timer::{span, Millis, Timers};
 use crate::topics::Topics;
@@ -39,6 +39,8 @@ pub(crate) struct Core<S> {
     pub(crate) topics: Topics,
     /// Where publishes go beyond this reactor.
     pub(crate) relays: Vec<Box<dyn Relay>>,
+    /// Issue 14 (5): bytes buffered by all connections, the sum of their `charged`.
+    pub(crate) buffered: usize,
     /// A broadcast's uncompressed frame, encoded once.
     frame: Vec<u8>,
     next_generation: u32,
@@ -55,6 +57,7 @@ impl<S> Core<S> {
             now: 0,
             encoder: Encoder::new(Role::Server),
             frame: Vec::new(),
+            buffered: 0,
             next_generation: 0,
             compressors: Compressors::new(config.deflate.as_ref()),
             topics: Topics::default(),
@@ -94,6 +97,49 @@ impl<S> Core<S> {
         if !conn.dirty {
             conn.dirty = true;
             dirty.push(id);
+        }
+    }
+
+    /// Issue 14 (5): counts `id`'s buffers again in the reactor's total.
+    pub(crate) fn recharge(&mut self, id: ConnId) {
+        if let Some(conn) = lookup(&mut self.conns, id) {
+            recharge(conn, &mut self.buffered);
+        }
+    }
+
+    /// Issue 14 (5): while the reactor buffers more than `max_buffered`, sheds the connection
+    /// holding the most. What it holds is dropped (an unfinished message, unwritten output);
+    /// an open connection whose output was all written is closed with 1013 (try again later),
+    /// any other is closed at once, without a close frame (one could follow a cut frame).
+    /// `on_close` follows with [`CloseReason::Overflow`].
+    pub(crate) fn shed(&mut self) {
+        while self.buffered > self.config.max_buffered {
+            let largest = (self.conns.iter()).max_by_key(|(_, c)| c.charged);
+            let Some((index, conn)) = largest.filter(|(_, c)| c.charged > 0) else {
+                return;
+            };
+            let id = ConnId {
+                index: index as u32,
+                generation: conn.generation,
+            };
+            log::warn!("{id}: closed, holding {} B over max_buffered", conn.charged);
+            let conn = &mut self.conns[index];
+            let owed = matches!(conn.phase, Phase::Open | Phase::Closing);
+            let clean = owed && conn.tx.len() == 0;
+            conn.rx.buf.release(&mut self.pool);
+            conn.rx.parse.decoder = Decoder::new(Role::Server, 0);
+            conn.tx.release(&mut self.pool);
+            if clean {
+                self.fail(id, CloseCode(1013), "server buffers full");
+            } else {
+                conn.phase = Phase::Linger;
+                conn.deadline = self.now;
+                self.arm(id);
+            }
+            if owed {
+                self.closed.push((id, CloseReason::Overflow));
+            }
+            self.recharge(id);
         }
     }
 
@@ -171,12 +217,16 @@ impl<S> Core<S> {
                 tx.extend_from_slice(rest_head);
                 tx.extend_from_slice(rest_body);
                 Self::mark_dirty(conn, id, &mut self.dirty);
+                recharge(conn, &mut self.buffered);
+                self.shed();
             }
             return Ok(());
         }
         let tx = conn.tx.vec(MAX_HEADER_LEN + body.len(), &mut self.pool);
         write_frame(tx, opcode, true, rsv1, None, body);
         Self::mark_dirty(conn, id, &mut self.dirty);
+        recharge(conn, &mut self.buffered);
+        self.shed();
         Ok(())
     }
 
@@ -250,6 +300,7 @@ impl<S> Core<S> {
             compressors: &mut self.compressors,
             pool: &mut self.pool,
             dirty: &mut self.dirty,
+            buffered: &mut self.buffered,
             limit: QueueLimit::of(&self.config),
             sent: 0,
             overflowed: Vec::new(),
@@ -280,6 +331,7 @@ impl<S> Core<S> {
         for id in overflowed {
             self.overflow(id);
         }
+        self.shed();
         sent
     }
 }
@@ -318,6 +370,13 @@ fn data_opcode(msg: Message<'_>) -> OpCode {
     }
 }
 
+/// Issue 14 (5): counts `conn`'s buffers again in the reactor's `total`.
+pub(crate) fn recharge<S>(conn: &mut Conn<S>, total: &mut usize) {
+    let now = conn.buffered();
+    *total = *total - conn.charged + now;
+    conn.charged = now;
+}
+
 /// The connection `id` in `conns`, if it still exists.
 pub(crate) fn lookup<S>(conns: &mut Slab<Conn<S>>, id: ConnId) -> Option<&mut Conn<S>> {
     conns
@@ -342,6 +401,8 @@ struct FanOut<'a> {
     compressors: &'a mut Compressors,
     pool: &'a mut BufPool,
     dirty: &'a mut Vec<ConnId>,
+    /// Issue 14 (5): the reactor's total.
+    buffered: &'a mut usize,
     limit: QueueLimit,
     sent: usize,
     overflowed: Vec<ConnId>,
@@ -364,6 +425,7 @@ impl FanOut<'_> {
         }
         conn.tx.vec(frame.len(), self.pool).extend_from_slice(frame);
         Core::<S>::mark_dirty(conn, id, self.dirty);
+        recharge(conn, self.buffered);
         self.sent += 1;
     }
 }

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,8 +99,10 @@ impl<H: Handler> Server<H> {
         // Issue 14 (1): no more connections than the process has descriptors for.
         let config = config.within_fd_limit(REFUSAL_SLOTS);
         let poll = Poll::new()?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(config.handle_queue);
+        let (tx, rx) = std::sync::mpsc::channel();
         let shared = Arc::new(Shared {
+            queued: AtomicUsize::new(0),
+            max_queued: config.handle_queue,
             waker: Waker::new(poll.registry(), WAKER)?,
             woken: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
@@ -275,6 +277,9 @@ impl<H: Handler> Server<H> {
             .woken
             .store(false, Ordering::Release);
         while let Ok(command) = self.commands.rx.try_recv() {
+            // Issue 14 (5): out of the queue, out of its byte count.
+            let shared = &self.commands.handle.shared;
+            shared.queued.fetch_sub(command.cost(), Ordering::AcqRel);
             let mut ctx = Context {
                 core: &mut self.core,
             };
@@ -446,6 +451,7 @@ impl<H: Handler> Server<H> {
                 dirty: false,
                 backlogged: false,
                 write_shut: false,
+                charged: 0,
             });
             let id = ConnId {
                 index: index as u32,
@@ -555,6 +561,9 @@ impl<H: Handler> Server<H> {
                     Some(conn) => conn.rx = rx,
                     None => rx.buf.release(&mut self.core.pool),
                 }
+                // Issue 14 (5): input counts against the reactor-wide budget.
+                self.core.recharge(id);
+                self.core.shed();
             }
             if rearm {
                 self.core.arm(id);
@@ -689,6 +698,8 @@ impl<H: Handler> Server<H> {
                 Err(e) => return Err(e),
             }
         }
+        // Issue 14 (5): what was written no longer counts.
+        crate::context::recharge(conn, &mut core.buffered);
         if conn.tx.len() == 0 && conn.phase == Phase::Linger {
             // All said: TLS close_notify, then the FIN once the socket took everything.
             if !conn.write_shut {
@@ -738,6 +749,7 @@ impl<H: Handler> Server<H> {
             return;
         }
         let mut conn = self.core.conns.remove(id.index as usize);
+        self.core.buffered -= conn.charged; // Issue 14 (5)
         let _ = self.poll.registry().deregister(&mut conn.io);
         conn.rx.buf.release(&mut self.core.pool);
         conn.tx.release(&mut self.core.pool);

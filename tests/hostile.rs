@@ -1072,6 +1072,160 @@ fn deflate_bomb_is_1009() {
     assert!(after < before + 2 * KIB);
 }
 
+/// Issue 14, item 5: every limit was per connection, so many connections each within their
+/// own could take any amount of memory together. With `max_buffered` 32 MiB (4 MiB messages,
+/// 8 MiB queues): 16 clients that never read ask for 7 MiB of answers each, then 16
+/// clients leave 3 MiB fragmented messages unfinished. The reactor sheds the connections
+/// holding the most (1013 for those at a frame boundary), memory stays near the budget (it
+/// went to 64 MiB and more before), and the healthy client keeps echoing.
+#[test]
+fn many_connections_within_their_limits_stay_within_max_buffered() {
+    let _serial = serial();
+    const CLIENTS: usize = 16;
+    const BUDGET: usize = 32 * MIB;
+    let server = start(
+        config()
+            .max_message_size(4 * MIB)
+            .max_write_buffer(8 * MIB)
+            .max_buffered(BUDGET),
+    );
+    let (stop, healthy) = Healthy::connect(&server).spawn();
+    let before = rss_kib();
+    let mut peak = before;
+
+    // Never read: 7 MiB of answers each, which fit their own queues.
+    let mut readers: Vec<Ws> = (0..CLIENTS).map(|_| server.upgraded(&[]).0).collect();
+    for ws in &mut readers {
+        ws.send_text("!flood 7168");
+        peak = peak.max(rss_now_kib());
+    }
+    let shed_output = server.wait_until(Duration::from_secs(5), |s| {
+        Stats::get(&s.overflow) >= CLIENTS * 3 / 8
+    });
+    peak = peak.max(rss_now_kib());
+    let overflowed = Stats::get(&server.stats.overflow);
+    drop(readers);
+    assert!(server.wait_until(Duration::from_secs(5), |s| Stats::get(&s.closed) >= CLIENTS));
+
+    // Unfinished messages: 3 MiB each in 64 KiB fragments, never the last one.
+    let chunk = vec![0x33; 64 * KIB];
+    let mut first = client_frame(OpCode::Binary, false, &chunk);
+    let rest = client_frame(OpCode::Continuation, false, &chunk).repeat(47);
+    first.extend_from_slice(&rest);
+    let mut writers: Vec<Ws> = (0..CLIENTS).map(|_| server.upgraded(&[]).0).collect();
+    for ws in &mut writers {
+        // A shed connection may stop reading before all of it is sent.
+        let _ = ws.stream.write_all(&first);
+        peak = peak.max(rss_now_kib());
+    }
+    drop((chunk, first, rest));
+    thread::sleep(Duration::from_millis(300));
+    peak = peak.max(rss_now_kib());
+    let mut try_again_later = 0;
+    for ws in &mut writers {
+        ws.stream
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let mut head = [0u8; 4];
+        if ws.stream.read_exact(&mut head).is_ok() && head[0] == 0x88 {
+            assert_eq!(u16::from_be_bytes([head[2], head[3]]), 1013);
+            try_again_later += 1;
+        }
+    }
+    drop(writers);
+    let healthy = finish_healthy(stop, healthy);
+    assert!(
+        server.wait_until(Duration::from_secs(5), |s| Stats::get(&s.closed)
+            >= 2 * CLIENTS)
+    );
+    let after = rss_kib();
+    report(
+        "many within their limits",
+        "16 non-readers asking 7 MiB each (queues of 8 MiB); 16 unfinished 3 MiB messages (4 MiB allowed); max_buffered 32 MiB",
+        &format!(
+            "{overflowed} non-readers closed (overflow or shed); {try_again_later} writers got 1013; {healthy}"
+        ),
+        before,
+        peak,
+        after,
+    );
+    assert!(shed_output, "the non-readers were not shed");
+    assert!(try_again_later > 0, "no writer got 1013");
+    assert!(
+        peak < before + (BUDGET + 16 * MIB) / KIB,
+        "RSS {} -> peak {}",
+        mib(before),
+        mib(peak)
+    );
+    assert!(after < before + 8 * KIB);
+}
+
+/// Issue 14, item 5: the `Handle` queue is bounded in bytes (`handle_queue`), not commands:
+/// with 4 MiB, a reactor that is not turning takes 15 broadcasts of 256 KiB and refuses the
+/// 16th (before, 65,536 commands of any size were taken), then delivers them all once it
+/// turns; a healthy client echoes after.
+#[test]
+fn handle_queue_is_bounded_in_bytes() {
+    let _serial = serial();
+    let stats = Arc::new(Stats::default());
+    let handler = Echo {
+        stats: stats.clone(),
+        chunk: Vec::new(),
+    };
+    let mut server =
+        Server::bind("127.0.0.1:0", config().handle_queue(4 * MIB), handler).expect("bind");
+    let addr = server.local_addr();
+    let turn_until = |server: &mut Server<Echo>, done: &dyn Fn() -> bool| {
+        let t0 = Instant::now();
+        while !done() && t0.elapsed() < Duration::from_secs(10) {
+            server.turn(Some(Duration::from_millis(5))).unwrap();
+        }
+        assert!(done(), "timed out");
+    };
+    let mut ws = Ws::connect(addr);
+    ws.send_raw(upgrade_request("/", &[]).as_bytes());
+    turn_until(&mut server, &|| Stats::get(&stats.opened) == 1);
+    assert_eq!(ws.read_response_head().status, 101);
+    let mut healthy = Ws::connect(addr);
+    healthy.send_raw(upgrade_request("/", &[]).as_bytes());
+    turn_until(&mut server, &|| Stats::get(&stats.opened) == 2);
+    assert_eq!(healthy.read_response_head().status, 101);
+
+    let before = rss_kib();
+    let handle = server.handle();
+    let payload = vec![0x44; 256 * KIB];
+    let mut queued = 0;
+    while queued < 64 && handle.broadcast(Message::Binary(&payload)).is_ok() {
+        queued += 1;
+    }
+    let peak = rss_kib();
+    // Both clients get every broadcast, then the healthy one echoes.
+    let clients = thread::spawn(move || {
+        for ws in [&mut ws, &mut healthy] {
+            for _ in 0..queued {
+                assert_eq!(ws.read_frame().payload.len(), 256 * KIB);
+            }
+        }
+        healthy.assert_echo("healthy");
+    });
+    turn_until(&mut server, &|| clients.is_finished());
+    clients.join().expect("a client failed");
+    assert!(handle.broadcast(Message::Text("room again")).is_ok());
+    let after = rss_kib();
+    report(
+        "handle queue in bytes",
+        "256 KiB broadcasts through a Handle to a reactor that is not turning, handle_queue 4 MiB",
+        &format!(
+            "{queued} taken, the next refused with Full; all delivered once turning; \
+             healthy client echoed"
+        ),
+        before,
+        peak,
+        after,
+    );
+    assert_eq!(queued, 15, "taken before the queue was full");
+}
+
 /// Connect and leave 10,000 times, four ways in turn: a full close handshake, a TCP close
 /// after the upgrade, a TCP close before sending anything, and a TCP close mid-request.
 #[test]

@@ -103,6 +103,11 @@ impl Decoder {
         self.open != Open::None
     }
 
+    /// Bytes of memory held for the fragmented (or compressed) message in progress.
+    pub fn buffered(&self) -> usize {
+        self.fragments.as_ref().map_or(0, |f| f.capacity())
+    }
+
     /// Frees what the decoder holds for a message that was already handed out: the buffer of
     /// a fragmented or compressed message, and an inflater's state that the next message
     /// does not need. Call it when the bytes at hand are used up.
