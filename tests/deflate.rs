@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{upgrade_request, Ev, Response, TestServer, Why, Ws, RFC_ACCEPT};
+use common::{client_frame, upgrade_request, Ev, Response, TestServer, Why, Ws, RFC_ACCEPT};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use wsloop::proto::deflate::DeflateConfig;
 use wsloop::proto::frame::{write_frame, OpCode};
@@ -749,14 +749,21 @@ fn refused_send_does_not_corrupt_the_compression_context() {
     let server = TestServer::start(config);
     let (mut ws, ext) = offer(&server, "permessage-deflate");
     assert_eq!(ext.as_deref(), Some("permessage-deflate"));
+    let filler = noise(2000, 3);
     let msg = noise(2000, 5);
-    // The echo compresses to over 1 KiB: refused (the test handler ignores the error).
-    ws.send_raw(&frame(OpCode::Binary, true, false, &msg));
+    // In one turn: the filler's echo fills the queue (1 KiB is checked before a send, which
+    // may then pass it), so the next echo is refused (the test handler ignores the error).
+    let mut both = frame(OpCode::Binary, true, false, &filler);
+    both.extend(frame(OpCode::Binary, true, false, &msg));
+    ws.send_raw(&both);
+    let mut d = Decompress::new(false);
+    let f = ws.read_frame();
+    assert!(inflate_with(&mut d, &f.payload).expect("the filler") == filler);
     // Then a message the compressor could take from the refused one.
     ws.send_raw(&frame(OpCode::Binary, true, false, &msg[..600]));
     let f = ws.read_frame();
     assert!(f.header.rsv1);
-    match inflate_with(&mut Decompress::new(false), &f.payload) {
+    match inflate_with(&mut d, &f.payload) {
         Ok(echo) => assert!(echo == msg[..600], "echo differs"),
         Err(e) => panic!(
             "the 600-byte echo ({} bytes compressed) refers to the refused message, which the \
@@ -860,15 +867,27 @@ fn refused_broadcast_does_not_corrupt_the_compression_context() {
     let server = TestServer::start(config);
     let mut own = join(&server, "permessage-deflate");
     let mut plain = join(&server, "");
-    let letters = noise(3000, 9).iter().map(|b| b'a' + b % 26).collect();
-    let long = String::from_utf8(letters).unwrap();
-    // Over 1 KiB compressed or not: refused for both.
-    plain.send_text(&format!("!all {long}"));
+    let letters = |seed| noise(3000, seed).iter().map(|b| b'a' + b % 26).collect();
+    let filler = String::from_utf8(letters(3)).unwrap();
+    let long = String::from_utf8(letters(9)).unwrap();
+    // In one turn: the filler (over 1 KiB compressed or not) fills both queues (1 KiB is
+    // checked before a send, which may then pass it), so the long one is refused for both.
+    let mut both = client_frame(OpCode::Text, true, format!("!all {filler}").as_bytes());
+    both.extend(client_frame(
+        OpCode::Text,
+        true,
+        format!("!all {long}").as_bytes(),
+    ));
+    plain.send_raw(&both);
+    assert_eq!(plain.read_text(), filler);
+    let mut d = Decompress::new(false);
+    let f = own.read_frame();
+    assert_eq!(inflate_with(&mut d, &f.payload).unwrap(), filler.as_bytes());
     plain.send_text(&format!("!all {}", &long[..600]));
     assert_eq!(plain.read_text(), long[..600]);
     let f = own.read_frame();
     assert!(f.header.rsv1);
-    match inflate_with(&mut Decompress::new(false), &f.payload) {
+    match inflate_with(&mut d, &f.payload) {
         Ok(echo) => assert!(echo == long.as_bytes()[..600], "broadcast differs"),
         Err(e) => panic!(
             "the 600-byte broadcast ({} bytes compressed) refers to the refused one, which the \
