@@ -527,35 +527,20 @@ impl<H: Handler> Server<H> {
             let mut frames = 0;
             if conn.phase != Phase::Linger {
                 let mut rx = std::mem::replace(&mut conn.rx, Rx::new(0));
-                if into_scratch {
-                    let bytes = &mut self.scratch[..n];
-                    let used = dispatch(
-                        &mut self.core,
-                        &mut self.handler,
-                        id,
-                        &mut rx.parse,
-                        bytes,
-                        &mut frames,
-                    );
-                    if used < n {
-                        rx.buf.keep(
-                            &self.scratch[used..n],
-                            rx.parse.want as usize,
-                            &mut self.core.pool,
-                        );
-                    }
+                let bytes = if into_scratch {
+                    &mut self.scratch[..n]
                 } else {
                     rx.buf.filled(n);
-                    let bytes = rx.buf.bytes_mut();
-                    let used = dispatch(
-                        &mut self.core,
-                        &mut self.handler,
-                        id,
-                        &mut rx.parse,
-                        bytes,
-                        &mut frames,
-                    );
+                    rx.buf.bytes_mut()
+                };
+                let (core, handler) = (&mut self.core, &mut self.handler);
+                let used = dispatch(core, handler, id, &mut rx.parse, bytes, &mut frames);
+                if !into_scratch {
                     rx.buf.consume(used, &mut self.core.pool);
+                } else if used < n {
+                    let want = rx.parse.want as usize;
+                    rx.buf
+                        .keep(&self.scratch[used..n], want, &mut self.core.pool);
                 }
                 match self.core.get_mut(id) {
                     Some(conn) => conn.rx = rx,
