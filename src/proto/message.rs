@@ -357,10 +357,10 @@ pub fn mask_key() -> [u8; 4] {
 
 /// 64 random bits from the operating system's CSPRNG (`getrandom`).
 ///
-/// The bytes are fetched [`RANDOM_BATCH`] at a time into a per-thread buffer and each is
-/// handed out once, so a masked frame costs a copy of 4 bytes and one system call per 128
-/// frames, not one each. Unlike a userspace generator seeded once (rand's `ThreadRng`, which
-/// tungstenite masks with), every key is the OS generator's output.
+/// The bytes are fetched 512 at a time into a per-thread buffer and each is handed out once,
+/// so a masked frame costs a copy of 4 bytes and one system call per 128 frames, not one
+/// each. Unlike a userspace generator seeded once (rand's `ThreadRng`, which tungstenite
+/// masks with), every key is the OS generator's output.
 ///
 /// # Panics
 ///
