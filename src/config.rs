@@ -71,7 +71,8 @@ config! {
     /// How long to wait for the peer's close frame, or for it to close TCP, after ours
     /// (default 5 s).
     close_timeout: Duration = Duration::from_secs(5),
-    /// Most open connections; more are answered 503 and closed (default 10,000).
+    /// Most open connections; more are answered 503 and closed. On Linux the server lowers
+    /// it, with a warning, to what the open-files limit leaves (default 10,000).
     max_connections: usize = 10_000,
     /// Size of the reactor-wide read buffer, and so of one read (default 64 KiB).
     read_buffer_size: usize = 64 * 1024,
