@@ -99,17 +99,25 @@ pub mod _02_limits {
     //! | `max_handshake_size` | 8 KiB | `431 Request Header Fields Too Large` (also for more than 64 headers) |
     //! | `handshake_timeout` | 10 s | no complete request head in time: the connection is dropped |
     //! | `max_message_size` | 16 MiB | close `1009`, sent as soon as a frame header announces too much (fragments count together) |
-    //! | `max_write_buffer` | 16 MiB | bytes queued for one connection: close `1008` (`on_overflow = Close`) or `SendError::Full` (`Refuse`) |
+    //! | `max_write_buffer` | 16 MiB | bytes queued for one connection before a send: a send to a queue this full gets close `1008` (`on_overflow = Close`) or `SendError::Full` (`Refuse`); a queue under it takes any one message up to this or `max_message_size`, so every accepted message can be echoed |
     //! | `on_overflow` | `Close` | see above |
+    //! | `max_buffered` | 256 MiB | bytes the whole reactor buffers (kept input, unfinished messages, write queues, by capacity): past it, the connection holding the most is shed: what it holds is dropped and it gets close `1013` (try again later), or is closed without a close frame if it had unwritten output; `on_close` says `Overflow`. At least twice the larger of `max_message_size` and `max_write_buffer` |
     //! | `ping_interval` | 30 s | a ping after this much silence from the client |
     //! | `idle_timeout` | 60 s | close `1001` "idle timeout" and drop after this much silence |
     //! | `close_timeout` | 5 s | after our close frame (or an HTTP error), the wait for the peer's close / TCP close |
-    //! | `max_connections` | 10,000 | `503 Service Unavailable`, then closed |
+    //! | `max_connections` | 10,000 | `503 Service Unavailable`, then closed (it lingers like any refusal; past 64 such at once, closed without one). Lowered at start-up, with a warning, to the open-files limit less 96 (Linux). If `accept` still fails (out of descriptors), it is retried whenever a connection closes and every 100 ms, with one warning per 5 s |
     //! | `read_buffer_size` | 64 KiB | the one reactor-wide read buffer (not per connection) |
     //! | `buffer_pool_size` | 4 MiB | large buffers (over 64 KiB, grown for big messages) kept for reuse; 0 keeps none |
     //! | `allowed_origins` | empty (any) | another browser `Origin` gets 403 (requests without `Origin` pass) |
-    //! | `handle_queue` | 65,536 | commands waiting from `Handle`s: beyond it a call returns `HandleError::Full` |
+    //! | `handle_queue` | 16 MiB | bytes of commands waiting from `Handle`s (each message, topic or reason, plus 64): beyond it a call returns `HandleError::Full` |
     //! | `deflate` | `None` (off) | permessage-deflate settings, see [Compression](super::_04_compression) |
+    //!
+    //! The reactor's memory in the worst case, whatever the clients do: `max_buffered` + 2 x
+    //! max(`max_message_size`, `max_write_buffer`) (one read or send may pass the budget before the
+    //! largest connection is shed) + `buffer_pool_size` + 4 MiB (small pooled buffers) +
+    //! `read_buffer_size` + `handle_queue` + `max_connections` x about 0.5 KiB (each connection's own
+    //! state), plus the zlib state of connections that negotiated permessage-deflate with context
+    //! takeover. With the defaults: 256 + 32 + 4 + 4 + 0.06 + 16 + 4.9 = about 317 MiB.
     //!
     //! Protocol errors and what they get (RFC 6455):
     //!
@@ -319,7 +327,9 @@ pub mod _07_scaling {
     //!
     //! Runtime dependencies beyond the core list: `socket2`, because neither std nor mio can set
     //! SO_REUSEPORT before binding, and doing it through libc would need `unsafe`, which the crate
-    //! forbids.
+    //! forbids; `getrandom` (already in the tree through rustls' ring), because client masking keys
+    //! and `Sec-WebSocket-Key` must come from a strong source (RFC 6455 section 10.3) and std has
+    //! none: bytes are fetched 512 at a time per thread, so a masked frame costs no system call.
     //!
     //! **More machines**: a Redis relay, see [Redis](super::_08_redis).
 }

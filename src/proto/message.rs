@@ -118,6 +118,11 @@ impl Decoder {
         self.open != Open::None
     }
 
+    /// Bytes of memory held for the fragmented (or compressed) message in progress.
+    pub fn buffered(&self) -> usize {
+        self.fragments.as_ref().map_or(0, |f| f.capacity())
+    }
+
     /// Frees what the decoder holds for a message that was already handed out: the buffer of
     /// a fragmented or compressed message, and an inflater's state that the next message
     /// does not need. Call it when the bytes at hand are used up.
@@ -372,10 +377,10 @@ pub(crate) fn mask_key() -> [u8; 4] {
 
 /// 64 random bits from the operating system's CSPRNG (`getrandom`).
 ///
-/// The bytes are fetched [`RANDOM_BATCH`] at a time into a per-thread buffer and each is
-/// handed out once, so a masked frame costs a copy of 4 bytes and one system call per 128
-/// frames, not one each. Unlike a userspace generator seeded once (rand's `ThreadRng`, which
-/// tungstenite masks with), every key is the OS generator's output.
+/// The bytes are fetched 512 at a time into a per-thread buffer and each is handed out once,
+/// so a masked frame costs a copy of 4 bytes and one system call per 128 frames, not one
+/// each. Unlike a userspace generator seeded once (rand's `ThreadRng`, which tungstenite
+/// masks with), every key is the OS generator's output.
 ///
 /// # Panics
 ///

@@ -261,20 +261,15 @@ impl Connection {
         let get = getter(|one: &mut One<'_>| Some((&mut *one.conn, &mut *one.ep)));
         let mut deliver = |one: &mut One<'_>, event: Event<'_>| on_event(one.conn, one.ep, event);
         if rx.buf.is_empty() {
-            let used = feed(&mut one, get, &mut rx.parser, bytes, &mut deliver);
+            let used = feed(&mut one, get, &mut rx.parser, bytes, &mut 0, &mut deliver);
             if used < bytes.len() {
                 let want = rx.parser.want as usize;
                 rx.buf.keep(&bytes[used..], want, &mut one.ep.pool);
             }
         } else {
             rx.buf.append(bytes, &mut one.ep.pool);
-            let used = feed(
-                &mut one,
-                get,
-                &mut rx.parser,
-                rx.buf.bytes_mut(),
-                &mut deliver,
-            );
+            let bytes = rx.buf.bytes_mut();
+            let used = feed(&mut one, get, &mut rx.parser, bytes, &mut 0, &mut deliver);
             rx.buf.consume(used, &mut one.ep.pool);
         }
         one.conn.put_receiver(rx);
@@ -885,6 +880,32 @@ impl Connection {
         }
     }
 
+    /// Bytes of memory the connection's buffers hold: kept input, an unfinished message, and
+    /// its write queue.
+    pub fn memory(&self) -> usize {
+        self.rx.buf.capacity() + self.rx.parser.decoder.buffered() + self.tx.capacity()
+    }
+
+    /// Drops everything the connection holds (an unfinished message, unwritten output) to
+    /// free memory for others: if it was open and all its output was written it is closed
+    /// with 1013 (try again later), otherwise at once, without a close frame (one could
+    /// follow a cut frame). Returns the event the application is owed, if it knew the
+    /// connection as open.
+    pub fn shed(&mut self, ep: &mut Endpoint) -> Option<Event<'static>> {
+        let owed = matches!(self.phase, Phase::Open | Phase::Closing);
+        let clean = owed && self.tx.len() == 0;
+        self.rx.buf.release(&mut ep.pool);
+        self.rx.parser.decoder = Decoder::new(self.role(), 0);
+        self.tx.release(&mut ep.pool);
+        if clean {
+            self.fail(ep, CloseCode(1013), "server buffers full");
+        } else {
+            self.phase = Phase::Linger;
+            self.clock = ep.now;
+        }
+        owed.then_some(Event::Closed(CloseReason::Overflow))
+    }
+
     /// Gives back every buffer the connection holds (when it is dropped by a reactor that
     /// pools them).
     pub fn release(&mut self, ep: &mut Endpoint) {
@@ -923,12 +944,14 @@ where
 /// `get` finds the connection and its endpoint in `owner` (`None` once it is gone). `parser`
 /// is the connection's, taken out of it (with its kept bytes, which `bytes` then starts with)
 /// by [`Connection::take_receiver`], so that `on_event` may use `owner` freely, sending to
-/// this connection or any other, while the event borrows `bytes` or the parser.
+/// this connection or any other, while the event borrows `bytes` or the parser. `frames`
+/// counts the frames (and heads) decoded.
 pub(crate) fn feed<O>(
     owner: &mut O,
     get: impl Fn(&mut O) -> Option<(&mut Connection, &mut Endpoint)>,
     parser: &mut Parser,
     bytes: &mut [u8],
+    frames: &mut usize,
     mut on_event: impl FnMut(&mut O, Event<'_>),
 ) -> usize {
     let mut pos = 0;
@@ -942,6 +965,7 @@ pub(crate) fn feed<O>(
         match conn.poll_event(ep, parser, &mut bytes[pos..]) {
             Polled::Used(used, event) => {
                 pos += used;
+                *frames += 1;
                 let Some(event) = event else { continue };
                 let request = matches!(event, Event::Request(_));
                 on_event(owner, event);
