@@ -37,11 +37,11 @@ use std::time::{Duration, Instant};
 
 use wsloop::proto::connection::{Connection, Endpoint, Event as ConnEvent};
 use wsloop::proto::deflate::{
-    client_offer, negotiate, parse_server_response, DeflateConfig, Deflater, Inflater, Params,
+    negotiate, parse_server_response, DeflateConfig, Deflater, Inflater, Params,
 };
 use wsloop::proto::frame::{write_frame, OpCode};
 use wsloop::proto::handshake::{
-    accept_key, check_response, write_accept, write_request, HeadScanner, MAX_HEADERS,
+    accept_key, check_response, write_accept, HeadScanner, MAX_HEADERS,
 };
 use wsloop::proto::message::{Decoded, Decoder, Event};
 use wsloop::proto::{ProtocolError, Role};
@@ -827,23 +827,21 @@ static RUNS: AtomicUsize = AtomicUsize::new(0);
 
 /// Harness (c): one connection to a real server, fed the input.
 ///
-/// Flags: 0x01 prepend a valid upgrade request, 0x02 offering permessage-deflate, 0x40 and
-/// subprotocol `chat`; 0x04 build frames from records (masked); 0x08 do not half-close
-/// (read until the server closes or 10 ms of silence); 0x10 write in two pieces with a pause;
-/// 0x20 the default-deflate server; 0x80 the request's path is `/reject`.
+/// Flags: 0x01 prepend our client `Connection`'s upgrade request (which then reads the answer
+/// and the frames), 0x02 offering permessage-deflate, 0x40 and subprotocol `chat`; 0x04 build
+/// frames from records (masked); 0x08 do not half-close (read until the server closes or 10 ms
+/// of silence); 0x10 write in two pieces with a pause; 0x20 the default-deflate server; 0x80 the
+/// request's path is `/reject`.
 pub fn server(data: &[u8]) {
     let mut input = Input::new(data);
     let flags = input.byte();
     let server = &servers()[usize::from(flags & 0x20 != 0)];
     let client_cfg = lenient_client_config();
 
+    let now = Instant::now();
     let mut bytes = Vec::new();
-    if flags & 0x01 != 0 {
-        let offer = (flags & 0x02 != 0).then(|| client_offer(&client_cfg));
-        let protocols: &[&str] = if flags & 0x40 != 0 { &["chat"] } else { &[] };
-        let path = if flags & 0x80 != 0 { "/reject" } else { "/" };
-        write_request(&mut bytes, "fuzz", path, KEY, protocols, offer.as_deref());
-    }
+    let path = if flags & 0x80 != 0 { "/reject" } else { "/" };
+    let mut client = (flags & 0x01 != 0).then(|| our_client(flags, path, now, &mut bytes));
     match flags & 0x04 {
         0 => bytes.extend_from_slice(input.rest()),
         _ => bytes.extend(build_frames(input.rest(), Role::Server, None)),
@@ -900,6 +898,22 @@ pub fn server(data: &[u8]) {
     }
     drop(sock);
     check_server_output(&received, &client_cfg);
+    if let Some((ep, conn)) = client.as_mut() {
+        let rejected = flags & 0x80 != 0;
+        match client_reads(ep, conn, now, &received).first() {
+            None => {} // no whole answer before the connection ended
+            Some(Happened::Opened(protocol)) => {
+                assert!(!rejected, "/reject was accepted");
+                let chat = (flags & 0x40 != 0).then(|| "chat".to_owned());
+                assert_eq!(*protocol, chat, "the subprotocol");
+            }
+            Some(Happened::Refused(status)) => assert!(
+                rejected || status.contains(" 503 "),
+                "refused with {status:?}"
+            ),
+            Some(other) => panic!("before the upgrade's outcome: {other:?}"),
+        }
+    }
     if half_close && eof {
         let live = server.live.lock().unwrap_or_else(|e| e.into_inner());
         assert!(
@@ -1145,15 +1159,7 @@ pub fn connection(data: &[u8]) {
     let now = Instant::now();
 
     let mut stream = Vec::new();
-    let mut client = (flags & 0x01 != 0).then(|| {
-        let deflate = (flags & 0x02 != 0).then(lenient_client_config);
-        let client_config = Config::default().max_message_size(1 << 24).deflate(deflate);
-        let mut ep = Endpoint::new(client_config, now);
-        let protocols: &[&str] = if flags & 0x40 != 0 { &["chat"] } else { &[] };
-        let mut conn = Connection::client(&mut ep, "fuzz", "/", protocols);
-        drain(&mut conn, &mut ep, &mut stream);
-        (ep, conn)
-    });
+    let mut client = (flags & 0x01 != 0).then(|| our_client(flags, "/", now, &mut stream));
     match flags & 0x04 {
         0 => stream.extend_from_slice(input.rest()),
         _ => stream.extend(build_frames(input.rest(), Role::Server, None)),
@@ -1180,6 +1186,40 @@ pub fn connection(data: &[u8]) {
     }
 }
 
+/// Our client `Connection` for `path`, offering subprotocol `chat` (if `flags` has 0x40) and
+/// permessage-deflate (0x02); its upgrade request is appended to `out`.
+fn our_client(flags: u8, path: &str, now: Instant, out: &mut Vec<u8>) -> (Endpoint, Connection) {
+    let deflate = (flags & 0x02 != 0).then(lenient_client_config);
+    let config = Config::default().max_message_size(1 << 24).deflate(deflate);
+    let mut ep = Endpoint::new(config, now);
+    let protocols: &[&str] = if flags & 0x40 != 0 { &["chat"] } else { &[] };
+    let mut conn = Connection::client(&mut ep, "fuzz", path, protocols);
+    drain(&mut conn, &mut ep, out);
+    (ep, conn)
+}
+
+/// Our client `Connection` (whose request the server got) reads `out`, what the server wrote:
+/// every frame in it must be valid. Returns what the client saw, the upgrade's outcome first.
+fn client_reads(
+    ep: &mut Endpoint,
+    conn: &mut Connection,
+    now: Instant,
+    out: &[u8],
+) -> Vec<Happened> {
+    let mut out = out.to_vec();
+    let mut got = Vec::new();
+    conn.recv(ep, now, &mut out, |_, _, event| {
+        got.push(happened(&event, 1 << 24))
+    });
+    let invalid =
+        |h: &Happened| matches!(h, Happened::Closed(why) if why.starts_with("ProtocolError"));
+    assert!(
+        !got.iter().any(invalid),
+        "the server sent an invalid frame: {got:?}"
+    );
+    got
+}
+
 /// Our client `Connection`, which sent the request, reads what the server wrote: the upgrade's
 /// outcome must match the server's answer, the frames must be valid, and it must get exactly
 /// the echoes (and a pong for each ping, when the queue is large enough to hold them).
@@ -1191,11 +1231,7 @@ fn client_reads_server(
     flags: u8,
     knobs: u8,
 ) {
-    let mut out = served.out.clone();
-    let mut got = Vec::new();
-    conn.recv(ep, now, &mut out, |_, _, event| {
-        got.push(happened(&event, 1 << 24))
-    });
+    let got = client_reads(ep, conn, now, &served.out);
     let accepted = match served.events.first() {
         Some(Happened::Request(accepted)) => *accepted,
         other => panic!("our request was not seen whole: {other:?}"),
@@ -1212,12 +1248,6 @@ fn client_reads_server(
         other => panic!("the server accepted: {accepted}, our client saw {other:?}"),
     }
     let rest: Vec<Happened> = got.collect();
-    assert!(
-        !rest
-            .iter()
-            .any(|h| matches!(h, Happened::Closed(why) if why.starts_with("ProtocolError"))),
-        "the server sent an invalid frame: {rest:?}"
-    );
     let messages: Vec<Seen> = (rest.iter())
         .filter_map(|h| match h {
             Happened::Message(m) => Some(m.clone()),
