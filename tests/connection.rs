@@ -4,7 +4,11 @@
 //! `tests/keepalive.rs` and `tests/close.rs` keep one real-socket test per timer, for the
 //! reactor's wiring of them.
 
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::{client_frame_raw, unmasked_frame};
 
 use wsloop::proto::connection::{CloseReason, Connection, Endpoint, Event, Phase, SendError};
 use wsloop::proto::deflate::DeflateConfig;
@@ -276,21 +280,6 @@ fn ms(n: u64) -> Duration {
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
-}
-
-/// A masked frame, as a client writes it.
-fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_frame(
-        &mut out,
-        OpCode::Binary,
-        true,
-        false,
-        Some([7, 8, 9, 10]),
-        payload,
-    );
-    out[0] = first_byte;
-    out
 }
 
 /// The response head a side wrote (up to the blank line).
@@ -606,7 +595,7 @@ fn close_handshake_started_by_either_side() {
 #[test]
 fn an_empty_close_frame_is_answered_with_an_empty_one() {
     let mut pair = Pair::with(quiet());
-    pair.server_reads(&client_frame(0x88, b""));
+    pair.server_reads(&client_frame_raw(0x88, b""));
     assert_eq!(
         pair.server.take(),
         [Got::Closed(Why::Closed(None, String::new()))]
@@ -954,44 +943,20 @@ fn deflate_offered_to_a_server_without_it_is_not_used() {
 
 #[test]
 fn protocol_errors_close_with_the_code_they_call_for() {
-    let unmasked = {
-        let mut f = Vec::new();
-        write_frame(&mut f, OpCode::Text, true, false, None, b"naked");
-        f
-    };
+    use ProtocolError as E;
     let cases = [
-        (unmasked, ProtocolError::BadMasking, 1002),
+        (unmasked_frame(OpCode::Text, b"naked"), E::BadMasking, 1002),
+        (client_frame_raw(0x83, b"x"), E::ReservedOpcode, 1002),
+        (client_frame_raw(0xC2, b"x"), E::ReservedBits, 1002),
+        (client_frame_raw(0x09, b"x"), E::BadControlFrame, 1002),
         (
-            client_frame(0x83, b"x"),
-            ProtocolError::ReservedOpcode,
+            client_frame_raw(0x80, b"x"),
+            E::UnexpectedContinuation,
             1002,
         ),
-        (client_frame(0xC2, b"x"), ProtocolError::ReservedBits, 1002),
-        (
-            client_frame(0x09, b"x"),
-            ProtocolError::BadControlFrame,
-            1002,
-        ),
-        (
-            client_frame(0x80, b"x"),
-            ProtocolError::UnexpectedContinuation,
-            1002,
-        ),
-        (
-            client_frame(0x81, b"ok \xFF\xFE"),
-            ProtocolError::InvalidUtf8,
-            1007,
-        ),
-        (
-            client_frame(0x82, &[0; 2000]),
-            ProtocolError::MessageTooBig,
-            1009,
-        ),
-        (
-            client_frame(0x88, &[0x03]),
-            ProtocolError::BadCloseFrame,
-            1002,
-        ),
+        (client_frame_raw(0x81, b"ok \xFF\xFE"), E::InvalidUtf8, 1007),
+        (client_frame_raw(0x82, &[0; 2000]), E::MessageTooBig, 1009),
+        (client_frame_raw(0x88, &[0x03]), E::BadCloseFrame, 1002),
     ];
     for split in [1, usize::MAX] {
         for (frame, error, code) in &cases {
@@ -999,7 +964,7 @@ fn protocol_errors_close_with_the_code_they_call_for() {
             pair.split = split;
             let mut bytes = frame.clone();
             // What follows the bad frame is never read.
-            bytes.extend(client_frame(0x81, b"after"));
+            bytes.extend(client_frame_raw(0x81, b"after"));
             pair.server_reads(&bytes);
             let why = Got::Closed(Why::Protocol(*error));
             assert_eq!(pair.server.take(), [why], "{error:?}, split {split}");
@@ -1019,8 +984,11 @@ fn protocol_errors_close_with_the_code_they_call_for() {
 fn a_client_refuses_a_masked_frame_from_the_server() {
     let mut pair = Pair::with(quiet());
     let now = pair.now();
-    pair.client
-        .recv(now, &mut client_frame(0x81, b"masked"), &mut pair.decide);
+    pair.client.recv(
+        now,
+        &mut client_frame_raw(0x81, b"masked"),
+        &mut pair.decide,
+    );
     let error = ProtocolError::BadMasking;
     assert_eq!(pair.client.take(), [Got::Closed(Why::Protocol(error))]);
     pair.carry_to_server();
