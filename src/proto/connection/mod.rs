@@ -267,6 +267,14 @@ impl Connection {
                 rx.buf.keep(&bytes[used..], want, &mut one.ep.pool);
             }
         } else {
+            // Room first, as the reactor's reads get it (towards the frame's size, at most
+            // twice what is kept; at least 4 bytes asked, so that a full buffer grows even for
+            // a 1-byte read): a large frame arriving in small reads is not copied anew on each.
+            let want = match rx.parser.want {
+                0 => usize::MAX,
+                n => n as usize,
+            };
+            rx.buf.spare(want, bytes.len().max(4), &mut one.ep.pool);
             rx.buf.append(bytes, &mut one.ep.pool);
             let bytes = rx.buf.bytes_mut();
             let used = feed(&mut one, get, &mut rx.parser, bytes, &mut 0, &mut deliver);
