@@ -1091,8 +1091,10 @@ pub fn serve<'b>(
     flags: u8,
 ) -> Served {
     let max = config.max_message_size;
-    // Control frames may pass the bound: a pong and a close frame at most, as we drain.
-    let bound = config.max_write_buffer + 2 * (14 + 125);
+    // A queue under its bound takes one more frame of up to the larger of max_write_buffer
+    // and max_message_size; control frames may pass it: a pong and a close frame at most.
+    let one_frame = config.max_write_buffer.max(config.max_message_size) + 14;
+    let bound = config.max_write_buffer + one_frame + 2 * (14 + 125);
     let mut ep = Endpoint::new(config.clone(), now);
     let mut conn = Connection::server(&mut ep);
     let mut served = Served::default();

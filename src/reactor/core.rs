@@ -80,7 +80,7 @@ impl<S> Core<S> {
 
     /// Marks `id` to be flushed at the end of the turn if it has bytes to write, or has said
     /// all and must shut its transport down.
-    fn mark_dirty(slot: &mut Slot<S>, id: ConnId, dirty: &mut Vec<ConnId>) {
+    fn mark_slot_dirty(slot: &mut Slot<S>, id: ConnId, dirty: &mut Vec<ConnId>) {
         let shut_down = slot.conn.wants_shutdown() && !slot.write_shut;
         if !slot.dirty && (slot.conn.buffered() > 0 || shut_down) {
             slot.dirty = true;
@@ -117,11 +117,18 @@ impl<S> Core<S> {
         }
     }
 
+    /// Marks `id` to be flushed at the end of the turn if it has something to write.
+    pub(crate) fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(slot) = lookup(&mut self.slots, id) {
+            Self::mark_slot_dirty(slot, id, &mut self.dirty);
+        }
+    }
+
     /// After the connection's state machine moved on its own (an event, a deadline): flushes
     /// what it queued at the end of the turn and arms its next deadline.
     pub(crate) fn settle_conn(&mut self, id: ConnId) {
         if let Some(slot) = lookup(&mut self.slots, id) {
-            Self::mark_dirty(slot, id, &mut self.dirty);
+            Self::mark_slot_dirty(slot, id, &mut self.dirty);
             if let Some(at) = slot.conn.next_deadline(&self.ep) {
                 self.timers
                     .arm(&mut slot.armed, id.index, slot.generation, at);
@@ -140,7 +147,7 @@ impl<S> Core<S> {
             return result;
         };
         if slot.conn.is_open() {
-            Self::mark_dirty(slot, id, &mut self.dirty);
+            Self::mark_slot_dirty(slot, id, &mut self.dirty);
             return result;
         }
         if result == Err(SendError::Full) {
@@ -175,7 +182,7 @@ impl<S> Core<S> {
         recharge(slot, &mut self.buffered);
         if slot.conn.is_open() && self.buffered <= self.ep.config.max_buffered {
             // The usual case, without a second lookup.
-            Self::mark_dirty(slot, id, &mut self.dirty);
+            Self::mark_slot_dirty(slot, id, &mut self.dirty);
             return result;
         }
         let result = self.sent(id, result);
@@ -211,7 +218,7 @@ impl<S> Core<S> {
             }
             match slot.conn.send_broadcast(ep, opcode, payload, &self.frame) {
                 Ok(()) => {
-                    Self::mark_dirty(slot, id, &mut self.dirty);
+                    Self::mark_slot_dirty(slot, id, &mut self.dirty);
                     recharge(slot, &mut self.buffered);
                     sent += 1;
                 }

@@ -501,7 +501,8 @@ impl<H: Handler> Server<H> {
                 }
             };
             let mut frames = 0;
-            if slot.conn.phase() != Phase::Linger {
+            let (rearm, phase) = (slot.conn.awaits_pong(), slot.conn.phase());
+            if phase != Phase::Linger {
                 let mut rx = slot.conn.take_receiver();
                 let handler = &mut self.handler;
                 let get = getter(|core: &mut Core<H::State>| {
@@ -528,8 +529,15 @@ impl<H: Handler> Server<H> {
                     Some(slot) => slot.conn.put_receiver(rx),
                     None => rx.buf.release(&mut core.ep.pool),
                 }
-                // Hearing from the peer moves its keepalive deadline.
-                core.settle_conn(id);
+                // A new phase has a new deadline; after a keepalive ping the next one is due
+                // again (with no idle timeout no deadline may be armed at all), so arm it.
+                // Otherwise hearing from the peer only moves its deadlines later: the one
+                // armed comes early and is armed again then.
+                if rearm || core.get(id).is_some_and(|s| s.conn.phase() != phase) {
+                    core.settle_conn(id);
+                } else {
+                    core.mark_dirty(id);
+                }
                 // Input counts against the reactor-wide budget.
                 core.recharge(id);
                 core.shed();
@@ -553,6 +561,7 @@ impl<H: Handler> Server<H> {
     /// rather than after every other ready connection's turn: a request-response peer waits
     /// for it (this cuts the echo's p99 latency). A backlogged queue waits for WRITABLE (and
     /// its `on_drain`) as before.
+    #[inline]
     fn answer_now(&mut self, id: ConnId) {
         if self.core.get(id).is_some_and(|c| c.dirty && !c.backlogged) {
             if let Err(e) = self.flush_one(id) {

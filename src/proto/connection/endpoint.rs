@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::Compressors;
 use crate::proto::buffer::BufPool;
-use crate::proto::clock::Millis;
+use crate::proto::clock::{span, Millis};
 use crate::Config;
 
 /// What the connections of one endpoint share: the limits, a pool of buffers, the shared
@@ -21,13 +21,31 @@ pub struct Endpoint {
     epoch: Instant,
     /// The current time, in milliseconds since `epoch`.
     pub(crate) now: Millis,
+    /// The config's durations in milliseconds, worked out once (they are read per read).
+    pub(crate) spans: Spans,
+}
+
+/// The config's durations as [`Millis`] (see [`span`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Spans {
+    pub(crate) handshake: Millis,
+    pub(crate) close: Millis,
+    pub(crate) ping: Option<Millis>,
+    pub(crate) idle: Option<Millis>,
 }
 
 impl Endpoint {
     /// An endpoint with the limits of `config` (not validated here: see
     /// [`Config::validate`]) whose clock starts at `now`.
     pub fn new(config: Config, now: Instant) -> Endpoint {
+        let spans = Spans {
+            handshake: span(config.handshake_timeout),
+            close: span(config.close_timeout),
+            ping: config.ping_interval.map(span),
+            idle: config.idle_timeout.map(span),
+        };
         Endpoint {
+            spans,
             pool: BufPool::new(16 * 1024, 64, config.buffer_pool_size),
             compressors: Compressors::new(config.deflate.as_ref()),
             config,

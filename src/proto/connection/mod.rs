@@ -72,7 +72,7 @@ pub use endpoint::Endpoint;
 pub use events::{CloseReason, Event, Message, SendError};
 
 use crate::proto::buffer::{RxBuf, TxBuf};
-use crate::proto::clock::{span, Millis};
+use crate::proto::clock::Millis;
 use crate::proto::deflate::{
     self, client_offer, parse_server_response, ExtensionResponseError, Inflater,
 };
@@ -186,7 +186,7 @@ impl Connection {
     /// A server-side connection, just accepted: it waits for the upgrade request, at most
     /// `handshake_timeout`.
     pub fn server(ep: &mut Endpoint) -> Connection {
-        let deadline = ep.now + span(ep.config.handshake_timeout);
+        let deadline = ep.now + ep.spans.handshake;
         Connection::new(ep, Role::Server, deadline)
     }
 
@@ -195,7 +195,7 @@ impl Connection {
     /// for [`transmit`](Self::transmit). [`Event::Opened`] or [`Event::Refused`] tells the
     /// outcome.
     pub fn client(ep: &mut Endpoint, host: &str, path: &str, protocols: &[&str]) -> Connection {
-        let deadline = ep.now + span(ep.config.handshake_timeout);
+        let deadline = ep.now + ep.spans.handshake;
         let mut conn = Connection::new(ep, Role::Client, deadline);
         let key = new_key();
         let offer = ep.config.deflate.as_ref().map(client_offer);
@@ -281,6 +281,12 @@ impl Connection {
             rx.buf.consume(used, &mut one.ep.pool);
         }
         one.conn.put_receiver(rx);
+    }
+
+    /// Whether a keepalive ping went out and nothing was heard since: hearing from the peer
+    /// then brings the next ping's deadline back, so the owner must arm it again.
+    pub(crate) fn awaits_pong(&self) -> bool {
+        self.ping_sent
     }
 
     /// Notes that bytes arrived at the endpoint's current time.
@@ -576,7 +582,7 @@ impl Connection {
     /// lingers until the peer closes (at most `close_timeout`).
     pub fn linger(&mut self, ep: &Endpoint) {
         self.phase = Phase::Linger;
-        self.clock = ep.now + span(ep.config.close_timeout);
+        self.clock = ep.now + ep.spans.close;
     }
 
     /// The transport ended: end of stream or an I/O error. Returns the event the application
@@ -797,7 +803,7 @@ impl Connection {
             self.queue_frame(ep, OpCode::Close, &payload[..n]);
         }
         self.phase = phase;
-        self.clock = ep.now + span(ep.config.close_timeout);
+        self.clock = ep.now + ep.spans.close;
     }
 
     /// The bytes to write to the transport next; empty when nothing is queued.
@@ -831,16 +837,14 @@ impl Connection {
 
     /// The next deadline, in the endpoint's milliseconds.
     pub(crate) fn next_deadline(&self, ep: &Endpoint) -> Option<Millis> {
-        let config = &ep.config;
         match self.phase {
             Phase::Handshake | Phase::Closing | Phase::Linger => Some(self.clock),
             Phase::Finished => None,
             Phase::Open => {
-                let ping = config
-                    .ping_interval
+                let ping = (ep.spans.ping)
                     .filter(|_| !self.ping_sent)
-                    .map(|d| self.clock + span(d));
-                let idle = config.idle_timeout.map(|d| self.clock + span(d));
+                    .map(|d| self.clock + d);
+                let idle = ep.spans.idle.map(|d| self.clock + d);
                 match (ping, idle) {
                     (Some(p), Some(i)) => Some(p.min(i)),
                     (p, i) => p.or(i),
@@ -862,9 +866,9 @@ impl Connection {
     /// [`handle_timeout`](Self::handle_timeout) at the endpoint's current time.
     pub(crate) fn expire(&mut self, ep: &mut Endpoint) -> Option<Event<'static>> {
         let now = ep.now;
-        let since_heard = |d| now >= self.clock + span(d);
-        let idle = ep.config.idle_timeout.is_some_and(since_heard);
-        let ping = ep.config.ping_interval.is_some_and(since_heard);
+        let since_heard = |d| now >= self.clock + d;
+        let idle = ep.spans.idle.is_some_and(since_heard);
+        let ping = ep.spans.ping.is_some_and(since_heard);
         match self.phase {
             Phase::Handshake | Phase::Linger if now >= self.clock => {
                 log::debug!("{:?} timed out", self.phase);
