@@ -7,14 +7,16 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::time::Instant;
 
-use crate::proto::frame::OpCode;
-use crate::proto::handshake::{check_response, new_key, write_request, HeadScanner};
-use crate::proto::message::{Decoded, Decoder, Encoder, Event};
-use crate::proto::{CloseCode, Role};
-use crate::Message;
+use crate::proto::connection::{CloseReason, Connection, Endpoint, Event, SendError};
+use crate::proto::frame::{write_frame, OpCode};
+use crate::proto::message::mask_key;
+use crate::proto::CloseCode;
+use crate::{Config, Message};
 
 /// An owned event received by the [`Client`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,23 +25,24 @@ pub enum Received {
     Text(String),
     /// A binary message.
     Binary(Vec<u8>),
-    /// A ping (not answered automatically).
+    /// A ping (already answered with a pong).
     Ping(Vec<u8>),
     /// A pong.
     Pong(Vec<u8>),
-    /// A close frame: code and reason.
+    /// A close frame: code and reason (already answered).
     Close(Option<CloseCode>, String),
 }
 
 /// A blocking WebSocket client over a `std` TCP stream, or any other byte stream (a TLS
-/// stream, say).
+/// stream, say), driving a client-role [`Connection`]: it masks what it sends, answers pings
+/// and close frames, and refuses messages over `max_message_size` (16 MiB by default).
 #[derive(Debug)]
 pub struct Client<S = TcpStream> {
     stream: S,
-    decoder: Decoder,
-    encoder: Encoder,
-    buf: Vec<u8>,
-    start: usize,
+    ep: Endpoint,
+    conn: Connection,
+    /// Events received and not yet handed out.
+    received: VecDeque<io::Result<Received>>,
     protocol: Option<String>,
 }
 
@@ -49,11 +52,17 @@ fn invalid(message: impl Into<String>) -> io::Error {
 
 impl Client<TcpStream> {
     /// Connects to a `ws://host:port/path` URL and completes the handshake.
+    ///
+    /// # Errors
+    /// A URL that is not `ws://`, a connection error, or a refused handshake (`InvalidData`).
     pub fn connect(url: &str) -> io::Result<Client> {
         Client::connect_with(url, &[])
     }
 
     /// Connects offering `protocols` in `Sec-WebSocket-Protocol`.
+    ///
+    /// # Errors
+    /// As [`connect`](Client::connect).
     pub fn connect_with(url: &str, protocols: &[&str]) -> io::Result<Client> {
         let rest = url
             .strip_prefix("ws://")
@@ -70,36 +79,53 @@ impl Client<TcpStream> {
 
 impl<S: Read + Write> Client<S> {
     /// Completes the handshake over an already connected stream; `host` is the `Host` header.
+    ///
+    /// # Errors
+    /// An I/O error, or `InvalidData` if the server refused or botched the upgrade.
     pub fn handshake(
-        mut stream: S,
+        stream: S,
         host: &str,
         path: &str,
         protocols: &[&str],
     ) -> io::Result<Client<S>> {
-        let key = new_key();
-        let mut request = Vec::new();
-        write_request(&mut request, host, path, &key, protocols, None);
-        stream.write_all(&request)?;
-        let mut buf = Vec::new();
-        let mut scanner = HeadScanner::default();
-        let end = loop {
-            if let Some(end) = scanner.find_end(&buf) {
-                break end;
-            }
-            if buf.len() > 64 * 1024 {
-                return Err(invalid("response head too large"));
-            }
-            read_more(&mut stream, &mut buf)?;
-        };
-        let accepted = check_response(&buf[..end], &key, protocols).map_err(invalid)?;
-        Ok(Client {
+        Client::handshake_with(stream, host, path, protocols, Config::default())
+    }
+
+    /// Like [`handshake`](Self::handshake), with the limits of `config` (`max_message_size`,
+    /// `max_write_buffer`...) and permessage-deflate offered if it has `deflate`.
+    ///
+    /// # Errors
+    /// As [`handshake`](Self::handshake).
+    pub fn handshake_with(
+        stream: S,
+        host: &str,
+        path: &str,
+        protocols: &[&str],
+        config: Config,
+    ) -> io::Result<Client<S>> {
+        let mut ep = Endpoint::new(config, Instant::now());
+        let conn = Connection::client(&mut ep, host, path, protocols);
+        let mut client = Client {
             stream,
-            decoder: Decoder::new(Role::Client, 16 << 20),
-            encoder: Encoder::new(Role::Client),
-            buf,
-            start: end,
-            protocol: accepted.protocol,
-        })
+            ep,
+            conn,
+            received: VecDeque::new(),
+            protocol: None,
+        };
+        client.flush()?;
+        // Messages (even a close) may follow the answer in the same read: they stay queued.
+        loop {
+            if let Some(protocol) = client.read_events()? {
+                client.protocol = protocol;
+                return Ok(client);
+            }
+            if client.conn.is_finished() {
+                return match client.received.pop_front() {
+                    Some(Err(e)) => Err(e),
+                    _ => Err(invalid("the handshake failed")),
+                };
+            }
+        }
     }
 
     /// The subprotocol the server chose.
@@ -118,67 +144,104 @@ impl<S: Read + Write> Client<S> {
     }
 
     /// Sends a whole message in one frame.
+    ///
+    /// # Errors
+    /// An I/O error, or `InvalidInput` if the connection is no longer open.
     pub fn send(&mut self, msg: Message<'_>) -> io::Result<()> {
-        let opcode = match msg {
-            Message::Text(_) => OpCode::Text,
-            Message::Binary(_) => OpCode::Binary,
-        };
-        self.send_frame(opcode, true, msg.as_bytes())
+        self.conn
+            .send(&mut self.ep, msg)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        self.flush()
     }
 
-    /// Sends one frame as given (for fragments, or for testing a server's checks).
+    /// Sends one frame as given, bypassing the connection's checks (for fragments, or for
+    /// testing a server's checks).
+    ///
+    /// # Errors
+    /// An I/O error.
     pub fn send_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) -> io::Result<()> {
         let mut out = Vec::with_capacity(payload.len() + 14);
-        self.encoder.frame(&mut out, opcode, fin, payload);
+        write_frame(&mut out, opcode, fin, false, Some(mask_key()), payload);
         self.stream.write_all(&out)
     }
 
-    /// Sends a close frame.
+    /// Starts the close handshake; nothing to do if it is already under way or done (a close
+    /// frame from the server is answered as it arrives).
+    ///
+    /// # Errors
+    /// An I/O error, or `InvalidInput` for a code that may not be sent.
     pub fn close(&mut self, code: CloseCode, reason: &str) -> io::Result<()> {
-        let mut out = Vec::new();
-        self.encoder.close(&mut out, Some(code), reason);
-        self.stream.write_all(&out)
-    }
-
-    /// Waits for the next message or control frame. A protocol error from the server is an
-    /// `InvalidData` error; the end of the stream is `UnexpectedEof`.
-    pub fn recv(&mut self) -> io::Result<Received> {
-        loop {
-            let decoded = self
-                .decoder
-                .decode(&mut self.buf[self.start..])
-                .map_err(|e| invalid(e.to_string()))?;
-            match decoded {
-                Decoded::Frame { len, event } => {
-                    let received = event.map(|e| match e {
-                        Event::Text(t) => Received::Text(t.to_owned()),
-                        Event::Binary(b) => Received::Binary(b.to_vec()),
-                        Event::Ping(p) => Received::Ping(p.to_vec()),
-                        Event::Pong(p) => Received::Pong(p.to_vec()),
-                        Event::Close(code, reason) => Received::Close(code, reason.to_owned()),
-                    });
-                    self.start += len;
-                    if let Some(received) = received {
-                        return Ok(received);
-                    }
-                }
-                Decoded::Incomplete { .. } => {
-                    self.buf.drain(..self.start);
-                    self.start = 0;
-                    read_more(&mut self.stream, &mut self.buf)?;
-                }
-            }
+        match self.conn.close(&mut self.ep, code, reason) {
+            Ok(()) | Err(SendError::NotOpen) => self.flush(),
+            Err(e) => Err(io::Error::new(io::ErrorKind::InvalidInput, e)),
         }
     }
-}
 
-/// Appends one read's worth of bytes to `buf`; the end of the stream is an error.
-fn read_more(stream: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<()> {
-    let mut chunk = [0u8; 16 * 1024];
-    let n = stream.read(&mut chunk)?;
-    if n == 0 {
-        return Err(io::ErrorKind::UnexpectedEof.into());
+    /// Waits for the next message or control frame.
+    ///
+    /// # Errors
+    /// A protocol error from the server is an `InvalidData` error whose source is the
+    /// [`ProtocolError`](crate::ProtocolError); the end of the stream is `UnexpectedEof`.
+    pub fn recv(&mut self) -> io::Result<Received> {
+        loop {
+            if let Some(received) = self.received.pop_front() {
+                return received;
+            }
+            self.read_events()?;
+        }
     }
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(())
+
+    /// Reads once and turns what came into owned events (and what the connection answers
+    /// into writes); returns the chosen subprotocol if the handshake completed.
+    #[allow(clippy::option_option)]
+    fn read_events(&mut self) -> io::Result<Option<Option<String>>> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let mut opened = None;
+        let received = &mut self.received;
+        self.conn.recv(
+            &mut self.ep,
+            Instant::now(),
+            &mut chunk[..n],
+            |_, _, event| {
+                let item = match event {
+                    Event::Message(Message::Text(t)) => Ok(Received::Text(t.to_owned())),
+                    Event::Message(Message::Binary(b)) => Ok(Received::Binary(b.to_vec())),
+                    Event::Ping(p) => Ok(Received::Ping(p.to_vec())),
+                    Event::Pong(p) => Ok(Received::Pong(p.to_vec())),
+                    Event::Closed(CloseReason::Closed { code, reason }) => {
+                        Ok(Received::Close(code, reason.to_owned()))
+                    }
+                    Event::Closed(CloseReason::ProtocolError(e)) => {
+                        Err(io::Error::new(io::ErrorKind::InvalidData, e))
+                    }
+                    Event::Closed(why) => Err(invalid(format!("connection ended: {why:?}"))),
+                    Event::Refused(why) => Err(invalid(why)),
+                    Event::Opened { protocol } => {
+                        opened = Some(protocol.map(str::to_owned));
+                        return;
+                    }
+                    Event::Request(_) => return,
+                };
+                received.push_back(item);
+            },
+        );
+        self.flush()?;
+        Ok(opened)
+    }
+
+    /// Writes what the connection queued.
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.conn.transmit().is_empty() {
+            let n = self.stream.write(self.conn.transmit())?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.conn.advance(&mut self.ep, n);
+        }
+        self.stream.flush()
+    }
 }

@@ -27,45 +27,36 @@
 //! # Ok::<(), wsloop::Error>(())
 //! ```
 //!
-//! The protocol itself lives in [`proto`], a sans-IO core usable on its own; [`client`] is a
+//! The protocol itself lives in [`proto`], a sans-IO core usable on its own: its
+//! [`Connection`](proto::connection::Connection) is one connection's whole life as a state
+//! machine, which the server's reactor drives and so can any other event loop; [`client`] is a
 //! small blocking client on the same core.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod buffer;
+// The layers, each on the ones before it: the sans-IO protocol core (`proto`), the reactor
+// that drives it over mio (`reactor`), the application's API (`app`), scaling out (`scale`).
+mod app;
 pub mod client;
-mod cluster;
-mod compress;
-mod config;
-mod conn;
-mod context;
 mod error;
-mod handle;
-mod handler;
 pub mod proto;
-#[cfg(feature = "redis")]
-mod redis;
-mod relay;
-mod router;
-mod server;
-mod timer;
-mod tls;
-mod topics;
-mod transport;
+mod reactor;
+mod scale;
 
-pub use cluster::{Cluster, ClusterHandle};
-pub use config::{Config, Overflow};
-pub use context::Context;
+pub use app::config::{Config, Overflow};
+pub use app::context::Context;
+pub use app::handler::{ConnId, Handler, Upgrade};
+pub use app::router::Router;
 pub use error::Error;
-pub use handle::{Handle, HandleError};
-pub use handler::{CloseReason, ConnId, Handler, Message, SendError, Upgrade};
+pub use proto::connection::{CloseReason, Message, SendError};
 pub use proto::handshake::{HttpResponse, Request};
 pub use proto::{CloseCode, ProtocolError};
-#[cfg(feature = "redis")]
-pub use redis::{RedisOptions, RedisRelay};
-pub use relay::Relay;
-pub use router::Router;
+pub use reactor::handle::{Handle, HandleError};
+pub use reactor::server::Server;
+pub use reactor::tls::TlsConfig;
 /// The rustls version wsloop is built with, for [`TlsConfig::from_server_config`].
 pub use rustls;
-pub use server::Server;
-pub use tls::TlsConfig;
+pub use scale::cluster::{Cluster, ClusterHandle};
+#[cfg(feature = "redis")]
+pub use scale::redis::{RedisOptions, RedisRelay};
+pub use scale::relay::Relay;

@@ -129,8 +129,9 @@ fn buffered_reports_the_queue_while_blocked() {
     let server = server(Overflow::Refuse);
     let mut slow = server.connect();
     let (Flooded { id, sent }, queued) = flood_until_blocked(&server, &mut slow);
+    // The bound applies before a send: the last one taken may go past it by one frame.
     assert!(
-        (1..=MAX_WRITE_BUFFER).contains(&queued),
+        (1..MAX_WRITE_BUFFER + FLOOD_CHUNK + 14).contains(&queued),
         "queued {queued} bytes"
     );
     read_flood(&mut slow, sent);

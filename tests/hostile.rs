@@ -477,6 +477,140 @@ fn client_that_never_reads_is_closed_on_overflow_and_memory_returns() {
     );
 }
 
+/// A client that reads steadily but keeps 7 MiB of echoes in flight against an 8 MiB
+/// `max_write_buffer`, so that its queue in the server never drains completely: 64 MiB pass
+/// through it, and memory follows the bound, not what was sent (issue 14, item 3: the queue
+/// kept every written byte until it drained, growing to all 64 MiB).
+#[test]
+fn a_steady_reader_whose_queue_never_drains_stays_near_the_bound() {
+    let _serial = serial();
+    const BOUND: usize = 8 * MIB;
+    const SIZE: usize = 60 * KIB;
+    const IN_FLIGHT: usize = 7 * MIB / SIZE;
+    const TOTAL: usize = 64 * MIB / SIZE;
+    let server = start(config().max_write_buffer(BOUND));
+    let (stop, healthy) = Healthy::connect(&server).spawn();
+    let before = rss_kib();
+    // A small receive window from the start (set before connecting), so that the echoes wait
+    // in the server's queue rather than in the kernel's buffers.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(64 * KIB).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut ws = TcpStream::from(socket);
+    ws.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    ws.write_all(upgrade_request("/", &[]).as_bytes()).unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        ws.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let payload = vec![0x42; SIZE];
+    let frame = client_frame(OpCode::Binary, true, &payload);
+    let mut echo = vec![0u8; 4 + SIZE];
+    let t0 = Instant::now();
+    let mut peak = before;
+    for sent in 0..TOTAL + IN_FLIGHT {
+        if sent >= IN_FLIGHT {
+            // Slowly but steadily: about 20 MB/s.
+            thread::sleep(Duration::from_millis(3));
+            ws.read_exact(&mut echo).unwrap();
+            let len = [(SIZE >> 8) as u8, SIZE as u8];
+            assert_eq!(
+                echo[..4],
+                [0x82, 126, len[0], len[1]],
+                "a 60 KiB binary echo"
+            );
+            if sent % 32 == 0 {
+                peak = peak.max(rss_now_kib());
+            }
+        }
+        if sent < TOTAL {
+            ws.write_all(&frame).unwrap();
+        }
+    }
+    let took = t0.elapsed();
+    let healthy = finish_healthy(stop, healthy);
+    drop(ws);
+    let gone = server.wait_until(Duration::from_secs(5), |s| Stats::get(&s.closed) >= 1);
+    let after = rss_kib();
+    report(
+        "steady reader, queue never drains",
+        "64 MiB echoed in 60 KiB messages with 7 MiB in flight, max_write_buffer 8 MiB",
+        &format!(
+            "all echoed in {took:.1?} ({:.0} MB/s), no overflow; {healthy}",
+            (TOTAL * SIZE) as f64 / took.as_secs_f64() / 1e6
+        ),
+        before,
+        peak,
+        after,
+    );
+    assert!(gone);
+    assert_eq!(Stats::get(&server.stats.overflow), 0);
+    // The queue's buffer holds at most about twice the bound (a vector grows by doubling).
+    assert!(
+        peak < before + 3 * BOUND / KIB,
+        "RSS {} -> peak {}",
+        mib(before),
+        mib(peak)
+    );
+}
+
+/// With the default limits (16 MiB messages, 16 MiB queues), two messages of exactly
+/// `max_message_size` sent back to back, before reading, are both echoed: the first is
+/// queued whole on an empty queue, the second on a queue still holding part of the first
+/// (issue 14, item 4: the frame header pushed the first over the bound, closing with 1008).
+#[test]
+fn messages_of_max_message_size_are_echoed() {
+    let _serial = serial();
+    let server = start(config());
+    let (stop, healthy) = Healthy::connect(&server).spawn();
+    let before = rss_kib();
+    let (mut ws, _) = server.upgraded(&[]);
+    let size = Config::default().max_message_size;
+    assert_eq!(size, Config::default().max_write_buffer);
+    let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let frame = client_frame(OpCode::Binary, true, &payload);
+    let t0 = Instant::now();
+    ws.send_raw(&frame);
+    ws.send_raw(&frame);
+    let mut peak = rss_now_kib();
+    for i in 0..2 {
+        let echo = ws.read_frame();
+        peak = peak.max(rss_now_kib());
+        assert_eq!(
+            echo.header.opcode,
+            OpCode::Binary,
+            "echo {i}: {:?}",
+            echo.header
+        );
+        assert!(echo.payload == payload, "echo {i} differs");
+    }
+    let took = t0.elapsed();
+    ws.send_close(1000, "");
+    ws.expect_close(1000);
+    drop((ws, frame, payload));
+    let healthy = finish_healthy(stop, healthy);
+    assert!(server.wait_until(Duration::from_secs(5), |s| Stats::get(&s.clean) == 1));
+    let after = rss_kib();
+    report(
+        "messages of max_message_size",
+        "two 16 MiB binary messages back to back (max_message_size = max_write_buffer = 16 MiB)",
+        &format!("both echoed in {took:.1?}, then a clean close; {healthy}"),
+        before,
+        peak,
+        after,
+    );
+    assert_eq!(Stats::get(&server.stats.overflow), 0);
+    assert!(
+        after < before + 8 * KIB,
+        "RSS {} -> {}",
+        mib(before),
+        mib(after)
+    );
+}
+
 /// A 16 KiB header block, 100 headers, and a head that never ends: 431 each.
 #[test]
 fn oversized_headers_get_431() {
@@ -514,6 +648,56 @@ fn oversized_headers_get_431() {
             statuses.join(", "),
             healthy.summary()
         ),
+        before,
+        before.max(after),
+        after,
+    );
+    assert!(after < before + 2 * KIB);
+}
+
+/// Two `Host` headers get 400 (RFC 7230 section 5.4); a request with bare-LF line ends gets
+/// 400 at once rather than waiting out the 10 s handshake timeout (issue 14, item 7).
+#[test]
+fn duplicate_host_and_bare_lf_requests_get_400_at_once() {
+    let _serial = serial();
+    let server = start(config().handshake_timeout(Duration::from_secs(10)));
+    let mut healthy = Healthy::connect(&server);
+    let before = rss_kib();
+    let cases = [
+        (
+            "two Host headers",
+            upgrade_request("/", &["Host: elsewhere.example"]),
+        ),
+        (
+            "bare-LF line ends",
+            upgrade_request("/", &[]).replace("\r\n", "\n"),
+        ),
+        (
+            "one bare LF among CRLFs",
+            upgrade_request("/", &["X-Odd: a\nX-Other: b"]),
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (what, request) in &cases {
+        let t0 = Instant::now();
+        let mut ws = Ws::connect(server.addr);
+        ws.send_raw(request.as_bytes());
+        let resp = ws.read_response();
+        let took = t0.elapsed();
+        assert_eq!(resp.status, 400, "{what}: {resp:?}");
+        assert!(
+            took < Duration::from_secs(1),
+            "{what}: answered after {took:?}"
+        );
+        ws.expect_eof();
+        answers.push(format!("{what}: 400 after {took:.1?}"));
+        healthy.echo();
+    }
+    let after = rss_kib();
+    report(
+        "malformed heads",
+        "two Host headers; bare-LF line ends; one bare LF (handshake timeout 10 s)",
+        &format!("{}, then closed; {}", answers.join(", "), healthy.summary()),
         before,
         before.max(after),
         after,
@@ -869,8 +1053,8 @@ fn connection_churn() {
     );
 }
 
-/// With `max_connections` 50, the 51st and later get 503 and are closed, while the 50 keep
-/// echoing; once some leave, new ones are accepted again.
+/// With `max_connections` 50, the 51st and later get 503 and a clean close (no reset), while
+/// the 50 keep echoing; once some leave, new ones are accepted again.
 #[test]
 fn connections_over_the_limit_get_503_and_the_others_keep_working() {
     let _serial = serial();
@@ -933,6 +1117,9 @@ fn connections_over_the_limit_get_503_and_the_others_keep_working() {
         refused, 20,
         "{reset} of 20 refused connections were reset without a 503"
     );
+    // Issue 14, item 7: the 503 lingers like any refusal, so the unread request does not
+    // turn the close into a reset.
+    assert_eq!(reset, 0, "{reset} of 20 refused connections were reset");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -274,7 +274,15 @@ pub fn handshake(data: &[u8]) {
             break;
         }
     }
-    let naive = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    // The first blank line, or the first bare LF (which makes the head malformed) if earlier.
+    let blank = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let bare_lf = (0..raw.len())
+        .find(|&i| raw[i] == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
+        .map(|i| i + 1);
+    let naive = match (blank, bare_lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     assert_eq!(end, naive, "HeadScanner disagrees with a plain search");
 
     // The client reads a server's answer with the same scanner: the bytes as a response.

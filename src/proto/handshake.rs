@@ -40,11 +40,17 @@ pub struct HeadScanner {
 impl HeadScanner {
     /// Looks for `\r\n\r\n` in `buf` (which only ever grows at the end between calls) and
     /// returns the length of the header block, blank line included, once it is there.
+    ///
+    /// A bare LF (not after a CR) ends the block where it stands: such a head is malformed
+    /// ([`Request::parse`] refuses it), and is answered at once rather than waiting for a
+    /// `\r\n\r\n` that a bare-LF client never sends.
     pub fn find_end(&mut self, buf: &[u8]) -> Option<usize> {
-        let from = (self.scanned as usize).saturating_sub(3).min(buf.len());
-        let found = buf[from..].windows(4).position(|w| w == b"\r\n\r\n");
+        let from = (self.scanned as usize).min(buf.len());
         self.scanned = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-        found.map(|i| from + i + 4)
+        (from..buf.len())
+            .filter(|&i| buf[i] == b'\n')
+            .find(|&i| i == 0 || buf[i - 1] != b'\r' || buf[..=i].ends_with(b"\r\n\r\n"))
+            .map(|i| i + 1)
     }
 }
 
@@ -72,6 +78,14 @@ impl<'h, 'b> Request<'h, 'b> {
         head: &'b [u8],
         storage: &'h mut [httparse::Header<'b>; MAX_HEADERS],
     ) -> Result<Request<'h, 'b>, ParseError> {
+        // httparse takes bare LF line ends; RFC 6455 section 4.1 asks for CRLF.
+        let bare_lf = head
+            .iter()
+            .enumerate()
+            .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'));
+        if bare_lf {
+            return Err(ParseError::Malformed);
+        }
         let mut req = httparse::Request::new(storage);
         match req.parse(head) {
             Ok(httparse::Status::Complete(_)) => {}
@@ -183,6 +197,14 @@ impl<'h, 'b> Request<'h, 'b> {
         }
         if self.header("host").is_none_or(|h| h.trim().is_empty()) {
             return Err(Rejection::BadRequest("Host missing"));
+        }
+        // RFC 7230 section 5.4: more than one Host header gets 400.
+        let hosts = self
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("host"));
+        if hosts.count() > 1 {
+            return Err(Rejection::BadRequest("more than one Host header"));
         }
         let mut keys = self.header_values("sec-websocket-key");
         let key = keys.next().map(str::trim).unwrap_or("");
@@ -453,6 +475,17 @@ mod tests {
         }
     }
 
+    #[test]
+    fn scanner_stops_at_a_bare_lf_and_parse_refuses_it() {
+        let req = b"GET / HTTP/1.1\nHost: x\n\n";
+        assert_eq!(HeadScanner::default().find_end(req), Some(15));
+        let crlf_then_lf = b"GET / HTTP/1.1\r\nHost: x\r\n\n";
+        assert_eq!(HeadScanner::default().find_end(crlf_then_lf), Some(26));
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let parsed = Request::parse(crlf_then_lf, &mut storage);
+        assert_eq!(parsed.err(), Some(ParseError::Malformed));
+    }
+
     fn validate(raw: &str) -> Result<String, Rejection> {
         let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let req = Request::parse(raw.as_bytes(), &mut storage).unwrap();
@@ -485,6 +518,11 @@ mod tests {
                 Rejection::BadRequest("Connection: Upgrade missing"),
             ),
             ("Host: a\r\n", "", Rejection::BadRequest("Host missing")),
+            (
+                "Host: a\r\n",
+                "Host: a\r\nhost: b\r\n",
+                Rejection::BadRequest("more than one Host header"),
+            ),
             (
                 "dGhlIHNhbXBsZSBub25jZQ==",
                 "dGhlIHNhbXBsZQ==",

@@ -98,6 +98,21 @@ impl Decoder {
         self.inflater = Some(Box::new(inflater));
     }
 
+    /// Takes the inflater out (to move it to another decoder of the same connection).
+    pub(crate) fn take_inflater(&mut self) -> Option<Box<Inflater>> {
+        self.inflater.take()
+    }
+
+    /// Puts back an inflater taken with [`take_inflater`](Self::take_inflater).
+    pub(crate) fn put_inflater(&mut self, inflater: Box<Inflater>) {
+        self.inflater = Some(inflater);
+    }
+
+    /// The role this decoder receives for.
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
     /// Whether a fragmented message is in progress (its bytes are held by the decoder).
     pub fn in_message(&self) -> bool {
         self.open != Open::None
@@ -344,19 +359,53 @@ impl Encoder {
     }
 }
 
-/// A masking key from the standard library's randomly seeded SipHash (a fresh seed per call),
-/// unpredictable to the peer as RFC 6455 section 5.3 asks.
+/// A masking key straight from the operating system's CSPRNG (see [`random_u64`]), as
+/// RFC 6455 sections 5.3 and 10.3 ask: the peer's intermediaries cannot predict it.
 pub fn mask_key() -> [u8; 4] {
-    let bytes = random_u64().to_le_bytes();
-    [bytes[0], bytes[1], bytes[2], bytes[3]]
+    random_bytes()
 }
 
-/// 64 random bits, without a dependency on a random number crate.
+/// 64 random bits from the operating system's CSPRNG (`getrandom`).
+///
+/// The bytes are fetched [`RANDOM_BATCH`] at a time into a per-thread buffer and each is
+/// handed out once, so a masked frame costs a copy of 4 bytes and one system call per 128
+/// frames, not one each. Unlike a userspace generator seeded once (rand's `ThreadRng`, which
+/// tungstenite masks with), every key is the OS generator's output.
+///
+/// # Panics
+///
+/// If the operating system has no random source to give (as `rand`'s `thread_rng` does).
 pub fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0x9E37_79B9_7F4A_7C15);
-    hasher.finish()
+    u64::from_le_bytes(random_bytes())
+}
+
+/// How many random bytes one `getrandom` call fetches.
+const RANDOM_BATCH: usize = 512;
+
+/// Random bytes fetched from the OS and not handed out yet: `bytes[used..]`.
+struct RandomPool {
+    bytes: [u8; RANDOM_BATCH],
+    used: usize,
+}
+
+thread_local! {
+    static RANDOM: std::cell::RefCell<RandomPool> = const {
+        std::cell::RefCell::new(RandomPool { bytes: [0; RANDOM_BATCH], used: RANDOM_BATCH })
+    };
+}
+
+/// `N` bytes from this thread's pool of OS random bytes, refilled when it runs short.
+fn random_bytes<const N: usize>() -> [u8; N] {
+    RANDOM.with_borrow_mut(|pool| {
+        if pool.used + N > RANDOM_BATCH {
+            getrandom::getrandom(&mut pool.bytes).expect("the OS random source failed");
+            pool.used = 0;
+        }
+        let mut out = [0u8; N];
+        out.copy_from_slice(&pool.bytes[pool.used..pool.used + N]);
+        pool.used += N;
+        out
+    })
 }
 
 #[cfg(test)]
@@ -625,5 +674,23 @@ mod tests {
         }
         assert_eq!(got, Some(64 * 1001));
         assert_eq!(start, bytes.len());
+    }
+
+    #[test]
+    fn masking_keys_do_not_repeat_across_refills_and_threads() {
+        // 2,000 keys span many refills of the per-thread pool; another thread has its own.
+        let here: Vec<[u8; 4]> = (0..2000).map(|_| mask_key()).collect();
+        let there = std::thread::spawn(|| (0..2000).map(|_| mask_key()).collect::<Vec<_>>());
+        let mut all = here;
+        all.extend(there.join().unwrap());
+        let ones: u32 = all
+            .iter()
+            .map(|k| u32::from_le_bytes(*k).count_ones())
+            .sum();
+        // 4,000 keys of 32 bits: about 64,000 ones; 62,000..66,000 is over 11 sigma.
+        assert!((62_000..66_000).contains(&ones), "{ones} ones");
+        all.sort_unstable();
+        all.dedup();
+        assert!(all.len() > 3990, "{} distinct of 4000", all.len());
     }
 }

@@ -7,11 +7,17 @@
 //!   events, enforcing RFC 6455's rules, and the encoder helpers for what we send.
 //! - [`utf8`]: incremental UTF-8 validation for text that arrives in pieces.
 //! - [`deflate`]: permessage-deflate (RFC 7692) negotiation and codec.
+//! - [`connection`]: one connection's whole life (handshake, messages, close handshake,
+//!   keepalive, timeouts, write queue) as a state machine over the pieces above; the server's
+//!   reactor, the client and the load generator all drive it.
 //!
 //! The same core serves both roles: a [`Role::Server`] expects masked frames and sends unmasked
 //! ones; a [`Role::Client`] does the reverse.
 
+pub(crate) mod buffer;
+pub(crate) mod clock;
 pub mod close;
+pub mod connection;
 pub mod deflate;
 pub mod frame;
 pub mod handshake;

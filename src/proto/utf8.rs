@@ -7,8 +7,9 @@
 /// Validates a byte stream as UTF-8, piece by piece.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Utf8Validator {
-    /// Bytes of a character that the previous piece left unfinished.
-    pending: [u8; 4],
+    /// Bytes of a character that the previous piece left unfinished (at most three: four
+    /// would finish any character). Four bytes in all keep a decoder small.
+    pending: [u8; 3],
     pending_len: u8,
 }
 
@@ -50,8 +51,10 @@ impl Utf8Validator {
     fn finish_pending<'a>(&mut self, piece: &'a [u8]) -> Result<&'a [u8], InvalidUtf8> {
         let have = usize::from(self.pending_len);
         let take = piece.len().min(4 - have);
-        self.pending[have..have + take].copy_from_slice(&piece[..take]);
-        let joined = &self.pending[..have + take];
+        let mut char_bytes = [0u8; 4];
+        char_bytes[..have].copy_from_slice(&self.pending[..have]);
+        char_bytes[have..have + take].copy_from_slice(&piece[..take]);
+        let joined = &char_bytes[..have + take];
         match std::str::from_utf8(joined) {
             // The character and everything taken after it are valid.
             Ok(_) => {
@@ -65,7 +68,9 @@ impl Utf8Validator {
             }
             Err(e) if e.error_len().is_some() => Err(InvalidUtf8),
             Err(_) => {
-                // Still unfinished: `piece` was shorter than the character's remaining bytes.
+                // Still unfinished: `piece` was shorter than the character's remaining bytes
+                // (so fewer than four bytes are held).
+                self.pending[..have + take].copy_from_slice(joined);
                 self.pending_len = (have + take) as u8;
                 Ok(&[])
             }

@@ -1,6 +1,6 @@
 //! The reactor: one `mio::Poll` over a listening socket and a slab of connections.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,22 +9,17 @@ use std::time::{Duration, Instant};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::buffer::TxBuf;
-use crate::conn::{Compress, Conn, Parse, Phase, Rx};
-use crate::context::{lookup, Core};
-use crate::handle::{Command, Commands, Handle, Shared};
-use crate::proto::deflate::{self, Inflater};
-use crate::proto::frame::OpCode;
-use crate::proto::handshake::{
-    write_accept, HttpResponse, ParseError, Rejection, Request, MAX_HEADERS,
-};
-use crate::proto::message::{Decoded, Event};
-use crate::proto::{CloseCode, Role};
-use crate::timer::{span, UNARMED};
-use crate::tls::TlsConfig;
-use crate::topics::Subscriptions;
-use crate::transport::Transport;
-use crate::{CloseReason, Config, ConnId, Context, Error, Handler, Message, Relay, Upgrade};
+use super::core::{lookup, Core};
+use super::handle::{Command, Commands, Handle, Shared};
+use super::slot::Slot;
+use super::timers::UNARMED;
+use super::tls::TlsConfig;
+use super::transport::Transport;
+use crate::app::topics::Subscriptions;
+use crate::proto::connection::{feed, getter, Connection, Event, Phase};
+use crate::proto::handshake::HttpResponse;
+use crate::proto::CloseCode;
+use crate::{CloseReason, Config, ConnId, Context, Error, Handler, Relay, Upgrade};
 
 /// Wakes the reactor for commands from [`Handle`]s.
 const WAKER: Token = Token(usize::MAX);
@@ -35,6 +30,8 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const READ_BUDGET: usize = 1 << 20;
 /// The smallest read into a connection's own buffer.
 const MIN_READ: usize = 16 * 1024;
+/// Connections beyond `max_connections` that may linger while their 503 goes out.
+const REFUSAL_SLOTS: usize = 64;
 
 /// A WebSocket server: a listener, its connections and the application's [`Handler`], driven
 /// one turn at a time by [`turn`](Server::turn) or forever by [`run`](Server::run).
@@ -206,7 +203,7 @@ impl<H: Handler> Server<H> {
         while !self.shutdown_requested() {
             self.turn(None)?;
         }
-        self.shutdown(self.core.config.close_timeout)
+        self.shutdown(self.core.config().close_timeout)
     }
 
     /// Shuts down gracefully: carries out pending handle commands, stops accepting, closes
@@ -217,14 +214,14 @@ impl<H: Handler> Server<H> {
         for mut listener in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut listener.socket);
         }
-        let ids: Vec<ConnId> = (self.core.conns.iter())
+        let ids: Vec<ConnId> = (self.core.slots.iter())
             .map(|(index, c)| ConnId {
                 index: index as u32,
                 generation: c.generation,
             })
             .collect();
         for id in ids {
-            match self.core.get(id).map(|c| c.phase) {
+            match self.core.get(id).map(|c| c.conn.phase()) {
                 Some(Phase::Open) => {
                     let _ = self
                         .context()
@@ -236,14 +233,14 @@ impl<H: Handler> Server<H> {
         }
         self.flush();
         let deadline = Instant::now() + grace;
-        while !self.core.conns.is_empty() {
+        while !self.core.slots.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             self.turn(Some(left))?;
         }
-        let rest: Vec<ConnId> = (0..self.core.conns.capacity())
+        let rest: Vec<ConnId> = (0..self.core.slots.capacity())
             .filter_map(|index| self.core.id(index))
             .collect();
         for id in rest {
@@ -295,7 +292,7 @@ impl<H: Handler> Server<H> {
             Err(e) => return Err(e.into()),
             Ok(()) => {}
         }
-        self.core.now = self.core.timers.millis(Instant::now());
+        self.core.ep.set_now(Instant::now());
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in events.iter() {
             if event.token() == WAKER {
@@ -315,9 +312,9 @@ impl<H: Handler> Server<H> {
                 self.read(id, closed);
             }
             if event.is_writable() {
-                if let Some(conn) = self.core.get_mut(id) {
-                    if !conn.dirty {
-                        conn.dirty = true;
+                if let Some(slot) = self.core.get_mut(id) {
+                    if !slot.dirty {
+                        slot.dirty = true;
                         self.core.dirty.push(id);
                     }
                 }
@@ -338,11 +335,8 @@ impl<H: Handler> Server<H> {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
-        let timer = self
-            .core
-            .timers
-            .next()
-            .map(|at| at.saturating_duration_since(now));
+        let timer = (self.core.timers.next())
+            .map(|at| self.core.ep.instant(at).saturating_duration_since(now));
         match (requested, timer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -354,7 +348,7 @@ impl<H: Handler> Server<H> {
             let Some(Listener { socket, tls, .. }) = self.listeners.get(listener) else {
                 return;
             };
-            let (mut socket, peer) = match socket.accept() {
+            let (socket, peer) = match socket.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -363,13 +357,13 @@ impl<H: Handler> Server<H> {
                     return;
                 }
             };
-            if self.core.conns.len() >= self.core.config.max_connections {
-                log::warn!("{peer}: refused, max_connections reached");
-                let mut refusal = Vec::new();
-                HttpResponse::text(503, "too many connections").write_to(&mut refusal);
-                if tls.is_none() {
-                    let _ = socket.write(&refusal);
-                }
+            // Over max_connections, the 503 lingers like any refusal (a socket dropped with the
+            // request unread resets, and the client may miss the 503); past REFUSAL_SLOTS
+            // more, the connection is closed at once.
+            let open = self.core.slots.len();
+            let max = self.core.config().max_connections;
+            if open >= max + REFUSAL_SLOTS {
+                log::warn!("{peer}: dropped, max_connections reached and refusals pending");
                 continue;
             }
             let _ = socket.set_nodelay(true);
@@ -383,9 +377,14 @@ impl<H: Handler> Server<H> {
                     }
                 },
             };
-            let now = self.core.now;
             let generation = self.core.generation();
-            let entry = self.core.conns.vacant_entry();
+            let mut conn = Connection::server(&mut self.core.ep);
+            if open >= max {
+                log::warn!("{peer}: refused, max_connections reached");
+                let refusal = HttpResponse::text(503, "too many connections");
+                conn.reject(&mut self.core.ep, &refusal);
+            }
+            let entry = self.core.slots.vacant_entry();
             let index = entry.key();
             if let Err(e) = self
                 .poll
@@ -395,25 +394,19 @@ impl<H: Handler> Server<H> {
                 log::warn!("{peer}: cannot register: {e}");
                 continue;
             }
-            entry.insert(Conn {
+            entry.insert(Slot {
                 io,
+                conn,
                 generation,
-                phase: Phase::Handshake,
-                rx: Rx::new(self.core.config.max_message_size),
-                tx: TxBuf::default(),
-                compress: Compress::Off,
                 topics: Subscriptions::default(),
                 state: None,
-                last_seen: now,
-                deadline: now + span(self.core.config.handshake_timeout),
                 armed: UNARMED,
-                ping_sent: false,
                 wants_write: false,
                 dirty: false,
                 backlogged: false,
                 write_shut: false,
             });
-            self.core.arm(ConnId {
+            self.core.settle_conn(ConnId {
                 index: index as u32,
                 generation,
             });
@@ -429,32 +422,33 @@ impl<H: Handler> Server<H> {
     /// turn (other connections' sends to it later in the turn still go out then).
     fn read(&mut self, id: ConnId, drain: bool) {
         let mut budget = READ_BUDGET;
-        let now = self.core.now;
         loop {
-            let Some(conn) = lookup(&mut self.core.conns, id) else {
+            let core = &mut self.core;
+            let Some(slot) = lookup(&mut core.slots, id) else {
                 return;
             };
             // Bytes go to the shared buffer unless the connection holds a partial frame.
-            let into_scratch = conn.rx.buf.is_empty() || conn.phase == Phase::Linger;
-            let (result, asked) = if into_scratch {
-                (conn.io.read(&mut self.scratch), self.scratch.len())
-            } else {
-                let spare =
-                    conn.rx
-                        .buf
-                        .spare(conn.rx.parse.want as usize, MIN_READ, &mut self.core.pool);
-                let asked = spare.len();
-                (conn.io.read(spare), asked)
+            let partial = slot
+                .conn
+                .partial()
+                .filter(|_| slot.conn.phase() != Phase::Linger);
+            let (result, asked) = match partial {
+                None => (slot.io.read(&mut self.scratch), self.scratch.len()),
+                Some(want) => {
+                    let spare = slot.conn.read_buf(want, MIN_READ, &mut core.ep);
+                    let asked = spare.len();
+                    (slot.io.read(spare), asked)
+                }
             };
-            let drained = !drain && conn.io.is_plain() && result.as_ref().is_ok_and(|&n| n < asked);
+            let drained = !drain && slot.io.is_plain() && result.as_ref().is_ok_and(|&n| n < asked);
             let n = match result {
                 Ok(0) => return self.drop_conn(id, CloseReason::Disconnected),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // TLS handshake records that the socket did not take yet.
-                    if conn.io.wants_write() && !conn.dirty {
-                        conn.dirty = true;
-                        self.core.dirty.push(id);
+                    if slot.io.wants_write() && !slot.dirty {
+                        slot.dirty = true;
+                        core.dirty.push(id);
                     }
                     return;
                 }
@@ -464,41 +458,42 @@ impl<H: Handler> Server<H> {
                     return self.drop_conn(id, CloseReason::Disconnected);
                 }
             };
-            conn.last_seen = now;
-            // After a keepalive ping the next one is due again; with no idle timeout no
-            // deadline may be armed at all, so arm it (once per ping, not per read).
-            let rearm = std::mem::take(&mut conn.ping_sent);
-            if conn.phase != Phase::Linger {
-                let mut rx = std::mem::replace(&mut conn.rx, Rx::new(0));
-                if into_scratch {
+            if slot.conn.phase() != Phase::Linger {
+                let mut rx = slot.conn.take_receiver();
+                let handler = &mut self.handler;
+                let get = getter(|core: &mut Core<H::State>| {
+                    let slot = lookup(&mut core.slots, id)?;
+                    Some((&mut slot.conn, &mut core.ep))
+                });
+                let on_event = |core: &mut Core<H::State>, event: Event<'_>| {
+                    on_event(core, handler, id, event);
+                };
+                if partial.is_none() {
                     let bytes = &mut self.scratch[..n];
-                    let used =
-                        dispatch(&mut self.core, &mut self.handler, id, &mut rx.parse, bytes);
+                    let used = feed(core, get, &mut rx.parser, bytes, on_event);
                     if used < n {
-                        rx.buf.keep(
-                            &self.scratch[used..n],
-                            rx.parse.want as usize,
-                            &mut self.core.pool,
-                        );
+                        let want = rx.parser.want as usize;
+                        rx.buf.keep(&self.scratch[used..n], want, &mut core.ep.pool);
                     }
                 } else {
                     rx.buf.filled(n);
-                    let bytes = rx.buf.bytes_mut();
-                    let used =
-                        dispatch(&mut self.core, &mut self.handler, id, &mut rx.parse, bytes);
-                    rx.buf.consume(used, &mut self.core.pool);
+                    let used = feed(core, get, &mut rx.parser, rx.buf.bytes_mut(), on_event);
+                    rx.buf.consume(used, &mut core.ep.pool);
                 }
-                match self.core.get_mut(id) {
-                    Some(conn) => conn.rx = rx,
-                    None => rx.buf.release(&mut self.core.pool),
+                match core.get_mut(id) {
+                    Some(slot) => slot.conn.put_receiver(rx),
+                    None => rx.buf.release(&mut core.ep.pool),
                 }
-            }
-            if rearm {
-                self.core.arm(id);
+                // Hearing from the peer moves its keepalive deadline.
+                core.settle_conn(id);
             }
             budget = budget.saturating_sub(n);
             if budget == 0 {
-                self.backlog.push(id);
+                // Once in the backlog is enough, however often the budget is spent (it only
+                // holds connections that keep the reactor busy: few, so a scan is cheap).
+                if !self.backlog.contains(&id) {
+                    self.backlog.push(id);
+                }
                 return;
             }
             if drained {
@@ -518,44 +513,27 @@ impl<H: Handler> Server<H> {
 
     /// Handles due deadlines: handshake and close timeouts, keepalive pings, idle timeouts.
     fn expire(&mut self) {
-        let now = self.core.now;
+        let now = self.core.ep.now;
         while let Some((at, index, generation)) = self.core.timers.pop_due(now) {
             let id = ConnId { index, generation };
-            let config = &self.core.config;
-            let Some(conn) = lookup(&mut self.core.conns, id) else {
+            let core = &mut self.core;
+            let Some(slot) = lookup(&mut core.slots, id) else {
                 continue;
             };
-            if conn.armed != at {
+            if slot.armed != at {
                 continue;
             }
-            conn.armed = UNARMED;
-            let idle = config
-                .idle_timeout
-                .is_some_and(|d| now >= conn.last_seen + span(d));
-            let ping = config
-                .ping_interval
-                .is_some_and(|d| now >= conn.last_seen + span(d));
-            match conn.phase {
-                Phase::Handshake | Phase::Linger if now >= conn.deadline => {
-                    log::debug!("{id}: {:?} timed out", conn.phase);
-                    self.remove(id);
-                    continue;
-                }
-                Phase::Closing if now >= conn.deadline => {
-                    self.drop_conn(id, CloseReason::TimedOut);
-                    continue;
-                }
-                Phase::Open if idle => {
-                    self.core.fail(id, CloseCode::GOING_AWAY, "idle timeout");
-                    notify_close(&mut self.core, &mut self.handler, id, CloseReason::TimedOut);
-                }
-                Phase::Open if ping && !conn.ping_sent => {
-                    conn.ping_sent = true;
-                    let _ = self.core.send_frame(id, OpCode::Ping, b"", false);
-                }
-                _ => {}
+            slot.armed = UNARMED;
+            let event = slot.conn.expire(&mut core.ep);
+            let finished = slot.conn.is_finished();
+            if let Some(Event::Closed(why)) = event {
+                notify_close(core, &mut self.handler, id, why);
             }
-            self.core.arm(id);
+            if finished {
+                self.remove(id);
+            } else {
+                self.core.settle_conn(id);
+            }
         }
     }
 
@@ -587,7 +565,7 @@ impl<H: Handler> Server<H> {
                 }
             }
             for id in drained {
-                if self.core.get(id).is_some_and(|c| c.phase == Phase::Open) {
+                if self.core.get(id).is_some_and(|c| c.conn.is_open()) {
                     let mut ctx = Context {
                         core: &mut self.core,
                     };
@@ -601,24 +579,21 @@ impl<H: Handler> Server<H> {
     /// Writes `id`'s queue; `Ok(true)` when it drained after having had to wait.
     fn flush_one(&mut self, id: ConnId) -> io::Result<bool> {
         let core = &mut self.core;
-        let Some(conn) = core.conns.get_mut(id.index as usize) else {
+        let Some(conn) = lookup(&mut core.slots, id) else {
             return Ok(false);
         };
-        if conn.generation != id.generation {
-            return Ok(false);
-        }
         conn.dirty = false;
         conn.io.flush_tls()?;
-        while conn.tx.len() > 0 {
-            match conn.io.write(conn.tx.pending()) {
+        while conn.conn.buffered() > 0 {
+            match conn.io.write(conn.conn.transmit()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => conn.tx.advance(n, &mut core.pool),
+                Ok(n) => conn.conn.advance(&mut core.ep, n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        if conn.tx.len() == 0 && conn.phase == Phase::Linger {
+        if conn.conn.wants_shutdown() {
             // All said: TLS close_notify, then the FIN once the socket took everything.
             if !conn.write_shut {
                 conn.write_shut = true;
@@ -631,7 +606,7 @@ impl<H: Handler> Server<H> {
         }
         let registry = self.poll.registry();
         let token = Token(id.index as usize);
-        if conn.tx.len() > 0 || conn.io.wants_write() {
+        if conn.conn.buffered() > 0 || conn.io.wants_write() {
             if !conn.wants_write {
                 registry.reregister(
                     &mut conn.io,
@@ -652,10 +627,8 @@ impl<H: Handler> Server<H> {
 
     /// Ends `id`: tells the application if it knew the connection as open, then removes it.
     fn drop_conn(&mut self, id: ConnId, why: CloseReason<'_>) {
-        let owed = self
-            .core
-            .get(id)
-            .is_some_and(|c| matches!(c.phase, Phase::Open | Phase::Closing));
+        let owed = (self.core.get(id))
+            .is_some_and(|c| matches!(c.conn.phase(), Phase::Open | Phase::Closing));
         if owed {
             notify_close(&mut self.core, &mut self.handler, id, why);
         }
@@ -666,10 +639,9 @@ impl<H: Handler> Server<H> {
         if self.core.get(id).is_none() {
             return;
         }
-        let mut conn = self.core.conns.remove(id.index as usize);
-        let _ = self.poll.registry().deregister(&mut conn.io);
-        conn.rx.buf.release(&mut self.core.pool);
-        conn.tx.release(&mut self.core.pool);
+        let mut slot = self.core.slots.remove(id.index as usize);
+        let _ = self.poll.registry().deregister(&mut slot.io);
+        slot.conn.release(&mut self.core.ep);
     }
 }
 
@@ -681,13 +653,10 @@ fn notify_close<H: Handler>(
     why: CloseReason<'_>,
 ) {
     handler.on_close(&mut Context { core: &mut *core }, id, why);
-    if let Some(conn) = lookup(&mut core.conns, id) {
-        conn.state = None;
+    if let Some(slot) = lookup(&mut core.slots, id) {
+        slot.state = None;
         core.topics
-            .unsubscribe_all(id, std::mem::take(&mut conn.topics));
-        if conn.phase != Phase::Linger {
-            conn.phase = Phase::Linger;
-        }
+            .unsubscribe_all(id, std::mem::take(&mut slot.topics));
     }
 }
 
@@ -702,197 +671,59 @@ impl<H: Handler> Drop for Server<H> {
     }
 }
 
-/// Handles `bytes` received on `id`: the upgrade request, then frames. Returns how many bytes
-/// were used; the rest (a partial head or frame) is kept for the next read.
-fn dispatch<H: Handler>(
-    core: &mut Core<H::State>,
-    handler: &mut H,
-    id: ConnId,
-    rx: &mut Parse,
-    bytes: &mut [u8],
-) -> usize {
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let Some(phase) = core.get(id).map(|c| c.phase) else {
-            return bytes.len();
-        };
-        match phase {
-            Phase::Linger => return bytes.len(),
-            Phase::Handshake => match handshake(core, handler, id, rx, &bytes[pos..]) {
-                Some(used) => pos += used,
-                None => return pos,
-            },
-            Phase::Open | Phase::Closing => match rx.decoder.decode(&mut bytes[pos..]) {
-                Err(e) => {
-                    log::debug!("{id}: protocol error: {e}");
-                    core.fail(id, e.close_code(), e.as_str());
-                    notify_close(core, handler, id, CloseReason::ProtocolError(e));
-                    return bytes.len();
-                }
-                Ok(Decoded::Incomplete { frame_len }) => {
-                    rx.want = frame_len.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
-                    return pos;
-                }
-                Ok(Decoded::Frame { len, event }) => {
-                    if let Some(event) = event {
-                        on_event(core, handler, id, phase, event);
-                    }
-                    pos += len;
-                }
-            },
-        }
-    }
-    rx.decoder.release();
-    rx.want = 0;
-    pos
-}
-
-/// Handles one decoded event of an open (or closing) connection.
-fn on_event<H: Handler>(
-    core: &mut Core<H::State>,
-    handler: &mut H,
-    id: ConnId,
-    phase: Phase,
-    event: Event<'_>,
-) {
-    let open = phase == Phase::Open;
+/// Handles one event of connection `id`: the upgrade request, a message, the end (inlined
+/// into the read loop: it runs once per message).
+#[inline]
+fn on_event<H: Handler>(core: &mut Core<H::State>, handler: &mut H, id: ConnId, event: Event<'_>) {
     match event {
-        Event::Text(text) if open => {
-            handler.on_message(&mut Context { core }, id, Message::Text(text));
+        Event::Message(msg) => {
+            handler.on_message(&mut Context { core }, id, msg);
+            return;
         }
-        Event::Binary(bytes) if open => {
-            handler.on_message(&mut Context { core }, id, Message::Binary(bytes));
+        Event::Request(head) => {
+            if upgrade(core, handler, id, head) {
+                core.settle_conn(id);
+                handler.on_open(&mut Context { core }, id);
+            }
         }
-        Event::Ping(payload) if open => {
-            // Queued now and flushed at the end of this turn.
-            let _ = core.send_frame(id, OpCode::Pong, payload, false);
-        }
-        Event::Close(code, reason) => {
-            // Echo the peer's code (RFC 6455 section 5.5.1); none if it sent none.
-            core.close_frame(id, code, "", Phase::Linger);
-            notify_close(core, handler, id, CloseReason::Closed { code, reason });
-        }
-        _ => {}
+        Event::Closed(why) => notify_close(core, handler, id, why),
+        Event::Ping(_) | Event::Pong(_) | Event::Opened { .. } | Event::Refused(_) => {}
     }
+    core.settle_conn(id);
 }
 
-/// Handles the upgrade request. Returns the bytes it used, or `None` if the head is not
-/// complete yet.
-fn handshake<H: Handler>(
+/// Answers the upgrade request `head` with the handler's decision; true if it was accepted.
+fn upgrade<H: Handler>(
     core: &mut Core<H::State>,
     handler: &mut H,
     id: ConnId,
-    rx: &mut Parse,
-    bytes: &[u8],
-) -> Option<usize> {
-    let max = core.config.max_handshake_size;
-    let end = match rx.scanner.find_end(bytes) {
-        Some(end) if end <= max => end,
-        None if bytes.len() < max => return None,
-        _ => {
-            return Some(refuse(
-                core,
-                id,
-                Rejection::HeadersTooLarge.response(),
-                bytes,
-            ))
-        }
+    head: &[u8],
+) -> bool {
+    let Some(slot) = lookup(&mut core.slots, id) else {
+        return false;
     };
     // The peer's address, from the socket (the connection does not keep it); a peer that is
     // gone already has nothing to be answered.
-    let Ok(peer) = core.get(id)?.io.socket().peer_addr() else {
+    let Ok(peer) = slot.io.socket().peer_addr() else {
         log::debug!("{id}: the peer left before its request was answered");
-        linger(core, id);
-        return Some(bytes.len());
+        slot.conn.linger(&core.ep);
+        return false;
     };
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let req = match Request::parse(&bytes[..end], &mut storage) {
-        Ok(req) => req,
-        Err(ParseError::TooManyHeaders) => {
-            return Some(refuse(
-                core,
-                id,
-                Rejection::HeadersTooLarge.response(),
-                bytes,
-            ))
+    let mut state = None;
+    let opened = slot.conn.answer(&mut core.ep, head, |req| {
+        if !req.wants_websocket() {
+            return Err(handler.on_http(req, peer));
         }
-        Err(ParseError::Malformed) => {
-            let resp = Rejection::BadRequest("malformed request").response();
-            return Some(refuse(core, id, resp, bytes));
+        match handler.on_upgrade(req, peer) {
+            Upgrade::Accept { protocol, state: s } => {
+                state = Some(s);
+                Ok(protocol)
+            }
+            Upgrade::Reject(resp) => Err(resp),
         }
-    };
-    if !req.wants_websocket() && req.method() == "GET" {
-        let resp = handler.on_http(&req, peer);
-        return Some(refuse(core, id, resp, bytes));
-    }
-    let key = match req.validate_upgrade() {
-        Ok(key) => key,
-        Err(rejection) => return Some(refuse(core, id, rejection.response(), bytes)),
-    };
-    let origins = &core.config.allowed_origins;
-    if let Some(origin) = req.origin().filter(|_| !origins.is_empty()) {
-        if !origins
-            .iter()
-            .any(|o| o.eq_ignore_ascii_case(origin.trim()))
-        {
-            let resp = HttpResponse::text(403, "origin not allowed");
-            return Some(refuse(core, id, resp, bytes));
-        }
-    }
-    let (protocol, state) = match handler.on_upgrade(&req, peer) {
-        Upgrade::Accept { protocol, state } => (protocol, state),
-        Upgrade::Reject(resp) => return Some(refuse(core, id, resp, bytes)),
-    };
-    if let Some(p) = &protocol {
-        if !req.protocols().any(|offered| offered == p) {
-            log::error!("{id}: handler chose subprotocol {p:?}, which the client did not offer");
-            let resp = HttpResponse::text(500, "server chose an unoffered subprotocol");
-            return Some(refuse(core, id, resp, bytes));
-        }
-    }
-    let deflate = core.config.deflate.as_ref().and_then(|cfg| {
-        let offers = req.header_values("sec-websocket-extensions");
-        deflate::negotiate(offers.map(str::as_bytes), cfg)
     });
-    let extensions = deflate.map(|params| params.response_header_value());
-    let conn = lookup(&mut core.conns, id)?;
-    if let Some(params) = deflate {
-        rx.decoder.set_inflater(Inflater::new(params, Role::Server));
-        conn.compress = core.compressors.mode(params);
+    if opened {
+        slot.state = state;
     }
-    // A buffer of the answer's size rather than a pool buffer: a burst of handshakes then
-    // touches a few hundred bytes each, not 16 KiB buffers that stay resident.
-    let mut accept = Vec::with_capacity(256);
-    write_accept(&mut accept, key, protocol.as_deref(), extensions.as_deref());
-    conn.tx.adopt(accept, &mut core.pool);
-    conn.phase = Phase::Open;
-    conn.state = Some(state);
-    if !conn.dirty {
-        conn.dirty = true;
-        core.dirty.push(id);
-    }
-    core.arm(id);
-    handler.on_open(&mut Context { core }, id);
-    Some(end)
-}
-
-/// Answers `id` with an HTTP response and lets it linger until closed; discards `bytes`.
-fn refuse<S>(core: &mut Core<S>, id: ConnId, resp: HttpResponse, bytes: &[u8]) -> usize {
-    log::debug!("{id}: answered {}", resp.status());
-    let mut out = Vec::new();
-    resp.write_to(&mut out);
-    core.queue_raw(id, &out);
-    linger(core, id);
-    bytes.len()
-}
-
-/// Lets `id` linger: its queued bytes go out, then it waits (at most `close_timeout`) for the
-/// peer to close.
-fn linger<S>(core: &mut Core<S>, id: ConnId) {
-    let deadline = core.now + span(core.config.close_timeout);
-    if let Some(conn) = core.get_mut(id) {
-        conn.phase = Phase::Linger;
-        conn.deadline = deadline;
-    }
-    core.arm(id);
+    opened
 }

@@ -14,7 +14,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use rustls::ServerConnection;
 
-use crate::tls::TlsConfig;
+use super::tls::TlsConfig;
 
 /// A connection's byte stream: plaintext in and out, whatever is underneath.
 #[derive(Debug)]

@@ -1,11 +1,32 @@
-//! The server's outgoing compression: one shared compressor per window size for every
+//! Outgoing compression: for a server, one shared compressor per window size for every
 //! connection that negotiated server_no_context_takeover, and per-connection compressors for the
-//! others.
+//! others; for a client, its own compressor.
 
-use crate::conn::Compress;
 use crate::proto::deflate::{DeflateConfig, Deflater, Params};
 use crate::proto::frame::{write_frame, OpCode};
 use crate::proto::Role;
+
+/// How the messages a connection sends are compressed (permessage-deflate).
+#[derive(Debug)]
+pub(crate) enum Compress {
+    /// Not negotiated.
+    Off,
+    /// Each message on its own (server_no_context_takeover), with the endpoint's shared
+    /// compressor for this many window bits: nothing per connection.
+    Shared(u8),
+    /// With context takeover, or in the client role: the connection's own compressor.
+    Own(Box<Deflater>),
+}
+
+impl Compress {
+    /// A compressed message was not sent after all: a compressor with context takeover must
+    /// not refer to it later, so it starts a fresh window.
+    pub(crate) fn forget(&mut self) {
+        if let Compress::Own(deflater) = self {
+            deflater.reset();
+        }
+    }
+}
 
 /// Compressors and the buffers they write into.
 #[derive(Debug)]
@@ -33,12 +54,12 @@ impl Compressors {
         }
     }
 
-    /// How a connection that negotiated `params` is compressed.
-    pub(crate) fn mode(&self, params: Params) -> Compress {
-        if params.server_no_context_takeover {
+    /// How a connection in `role` that negotiated `params` is compressed.
+    pub(crate) fn mode(&self, params: Params, role: Role) -> Compress {
+        if role == Role::Server && params.server_no_context_takeover {
             Compress::Shared(params.server_max_window_bits.clamp(9, 15))
         } else {
-            Compress::Own(Box::new(Deflater::new(params, Role::Server, self.level)))
+            Compress::Own(Box::new(Deflater::new(params, role, self.level)))
         }
     }
 

@@ -1,49 +1,25 @@
 //! Connection deadlines in a heap: the cost of a turn does not grow with the number of
 //! connections, only with the number of deadlines that are due.
 //!
-//! Times are [`Millis`] since the reactor started: 8 bytes in a connection instead of an
-//! `Instant`'s 16, and 16-byte heap entries.
+//! Entries are [`Millis`] of the endpoint's clock with a slot index and generation: 16 bytes.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::{Duration, Instant};
 
-/// Milliseconds since the reactor started.
-pub(crate) type Millis = u64;
+use crate::proto::clock::Millis;
 
 /// A connection's `armed` value when no deadline is armed.
 pub(crate) const UNARMED: Millis = Millis::MAX;
 
-/// `d` in milliseconds, rounded up and one more, so that a deadline computed from a time
-/// rounded down never comes early.
-pub(crate) fn span(d: Duration) -> Millis {
-    let ms = d.as_nanos().div_ceil(1_000_000) + 1;
-    Millis::try_from(ms).unwrap_or(Millis::MAX / 2)
-}
-
 /// Deadlines of connections, by slot index and generation. Entries are never removed early:
 /// a connection remembers the deadline it armed, and an entry that no longer matches it (or
 /// whose connection is gone) is skipped when it comes up.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<(Millis, u32, u32)>>,
-    epoch: Instant,
 }
 
 impl Timers {
-    /// No deadlines; times count from now.
-    pub(crate) fn new() -> Timers {
-        Timers {
-            heap: BinaryHeap::new(),
-            epoch: Instant::now(),
-        }
-    }
-
-    /// `at` in milliseconds since the reactor started, rounded down.
-    pub(crate) fn millis(&self, at: Instant) -> Millis {
-        at.saturating_duration_since(self.epoch).as_millis() as Millis
-    }
-
     /// Arms a deadline for the connection at `index`/`generation` unless `armed` already
     /// holds an earlier one; updates `armed`.
     pub(crate) fn arm(&mut self, armed: &mut Millis, index: u32, generation: u32, at: Millis) {
@@ -62,15 +38,16 @@ impl Timers {
     }
 
     /// The earliest deadline, if any.
-    pub(crate) fn next(&self) -> Option<Instant> {
-        let Reverse((at, ..)) = self.heap.peek()?;
-        Some(self.epoch + Duration::from_millis(*at))
+    pub(crate) fn next(&self) -> Option<Millis> {
+        self.heap.peek().map(|Reverse((at, ..))| *at)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::clock::span;
+    use std::time::Duration;
 
     #[test]
     fn spans_round_up_and_deadlines_come_in_order() {
@@ -78,7 +55,7 @@ mod tests {
         assert_eq!(span(Duration::from_micros(1)), 2);
         assert_eq!(span(Duration::from_millis(5)), 6);
         assert_eq!(span(Duration::MAX), Millis::MAX / 2);
-        let mut timers = Timers::new();
+        let mut timers = Timers::default();
         let (mut a, mut b) = (UNARMED, UNARMED);
         timers.arm(&mut a, 1, 0, 30);
         timers.arm(&mut b, 2, 0, 10);

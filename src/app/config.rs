@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::proto::deflate::DeflateConfig;
+use crate::proto::frame::MAX_HEADER_LEN;
 use crate::Error;
 
 /// What happens when a send would push a connection's write queue past `max_write_buffer`.
@@ -51,7 +52,10 @@ config! {
     /// Largest message, whole or fragmented; a larger one is refused with 1009 as soon as a
     /// frame header announces it (default 16 MiB).
     max_message_size: usize = 16 * 1024 * 1024,
-    /// Most bytes queued for one connection; see `on_overflow` (default 16 MiB).
+    /// Most bytes queued for one connection before a send: a send to a queue holding this
+    /// much is refused (see `on_overflow`), one to a queue holding less is taken if it is at
+    /// most this or `max_message_size` (plus a frame header), so that any message the server
+    /// accepts can be echoed (default 16 MiB).
     max_write_buffer: usize = 16 * 1024 * 1024,
     /// What a send beyond `max_write_buffer` does (default: close with 1008).
     on_overflow: Overflow = Overflow::Close,
@@ -83,6 +87,17 @@ config! {
 }
 
 impl Config {
+    /// Whether a frame of `frame` bytes may join a write queue of `queued` bytes.
+    ///
+    /// The bound is checked on what is queued before the send, so that any message the
+    /// endpoint accepts (up to `max_message_size`) can be sent, echoed say, to a connection
+    /// whose queue is under `max_write_buffer`; one frame is at most the larger of the two
+    /// plus a header. A queue so holds at most `max_write_buffer` + that frame.
+    pub(crate) fn queue_admits(&self, queued: usize, frame: usize) -> bool {
+        let max_frame = self.max_write_buffer.max(self.max_message_size);
+        queued < self.max_write_buffer && frame <= max_frame + MAX_HEADER_LEN
+    }
+
     /// Checks every option; the error names the first one that is out of range.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |option: &'static str, message: String| Err(Error::Config { option, message });

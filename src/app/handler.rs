@@ -4,8 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use crate::proto::handshake::{HttpResponse, Request};
-use crate::proto::{CloseCode, ProtocolError};
-use crate::Context;
+use crate::{CloseReason, Context, Message};
 
 /// A connection's identity, unique for the server's lifetime (a slot index and a generation,
 /// so an id of a closed connection never reaches a newer one in the same slot).
@@ -18,26 +17,6 @@ pub struct ConnId {
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{}.{}", self.index, self.generation)
-    }
-}
-
-/// A whole message, borrowed: from the bytes as they were read for an unfragmented message
-/// (no copy), from the connection's assembly buffer for a fragmented one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Message<'a> {
-    /// A text message, valid UTF-8.
-    Text(&'a str),
-    /// A binary message.
-    Binary(&'a [u8]),
-}
-
-impl<'a> Message<'a> {
-    /// The payload's bytes.
-    pub fn as_bytes(&self) -> &'a [u8] {
-        match *self {
-            Message::Text(s) => s.as_bytes(),
-            Message::Binary(b) => b,
-        }
     }
 }
 
@@ -79,60 +58,11 @@ impl<S> Upgrade<S> {
     }
 }
 
-/// Why a connection ended, as told to [`Handler::on_close`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason<'a> {
-    /// The close handshake completed: the peer's close frame said `code` (none if it was
-    /// empty) and `reason`.
-    Closed {
-        /// The peer's close code.
-        code: Option<CloseCode>,
-        /// The peer's close reason.
-        reason: &'a str,
-    },
-    /// The peer broke the protocol; wsloop sent a close frame with the error's code and
-    /// dropped the connection.
-    ProtocolError(ProtocolError),
-    /// The connection's write queue went past `max_write_buffer` (with `Overflow::Close`);
-    /// wsloop sent 1008 and dropped it.
-    Overflow,
-    /// No traffic for `idle_timeout`, or no close frame within `close_timeout` after ours.
-    TimedOut,
-    /// The peer went away without a close handshake (end of stream or an I/O error).
-    Disconnected,
-}
-
-/// Why a send was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendError {
-    /// The connection is not open: unknown id, still handshaking, closing or closed.
-    NotOpen,
-    /// The connection's write queue is full (`Overflow::Refuse`), or it was just closed for
-    /// overflowing (`Overflow::Close`).
-    Full,
-    /// A control frame payload over 125 bytes.
-    TooLong,
-    /// A close code that may not be sent (see [`CloseCode::is_sendable`]).
-    InvalidCloseCode,
-}
-
-impl fmt::Display for SendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SendError::NotOpen => "connection not open",
-            SendError::Full => "write queue full",
-            SendError::TooLong => "control frame payload over 125 bytes",
-            SendError::InvalidCloseCode => "close code may not be sent",
-        })
-    }
-}
-
-impl std::error::Error for SendError {}
-
 /// The application: what to do when connections arrive, speak and leave.
 ///
 /// Every method runs on the reactor's thread and must not block. Sends made through the
-/// [`Context`] are queued and flushed once per connection at the end of the turn.
+/// [`Context`] are queued and flushed once per connection at the end of the turn (a large
+/// message to a connection with nothing queued is written at once; see [`Context::send`]).
 pub trait Handler {
     /// Per-connection state, created at upgrade and dropped after [`on_close`](Self::on_close).
     type State;

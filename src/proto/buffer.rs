@@ -138,6 +138,16 @@ impl RxBuf {
     }
 
     /// Counts `n` bytes read into the tail given by [`spare`](Self::spare).
+    /// Appends `bytes` after the kept ones.
+    pub(crate) fn append(&mut self, bytes: &[u8], pool: &mut BufPool) {
+        let needed = self.len + bytes.len();
+        if self.data.len() < needed {
+            self.regrow(needed, needed, pool);
+        }
+        self.data[self.len..needed].copy_from_slice(bytes);
+        self.len = needed;
+    }
+
     pub(crate) fn filled(&mut self, n: usize) {
         self.len += n;
     }
@@ -196,7 +206,19 @@ impl TxBuf {
 
     /// The buffer to append `additional` more bytes to, taken from `pool` if the queue has
     /// none or its buffer is too small (so that a large send reuses a kept large buffer).
+    ///
+    /// Written bytes are dropped from the front once they are at least as many as the pending
+    /// ones (so each byte is moved at most once per byte written), or when the new bytes would
+    /// not fit otherwise (growing would move them too): a queue that never drains completely
+    /// (a slow but steady reader) holds about what is pending, not all it was ever sent.
     pub(crate) fn vec(&mut self, additional: usize, pool: &mut BufPool) -> &mut Vec<u8> {
+        if self.pos > 0
+            && (self.pos >= self.len() || self.data.capacity() - self.data.len() < additional)
+        {
+            self.data.copy_within(self.pos.., 0);
+            self.data.truncate(self.len());
+            self.pos = 0;
+        }
         if self.data.capacity() == 0 {
             self.data = pool.take(additional);
             self.data.clear();
@@ -299,6 +321,25 @@ mod tests {
         rx.keep(&[1; 10], 1 << 20, &mut pool);
         let room = rx.spare(1 << 20, 8, &mut pool).len();
         assert!(room <= 16, "{room}");
+    }
+
+    #[test]
+    fn tx_that_never_drains_stays_near_what_is_pending() {
+        let mut pool = BufPool::new(16, 4, 0);
+        let mut tx = TxBuf::default();
+        let mut expected = std::collections::VecDeque::new();
+        // About 100 bytes pending at all times, 100,000 sent: the buffer follows the 100.
+        for i in 0..10_000u32 {
+            let bytes: Vec<u8> = (0..10).map(|j| (i * 10 + j) as u8).collect();
+            tx.vec(10, &mut pool).extend_from_slice(&bytes);
+            expected.extend(bytes);
+            if tx.len() > 100 {
+                tx.advance(13, &mut pool);
+                expected.drain(..13);
+            }
+            assert!(tx.data.capacity() <= 512, "{}", tx.data.capacity());
+        }
+        assert_eq!(tx.pending(), expected.make_contiguous());
     }
 
     #[test]

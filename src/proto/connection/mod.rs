@@ -1,0 +1,976 @@
+//! One connection's whole life as a deterministic state machine, in the server or the client
+//! role: no sockets, no clocks, no `mio`. The server's reactor, [`Client`](crate::client::Client)
+//! and the load generator all drive it; so can any other event loop.
+//!
+//! Its inputs and outputs come in pairs, in the style of quinn-proto:
+//!
+//! | input | output |
+//! |---|---|
+//! | bytes read from the peer: [`recv`](Connection::recv) | [`Event`]s, handed to its callback |
+//! | [`send`](Connection::send), [`ping`](Connection::ping), [`close`](Connection::close) | bytes to write: [`transmit`](Connection::transmit), then [`advance`](Connection::advance) |
+//! | the time: [`handle_timeout`](Connection::handle_timeout) | the next deadline: [`poll_timeout`](Connection::poll_timeout) |
+//! | the transport ended: [`handle_disconnect`](Connection::handle_disconnect) | [`is_finished`](Connection::is_finished), [`wants_shutdown`](Connection::wants_shutdown) |
+//!
+//! After any input, write out what [`transmit`](Connection::transmit) holds and arm a timer
+//! for [`poll_timeout`](Connection::poll_timeout). Protocol duties need no help: pings are
+//! answered, a close frame is answered and the close handshake is timed, a peer that breaks
+//! the protocol gets the close code RFC 6455 calls for, and a peer silent for too long is
+//! pinged and then closed.
+//!
+//! What connections of one endpoint share (the limits of a [`Config`](crate::Config), a buffer
+//! pool, permessage-deflate compressors, the clock) is an [`Endpoint`], passed to each call. A
+//! connection with nothing pending owns no buffer; only the bytes of an unfinished frame are
+//! kept (copied) between reads, and an unfragmented message is handed out where it was read.
+//!
+//! ```
+//! use std::time::Instant;
+//! use wsloop::proto::connection::{Connection, Endpoint, Event};
+//! use wsloop::{Config, Message};
+//!
+//! let now = Instant::now();
+//! let mut ep = Endpoint::new(Config::default(), now);
+//! let mut client = Connection::client(&mut ep, "example.com", "/", &[]);
+//! let mut server = Connection::server(&mut ep);
+//!
+//! // What one writes, the other reads (a real program moves the bytes over a socket).
+//! let mut request = client.transmit().to_vec();
+//! client.advance(&mut ep, request.len());
+//! server.recv(&mut ep, now, &mut request, |conn, ep, event| {
+//!     if let Event::Request(head) = event {
+//!         conn.answer(ep, head, |_request| Ok(None)); // accept, with no subprotocol
+//!     }
+//! });
+//! let mut answer = server.transmit().to_vec();
+//! server.advance(&mut ep, answer.len());
+//! let mut opened = false;
+//! client.recv(&mut ep, now, &mut answer, |_, _, event| {
+//!     opened = matches!(event, Event::Opened { protocol: None });
+//! });
+//! assert!(opened);
+//!
+//! client.send(&mut ep, Message::Text("hello")).unwrap();
+//! let mut frame = client.transmit().to_vec(); // masked, as a client must
+//! client.advance(&mut ep, frame.len());
+//! server.recv(&mut ep, now, &mut frame, |conn, ep, event| {
+//!     if let Event::Message(msg) = event {
+//!         assert_eq!(msg, Message::Text("hello"));
+//!         conn.send(ep, msg).unwrap(); // echo
+//!     }
+//! });
+//! assert_eq!(server.transmit(), b"\x81\x05hello");
+//! ```
+
+mod compress;
+mod endpoint;
+mod events;
+
+use std::io::IoSlice;
+use std::time::Instant;
+
+pub(crate) use compress::{Compress, Compressors};
+pub use endpoint::Endpoint;
+pub use events::{CloseReason, Event, Message, SendError};
+
+use crate::proto::buffer::{RxBuf, TxBuf};
+use crate::proto::clock::{span, Millis};
+use crate::proto::deflate::{self, client_offer, parse_server_response, Inflater};
+use crate::proto::frame::{write_frame, FrameHeader, OpCode, MAX_HEADER_LEN};
+use crate::proto::handshake::{
+    check_response, new_key, write_accept, write_request, HeadScanner, HttpResponse, ParseError,
+    Rejection, Request, MAX_HEADERS,
+};
+use crate::proto::message::{self, mask_key, Decoded, Decoder};
+use crate::proto::{CloseCode, Role};
+use crate::Overflow;
+
+/// Messages at least this large are written straight from the sender's bytes when nothing is
+/// queued before them (see [`Connection::send_direct`]); smaller ones are queued.
+const DIRECT_WRITE: usize = 32 * 1024;
+
+/// The largest response head a client accepts.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// A vectored write straight to the transport, for [`Connection::send_direct`]: returns how
+/// many bytes it took.
+pub type WriteThrough<'w> = dyn FnMut(&[IoSlice<'_>]) -> usize + 'w;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the upgrade request (server) or its answer (client).
+    Handshake,
+    /// Upgraded: messages flow both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's; its data is discarded.
+    Closing,
+    /// Done as far as the application knows: our last bytes are written, then the transport
+    /// shuts down writing and waits for the peer to close (what it sends is discarded).
+    Linger,
+    /// Nothing more to do: drop the connection and its transport.
+    Finished,
+}
+
+/// One connection's receive side: bytes of an unfinished frame or head, and what makes
+/// sense of them. A reactor takes it out of the connection while events that borrow it are
+/// handed to the application (see [`feed`]).
+#[derive(Debug)]
+pub(crate) struct Receiver {
+    /// Bytes kept between reads.
+    pub(crate) buf: RxBuf,
+    pub(crate) parser: Parser,
+}
+
+/// The receive side's protocol state.
+#[derive(Debug)]
+pub(crate) struct Parser {
+    decoder: Decoder,
+    scanner: HeadScanner,
+    /// Total size of the frame or head that the kept bytes are waiting to complete, if known
+    /// (else 0; `u32::MAX` for anything larger).
+    pub(crate) want: u32,
+}
+
+impl Receiver {
+    fn new(role: Role, max_message_size: usize) -> Receiver {
+        Receiver {
+            buf: RxBuf::default(),
+            parser: Parser {
+                decoder: Decoder::new(role, max_message_size),
+                scanner: HeadScanner::default(),
+                want: 0,
+            },
+        }
+    }
+}
+
+/// What a client's handshake must remember until the answer comes.
+#[derive(Debug)]
+struct ClientHello {
+    key: String,
+    protocols: Vec<String>,
+}
+
+/// One WebSocket connection, server or client role, as a state machine (see the
+/// [module documentation](self)).
+#[derive(Debug)]
+pub struct Connection {
+    phase: Phase,
+    /// A keepalive ping went out and nothing has arrived since.
+    ping_sent: bool,
+    rx: Receiver,
+    tx: TxBuf,
+    compress: Compress,
+    /// Open: when the peer was last heard from (keepalive and idle deadlines follow from it);
+    /// otherwise the phase's deadline (handshake, close or linger). One field for both keeps
+    /// an idle connection small.
+    clock: Millis,
+    /// Client role, until the handshake's answer.
+    hello: Option<Box<ClientHello>>,
+}
+
+/// What [`Connection::poll_event`] made of the bytes at hand.
+#[derive(Debug)]
+enum Polled<'a> {
+    /// `used` bytes were consumed, completing `event` if any (a fragment or a frame handled
+    /// inside the connection completes none).
+    Used(usize, Option<Event<'a>>),
+    /// The bytes hold only part of a frame or head: keep them and read more.
+    Partial,
+    /// Nothing more is read from this peer: drop the bytes, after `event` if any.
+    Discard(Option<Event<'a>>),
+}
+
+impl Connection {
+    /// A server-side connection, just accepted: it waits for the upgrade request, at most
+    /// `handshake_timeout`.
+    pub fn server(ep: &mut Endpoint) -> Connection {
+        let deadline = ep.now + span(ep.config.handshake_timeout);
+        Connection::new(ep, Role::Server, deadline)
+    }
+
+    /// A client-side connection: its upgrade request for `path` on `host`, offering
+    /// `protocols` (and permessage-deflate if the endpoint's config has `deflate`), is queued
+    /// for [`transmit`](Self::transmit). [`Event::Opened`] or [`Event::Refused`] tells the
+    /// outcome.
+    pub fn client(ep: &mut Endpoint, host: &str, path: &str, protocols: &[&str]) -> Connection {
+        let deadline = ep.now + span(ep.config.handshake_timeout);
+        let mut conn = Connection::new(ep, Role::Client, deadline);
+        let key = new_key();
+        let offer = ep.config.deflate.as_ref().map(client_offer);
+        let mut request = Vec::with_capacity(256);
+        write_request(&mut request, host, path, &key, protocols, offer.as_deref());
+        conn.tx.adopt(request, &mut ep.pool);
+        conn.hello = Some(Box::new(ClientHello {
+            key,
+            protocols: protocols.iter().map(|p| (*p).to_owned()).collect(),
+        }));
+        conn
+    }
+
+    fn new(ep: &Endpoint, role: Role, deadline: Millis) -> Connection {
+        Connection {
+            phase: Phase::Handshake,
+            ping_sent: false,
+            rx: Receiver::new(role, ep.config.max_message_size),
+            tx: TxBuf::default(),
+            compress: Compress::Off,
+            clock: deadline,
+            hello: None,
+        }
+    }
+
+    /// Where the connection is in its life.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Whether the connection is open: upgraded, and neither closing nor closed.
+    pub fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+
+    /// Whether nothing more will happen: drop the connection and its transport.
+    pub fn is_finished(&self) -> bool {
+        self.phase == Phase::Finished
+    }
+
+    fn role(&self) -> Role {
+        self.rx.parser.decoder.role()
+    }
+
+    // ---- bytes in ------------------------------------------------------------------------
+
+    /// Feeds `bytes` read from the peer at `now` (they may be changed: payloads are unmasked
+    /// in place) and calls `on_event` with each event, in order, with the connection and the
+    /// endpoint so that it can answer. Bytes of an unfinished frame are kept (copied) for the
+    /// next call; nothing else is copied.
+    ///
+    /// Call it after every read, then write out [`transmit`](Self::transmit).
+    pub fn recv(
+        &mut self,
+        ep: &mut Endpoint,
+        now: Instant,
+        bytes: &mut [u8],
+        mut on_event: impl FnMut(&mut Connection, &mut Endpoint, Event<'_>),
+    ) {
+        ep.set_now(now);
+        let mut rx = self.take_receiver();
+        let mut one = One { conn: self, ep };
+        let get = getter(|one: &mut One<'_>| Some((&mut *one.conn, &mut *one.ep)));
+        let mut deliver = |one: &mut One<'_>, event: Event<'_>| on_event(one.conn, one.ep, event);
+        if rx.buf.is_empty() {
+            let used = feed(&mut one, get, &mut rx.parser, bytes, &mut deliver);
+            if used < bytes.len() {
+                let want = rx.parser.want as usize;
+                rx.buf.keep(&bytes[used..], want, &mut one.ep.pool);
+            }
+        } else {
+            rx.buf.append(bytes, &mut one.ep.pool);
+            let used = feed(
+                &mut one,
+                get,
+                &mut rx.parser,
+                rx.buf.bytes_mut(),
+                &mut deliver,
+            );
+            rx.buf.consume(used, &mut one.ep.pool);
+        }
+        one.conn.put_receiver(rx);
+    }
+
+    /// Notes that bytes arrived at the endpoint's current time.
+    fn heard(&mut self, ep: &Endpoint) {
+        if self.phase == Phase::Open {
+            self.clock = ep.now;
+        }
+        self.ping_sent = false;
+    }
+
+    /// Takes the receive side out, so that events borrowing it can be handled while the
+    /// connection is used (see [`feed`]); put it back with [`put_receiver`](Self::put_receiver).
+    pub(crate) fn take_receiver(&mut self) -> Receiver {
+        let empty = Receiver::new(self.role(), 0);
+        std::mem::replace(&mut self.rx, empty)
+    }
+
+    /// Puts the receive side back after [`take_receiver`](Self::take_receiver).
+    pub(crate) fn put_receiver(&mut self, mut rx: Receiver) {
+        self.adopt_inflater(&mut rx.parser);
+        self.rx = rx;
+    }
+
+    /// An upgrade accepted while the receiver was out set the inflater on the stand-in:
+    /// `parser` takes it over.
+    fn adopt_inflater(&mut self, parser: &mut Parser) {
+        if let Some(inflater) = self.rx.parser.decoder.take_inflater() {
+            parser.decoder.put_inflater(inflater);
+        }
+    }
+
+    /// Room to read into after the kept bytes (at least `min_read` bytes, more for a frame
+    /// of `want` bytes), for a reactor that reads straight into them; see [`feed`].
+    pub(crate) fn read_buf(
+        &mut self,
+        want: usize,
+        min_read: usize,
+        ep: &mut Endpoint,
+    ) -> &mut [u8] {
+        self.rx.buf.spare(want, min_read, &mut ep.pool)
+    }
+
+    /// Whether bytes of an unfinished frame or head are kept, and the size of what they wait
+    /// to complete (0 if not known).
+    pub(crate) fn partial(&self) -> Option<usize> {
+        (!self.rx.buf.is_empty()).then_some(self.rx.parser.want as usize)
+    }
+
+    /// Decodes what the front of `bytes` holds: a request or response head while
+    /// handshaking, then one frame. Protocol duties are done here: pings are answered, a close
+    /// frame is answered, a protocol error queues the close frame it calls for. `rx` is this
+    /// connection's receiver, taken out with [`take_receiver`](Self::take_receiver).
+    #[inline]
+    fn poll_event<'a>(
+        &mut self,
+        ep: &mut Endpoint,
+        rx: &'a mut Parser,
+        bytes: &'a mut [u8],
+    ) -> Polled<'a> {
+        match self.phase {
+            Phase::Linger | Phase::Finished => Polled::Discard(None),
+            Phase::Handshake => match self.role() {
+                Role::Server => self.poll_request(ep, rx, bytes),
+                Role::Client => self.poll_response(ep, rx, bytes),
+            },
+            Phase::Open | Phase::Closing => match rx.decoder.decode(bytes) {
+                Err(e) => {
+                    log::debug!("protocol error: {e}");
+                    self.fail(ep, e.close_code(), e.as_str());
+                    Polled::Discard(Some(Event::Closed(CloseReason::ProtocolError(e))))
+                }
+                Ok(Decoded::Incomplete { frame_len }) => {
+                    rx.want = frame_len.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
+                    Polled::Partial
+                }
+                Ok(Decoded::Frame { len, event }) => {
+                    Polled::Used(len, event.and_then(|e| self.on_frame_event(ep, e)))
+                }
+            },
+        }
+    }
+
+    /// Does the protocol's part for a decoded event and says what the application sees.
+    #[inline]
+    fn on_frame_event<'a>(
+        &mut self,
+        ep: &mut Endpoint,
+        event: message::Event<'a>,
+    ) -> Option<Event<'a>> {
+        let open = self.phase == Phase::Open;
+        match event {
+            message::Event::Text(text) if open => Some(Event::Message(Message::Text(text))),
+            message::Event::Binary(bytes) if open => Some(Event::Message(Message::Binary(bytes))),
+            message::Event::Ping(payload) if open => {
+                // A peer that pings without reading its pongs fills its queue like any other.
+                if !ep
+                    .config
+                    .queue_admits(self.tx.len(), MAX_HEADER_LEN + payload.len())
+                {
+                    self.overflow(ep);
+                    if !self.is_open() {
+                        return Some(Event::Closed(CloseReason::Overflow));
+                    }
+                } else {
+                    self.queue_frame(ep, OpCode::Pong, payload);
+                }
+                Some(Event::Ping(payload))
+            }
+            message::Event::Pong(payload) if open => Some(Event::Pong(payload)),
+            message::Event::Close(code, reason) => {
+                // Echo the peer's code (RFC 6455 section 5.5.1); none if it sent none.
+                self.close_frame(ep, code, "", Phase::Linger);
+                Some(Event::Closed(CloseReason::Closed { code, reason }))
+            }
+            _ => None,
+        }
+    }
+
+    /// Server role, handshaking: waits for a whole request head, within the size limit.
+    fn poll_request<'a>(
+        &mut self,
+        ep: &mut Endpoint,
+        rx: &mut Parser,
+        bytes: &'a mut [u8],
+    ) -> Polled<'a> {
+        let bytes: &'a [u8] = bytes;
+        let max = ep.config.max_handshake_size;
+        match rx.scanner.find_end(bytes) {
+            Some(end) if end <= max => {
+                rx.scanner = HeadScanner::default();
+                Polled::Used(end, Some(Event::Request(&bytes[..end])))
+            }
+            None if bytes.len() < max => Polled::Partial,
+            _ => {
+                self.reject(ep, &Rejection::HeadersTooLarge.response());
+                Polled::Discard(None)
+            }
+        }
+    }
+
+    /// Client role, handshaking: waits for the whole answer and checks it.
+    fn poll_response<'a>(
+        &mut self,
+        ep: &mut Endpoint,
+        rx: &mut Parser,
+        bytes: &'a mut [u8],
+    ) -> Polled<'a> {
+        let bytes: &'a [u8] = bytes;
+        let end = match rx.scanner.find_end(bytes) {
+            Some(end) => end,
+            None if bytes.len() < MAX_RESPONSE_HEAD => return Polled::Partial,
+            None => return self.handshake_failed("response head too large"),
+        };
+        let Some(hello) = self.hello.take() else {
+            return self.handshake_failed("no request was sent");
+        };
+        let protocols: Vec<&str> = hello.protocols.iter().map(String::as_str).collect();
+        let accepted = match check_response(&bytes[..end], &hello.key, &protocols) {
+            Ok(accepted) => accepted,
+            Err(why) => {
+                log::debug!("handshake failed: {why}");
+                // The status line says most (e.g. `HTTP/1.1 403 Forbidden`).
+                let status = std::str::from_utf8(&bytes[..end])
+                    .ok()
+                    .and_then(|head| head.lines().next())
+                    .filter(|line| !line.contains(" 101 "));
+                return self.handshake_failed(status.unwrap_or("the server botched the upgrade"));
+            }
+        };
+        let deflate = match (&ep.config.deflate, accepted.extensions.as_deref()) {
+            (_, None) => None,
+            (Some(cfg), Some(value)) => match parse_server_response(value.as_bytes(), cfg) {
+                Ok(params) => Some(params),
+                Err(why) => {
+                    log::debug!("handshake failed: {why}");
+                    return self.handshake_failed("bad Sec-WebSocket-Extensions answer");
+                }
+            },
+            (None, Some(_)) => {
+                return self.handshake_failed("extensions in the answer were not offered")
+            }
+        };
+        if let Some(params) = deflate {
+            rx.decoder.set_inflater(Inflater::new(params, Role::Client));
+            self.compress = ep.compressors.mode(params, Role::Client);
+        }
+        self.open(ep);
+        // The protocol is found again in the head, borrowed (the check returned it owned).
+        let protocol = accepted.protocol.as_ref().and_then(|p| {
+            let head = std::str::from_utf8(&bytes[..end]).ok()?;
+            head.find(p.as_str()).map(|at| &head[at..at + p.len()])
+        });
+        Polled::Used(end, Some(Event::Opened { protocol }))
+    }
+
+    /// Client role: the handshake failed; the connection ends without a close frame.
+    fn handshake_failed<'a>(&mut self, why: &'a str) -> Polled<'a> {
+        self.phase = Phase::Finished;
+        Polled::Discard(Some(Event::Refused(why)))
+    }
+
+    /// Server role: answers the request `head` (from [`Event::Request`]). The request is
+    /// checked against RFC 6455 (a bad one is refused with the HTTP status it calls for, and
+    /// an `Origin` not in `allowed_origins` with 403); then `decide` sees it and answers
+    /// `Ok(protocol)` to accept, choosing one of the offered subprotocols or none, or
+    /// `Err(response)` to refuse. A plain GET that asks for no upgrade goes to `decide` too
+    /// (see [`Request::wants_websocket`]), whose `Err(page)` serves it.
+    ///
+    /// Returns whether the connection is now open (its 101 answer queued).
+    pub fn answer(
+        &mut self,
+        ep: &mut Endpoint,
+        head: &[u8],
+        decide: impl FnOnce(&Request<'_, '_>) -> Result<Option<String>, HttpResponse>,
+    ) -> bool {
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let req = match Request::parse(head, &mut storage) {
+            Ok(req) => req,
+            Err(ParseError::TooManyHeaders) => {
+                self.reject(ep, &Rejection::HeadersTooLarge.response());
+                return false;
+            }
+            Err(ParseError::Malformed) => {
+                let resp = Rejection::BadRequest("malformed request").response();
+                self.reject(ep, &resp);
+                return false;
+            }
+        };
+        if !req.wants_websocket() && req.method() == "GET" {
+            let resp = decide(&req)
+                .err()
+                .unwrap_or_else(HttpResponse::upgrade_required);
+            self.reject(ep, &resp);
+            return false;
+        }
+        let key = match req.validate_upgrade() {
+            Ok(key) => key,
+            Err(rejection) => {
+                self.reject(ep, &rejection.response());
+                return false;
+            }
+        };
+        let origins = &ep.config.allowed_origins;
+        if let Some(origin) = req.origin().filter(|_| !origins.is_empty()) {
+            if !origins
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(origin.trim()))
+            {
+                self.reject(ep, &HttpResponse::text(403, "origin not allowed"));
+                return false;
+            }
+        }
+        let protocol = match decide(&req) {
+            Ok(protocol) => protocol,
+            Err(resp) => {
+                self.reject(ep, &resp);
+                return false;
+            }
+        };
+        if let Some(p) = &protocol {
+            if !req.protocols().any(|offered| offered == p) {
+                log::error!("the application chose subprotocol {p:?}, which was not offered");
+                let resp = HttpResponse::text(500, "server chose an unoffered subprotocol");
+                self.reject(ep, &resp);
+                return false;
+            }
+        }
+        let deflate = ep.config.deflate.as_ref().and_then(|cfg| {
+            let offers = req.header_values("sec-websocket-extensions");
+            deflate::negotiate(offers.map(str::as_bytes), cfg)
+        });
+        let extensions = deflate.map(|params| params.response_header_value());
+        if let Some(params) = deflate {
+            // The receiver may be out (see `feed`): the stand-in holds it until it is back.
+            (self.rx.parser.decoder).set_inflater(Inflater::new(params, Role::Server));
+            self.compress = ep.compressors.mode(params, Role::Server);
+        }
+        // A buffer of the answer's size rather than a pool buffer: a burst of handshakes then
+        // touches a few hundred bytes each, not 16 KiB buffers that stay resident.
+        let mut accept = Vec::with_capacity(256);
+        write_accept(&mut accept, key, protocol.as_deref(), extensions.as_deref());
+        self.tx.adopt(accept, &mut ep.pool);
+        self.open(ep);
+        true
+    }
+
+    fn open(&mut self, ep: &Endpoint) {
+        self.phase = Phase::Open;
+        self.clock = ep.now;
+    }
+
+    /// Server role: refuses the upgrade with `resp`, then lingers until the peer closes (at
+    /// most `close_timeout`). Anything it sends meanwhile is discarded.
+    pub fn reject(&mut self, ep: &mut Endpoint, resp: &HttpResponse) {
+        log::debug!("answered {}", resp.status());
+        let mut out = Vec::new();
+        resp.write_to(&mut out);
+        self.tx.vec(out.len(), &mut ep.pool).extend_from_slice(&out);
+        self.linger(ep);
+    }
+
+    /// Stops the connection without a word: what is queued is still written, then it
+    /// lingers until the peer closes (at most `close_timeout`).
+    pub fn linger(&mut self, ep: &Endpoint) {
+        self.phase = Phase::Linger;
+        self.clock = ep.now + span(ep.config.close_timeout);
+    }
+
+    /// The transport ended: end of stream or an I/O error. Returns the event the application
+    /// is owed if it knew the connection as open; the connection is then finished.
+    pub fn handle_disconnect(&mut self) -> Option<Event<'static>> {
+        let owed = matches!(self.phase, Phase::Open | Phase::Closing);
+        self.phase = Phase::Finished;
+        owed.then_some(Event::Closed(CloseReason::Disconnected))
+    }
+
+    // ---- bytes out -----------------------------------------------------------------------
+
+    /// Queues a message (compressed if permessage-deflate was negotiated and the message
+    /// reaches the threshold).
+    ///
+    /// # Errors
+    /// [`SendError::NotOpen`] unless open; [`SendError::Full`] if the queue would pass
+    /// `max_write_buffer` (with `Overflow::Close` the connection is then closed with 1008:
+    /// it is no longer [`is_open`](Self::is_open)).
+    pub fn send(&mut self, ep: &mut Endpoint, msg: Message<'_>) -> Result<(), SendError> {
+        self.send_message(ep, msg, true, None)
+    }
+
+    /// Like [`send`](Self::send), but never compressed (for data already compressed, say).
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_uncompressed(
+        &mut self,
+        ep: &mut Endpoint,
+        msg: Message<'_>,
+    ) -> Result<(), SendError> {
+        self.send_message(ep, msg, false, None)
+    }
+
+    /// Like [`send`](Self::send), but a large message (32 KiB or more) with nothing queued
+    /// before it is handed to `write` straight from `msg`'s bytes (a header and the payload,
+    /// for a vectored write), and only what `write` did not take (it returns how many bytes
+    /// it took) is copied into the queue. Server role only; a client masks, so it copies.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn send_direct(
+        &mut self,
+        ep: &mut Endpoint,
+        msg: Message<'_>,
+        compress: bool,
+        write: &mut WriteThrough<'_>,
+    ) -> Result<(), SendError> {
+        self.send_message(ep, msg, compress, Some(write))
+    }
+
+    #[inline]
+    fn send_message(
+        &mut self,
+        ep: &mut Endpoint,
+        msg: Message<'_>,
+        compress: bool,
+        direct: Option<&mut WriteThrough<'_>>,
+    ) -> Result<(), SendError> {
+        if self.phase != Phase::Open {
+            return Err(SendError::NotOpen);
+        }
+        let opcode = data_opcode(msg);
+        let payload = msg.as_bytes();
+        let compressed = match self.compress {
+            Compress::Off => None,
+            _ if !compress => None,
+            _ => ep.compressors.compress(&mut self.compress, payload),
+        };
+        let body = compressed.unwrap_or(payload);
+        if !ep
+            .config
+            .queue_admits(self.tx.len(), MAX_HEADER_LEN + body.len())
+        {
+            if compressed.is_some() {
+                self.compress.forget();
+            }
+            return Err(self.overflow(ep));
+        }
+        let rsv1 = compressed.is_some();
+        let role = self.role();
+        match direct {
+            Some(write)
+                if role == Role::Server && self.tx.len() == 0 && body.len() >= DIRECT_WRITE =>
+            {
+                let header = FrameHeader {
+                    fin: true,
+                    rsv1,
+                    opcode,
+                    mask: None,
+                    payload_len: body.len() as u64,
+                };
+                let mut head = [0u8; MAX_HEADER_LEN];
+                let head_len = header.encode(&mut head);
+                let head = &head[..head_len];
+                let written = write(&[IoSlice::new(head), IoSlice::new(body)]);
+                let rest_head = &head[written.min(head.len())..];
+                let rest_body = &body[written.saturating_sub(head.len()).min(body.len())..];
+                if !rest_body.is_empty() || !rest_head.is_empty() {
+                    let tx = self.tx.vec(rest_head.len() + rest_body.len(), &mut ep.pool);
+                    tx.extend_from_slice(rest_head);
+                    tx.extend_from_slice(rest_body);
+                }
+            }
+            _ => {
+                let mask = (role == Role::Client).then(mask_key);
+                let tx = self.tx.vec(MAX_HEADER_LEN + body.len(), &mut ep.pool);
+                write_frame(tx, opcode, true, rsv1, mask, body);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a broadcast's frame: `plain`, encoded once for every uncompressed recipient,
+    /// or the compressed frame the endpoint makes once per shared compressor (or this
+    /// connection's own compressor makes). Server role.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub(crate) fn send_broadcast(
+        &mut self,
+        ep: &mut Endpoint,
+        opcode: OpCode,
+        payload: &[u8],
+        plain: &[u8],
+    ) -> Result<(), SendError> {
+        if self.phase != Phase::Open {
+            return Err(SendError::NotOpen);
+        }
+        let frame = (ep.compressors)
+            .broadcast_frame(&mut self.compress, opcode, payload)
+            .unwrap_or(plain);
+        if !ep.config.queue_admits(self.tx.len(), frame.len()) {
+            self.compress.forget();
+            return Err(self.overflow(ep));
+        }
+        self.tx
+            .vec(frame.len(), &mut ep.pool)
+            .extend_from_slice(frame);
+        Ok(())
+    }
+
+    /// A send did not fit: refuse it, or close the connection, per `on_overflow`.
+    fn overflow(&mut self, ep: &mut Endpoint) -> SendError {
+        if ep.config.on_overflow == Overflow::Close {
+            log::debug!("write queue over max_write_buffer, closing with 1008");
+            self.fail(ep, CloseCode::POLICY, "write buffer overflow");
+        }
+        SendError::Full
+    }
+
+    /// Queues a ping with `payload` (at most 125 bytes).
+    ///
+    /// # Errors
+    /// [`SendError::TooLong`] for a longer payload, [`SendError::NotOpen`] unless open.
+    pub fn ping(&mut self, ep: &mut Endpoint, payload: &[u8]) -> Result<(), SendError> {
+        if payload.len() > 125 {
+            return Err(SendError::TooLong);
+        }
+        if self.phase != Phase::Open {
+            return Err(SendError::NotOpen);
+        }
+        self.queue_frame(ep, OpCode::Ping, payload);
+        Ok(())
+    }
+
+    /// Queues a control frame, past the queue bound (control frames are tiny).
+    fn queue_frame(&mut self, ep: &mut Endpoint, opcode: OpCode, payload: &[u8]) {
+        let mask = (self.role() == Role::Client).then(mask_key);
+        let tx = self.tx.vec(MAX_HEADER_LEN + payload.len(), &mut ep.pool);
+        write_frame(tx, opcode, true, false, mask, payload);
+    }
+
+    /// Starts the close handshake with `code` and `reason` (cut to fit 123 bytes). The
+    /// connection takes no more sends; [`Event::Closed`] follows when the peer answers, or
+    /// [`handle_timeout`](Self::handle_timeout) gives it after `close_timeout`.
+    ///
+    /// # Errors
+    /// [`SendError::InvalidCloseCode`] for a code that may not be sent (see
+    /// [`CloseCode::is_sendable`]), [`SendError::NotOpen`] unless open.
+    pub fn close(
+        &mut self,
+        ep: &mut Endpoint,
+        code: CloseCode,
+        reason: &str,
+    ) -> Result<(), SendError> {
+        if !code.is_sendable() {
+            return Err(SendError::InvalidCloseCode);
+        }
+        if self.phase != Phase::Open {
+            return Err(SendError::NotOpen);
+        }
+        self.close_frame(ep, Some(code), reason, Phase::Closing);
+        Ok(())
+    }
+
+    /// Queues a close frame and lingers: for protocol errors, overflow and timeouts.
+    fn fail(&mut self, ep: &mut Endpoint, code: CloseCode, reason: &str) {
+        self.close_frame(ep, Some(code), reason, Phase::Linger);
+    }
+
+    /// Queues a close frame (unless ours already went) and moves to `phase` with a close
+    /// deadline.
+    fn close_frame(
+        &mut self,
+        ep: &mut Endpoint,
+        code: Option<CloseCode>,
+        reason: &str,
+        phase: Phase,
+    ) {
+        if self.phase != Phase::Closing {
+            // Nothing may follow a close frame we already sent.
+            let mut payload = [0u8; 125];
+            let n = code.map_or(0, |code| {
+                crate::proto::close::close_payload(code, reason, &mut payload)
+            });
+            self.queue_frame(ep, OpCode::Close, &payload[..n]);
+        }
+        self.phase = phase;
+        self.clock = ep.now + span(ep.config.close_timeout);
+    }
+
+    /// The bytes to write to the transport next; empty when nothing is queued.
+    pub fn transmit(&self) -> &[u8] {
+        self.tx.pending()
+    }
+
+    /// `n` bytes of [`transmit`](Self::transmit) were written.
+    pub fn advance(&mut self, ep: &mut Endpoint, n: usize) {
+        self.tx.advance(n, &mut ep.pool);
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn buffered(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Whether all is said: the connection lingers with nothing left to write, so the
+    /// transport should shut down writing (a TLS close_notify, then the FIN) and wait for the
+    /// peer to close.
+    pub fn wants_shutdown(&self) -> bool {
+        self.phase == Phase::Linger && self.tx.len() == 0
+    }
+
+    // ---- time ----------------------------------------------------------------------------
+
+    /// The next time [`handle_timeout`](Self::handle_timeout) must be called, if ever.
+    pub fn poll_timeout(&self, ep: &Endpoint) -> Option<Instant> {
+        self.next_deadline(ep).map(|at| ep.instant(at))
+    }
+
+    /// The next deadline, in the endpoint's milliseconds.
+    pub(crate) fn next_deadline(&self, ep: &Endpoint) -> Option<Millis> {
+        let config = &ep.config;
+        match self.phase {
+            Phase::Handshake | Phase::Closing | Phase::Linger => Some(self.clock),
+            Phase::Finished => None,
+            Phase::Open => {
+                let ping = config
+                    .ping_interval
+                    .filter(|_| !self.ping_sent)
+                    .map(|d| self.clock + span(d));
+                let idle = config.idle_timeout.map(|d| self.clock + span(d));
+                match (ping, idle) {
+                    (Some(p), Some(i)) => Some(p.min(i)),
+                    (p, i) => p.or(i),
+                }
+            }
+        }
+    }
+
+    /// Handles the deadlines due at `now`: the handshake and linger timeouts finish the
+    /// connection; the close timeout finishes it with [`CloseReason::TimedOut`]; the idle
+    /// timeout closes it with 1001 and the same reason; the keepalive ping is queued. Returns
+    /// the event the application is owed, if any; call it when
+    /// [`poll_timeout`](Self::poll_timeout)'s time has come (early calls are harmless).
+    pub fn handle_timeout(&mut self, ep: &mut Endpoint, now: Instant) -> Option<Event<'static>> {
+        ep.set_now(now);
+        self.expire(ep)
+    }
+
+    /// [`handle_timeout`](Self::handle_timeout) at the endpoint's current time.
+    pub(crate) fn expire(&mut self, ep: &mut Endpoint) -> Option<Event<'static>> {
+        let now = ep.now;
+        let since_heard = |d| now >= self.clock + span(d);
+        let idle = ep.config.idle_timeout.is_some_and(since_heard);
+        let ping = ep.config.ping_interval.is_some_and(since_heard);
+        match self.phase {
+            Phase::Handshake | Phase::Linger if now >= self.clock => {
+                log::debug!("{:?} timed out", self.phase);
+                self.phase = Phase::Finished;
+                None
+            }
+            Phase::Closing if now >= self.clock => {
+                self.phase = Phase::Finished;
+                Some(Event::Closed(CloseReason::TimedOut))
+            }
+            Phase::Open if idle => {
+                self.fail(ep, CloseCode::GOING_AWAY, "idle timeout");
+                Some(Event::Closed(CloseReason::TimedOut))
+            }
+            Phase::Open if ping && !self.ping_sent => {
+                self.ping_sent = true;
+                self.queue_frame(ep, OpCode::Ping, b"");
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Gives back every buffer the connection holds (when it is dropped by a reactor that
+    /// pools them).
+    pub fn release(&mut self, ep: &mut Endpoint) {
+        self.rx.buf.release(&mut ep.pool);
+        self.tx.release(&mut ep.pool);
+    }
+}
+
+/// The opcode of a data message.
+fn data_opcode(msg: Message<'_>) -> OpCode {
+    match msg {
+        Message::Text(_) => OpCode::Text,
+        Message::Binary(_) => OpCode::Binary,
+    }
+}
+
+/// One connection and its endpoint, as the owner [`Connection::recv`] feeds.
+struct One<'c> {
+    conn: &'c mut Connection,
+    ep: &'c mut Endpoint,
+}
+
+/// Pins down the lifetimes of a [`feed`] `get` closure (closures do not infer that the
+/// references they return live as long as the one they are given).
+pub(crate) fn getter<O, F>(get: F) -> F
+where
+    F: for<'o> Fn(&'o mut O) -> Option<(&'o mut Connection, &'o mut Endpoint)>,
+{
+    get
+}
+
+/// Decodes the events of one connection from `bytes` for an owner that keeps connections in a
+/// table of its own (the reactor's slab), and returns how many bytes were used; the rest is an
+/// unfinished frame or head, to be kept and presented again with more bytes after it.
+///
+/// `get` finds the connection and its endpoint in `owner` (`None` once it is gone). `parser`
+/// is the connection's, taken out of it (with its kept bytes, which `bytes` then starts with)
+/// by [`Connection::take_receiver`], so that `on_event` may use `owner` freely, sending to
+/// this connection or any other, while the event borrows `bytes` or the parser.
+pub(crate) fn feed<O>(
+    owner: &mut O,
+    get: impl Fn(&mut O) -> Option<(&mut Connection, &mut Endpoint)>,
+    parser: &mut Parser,
+    bytes: &mut [u8],
+    mut on_event: impl FnMut(&mut O, Event<'_>),
+) -> usize {
+    let mut pos = 0;
+    if let Some((conn, ep)) = get(owner) {
+        conn.heard(ep);
+    }
+    while pos < bytes.len() {
+        let Some((conn, ep)) = get(owner) else {
+            return bytes.len();
+        };
+        match conn.poll_event(ep, parser, &mut bytes[pos..]) {
+            Polled::Used(used, event) => {
+                pos += used;
+                let Some(event) = event else { continue };
+                let request = matches!(event, Event::Request(_));
+                on_event(owner, event);
+                if let (true, Some((conn, ep))) = (request, get(owner)) {
+                    conn.adopt_inflater(parser);
+                    if conn.phase == Phase::Handshake {
+                        log::error!("a request went unanswered: refused with 500");
+                        conn.reject(ep, &HttpResponse::text(500, "request not answered"));
+                    }
+                }
+            }
+            Polled::Partial => return pos,
+            Polled::Discard(event) => {
+                if let Some(event) = event {
+                    on_event(owner, event);
+                }
+                return bytes.len();
+            }
+        }
+    }
+    parser.decoder.release();
+    parser.want = 0;
+    pos
+}

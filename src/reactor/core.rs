@@ -1,0 +1,232 @@
+//! The reactor's connection table: what the application touches through a
+//! [`Context`](crate::Context), and the fan-out of broadcasts and publishes.
+
+use slab::Slab;
+
+use super::slot::Slot;
+use super::timers::Timers;
+use crate::app::topics::Topics;
+use crate::proto::connection::Endpoint;
+use crate::proto::frame::{write_frame, OpCode};
+use crate::{CloseReason, Config, ConnId, Message, Relay, SendError};
+
+/// Everything about connections that the application may touch through a [`Context`].
+pub(crate) struct Core<S> {
+    pub(crate) slots: Slab<Slot<S>>,
+    /// The limits, the buffer pool, the shared compressors and the time of this turn.
+    pub(crate) ep: Endpoint,
+    pub(crate) timers: Timers,
+    /// Connections with bytes to flush at the end of the turn.
+    pub(crate) dirty: Vec<ConnId>,
+    /// `on_close` calls owed for connections closed from inside a handler call.
+    pub(crate) closed: Vec<(ConnId, CloseReason<'static>)>,
+    /// Topics and their subscribers.
+    pub(crate) topics: Topics,
+    /// Where publishes go beyond this reactor.
+    pub(crate) relays: Vec<Box<dyn Relay>>,
+    /// A broadcast's uncompressed frame, encoded once.
+    frame: Vec<u8>,
+    next_generation: u32,
+}
+
+impl<S> Core<S> {
+    pub(crate) fn new(config: Config) -> Core<S> {
+        Core {
+            slots: Slab::new(),
+            ep: Endpoint::new(config, std::time::Instant::now()),
+            timers: Timers::default(),
+            dirty: Vec::new(),
+            closed: Vec::new(),
+            frame: Vec::new(),
+            next_generation: 0,
+            topics: Topics::default(),
+            relays: Vec::new(),
+        }
+    }
+
+    /// The configuration.
+    pub(crate) fn config(&self) -> &Config {
+        self.ep.config()
+    }
+
+    /// A fresh generation for a new connection.
+    pub(crate) fn generation(&mut self) -> u32 {
+        self.next_generation = self.next_generation.wrapping_add(1);
+        self.next_generation
+    }
+
+    /// The id of the connection at `index`.
+    pub(crate) fn id(&self, index: usize) -> Option<ConnId> {
+        self.slots.get(index).map(|c| ConnId {
+            index: index as u32,
+            generation: c.generation,
+        })
+    }
+
+    /// The connection `id`, if it still exists.
+    pub(crate) fn get(&self, id: ConnId) -> Option<&Slot<S>> {
+        self.slots
+            .get(id.index as usize)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    /// The connection `id`, if it still exists.
+    pub(crate) fn get_mut(&mut self, id: ConnId) -> Option<&mut Slot<S>> {
+        lookup(&mut self.slots, id)
+    }
+
+    /// Marks `id` to be flushed at the end of the turn if it has bytes to write, or has said
+    /// all and must shut its transport down.
+    fn mark_dirty(slot: &mut Slot<S>, id: ConnId, dirty: &mut Vec<ConnId>) {
+        let shut_down = slot.conn.wants_shutdown() && !slot.write_shut;
+        if !slot.dirty && (slot.conn.buffered() > 0 || shut_down) {
+            slot.dirty = true;
+            dirty.push(id);
+        }
+    }
+
+    /// After the connection's state machine moved on its own (an event, a deadline): flushes
+    /// what it queued at the end of the turn and arms its next deadline.
+    pub(crate) fn settle_conn(&mut self, id: ConnId) {
+        if let Some(slot) = lookup(&mut self.slots, id) {
+            Self::mark_dirty(slot, id, &mut self.dirty);
+            if let Some(at) = slot.conn.next_deadline(&self.ep) {
+                self.timers
+                    .arm(&mut slot.armed, id.index, slot.generation, at);
+            }
+        }
+    }
+
+    /// After a send to `id`: flush it at the end of the turn; if the send closed it (a close,
+    /// or an overflow, which owes the application its `on_close`), arm its close deadline.
+    pub(crate) fn sent(
+        &mut self,
+        id: ConnId,
+        result: Result<(), SendError>,
+    ) -> Result<(), SendError> {
+        let Some(slot) = lookup(&mut self.slots, id) else {
+            return result;
+        };
+        if slot.conn.is_open() {
+            Self::mark_dirty(slot, id, &mut self.dirty);
+            return result;
+        }
+        if result == Err(SendError::Full) {
+            self.closed.push((id, CloseReason::Overflow));
+        }
+        self.settle_conn(id);
+        result
+    }
+
+    /// Queues a message for `id`; a large one with nothing queued before it is written
+    /// straight from `msg`'s bytes on a plain socket.
+    pub(crate) fn send(
+        &mut self,
+        id: ConnId,
+        msg: Message<'_>,
+        compress: bool,
+    ) -> Result<(), SendError> {
+        let Some(slot) = lookup(&mut self.slots, id) else {
+            return Err(SendError::NotOpen);
+        };
+        let result = if slot.io.is_plain() {
+            let io = &mut slot.io;
+            // An error shows again, and is handled, when the rest is flushed.
+            let mut write = |bufs: &[std::io::IoSlice<'_>]| io.write_vectored(bufs).unwrap_or(0);
+            slot.conn
+                .send_direct(&mut self.ep, msg, compress, &mut write)
+        } else if compress {
+            slot.conn.send(&mut self.ep, msg)
+        } else {
+            slot.conn.send_uncompressed(&mut self.ep, msg)
+        };
+        if slot.conn.is_open() {
+            // The usual case, without a second lookup.
+            Self::mark_dirty(slot, id, &mut self.dirty);
+            return result;
+        }
+        self.sent(id, result)
+    }
+
+    /// Hands a publish to every relay.
+    pub(crate) fn relay(&mut self, topic: &str, msg: Message<'_>) {
+        for relay in &mut self.relays {
+            relay.publish(topic, msg);
+        }
+    }
+
+    /// Queues a message to every open connection of `audience` but `except`: encoded once
+    /// uncompressed, and once per shared compressor; returns to how many connections.
+    pub(crate) fn fan_out(
+        &mut self,
+        msg: Message<'_>,
+        audience: Audience<'_>,
+        except: Option<ConnId>,
+    ) -> usize {
+        let opcode = data_opcode(msg);
+        let payload = msg.as_bytes();
+        self.frame.clear();
+        write_frame(&mut self.frame, opcode, true, false, None, payload);
+        self.ep.compressors.begin_broadcast();
+        let mut sent = 0;
+        let mut overflowed = Vec::new();
+        let mut deliver = |slot: &mut Slot<S>, id: ConnId, ep: &mut Endpoint| {
+            if Some(id) == except || !slot.conn.is_open() {
+                return;
+            }
+            match slot.conn.send_broadcast(ep, opcode, payload, &self.frame) {
+                Ok(()) => {
+                    Self::mark_dirty(slot, id, &mut self.dirty);
+                    sent += 1;
+                }
+                Err(_) => overflowed.push(id),
+            }
+        };
+        match audience {
+            Audience::All => {
+                for (index, slot) in self.slots.iter_mut() {
+                    let id = ConnId {
+                        index: index as u32,
+                        generation: slot.generation,
+                    };
+                    deliver(slot, id, &mut self.ep);
+                }
+            }
+            Audience::Topic(name) => {
+                for &id in self.topics.members(name) {
+                    if let Some(slot) = lookup(&mut self.slots, id) {
+                        deliver(slot, id, &mut self.ep);
+                    }
+                }
+            }
+        }
+        for id in overflowed {
+            let _ = self.sent(id, Err(SendError::Full));
+        }
+        sent
+    }
+}
+
+/// The opcode of a data message.
+fn data_opcode(msg: Message<'_>) -> OpCode {
+    match msg {
+        Message::Text(_) => OpCode::Text,
+        Message::Binary(_) => OpCode::Binary,
+    }
+}
+
+/// The connection `id` in `slots`, if it still exists.
+pub(crate) fn lookup<S>(slots: &mut Slab<Slot<S>>, id: ConnId) -> Option<&mut Slot<S>> {
+    slots
+        .get_mut(id.index as usize)
+        .filter(|c| c.generation == id.generation)
+}
+
+/// Who a fanned-out message goes to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Audience<'t> {
+    /// Every open connection.
+    All,
+    /// The subscribers of a topic.
+    Topic(&'t str),
+}

@@ -1,0 +1,40 @@
+//! A connection's slot in the reactor: its transport, its protocol state machine, and what
+//! the reactor and the application keep beside them.
+
+use super::transport::Transport;
+use crate::app::topics::Subscriptions;
+use crate::proto::clock::Millis;
+use crate::proto::connection::Connection;
+
+/// A connection in the reactor's slab.
+#[derive(Debug)]
+pub(crate) struct Slot<S> {
+    pub(crate) io: Transport,
+    pub(crate) conn: Connection,
+    pub(crate) generation: u32,
+    /// The topics this connection is subscribed to.
+    pub(crate) topics: Subscriptions,
+    /// The application's state, from upgrade until after `on_close`.
+    pub(crate) state: Option<S>,
+    /// The deadline this connection has in the timer heap, or `UNARMED`.
+    pub(crate) armed: Millis,
+    /// WRITABLE interest is registered (only while bytes wait for the socket).
+    pub(crate) wants_write: bool,
+    /// In the dirty list, to be flushed at the end of the turn.
+    pub(crate) dirty: bool,
+    /// A flush hit `WouldBlock` since the queue was last empty: `on_drain` is owed.
+    pub(crate) backlogged: bool,
+    /// Writing is being shut down: the last bytes of a lingering connection are written, TLS
+    /// close_notify is queued, and the FIN follows once the socket has taken everything.
+    pub(crate) write_shut: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    /// An idle connection's slot is most of what it costs: keep an eye on its size.
+    #[test]
+    fn an_idle_slot_stays_small() {
+        let size = std::mem::size_of::<super::Slot<()>>();
+        assert!(size <= 192, "Slot<()> grew to {size} bytes");
+    }
+}
