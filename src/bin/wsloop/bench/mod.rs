@@ -200,11 +200,6 @@ impl BenchArgs {
                 deflate: self.deflate,
                 raw: self.raw_echo,
                 max_message_size: self.size.max(1 << 20).saturating_mul(2),
-                read_buffer: if self.mode == Mode::Connect {
-                    4096
-                } else {
-                    64 * 1024
-                },
             },
             messages: Messages::new(self.size, self.binary, random_u64()),
             binary: self.binary,
@@ -243,8 +238,8 @@ pub fn run(args: BenchArgs) -> i32 {
         let spawned = std::thread::Builder::new()
             .name(format!("bench-{t}"))
             .spawn(move || -> Result<Outcome, String> {
-                let worker = worker::Worker::new(&plan, &live, shard, random_u64())
-                    .map_err(|e| format!("poll: {e}"))?;
+                let worker =
+                    worker::Worker::new(&plan, &live, shard).map_err(|e| format!("poll: {e}"))?;
                 Ok(worker.run(&barrier))
             });
         match spawned {

@@ -132,14 +132,14 @@ pub struct Worker<'a> {
 
 impl<'a> Worker<'a> {
     /// A worker for the connections `shard` (global indices).
-    pub fn new(plan: &'a Plan, live: &'a Live, shard: Vec<usize>, seed: u64) -> io::Result<Self> {
+    pub fn new(plan: &'a Plan, live: &'a Live, shard: Vec<usize>) -> io::Result<Self> {
         let now = Instant::now();
         Ok(Worker {
             plan,
             live,
             poll: Poll::new()?,
             events: Events::with_capacity(1024),
-            codec: Codec::new(seed),
+            codec: Codec::new(&plan.opts),
             clients: Vec::with_capacity(shard.len()),
             shard,
             stats: Stats {
@@ -406,7 +406,11 @@ impl<'a> Worker<'a> {
                     continue;
                 }
                 let mut sender = conn.sender(&mut self.codec);
-                send_one(self.plan, &mut client.track, &mut sender, at);
+                if let Err(e) = send_one(self.plan, &mut client.track, &mut sender, at) {
+                    self.stats
+                        .error(format!("conn {}: {e}", client.track.index));
+                    self.clients[i] = None;
+                }
                 break;
             }
         }
@@ -421,12 +425,16 @@ impl<'a> Worker<'a> {
         let Some(conn) = client.conn.as_mut().filter(|c| c.phase() == Phase::Open) else {
             return;
         };
-        top_up(
+        if let Err(e) = top_up(
             self.plan,
             &mut client.track,
             &mut conn.sender(&mut self.codec),
             now,
-        );
+        ) {
+            self.stats
+                .error(format!("conn {}: {e}", client.track.index));
+            self.clients[i] = None;
+        }
     }
 
     /// Writes every connection that has bytes queued since the last flush.
@@ -436,7 +444,7 @@ impl<'a> Worker<'a> {
                 continue;
             };
             client.track.dirty = false;
-            if let Err(e) = client.flush() {
+            if let Err(e) = client.flush(&mut self.codec) {
                 self.stats
                     .error(format!("conn {}: write: {e}", client.track.index));
                 *slot = None;
@@ -479,7 +487,7 @@ impl<'a> Worker<'a> {
             match client.conn.as_mut() {
                 Some(conn) if conn.phase() == Phase::Open && !self.plan.opts.raw => {
                     conn.close(&mut self.codec);
-                    if client.flush().is_err() {
+                    if client.flush(&mut self.codec).is_err() {
                         *slot = None;
                     }
                 }
@@ -553,7 +561,7 @@ impl Client {
                 Ok(false) => return Ok(true),
                 Err(e) => return Err(format!("connect: {e}")),
             }
-            let conn = Conn::new(&ctx.plan.opts);
+            let conn = Conn::new(&ctx.plan.opts, ctx.codec);
             let open = conn.phase() == Phase::Open;
             self.conn = Some(conn);
             if let Some(conn) = self.conn.as_mut().filter(|_| open) {
@@ -572,12 +580,7 @@ impl Client {
         if readable && !self.read(ctx)? {
             return Ok(false);
         }
-        self.flush().map_err(|e| format!("write: {e}"))?;
-        if ctx.plan.mode == Mode::Connect {
-            if let Some(conn) = self.conn.as_mut() {
-                conn.shrink();
-            }
-        }
+        self.flush(ctx.codec).map_err(|e| format!("write: {e}"))?;
         Ok(true)
     }
 
@@ -587,9 +590,8 @@ impl Client {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(true);
         };
-        let initial = ctx.plan.opts.read_buffer;
         loop {
-            let space = conn.read_space(initial);
+            let space = ctx.codec.read_space();
             let room = space.len();
             match self.io.read(space) {
                 Ok(0) if conn.phase() == Phase::Closing => return Ok(false),
@@ -603,8 +605,7 @@ impl Client {
                         end: ctx.end,
                         now: Instant::now(),
                     };
-                    let deflate = ctx.plan.opts.deflate;
-                    let alive = conn.received(n, ctx.codec, deflate, |ev, s| h.event(ev, s))?;
+                    let alive = conn.received(n, ctx.codec, |ev, s| h.event(ev, s))?;
                     if !alive {
                         return Ok(false);
                     }
@@ -621,12 +622,12 @@ impl Client {
     }
 
     /// Writes what is queued until done or the socket is full.
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush(&mut self, codec: &mut Codec) -> io::Result<()> {
         if let Some(conn) = self.conn.as_mut() {
             while !conn.pending().is_empty() {
                 match self.io.write(conn.pending()) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => conn.written(n),
+                    Ok(n) => conn.written(codec, n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
@@ -648,29 +649,41 @@ struct Ctx<'a> {
 }
 
 /// Queues one message on a connection, meant to be sent at `at`.
-fn send_one(plan: &Plan, track: &mut Track, sender: &mut Sender<'_>, at: Instant) {
+fn send_one(
+    plan: &Plan,
+    track: &mut Track,
+    sender: &mut Sender<'_>,
+    at: Instant,
+) -> Result<(), String> {
     let seq = track.sent;
     let msgs = &plan.messages;
     if track.role == Role::Publisher {
         let t = since(plan.base, at);
         sender.send(plan.binary, msgs.size, |out| {
             msgs.fill_timed(track.index, seq, t, out)
-        });
+        })?;
     } else {
         sender.send(plan.binary, msgs.size, |out| {
             msgs.fill(track.index, seq, out)
-        });
+        })?;
         track.sent_at.push_back(at);
     }
     track.sent += 1;
     track.dirty = true;
+    Ok(())
 }
 
 /// Closed loop: queues messages until `inflight` are outstanding.
-fn top_up(plan: &Plan, track: &mut Track, sender: &mut Sender<'_>, now: Instant) {
+fn top_up(
+    plan: &Plan,
+    track: &mut Track,
+    sender: &mut Sender<'_>,
+    now: Instant,
+) -> Result<(), String> {
     while track.sent - track.acked < plan.inflight as u64 {
-        send_one(plan, track, sender, now);
+        send_one(plan, track, sender, now)?;
     }
+    Ok(())
 }
 
 /// [`Duration`] rounded down to whole milliseconds (epoll's unit), so that a connect is not
@@ -699,7 +712,7 @@ impl Handling<'_> {
                     .handshakes
                     .saturating_record(took.as_nanos() as u64);
                 if self.sending && self.plan.rate.is_none() && self.track.role == Role::Echo {
-                    top_up(self.plan, self.track, sender, self.now);
+                    top_up(self.plan, self.track, sender, self.now)?;
                 }
                 Ok(())
             }
@@ -740,7 +753,7 @@ impl Handling<'_> {
         if self.sending && self.now < self.end {
             self.stats.counted += 1;
             if plan.rate.is_none() {
-                send_one(plan, track, sender, self.now);
+                send_one(plan, track, sender, self.now)?;
             }
         }
         Ok(())
