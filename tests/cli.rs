@@ -380,3 +380,31 @@ fn no_server_fails_the_run() {
     assert_eq!(out.status.code(), Some(1), "{v}");
     assert_eq!(int(&v, "failed"), 3, "{v}");
 }
+
+/// Refuses every upgrade with 403.
+struct Refuse;
+
+impl Handler for Refuse {
+    type State = ();
+
+    fn on_upgrade(&mut self, _req: &Request<'_, '_>, _peer: SocketAddr) -> Upgrade<()> {
+        Upgrade::reject(403, "no")
+    }
+
+    fn on_message(&mut self, _ctx: &mut Context<'_, ()>, _id: ConnId, _msg: Message<'_>) {}
+}
+
+#[test]
+fn refused_handshakes_are_failed_connections() {
+    let mut server = Server::bind("127.0.0.1:0", Config::default(), Refuse).unwrap();
+    let url = format!("ws://{}/", server.local_addr());
+    let handle = server.handle();
+    let thread = thread::spawn(move || server.run());
+    let (out, v) = bench(&url, &["--conns", "3", "--seconds", "0.5"]);
+    assert_eq!(out.status.code(), Some(1), "{v}");
+    assert_eq!((int(&v, "failed"), int(&v, "established")), (3, 0), "{v}");
+    let first = v["first_errors"][0].as_str().unwrap_or_default();
+    assert!(first.contains("handshake") && first.contains("403"), "{v}");
+    handle.shutdown().unwrap();
+    thread.join().unwrap().unwrap();
+}

@@ -238,9 +238,16 @@ pub fn run(args: BenchArgs) -> i32 {
         let spawned = std::thread::Builder::new()
             .name(format!("bench-{t}"))
             .spawn(move || -> Result<Outcome, String> {
-                let worker =
-                    worker::Worker::new(&plan, &live, shard).map_err(|e| format!("poll: {e}"))?;
-                Ok(worker.run(&barrier))
+                match worker::Worker::new(&plan, &live, shard) {
+                    Ok(worker) => Ok(worker.run(&barrier)),
+                    Err(e) => {
+                        // The other threads wait for this one at every barrier of the run.
+                        for _ in 0..worker::barriers(plan.mode) {
+                            barrier.wait();
+                        }
+                        Err(format!("poll: {e}"))
+                    }
+                }
             });
         match spawned {
             Ok(h) => handles.push(h),

@@ -22,6 +22,16 @@ const PUBLISH: Duration = Duration::from_millis(100);
 /// Longest wait in one poll.
 const TURN: Duration = Duration::from_millis(100);
 
+/// How many times a run waits for the other threads: once connected, and in fan-out once
+/// every publisher stopped.
+pub fn barriers(mode: Mode) -> usize {
+    if mode == Mode::Fanout {
+        2
+    } else {
+        1
+    }
+}
+
 /// What a connection does in the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -52,6 +62,8 @@ struct Track {
     delivered: u64,
     /// Has bytes queued since the last flush.
     dirty: bool,
+    /// The handshake completed.
+    opened: bool,
 }
 
 /// One connection: socket, protocol state (once connected) and bookkeeping.
@@ -339,6 +351,7 @@ impl<'a> Worker<'a> {
                     },
                     delivered: 0,
                     dirty: false,
+                    opened: false,
                 },
             })),
             Err(e) => {
@@ -548,9 +561,7 @@ impl<'a> Worker<'a> {
 
 impl Client {
     fn is_open(&self) -> bool {
-        self.conn
-            .as_ref()
-            .is_some_and(|c| c.phase() != Phase::Handshake)
+        self.track.opened
     }
 
     /// Handles readiness. `Ok(false)` when the connection is done (closed cleanly).
@@ -706,6 +717,7 @@ impl Handling<'_> {
     fn event(&mut self, event: Event<'_>, sender: &mut Sender<'_>) -> Result<(), String> {
         match event {
             Event::Open => {
+                self.track.opened = true;
                 self.stats.established += 1;
                 let took = self.now.saturating_duration_since(self.track.began);
                 self.stats
