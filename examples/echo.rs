@@ -8,26 +8,21 @@
 use std::net::SocketAddr;
 
 use wsloop::proto::deflate::DeflateConfig;
-use wsloop::{CloseReason, Config, ConnId, Context, Handler, Message, Request, Server, Upgrade};
+use wsloop::{Config, ConnId, Context, Handler, Message, Request, Server, Upgrade};
 
 struct Echo;
 
 impl Handler for Echo {
     type State = ();
 
-    fn on_upgrade(&mut self, req: &Request<'_, '_>, peer: SocketAddr) -> Upgrade<()> {
-        log::debug!("{peer}: upgrade to {}", req.path());
+    // Every client may connect; its state is `()`.
+    fn on_upgrade(&mut self, _req: &Request<'_, '_>, _peer: SocketAddr) -> Upgrade<()> {
         Upgrade::accept(())
     }
 
+    // `msg` borrows the bytes as they were read; sending copies them once into the queue.
     fn on_message(&mut self, ctx: &mut Context<'_, ()>, id: ConnId, msg: Message<'_>) {
-        if let Err(e) = ctx.send(id, msg) {
-            log::warn!("{id}: echo not sent: {e}");
-        }
-    }
-
-    fn on_close(&mut self, _ctx: &mut Context<'_, ()>, id: ConnId, why: CloseReason<'_>) {
-        log::debug!("{id}: closed: {why:?}");
+        let _ = ctx.send(id, msg);
     }
 }
 

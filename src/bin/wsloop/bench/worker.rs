@@ -535,12 +535,11 @@ impl<'a> Worker<'a> {
             let mut ctx = Ctx {
                 plan: self.plan,
                 stats: &mut self.stats,
-                codec: &mut self.codec,
                 sending: self.sending,
                 end: self.end,
                 now,
             };
-            match client.service(&mut ctx, readable) {
+            match client.service(&mut ctx, &mut self.codec, readable) {
                 Ok(true) => {}
                 Ok(false) => *slot = None,
                 Err(e) => {
@@ -565,58 +564,56 @@ impl Client {
     }
 
     /// Handles readiness. `Ok(false)` when the connection is done (closed cleanly).
-    fn service(&mut self, ctx: &mut Ctx<'_>, readable: bool) -> Result<bool, String> {
+    fn service(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        codec: &mut Codec,
+        readable: bool,
+    ) -> Result<bool, String> {
         if self.conn.is_none() {
             match self.io.connected() {
                 Ok(true) => {}
                 Ok(false) => return Ok(true),
                 Err(e) => return Err(format!("connect: {e}")),
             }
-            let conn = Conn::new(&ctx.plan.opts, ctx.codec);
+            let conn = Conn::new(&ctx.plan.opts, codec);
             let open = conn.phase() == Phase::Open;
             self.conn = Some(conn);
             if let Some(conn) = self.conn.as_mut().filter(|_| open) {
                 // A raw echo: no handshake.
                 let mut h = Handling {
-                    plan: ctx.plan,
-                    stats: &mut *ctx.stats,
+                    ctx,
                     track: &mut self.track,
-                    sending: ctx.sending,
-                    end: ctx.end,
-                    now: ctx.now,
                 };
-                h.event(Event::Open, &mut conn.sender(ctx.codec))?;
+                h.event(Event::Open, &mut conn.sender(codec))?;
             }
         }
-        if readable && !self.read(ctx)? {
+        if readable && !self.read(ctx, codec)? {
             return Ok(false);
         }
-        self.flush(ctx.codec).map_err(|e| format!("write: {e}"))?;
+        self.flush(codec).map_err(|e| format!("write: {e}"))?;
         Ok(true)
     }
 
     /// Reads until the socket is drained and handles what came. `Ok(false)` once the server
     /// has closed after our close frame.
-    fn read(&mut self, ctx: &mut Ctx<'_>) -> Result<bool, String> {
+    fn read(&mut self, ctx: &mut Ctx<'_>, codec: &mut Codec) -> Result<bool, String> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(true);
         };
         loop {
-            let space = ctx.codec.read_space();
+            let space = codec.read_space();
             let room = space.len();
             match self.io.read(space) {
                 Ok(0) if conn.phase() == Phase::Closing => return Ok(false),
                 Ok(0) => return Err("the server closed the connection".into()),
                 Ok(n) => {
+                    ctx.now = Instant::now();
                     let mut h = Handling {
-                        plan: ctx.plan,
-                        stats: &mut *ctx.stats,
+                        ctx: &mut *ctx,
                         track: &mut self.track,
-                        sending: ctx.sending,
-                        end: ctx.end,
-                        now: Instant::now(),
                     };
-                    let alive = conn.received(n, ctx.codec, |ev, s| h.event(ev, s))?;
+                    let alive = conn.received(n, codec, |ev, s| h.event(ev, s))?;
                     if !alive {
                         return Ok(false);
                     }
@@ -649,13 +646,13 @@ impl Client {
     }
 }
 
-/// What servicing a connection needs from the worker.
+/// What servicing a connection needs from the worker (apart from the codec).
 struct Ctx<'a> {
     plan: &'a Plan,
     stats: &'a mut Stats,
-    codec: &'a mut Codec,
     sending: bool,
     end: Instant,
+    /// When the bytes at hand were read.
     now: Instant,
 }
 
@@ -704,27 +701,25 @@ fn whole_ms(d: Duration) -> Duration {
 }
 
 /// What a connection's events update: its bookkeeping and the thread's counters.
-struct Handling<'a> {
-    plan: &'a Plan,
-    stats: &'a mut Stats,
+struct Handling<'a, 'b> {
+    ctx: &'a mut Ctx<'b>,
     track: &'a mut Track,
-    sending: bool,
-    end: Instant,
-    now: Instant,
 }
 
-impl Handling<'_> {
+impl Handling<'_, '_> {
     fn event(&mut self, event: Event<'_>, sender: &mut Sender<'_>) -> Result<(), String> {
         match event {
             Event::Open => {
                 self.track.opened = true;
-                self.stats.established += 1;
-                let took = self.now.saturating_duration_since(self.track.began);
-                self.stats
+                self.ctx.stats.established += 1;
+                let took = self.ctx.now.saturating_duration_since(self.track.began);
+                self.ctx
+                    .stats
                     .handshakes
                     .saturating_record(took.as_nanos() as u64);
-                if self.sending && self.plan.rate.is_none() && self.track.role == Role::Echo {
-                    top_up(self.plan, self.track, sender, self.now)?;
+                if self.ctx.sending && self.ctx.plan.rate.is_none() && self.track.role == Role::Echo
+                {
+                    top_up(self.ctx.plan, self.track, sender, self.ctx.now)?;
                 }
                 Ok(())
             }
@@ -744,7 +739,7 @@ impl Handling<'_> {
         payload: &[u8],
         sender: &mut Sender<'_>,
     ) -> Result<(), String> {
-        let (plan, track) = (self.plan, &mut *self.track);
+        let (plan, track) = (self.ctx.plan, &mut *self.track);
         if binary != plan.binary {
             return Err("echo of the wrong type (text for binary or back)".into());
         }
@@ -759,13 +754,13 @@ impl Handling<'_> {
             ));
         }
         track.acked += 1;
-        self.stats.verified += 1;
-        let ns = self.now.saturating_duration_since(at).as_nanos() as u64;
-        self.stats.interval.saturating_record(ns);
-        if self.sending && self.now < self.end {
-            self.stats.counted += 1;
+        self.ctx.stats.verified += 1;
+        let ns = self.ctx.now.saturating_duration_since(at).as_nanos() as u64;
+        self.ctx.stats.interval.saturating_record(ns);
+        if self.ctx.sending && self.ctx.now < self.ctx.end {
+            self.ctx.stats.counted += 1;
             if plan.rate.is_none() {
-                send_one(plan, track, sender, self.now)?;
+                send_one(plan, track, sender, self.ctx.now)?;
             }
         }
         Ok(())
@@ -773,7 +768,7 @@ impl Handling<'_> {
 
     /// Checks a fan-out delivery and records its latency from the intended send time.
     fn delivery(&mut self, binary: bool, payload: &[u8]) -> Result<(), String> {
-        let (plan, track) = (self.plan, &mut *self.track);
+        let (plan, track) = (self.ctx.plan, &mut *self.track);
         if binary != plan.binary {
             return Err("delivery of the wrong type (text for binary or back)".into());
         }
@@ -795,12 +790,12 @@ impl Handling<'_> {
         }
         *next = seq + 1;
         track.delivered += 1;
-        self.stats.verified += 1;
+        self.ctx.stats.verified += 1;
         let sent = plan.base + at;
-        let ns = self.now.saturating_duration_since(sent).as_nanos() as u64;
-        self.stats.interval.saturating_record(ns);
-        if self.now < self.end {
-            self.stats.counted += 1;
+        let ns = self.ctx.now.saturating_duration_since(sent).as_nanos() as u64;
+        self.ctx.stats.interval.saturating_record(ns);
+        if self.ctx.now < self.ctx.end {
+            self.ctx.stats.counted += 1;
         }
         Ok(())
     }
