@@ -1,5 +1,6 @@
-//! A chat server with its own page: nicknames, an online list, rooms, private messages,
-//! "is typing…" indicators, and a page that reconnects by itself.
+//! A chat server with its own page: nicknames, an online list, rooms with their history,
+//! private messages, "is typing…" indicators, and a page that reconnects by itself (for phones
+//! too, keyboard-accessible).
 //!
 //! ```text
 //! cargo run --release --example chat -- [--addr HOST:PORT] [--threads N] [--origin ORIGIN]...
@@ -15,7 +16,9 @@
 //! line on stdout is `chat: listening on http://ADDR/`; SIGINT / SIGTERM close every connection
 //! with 1001 (the pages reconnect when the server is back).
 //!
-//! The handler lives in `chat/server.rs`, which `tests/chat.rs` includes too.
+//! The handler lives in `chat/server.rs` (the directory of who is online in
+//! `chat/directory.rs`, the room history in `chat/history.rs`), which `tests/chat.rs` includes
+//! too.
 //!
 //! # Several processes: `--redis`
 //!
@@ -39,49 +42,59 @@
 //!
 //! # Protocol `chat.v1`
 //!
-//! Every message is a JSON object in a text frame, with a `type`. Nicknames and room names are 1
-//! to 24 characters of `A-Z a-z 0-9 _ - .`; nicknames are unique among the users online,
-//! ignoring case; room names are lowercased. Texts are 1 to 2,000 characters (not all white
-//! space). A WebSocket message may be at most 8 KiB (more: closed with 1009). Each connection may
-//! send 20 messages at once, refilled at 20 per 5 s; past that it is closed with 1008.
+//! WebSocket at `/ws`, subprotocol `chat.v1`. Every message is a JSON object in a text frame, with a
+//! `type`. Nicknames and room names are 1 to 24 characters of `A-Z a-z 0-9 _ - .`; nicknames are
+//! unique among the users online, ignoring case; room names are lowercased. Texts are 1 to 2,000
+//! characters (not all white space; no control characters but new lines and tabs). A WebSocket
+//! message may be at most 32 KiB (more: closed with 1009), room enough for any text within the
+//! limit, every character escaped. The rate limit: each connection may send 20 messages at once,
+//! refilled at 20 per 5 s (4 a second); typing notices do not count (they have their own budget,
+//! 10 per 5 s, and past it are ignored). A message over the limit is not delivered and answered
+//! with the error `rate_limited` (with its `ref`); after 20 refusals in a row the connection is
+//! closed with 1008.
 //!
 //! Client to server:
 //!
 //! | `type` | fields | effect |
 //! |---|---|---|
-//! | `join` | `nick`, optional `rooms` (list, default `["lobby"]`, at most 16) | must come first: `welcome`, then `room_joined` for each room |
-//! | `join_room` | `room` | `room_joined` to you, `member_joined` to the room |
+//! | `join` | `nick`, optional `rooms` (list, default `["lobby"]`, at most 16), optional `token` (of an earlier `welcome`) | must come first: `welcome`, then `room_joined` and `history` for each room. With the `token` of the connection holding `nick` (the same page reconnecting before its old connection was seen to end, or another tab with a copy of its session), that connection is closed with 4001 and this one takes the nickname |
+//! | `join_room` | `room` | `room_joined` and `history` to you, `member_joined` to the room |
 //! | `leave_room` | `room` | `room_left` to you, `member_left` to the room |
-//! | `say` | `room`, `text` | `message` to the room's members, you included |
-//! | `private` | `to` (a nickname, any case), `text` | `private` to that user and to you |
-//! | `typing` | `room`, optional `active` (default `true`; `false` when stopped) | `typing` to the room's other members |
+//! | `say` | `room`, `text`, optional `ref` (yours, up to 64 bytes) | `message` to the room's members, you included; kept in the room's history |
+//! | `private` | `to` (a nickname, any case), `text`, optional `ref` | `private` to that user and to you |
+//! | `typing` | `room` or `to` (a nickname), optional `active` (default `true`; `false` when stopped) | `typing` to the room's other members, or to that user |
+//! | `list_rooms` | | `rooms` |
 //!
 //! Server to client:
 //!
 //! | `type` | fields | when |
 //! |---|---|---|
-//! | `welcome` | `nick`, `users` (everyone online, you included, sorted), `max_text` | you joined |
+//! | `welcome` | `nick`, `users` (everyone online, you included, sorted), `max_text`, `token` (to rejoin with) | you joined |
 //! | `user_online` / `user_offline` | `nick` | someone else joined / disconnected |
 //! | `room_joined` | `room`, `members` (nicknames, sorted, you included) | you entered a room |
 //! | `room_left` | `room` | you left a room |
 //! | `member_joined` / `member_left` | `room`, `nick` | someone else entered / left one of your rooms (also on disconnect) |
-//! | `message` | `room`, `from`, `text`, `ts` (ms since the Unix epoch) | someone (you included) spoke in one of your rooms |
-//! | `private` | `from`, `to`, `text`, `ts` | a private message to you, or your own copy of one you sent |
-//! | `typing` | `room`, `nick`, `active` | someone else in one of your rooms is typing (`true`) or stopped |
-//! | `error` | `code`, `message` (for people) | a request was refused; the connection stays open |
+//! | `history` | `room`, `messages` (the room's last `message`s, at most 100, oldest first) | after `room_joined` (from Redis, a moment later) |
+//! | `message` | `room`, `from`, `text`, `ts` (ms since the Unix epoch), `ref` (if the sender gave one) | someone (you included) spoke in one of your rooms |
+//! | `private` | `from`, `to`, `text`, `ts`, `ref` (if given) | a private message to you, or your own copy of one you sent |
+//! | `typing` | `room` (none: in your private conversation with `nick`), `nick`, `active` | someone else is typing (`true`) or stopped |
+//! | `rooms` | `rooms` (`{room, members}`, by name, the 200 most populated) | answer to `list_rooms` |
+//! | `error` | `code`, `message` (for people), `ref` (of the refused `say` / `private`) | a request was refused; the connection stays open |
 //!
-//! Error codes: `bad_json` (not JSON), `bad_message` (unknown `type`, a missing or mistyped
-//! field, a binary message), `not_joined`, `already_joined`, `nick_invalid`, `nick_taken`,
-//! `room_invalid`, `already_in_room`, `not_in_room`, `too_many_rooms`, `unknown_user`,
-//! `empty_text`, `too_long`. Unknown fields are ignored. With `--redis`, a connection whose
-//! nickname turns out to have been claimed earlier on another process is closed with 4409.
+//! Error codes: `bad_json` (not JSON), `bad_message` (unknown `type`, a missing or mistyped field, a
+//! binary message), `not_joined`, `already_joined`, `nick_invalid`, `nick_taken`, `room_invalid`,
+//! `already_in_room`, `not_in_room`, `too_many_rooms`, `unknown_user`, `empty_text`, `too_long`,
+//! `bad_text` (control characters), `rate_limited`.
+//! Unknown fields are ignored. With `--redis`, a connection whose nickname turns out to have been
+//! claimed earlier on another process is closed with 4409.
 //!
 //! ```text
 //! → {"type":"join","nick":"alice"}
-//! ← {"type":"welcome","nick":"alice","users":["alice","bob"],"max_text":2000}
+//! ← {"type":"welcome","nick":"alice","users":["alice","bob"],"max_text":2000,"token":"5f0c…"}
 //! ← {"type":"room_joined","room":"lobby","members":["alice","bob"]}
-//! → {"type":"say","room":"lobby","text":"hi bob"}
-//! ← {"type":"message","room":"lobby","from":"alice","text":"hi bob","ts":1767225600000}
+//! ← {"type":"history","room":"lobby","messages":[{"type":"message","room":"lobby","from":"bob","text":"hello?","ts":1767225500000}]}
+//! → {"type":"say","room":"lobby","text":"hi bob","ref":"m1"}
+//! ← {"type":"message","room":"lobby","from":"alice","text":"hi bob","ts":1767225600000,"ref":"m1"}
 //! → {"type":"private","to":"Bob","text":"psst"}
 //! ← {"type":"private","from":"alice","to":"bob","text":"psst","ts":1767225601000}
 //! → {"type":"join","nick":"carol"}

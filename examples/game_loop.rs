@@ -1,5 +1,6 @@
 //! A game loop that owns its thread, with the server embedded in it: a fixed 60 Hz simulation
-//! of players moving on a field, played in the browser at `http://ADDR/` (arrow keys or WASD).
+//! of players moving on a field, played in the browser at `http://ADDR/` (arrow keys or WASD,
+//! or the touch pad on a phone; the page says when it is offline and reconnects by itself).
 //!
 //! ```text
 //! cargo run --release --example game_loop -- [--addr 127.0.0.1:8090] [--bots N] [--seconds S]
@@ -24,6 +25,8 @@ mod bots;
 mod fd_limit;
 #[path = "game_loop/game.rs"]
 mod game;
+#[path = "support/seed.rs"]
+mod seed;
 use fd_limit::raise_fd_limit;
 
 use std::time::{Duration, Instant};

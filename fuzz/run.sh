@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 SECONDS_EACH=${1:-30}
-TARGETS=${TARGETS:-handshake decoder roundtrip server}
+TARGETS=${TARGETS:-handshake decoder roundtrip server connection}
 JOBS=${JOBS:-2}
 SANITIZER=${SANITIZER:-address}
 export RUSTC_BOOTSTRAP=1

@@ -5,6 +5,7 @@ use std::{fmt, io};
 
 /// What went wrong while configuring, binding or running a server.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// A `Config` option has a value it cannot take.
     Config {

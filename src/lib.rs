@@ -30,7 +30,8 @@
 //! The protocol itself lives in [`proto`], a sans-IO core usable on its own: its
 //! [`Connection`](proto::connection::Connection) is one connection's whole life as a state
 //! machine, which the server's reactor drives and so can any other event loop; [`client`] is a
-//! small blocking client on the same core.
+//! small blocking client on the same core. The [`manual`] is the guide: limits, TLS,
+//! compression, topics, embedding, scaling and the Redis relay.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -39,6 +40,7 @@
 mod app;
 pub mod client;
 mod error;
+pub mod manual;
 pub mod proto;
 mod reactor;
 mod scale;
@@ -49,6 +51,7 @@ pub use app::handler::{ConnId, Handler, Upgrade};
 pub use app::router::Router;
 pub use error::Error;
 pub use proto::connection::{CloseReason, Message, SendError};
+pub use proto::deflate::DeflateConfig;
 pub use proto::handshake::{HttpResponse, Request};
 pub use proto::{CloseCode, ProtocolError};
 pub use reactor::handle::{Handle, HandleError};

@@ -3,11 +3,16 @@
 
 mod common;
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpListener;
 use std::time::Duration;
 
-use common::{TestHandler, TestServer, Ws};
-use wsloop::{Config, Error, Server};
+use common::{Options, TestHandler, TestServer, Ws};
+use wsloop::client::Client;
+use wsloop::proto::handshake::{
+    write_accept, HeadScanner, Request, ResponseError, EMPTY_HEADER, MAX_HEADERS,
+};
+use wsloop::{Config, Error, ProtocolError, Server};
 
 fn server() -> TestServer {
     TestServer::start(Config::default())
@@ -129,4 +134,62 @@ fn bind_error_names_the_address() {
         Err(e) => panic!("expected a bind error, got {e}"),
         Ok(_) => panic!("bound {addr} twice"),
     }
+}
+
+#[test]
+fn the_clients_errors_keep_their_type() {
+    // A refused upgrade: the io::Error carries the handshake's ResponseError.
+    let refusing = TestServer::start_with(
+        Config::default(),
+        Options {
+            reject: Some(403),
+            ..Options::default()
+        },
+    );
+    let e = Client::connect(&format!("ws://{}/", refusing.addr)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidData);
+    let inner = e.get_ref().and_then(|e| e.downcast_ref::<ResponseError>());
+    assert!(
+        matches!(inner, Some(ResponseError::Status { code: 403, .. })),
+        "{e:?}"
+    );
+
+    // A frame with a reserved opcode from a server: the io::Error carries the ProtocolError.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let (mut head, mut scanner) = (Vec::new(), HeadScanner::default());
+        let end = loop {
+            if let Some(end) = scanner.find_end(&head) {
+                break end;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "the client closed before its request was whole");
+            head.extend_from_slice(&chunk[..n]);
+        };
+        let mut storage = [EMPTY_HEADER; MAX_HEADERS];
+        let req = Request::parse(&head[..end], &mut storage).unwrap();
+        let mut out = Vec::new();
+        write_accept(
+            &mut out,
+            req.header("sec-websocket-key").unwrap(),
+            None,
+            None,
+        );
+        out.extend_from_slice(&[0x83, 0x00]); // FIN, opcode 3 (reserved), empty
+        stream.write_all(&out).unwrap();
+        stream
+    });
+    let mut client = Client::connect(&format!("ws://{addr}/")).unwrap();
+    client
+        .stream()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let e = client.recv().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidData);
+    let inner = e.get_ref().and_then(|e| e.downcast_ref::<ProtocolError>());
+    assert_eq!(inner, Some(&ProtocolError::ReservedOpcode), "{e:?}");
+    drop(server.join().unwrap());
 }

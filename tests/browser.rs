@@ -9,11 +9,19 @@
 //! wsloop on every echo at or over the threshold and on none under it. The handler records the
 //! offer Chromium made. A screenshot of the page goes to `target/browser-echo.png`.
 //!
+//! The game loop example's page (`examples/game_loop/game.rs`, included here) is played in
+//! Chromium too by `tests/interop/node/game_browser.js`, on a desktop and on a phone, against
+//! the game ticking on a thread of the test: see [`the_game_page_plays_on_desktop_and_phone`].
+//!
 //! `tests/run.sh` installs Chromium (and playwright-core) and sets `WSLOOP_CHROMIUM`,
 //! `WSLOOP_NODE` and `WSLOOP_NODE_CLIENT_DIR`; without them this test fails, it never skips.
 
-#[path = "support/node.rs"]
-mod node;
+mod common;
+#[allow(dead_code)] // the test uses the handler, not every accessor
+#[path = "../examples/game_loop/game.rs"]
+mod game;
+#[path = "../examples/support/seed.rs"]
+mod seed;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -22,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use node::{artifact, env_path, wait_or_kill};
+use common::node::{artifact, env_path, wait_or_kill};
 use wsloop::proto::deflate::{negotiate, DeflateConfig};
 use wsloop::proto::frame::{FrameHeader, OpCode};
 use wsloop::{Config, ConnId, Context, Handler, HttpResponse, Message, Request, Server, Upgrade};
@@ -413,11 +421,13 @@ fn chromium_echo(deflate: DeflateConfig, screenshot: &str) {
 }
 
 #[test]
+#[ignore = "needs Chromium (bash tests/run.sh)"]
 fn chromium_echoes_through_wsloop_with_permessage_deflate() {
     chromium_echo(DeflateConfig::default(), "browser-echo.png");
 }
 
 #[test]
+#[ignore = "needs Chromium (bash tests/run.sh)"]
 fn chromium_echoes_through_wsloop_with_context_takeover() {
     chromium_echo(
         DeflateConfig {
@@ -427,4 +437,95 @@ fn chromium_echoes_through_wsloop_with_context_takeover() {
         },
         "browser-echo-takeover.png",
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The game loop example's page
+// ---------------------------------------------------------------------------------------------
+
+/// The game on a thread: a tick about every 16 ms (turn, step, snapshot to everyone, flush)
+/// until its handle asks it to stop, then a graceful shutdown.
+fn start_game() -> (SocketAddr, wsloop::Handle, thread::JoinHandle<()>) {
+    let mut server =
+        Server::bind("127.0.0.1:0", Config::default(), game::Game::new()).expect("bind");
+    let addr = server.local_addr();
+    let handle = server.handle();
+    let thread = thread::spawn(move || {
+        let mut snapshot = Vec::new();
+        let mut last = Instant::now();
+        while !server.shutdown_requested() {
+            server.turn(Some(Duration::from_millis(16))).expect("turn");
+            let now = Instant::now();
+            let game = server.handler();
+            game.step((now - last).as_secs_f32());
+            last = now;
+            game.snapshot(&mut snapshot);
+            server.context().broadcast(Message::Binary(&snapshot));
+            server.flush();
+        }
+        server.shutdown(Duration::from_secs(2)).expect("shut down");
+    });
+    (addr, handle, thread)
+}
+
+#[test]
+#[ignore = "needs Chromium and Node (bash tests/run.sh)"]
+fn the_game_page_plays_on_desktop_and_phone() {
+    let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let (addr, handle, game) = start_game();
+    let script = Path::new(&env_path("WSLOOP_NODE_CLIENT_DIR")).join("game_browser.js");
+    let node = std::env::var("WSLOOP_NODE").unwrap_or_else(|_| "node".into());
+    let shots = artifact("game");
+    let started = Instant::now();
+    let mut child = Command::new(node)
+        .arg(&script)
+        .arg(format!("http://{addr}/"))
+        .arg("--screenshots")
+        .arg(&shots)
+        .env("WSLOOP_CHROMIUM", chromium())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start node {}: {e}", script.display()));
+    let mut stdin = child.stdin.take().unwrap();
+    let stderr = collect(child.stderr.take().unwrap());
+    let mut output = Vec::new();
+    let mut game = Some(game);
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    for line in lines.map_while(Result::ok) {
+        if line == "stop-server" {
+            handle.shutdown().expect("stop the game");
+            game.take().expect("once").join().expect("the game thread");
+            writeln!(stdin, "stopped").expect("tell node");
+        }
+        output.push(line);
+    }
+    let status = wait_or_kill(&mut child, started + DEADLINE);
+    let output = output.join("\n");
+    let stderr = stderr.join().unwrap_or_default();
+    println!(
+        "game browser test took {:.1} s\n{output}\n{stderr}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        status.success(),
+        "game_browser.js failed ({status}):\n{output}\n{stderr}"
+    );
+    assert!(
+        game.is_none(),
+        "the script never asked to stop the server:\n{output}"
+    );
+    for check in [
+        "ok the page loads and shows the players; no request is answered 4xx (favicon.ico included)",
+        "ok the arrow keys move the dot, which stays whole at the right edge",
+        "ok on a phone the touch pad shows and moves the player",
+        "ok while the server is down both pages say offline, with no players or rates over a frozen field",
+        "game browser: 4 passed, 0 failed",
+    ] {
+        assert!(output.lines().any(|l| l.starts_with(check)), "missing `{check}`:\n{output}");
+    }
+    for name in ["game-1440x900.png", "game-390x844.png"] {
+        assert!(shots.join(name).is_file(), "no screenshot {name}");
+    }
 }

@@ -1,7 +1,7 @@
 //! The chat example as two processes on one Redis (`chat --redis URL`): rooms, the online
 //! list and private messages span both; a Redis restart and a killed process are survived.
 //!
-//! Each test starts its own `redis-server` on a free port (`tests/support/redis_server.rs`) and
+//! Each test starts its own `redis-server` on a free port (`tests/common/redis_server.rs`) and
 //! two processes of `examples/chat.rs` on 127.0.0.1:0 with `--redis` and a heartbeat of 0.5 s
 //! (so a silent process is forgotten after 1.5 s). The example is built with the `redis`
 //! feature by the test itself, through the cargo running the tests (see [`chat_binary`]).
@@ -13,13 +13,7 @@
 //! it delivers the second.
 #![cfg(feature = "redis")]
 
-#[path = "support/chat_peer.rs"]
-mod chat_peer;
-#[allow(dead_code)] // wait_or_kill only
-#[path = "support/node.rs"]
-mod node;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+mod common;
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -32,8 +26,9 @@ use std::sync::{mpsc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chat_peer::{sentinel, Peer};
-use redis_server::Redis;
+use common::chat_peer::{sentinel, Peer};
+use common::node;
+use common::redis_server::Redis;
 use serde_json::{json, Value};
 use wsloop::CloseCode;
 
@@ -306,6 +301,7 @@ fn wait_for_text(peer: &mut Peer, kind: &str, text: &str, never_offline: &str) -
 // ---------------------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
 fn two_processes_share_rooms_presence_and_private_messages_across_a_redis_restart() {
     let mut redis = Redis::start(&[]);
     let a = ChatProcess::start("a", &redis);
@@ -449,6 +445,7 @@ fn two_processes_share_rooms_presence_and_private_messages_across_a_redis_restar
 }
 
 #[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
 fn a_killed_process_users_go_offline_on_the_other() {
     let redis = Redis::start(&[]);
     let a = ChatProcess::start("a", &redis);
@@ -481,6 +478,7 @@ fn a_killed_process_users_go_offline_on_the_other() {
 }
 
 #[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
 fn a_stopped_process_says_goodbye() {
     // A heartbeat of 60 s: a process would be forgotten after 3 minutes, so what comes within
     // seconds comes from the stopping process itself.
@@ -525,4 +523,107 @@ fn a_stopped_process_says_goodbye() {
     assert_eq!(alice.expect("user_offline")["nick"], "ghost");
     alice.send(json!({"type": "private", "to": "ghost", "text": "boo?"}));
     alice.expect_error("unknown_user");
+}
+
+#[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
+fn room_history_is_kept_in_redis_for_every_process_and_bounded() {
+    let redis = Redis::start(&[]);
+    let a = ChatProcess::start("a", &redis);
+    let (mut alice, _, _) = Peer::join_lobby(a.addr, "alice");
+    assert_eq!(alice.history()["messages"], json!([]));
+    for i in 0..3 {
+        let text = format!("line {i}");
+        alice.send(json!({"type": "say", "room": "lobby", "text": text}));
+        assert_eq!(alice.expect("message")["text"], text.as_str());
+    }
+    // A user of another process, started later, gets them from Redis; so does anyone after a
+    // restart of both processes (nothing is kept in a process).
+    let b = ChatProcess::start("b", &redis);
+    let (mut bob, _, _) = Peer::join_lobby(b.addr, "bob");
+    let history = bob.history();
+    let texts: Vec<&str> = (history["messages"].as_array().unwrap().iter())
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["line 0", "line 1", "line 2"]);
+    assert_eq!(history["messages"][0]["from"], "alice");
+    drop((alice, bob, a, b));
+    let c = ChatProcess::start("c", &redis);
+    let (mut carol, _, _) = Peer::join_lobby(c.addr, "carol");
+    assert_eq!(carol.history()["messages"], history["messages"]);
+
+    // Bounded: a list per room, trimmed to the last HISTORY_LEN, with an expiry.
+    let port = redis.port;
+    let key = b"wsloop-chat:history:lobby";
+    let len = common::redis_server::raw_command(port, &[b"LLEN", key]).unwrap();
+    assert_eq!(len, b":3\r\n");
+    let ttl = common::redis_server::raw_command(port, &[b"TTL", key]).unwrap();
+    let ttl: i64 = std::str::from_utf8(&ttl[1..ttl.len() - 2])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ttl > 24 * 3600, "TTL {ttl}");
+    for i in 0..110 {
+        let text = format!("more {i}");
+        let value = json!({"type": "message", "room": "lobby", "from": "x", "text": text, "ts": i});
+        let _ =
+            common::redis_server::raw_command(port, &[b"RPUSH", key, value.to_string().as_bytes()]);
+    }
+    // The next message trims the list; a foreign entry that is not a message object is left
+    // out of the replay.
+    let _ = common::redis_server::raw_command(port, &[b"RPUSH", key, b"not json"]);
+    carol.send(json!({"type": "say", "room": "lobby", "text": "trim"}));
+    carol.expect("message");
+    let (mut dave, _, _) = Peer::join_lobby(c.addr, "dave");
+    let history = dave.history();
+    let messages = history["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 99, "100 kept, one of them not JSON");
+    assert_eq!(messages.last().unwrap()["text"], "trim");
+    let len = common::redis_server::raw_command(port, &[b"LLEN", key]).unwrap();
+    assert_eq!(len, b":100\r\n");
+}
+
+#[test]
+#[ignore = "needs redis-server, Chromium and Node (bash tests/run.sh)"]
+fn the_page_shows_a_room_history_from_redis() {
+    let redis = Redis::start(&[]);
+    let a = ChatProcess::start("a", &redis);
+    let script = Path::new(&node::env_path("WSLOOP_NODE_CLIENT_DIR")).join("chat_browser.js");
+    let node_bin = std::env::var("WSLOOP_NODE").unwrap_or_else(|_| "node".into());
+    let started = Instant::now();
+    let mut child = Command::new(node_bin)
+        .arg(&script)
+        .arg(format!("http://{}/", a.addr))
+        .arg("--history")
+        .env("WSLOOP_CHROMIUM", node::env_path("WSLOOP_CHROMIUM"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start node {}: {e}", script.display()));
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    let status = node::wait_or_kill(&mut child, started + Duration::from_secs(120));
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    assert!(
+        status.success(),
+        "chat_browser.js --history failed ({status}):\n{stdout}\n{stderr}"
+    );
+    for check in [
+        "ok a room's history from Redis shows above \"You joined\", live messages below",
+        "ok after a reload the history from Redis is shown again, once",
+        "chat browser: 2 passed, 0 failed",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == check),
+            "missing `{check}`:\n{stdout}"
+        );
+    }
 }

@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -254,10 +255,11 @@ fn ipv6() {
 fn cert_dir() -> PathBuf {
     let names = vec!["localhost".into(), "127.0.0.1".into()];
     let ck = rcgen::generate_simple_self_signed(names).unwrap();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
         "wsloop-cli-{}-{}",
         std::process::id(),
-        wsloop::proto::message::random_u64()
+        NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();

@@ -1,5 +1,7 @@
 //! The closing handshake (RFC 6455 sections 5.5.1 and 7) over real sockets, and what the
-//! handler's `on_close` is told.
+//! handler's `on_close` is told. Its timing on either side (linger, close timeout) is tested on
+//! simulated time in `tests/connection.rs`; here one test checks that the reactor arms the close
+//! timer.
 
 mod common;
 
@@ -94,9 +96,25 @@ fn server_initiated_close_reaches_the_client_and_completes() {
     assert_eq!(server.wait_closed(), closed);
 }
 
+/// RFC 6455 section 7.1.1: once the close handshake is done, the server closes TCP first, at
+/// once, not after `close_timeout`.
+#[test]
+fn server_closes_tcp_at_once_after_a_close_handshake_it_started() {
+    let close_timeout = Duration::from_secs(30);
+    let server = TestServer::start(Config::default().close_timeout(close_timeout));
+    let mut ws = server.connect();
+    ws.send_text("!close");
+    assert_eq!(ws.expect_close(1000), "server bye");
+    let start = Instant::now();
+    ws.send_close(1000, "");
+    // `expect_eof` gives up after 5 s, long before the close timeout.
+    ws.expect_eof();
+    assert!(start.elapsed() < close_timeout / 2);
+}
+
 #[test]
 fn unanswered_server_close_drops_tcp_after_close_timeout() {
-    let close_timeout = Duration::from_millis(300);
+    let close_timeout = Duration::from_millis(150);
     let server = TestServer::start(Config::default().close_timeout(close_timeout));
     let mut ws = server.connect();
     let start = Instant::now();

@@ -3,59 +3,21 @@
 //!
 //! Every read has a timeout and every wait a deadline.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::cert::Cert;
+use common::handlers::Rooms;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::{ClientConnection, StreamOwned};
 use wsloop::client::{Client, Received};
-use wsloop::{
-    CloseCode, Cluster, ClusterHandle, Config, ConnId, Context, Error, Handler, Message, Request,
-    TlsConfig, Upgrade,
-};
+use wsloop::{CloseCode, Cluster, ClusterHandle, Config, Error, Message};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Text commands: `where` (answers the reactor's index), `join ROOM` (answers `joined ROOM
-/// on REACTOR`), `shout ROOM TEXT` (publishes TEXT to ROOM, the sender included), `echo TEXT`.
-struct Rooms {
-    reactor: usize,
-}
-
-impl Handler for Rooms {
-    type State = ();
-
-    fn on_upgrade(&mut self, _req: &Request<'_, '_>, _peer: SocketAddr) -> Upgrade<()> {
-        Upgrade::accept(())
-    }
-
-    fn on_message(&mut self, ctx: &mut Context<'_, ()>, id: ConnId, msg: Message<'_>) {
-        let Message::Text(text) = msg else { return };
-        let mut words = text.splitn(3, ' ');
-        let (verb, room, rest) = (words.next(), words.next().unwrap_or(""), words.next());
-        match verb {
-            Some("where") => {
-                let _ = ctx.send_text(id, &self.reactor.to_string());
-            }
-            Some("join") => {
-                ctx.subscribe(id, room);
-                let _ = ctx.send_text(id, &format!("joined {room} on {}", self.reactor));
-            }
-            Some("shout") => {
-                ctx.publish(room, Message::Text(rest.unwrap_or("")));
-            }
-            Some("echo") => {
-                let _ = ctx.send(id, Message::Text(&text[5..]));
-            }
-            _ => {
-                let _ = ctx.send_text(id, "?");
-            }
-        }
-    }
-}
 
 fn config() -> Config {
     Config::default().close_timeout(Duration::from_secs(2))
@@ -64,10 +26,8 @@ fn config() -> Config {
 /// Starts a cluster of `threads` reactors on a free port; returns its URL, handle, and a
 /// channel that gets `run`'s result.
 fn start(threads: usize) -> (String, ClusterHandle, mpsc::Receiver<Result<(), Error>>) {
-    let cluster = Cluster::bind("127.0.0.1:0", threads, config(), |reactor| Rooms {
-        reactor,
-    })
-    .expect("bind the cluster");
+    let cluster =
+        Cluster::bind("127.0.0.1:0", threads, config(), Rooms::new).expect("bind the cluster");
     assert_eq!(cluster.threads(), threads);
     assert_ne!(
         cluster.local_addr().port(),
@@ -238,9 +198,7 @@ fn one_thread_is_a_plain_server() {
 
 #[test]
 fn bind_errors_name_the_cause() {
-    let zero = Cluster::bind("127.0.0.1:0", 0, Config::default(), |_| Rooms {
-        reactor: 0,
-    });
+    let zero = Cluster::bind("127.0.0.1:0", 0, Config::default(), |_| Rooms::new(0));
     assert!(
         matches!(
             &zero,
@@ -255,7 +213,7 @@ fn bind_errors_name_the_cause() {
         "127.0.0.1:0",
         2,
         Config::default().max_connections(0),
-        |_| Rooms { reactor: 0 },
+        |_| Rooms::new(0),
     );
     assert!(
         matches!(
@@ -270,32 +228,21 @@ fn bind_errors_name_the_cause() {
     // A port held by a socket without SO_REUSEPORT cannot be shared.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let clash = Cluster::bind(&addr, 2, Config::default(), |_| Rooms { reactor: 0 });
+    let clash = Cluster::bind(&addr, 2, Config::default(), |_| Rooms::new(0));
     match clash {
         Err(Error::Bind { addr: a, .. }) => assert_eq!(a, addr),
         other => panic!("expected a bind error, got {other:?}"),
     }
-    let nonsense = Cluster::bind("not an address", 2, Config::default(), |_| Rooms {
-        reactor: 0,
-    });
+    let nonsense = Cluster::bind("not an address", 2, Config::default(), |_| Rooms::new(0));
     assert!(matches!(nonsense, Err(Error::Bind { .. })));
 }
 
 #[test]
 fn tls_cluster_serves_wss_on_every_reactor() {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let dir = std::env::temp_dir().join(format!(
-        "wsloop-cluster-tls-{}-{}",
-        std::process::id(),
-        wsloop::proto::message::random_u64()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
-    let tls = TlsConfig::from_pem_files(dir.join("cert.pem"), Some(dir.join("key.pem"))).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    let cert = Cert::new();
+    let tls = cert.server_config();
 
-    let cluster = Cluster::bind_tls("127.0.0.1:0", 2, tls, config(), |reactor| Rooms { reactor })
+    let cluster = Cluster::bind_tls("127.0.0.1:0", 2, tls, config(), Rooms::new)
         .expect("bind the TLS cluster");
     assert!(cluster.is_tls());
     let addr = cluster.local_addr();
@@ -305,16 +252,7 @@ fn tls_cluster_serves_wss_on_every_reactor() {
         let _ = tx.send(cluster.run());
     });
 
-    let mut roots = RootCertStore::empty();
-    roots.add(ck.cert.der().clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client_config = Arc::new(
-        ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    );
+    let client_config = cert.client_config();
     let mut reactors = BTreeMap::new();
     let mut clients = Vec::new();
     for _ in 0..16 {

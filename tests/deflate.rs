@@ -743,14 +743,17 @@ fn no_context_takeover_by_default() {
 /// to it.
 #[test]
 fn refused_send_does_not_corrupt_the_compression_context() {
+    // A queue under its bound takes any frame up to the larger of max_write_buffer and
+    // max_message_size; noise grows when compressed, so its echo is one byte over and refused.
     let config = with_deflate(takeover())
         .max_write_buffer(1024)
+        .max_message_size(2000)
         .on_overflow(Overflow::Refuse);
     let server = TestServer::start(config);
     let (mut ws, ext) = offer(&server, "permessage-deflate");
     assert_eq!(ext.as_deref(), Some("permessage-deflate"));
     let msg = noise(2000, 5);
-    // The echo compresses to over 1 KiB: refused (the test handler ignores the error).
+    // The echo compresses to over 2000 bytes: refused (the test handler ignores the error).
     ws.send_raw(&frame(OpCode::Binary, true, false, &msg));
     // Then a message the compressor could take from the refused one.
     ws.send_raw(&frame(OpCode::Binary, true, false, &msg[..600]));
@@ -862,14 +865,30 @@ fn refused_broadcast_does_not_corrupt_the_compression_context() {
     let mut plain = join(&server, "");
     let letters = noise(3000, 9).iter().map(|b| b'a' + b % 26).collect();
     let long = String::from_utf8(letters).unwrap();
-    // Over 1 KiB compressed or not: refused for both.
-    plain.send_text(&format!("!all {long}"));
-    plain.send_text(&format!("!all {}", &long[..600]));
-    assert_eq!(plain.read_text(), long[..600]);
+    let second = &long[1000..1600];
+    // Two broadcasts in one write, so in one turn: the first fills both queues past 1 KiB, so
+    // the second is refused for both.
+    let mut both = frame(OpCode::Text, true, false, format!("!all {long}").as_bytes());
+    both.extend(frame(
+        OpCode::Text,
+        true,
+        false,
+        format!("!all {second}").as_bytes(),
+    ));
+    plain.send_raw(&both);
+    assert_eq!(plain.read_text(), long);
     let f = own.read_frame();
     assert!(f.header.rsv1);
-    match inflate_with(&mut Decompress::new(false), &f.payload) {
-        Ok(echo) => assert!(echo == long.as_bytes()[..600], "broadcast differs"),
+    let mut d = Decompress::new(false);
+    assert_eq!(inflate_with(&mut d, &f.payload).unwrap(), long.as_bytes());
+    // A third broadcast, of what the refused one said: with the refused copy in the
+    // compression context it would refer to bytes the client never got.
+    plain.send_text(&format!("!all {second}"));
+    assert_eq!(plain.read_text(), second);
+    let f = own.read_frame();
+    assert!(f.header.rsv1);
+    match inflate_with(&mut d, &f.payload) {
+        Ok(echo) => assert!(echo == second.as_bytes(), "broadcast differs"),
         Err(e) => panic!(
             "the 600-byte broadcast ({} bytes compressed) refers to the refused one, which the \
              client never got: {e}",

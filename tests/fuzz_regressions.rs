@@ -57,6 +57,11 @@ fn server_corpus() {
     assert!(replay("server", harness::server) > 0);
 }
 
+#[test]
+fn connection_corpus() {
+    assert!(replay("connection", harness::connection) > 0);
+}
+
 /// Bug, found by the `roundtrip` target (tests/fuzz_corpus/roundtrip/) and by the soak test
 /// over sockets: a compressed message whose inflated size is within `max_message_size` is
 /// refused with 1009 (`MessageTooBig`) when its compressed form is larger than the limit.

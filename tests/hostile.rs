@@ -10,8 +10,6 @@
 //! hostile-client table (`cargo test --test hostile -- --nocapture` shows them).
 
 mod common;
-#[path = "support/memory.rs"]
-mod memory;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,8 +18,8 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::memory::{raise_fd_limit, rss_kib, rss_now_kib};
 use common::{client_frame, client_header, upgrade_request, Ws};
-use memory::{raise_fd_limit, rss_kib, rss_now_kib};
 use wsloop::client::{Client, Received};
 use wsloop::proto::deflate::{DeflateConfig, Deflater, Params};
 use wsloop::proto::frame::{write_frame, OpCode};
@@ -128,6 +126,7 @@ impl Handler for Echo {
             CloseReason::TimedOut => &s.timed_out,
             CloseReason::Disconnected => &s.disconnected,
             CloseReason::Closed { .. } => &s.clean,
+            other => panic!("a CloseReason this test does not know: {other:?}"),
         }
         .fetch_add(1, Ordering::SeqCst);
         s.closed.fetch_add(1, Ordering::SeqCst);
@@ -918,6 +917,91 @@ fn ping_floods_are_answered_and_bounded() {
     assert!(after < before + 4 * KIB);
 }
 
+/// Two clients send tiny frames as fast as they can (one empty continuations of a message it
+/// never ends, the other unsolicited empty pongs) while a healthy client echoes: its echoes
+/// must stay fast (issue 14, item 2: each flooder was added to the read backlog once more per
+/// turn, and the healthy client waited 250-700 ms per echo).
+#[test]
+fn tiny_frame_floods_do_not_delay_a_healthy_client() {
+    let _serial = serial();
+    const ECHOES: usize = 300;
+    let server = start(config());
+    let mut healthy = Healthy::connect(&server);
+    healthy.echo();
+    let before = rss_kib();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    // A message that is never finished, then empty continuations; unsolicited empty pongs.
+    let kinds = [
+        (
+            client_frame(OpCode::Binary, false, b"never ends"),
+            OpCode::Continuation,
+            false,
+        ),
+        (Vec::new(), OpCode::Pong, true),
+    ];
+    let floods: Vec<JoinHandle<()>> = kinds
+        .into_iter()
+        .map(|(first, opcode, fin)| {
+            let (mut ws, _) = server.upgraded(&[]);
+            ws.send_raw(&first);
+            let block = client_frame(opcode, fin, b"").repeat(10_000);
+            let (stop, sent) = (stop.clone(), sent.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match ws.stream.write_all(&block) {
+                        Ok(()) => {
+                            sent.fetch_add(block.len(), Ordering::SeqCst);
+                        }
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                        Err(_) => return, // closed by the server's shutdown
+                    }
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    let t0 = Instant::now();
+    let mut times = Vec::with_capacity(ECHOES);
+    let mut peak = before;
+    while times.len() < ECHOES && t0.elapsed() < Duration::from_secs(15) {
+        let t = Instant::now();
+        healthy.echo();
+        times.push(t.elapsed());
+        peak = peak.max(rss_now_kib());
+        thread::sleep(Duration::from_millis(2));
+    }
+    let took = t0.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    for flood in floods {
+        flood.join().expect("a flooder failed");
+    }
+    let flooded = sent.load(Ordering::SeqCst);
+    let after = rss_kib();
+    times.sort();
+    let echoes = times.len();
+    let p50 = times[echoes / 2];
+    let p99 = times[echoes * 99 / 100];
+    let max = times[echoes - 1];
+    report(
+        "tiny-frame floods",
+        "two clients sending empty continuation frames / empty pongs (6 bytes each) as fast as they can",
+        &format!(
+            "{} MiB of floods in {took:.1?}; {echoes} healthy echoes: p50 {p50:.1?}, p99 {p99:.1?}, max {max:.1?}",
+            flooded / MIB
+        ),
+        before,
+        peak,
+        after,
+    );
+    assert!(flooded > 10 * MIB, "the floods hardly ran: {flooded} bytes");
+    assert_eq!(echoes, ECHOES, "only {echoes} echoes in {took:?}");
+    // Generous for a debug build on a loaded machine: it was 300 ms to 5 s before the fix.
+    assert!(p99 < Duration::from_millis(100), "p99 {p99:?}");
+    assert!(peak < before + 16 * KIB);
+}
+
 /// A compressed message that inflates to 64 MiB against a 1 MiB limit: 1009, whether it comes
 /// in one frame or in 1 KiB fragments, without inflating more than the limit.
 #[test]
@@ -985,6 +1069,160 @@ fn deflate_bomb_is_1009() {
     );
     assert!(peak < before + 8 * KIB);
     assert!(after < before + 2 * KIB);
+}
+
+/// Issue 14, item 5: every limit was per connection, so many connections each within their
+/// own could take any amount of memory together. With `max_buffered` 32 MiB (4 MiB messages,
+/// 8 MiB queues): 16 clients that never read ask for 7 MiB of answers each, then 16
+/// clients leave 3 MiB fragmented messages unfinished. The reactor sheds the connections
+/// holding the most (1013 for those at a frame boundary), memory stays near the budget (it
+/// went to 64 MiB and more before), and the healthy client keeps echoing.
+#[test]
+fn many_connections_within_their_limits_stay_within_max_buffered() {
+    let _serial = serial();
+    const CLIENTS: usize = 16;
+    const BUDGET: usize = 32 * MIB;
+    let server = start(
+        config()
+            .max_message_size(4 * MIB)
+            .max_write_buffer(8 * MIB)
+            .max_buffered(BUDGET),
+    );
+    let (stop, healthy) = Healthy::connect(&server).spawn();
+    let before = rss_kib();
+    let mut peak = before;
+
+    // Never read: 7 MiB of answers each, which fit their own queues.
+    let mut readers: Vec<Ws> = (0..CLIENTS).map(|_| server.upgraded(&[]).0).collect();
+    for ws in &mut readers {
+        ws.send_text("!flood 7168");
+        peak = peak.max(rss_now_kib());
+    }
+    let shed_output = server.wait_until(Duration::from_secs(5), |s| {
+        Stats::get(&s.overflow) >= CLIENTS * 3 / 8
+    });
+    peak = peak.max(rss_now_kib());
+    let overflowed = Stats::get(&server.stats.overflow);
+    drop(readers);
+    assert!(server.wait_until(Duration::from_secs(5), |s| Stats::get(&s.closed) >= CLIENTS));
+
+    // Unfinished messages: 3 MiB each in 64 KiB fragments, never the last one.
+    let chunk = vec![0x33; 64 * KIB];
+    let mut first = client_frame(OpCode::Binary, false, &chunk);
+    let rest = client_frame(OpCode::Continuation, false, &chunk).repeat(47);
+    first.extend_from_slice(&rest);
+    let mut writers: Vec<Ws> = (0..CLIENTS).map(|_| server.upgraded(&[]).0).collect();
+    for ws in &mut writers {
+        // A shed connection may stop reading before all of it is sent.
+        let _ = ws.stream.write_all(&first);
+        peak = peak.max(rss_now_kib());
+    }
+    drop((chunk, first, rest));
+    thread::sleep(Duration::from_millis(300));
+    peak = peak.max(rss_now_kib());
+    let mut try_again_later = 0;
+    for ws in &mut writers {
+        ws.stream
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let mut head = [0u8; 4];
+        if ws.stream.read_exact(&mut head).is_ok() && head[0] == 0x88 {
+            assert_eq!(u16::from_be_bytes([head[2], head[3]]), 1013);
+            try_again_later += 1;
+        }
+    }
+    drop(writers);
+    let healthy = finish_healthy(stop, healthy);
+    assert!(
+        server.wait_until(Duration::from_secs(5), |s| Stats::get(&s.closed)
+            >= 2 * CLIENTS)
+    );
+    let after = rss_kib();
+    report(
+        "many within their limits",
+        "16 non-readers asking 7 MiB each (queues of 8 MiB); 16 unfinished 3 MiB messages (4 MiB allowed); max_buffered 32 MiB",
+        &format!(
+            "{overflowed} non-readers closed (overflow or shed); {try_again_later} writers got 1013; {healthy}"
+        ),
+        before,
+        peak,
+        after,
+    );
+    assert!(shed_output, "the non-readers were not shed");
+    assert!(try_again_later > 0, "no writer got 1013");
+    assert!(
+        peak < before + (BUDGET + 16 * MIB) / KIB,
+        "RSS {} -> peak {}",
+        mib(before),
+        mib(peak)
+    );
+    assert!(after < before + 8 * KIB);
+}
+
+/// Issue 14, item 5: the `Handle` queue is bounded in bytes (`handle_queue`), not commands:
+/// with 4 MiB, a reactor that is not turning takes 15 broadcasts of 256 KiB and refuses the
+/// 16th (before, 65,536 commands of any size were taken), then delivers them all once it
+/// turns; a healthy client echoes after.
+#[test]
+fn handle_queue_is_bounded_in_bytes() {
+    let _serial = serial();
+    let stats = Arc::new(Stats::default());
+    let handler = Echo {
+        stats: stats.clone(),
+        chunk: Vec::new(),
+    };
+    let mut server =
+        Server::bind("127.0.0.1:0", config().handle_queue(4 * MIB), handler).expect("bind");
+    let addr = server.local_addr();
+    let turn_until = |server: &mut Server<Echo>, done: &dyn Fn() -> bool| {
+        let t0 = Instant::now();
+        while !done() && t0.elapsed() < Duration::from_secs(10) {
+            server.turn(Some(Duration::from_millis(5))).unwrap();
+        }
+        assert!(done(), "timed out");
+    };
+    let mut ws = Ws::connect(addr);
+    ws.send_raw(upgrade_request("/", &[]).as_bytes());
+    turn_until(&mut server, &|| Stats::get(&stats.opened) == 1);
+    assert_eq!(ws.read_response_head().status, 101);
+    let mut healthy = Ws::connect(addr);
+    healthy.send_raw(upgrade_request("/", &[]).as_bytes());
+    turn_until(&mut server, &|| Stats::get(&stats.opened) == 2);
+    assert_eq!(healthy.read_response_head().status, 101);
+
+    let before = rss_kib();
+    let handle = server.handle();
+    let payload = vec![0x44; 256 * KIB];
+    let mut queued = 0;
+    while queued < 64 && handle.broadcast(Message::Binary(&payload)).is_ok() {
+        queued += 1;
+    }
+    let peak = rss_kib();
+    // Both clients get every broadcast, then the healthy one echoes.
+    let clients = thread::spawn(move || {
+        for ws in [&mut ws, &mut healthy] {
+            for _ in 0..queued {
+                assert_eq!(ws.read_frame().payload.len(), 256 * KIB);
+            }
+        }
+        healthy.assert_echo("healthy");
+    });
+    turn_until(&mut server, &|| clients.is_finished());
+    clients.join().expect("a client failed");
+    assert!(handle.broadcast(Message::Text("room again")).is_ok());
+    let after = rss_kib();
+    report(
+        "handle queue in bytes",
+        "256 KiB broadcasts through a Handle to a reactor that is not turning, handle_queue 4 MiB",
+        &format!(
+            "{queued} taken, the next refused with Full; all delivered once turning; \
+             healthy client echoed"
+        ),
+        before,
+        peak,
+        after,
+    );
+    assert_eq!(queued, 15, "taken before the queue was full");
 }
 
 /// Connect and leave 10,000 times, four ways in turn: a full close handshake, a TCP close
@@ -1120,6 +1358,265 @@ fn connections_over_the_limit_get_503_and_the_others_keep_working() {
     // Issue 14, item 7: the 503 lingers like any refusal, so the unread request does not
     // turn the close into a reset.
     assert_eq!(reset, 0, "{reset} of 20 refused connections were reset");
+}
+
+/// Set in the child process of [`accepting_resumes_after_running_out_of_descriptors`].
+const FD_CHILD: &str = "WSLOOP_HOSTILE_FD_CHILD";
+/// The child's soft limit on open files.
+const FD_LIMIT: u64 = 256;
+
+/// Issue 14, item 1. A server process with 256 descriptors: `max_connections` (10,000) is
+/// lowered to fit, with a warning, so that 300 clients at once each get 101, 503 or a close,
+/// and none waits forever. Then the process's own files take all but 8 descriptors, and
+/// `accept` fails with EMFILE: the clients left in the accept queue are accepted as others
+/// close (20 in turn), and, with none closing, on the retry timer once the files are closed.
+/// Before, the edge-triggered listener was never woken for the queued ones again.
+///
+/// The server runs in a child process (this test binary again) so that the low limit does not
+/// touch the other tests; the clients run here.
+#[test]
+fn accepting_resumes_after_running_out_of_descriptors() {
+    if std::env::var_os(FD_CHILD).is_some() {
+        return fd_limited_server();
+    }
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let _serial = serial();
+    raise_fd_limit(4096);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "accepting_resumes_after_running_out_of_descriptors",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(FD_CHILD, "1")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the child server");
+    let mut to_child = child.stdin.take().unwrap();
+    let mut from_child = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut expect_line = |prefix: &str| -> String {
+        for line in from_child.by_ref() {
+            let line = line.expect("the child's output");
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_owned();
+            }
+        }
+        panic!("the child ended before printing {prefix:?}");
+    };
+    let addr: SocketAddr = expect_line("ADDR ").parse().unwrap();
+    let url = format!("ws://{addr}/");
+    let mut healthy = Client::connect(&url).expect("healthy client connects");
+    let mut echo = |n: usize| {
+        let text = format!("healthy {n}");
+        healthy.send(Message::Text(&text)).unwrap();
+        assert_eq!(healthy.recv().unwrap(), Received::Text(text));
+    };
+    echo(0);
+    let rss = || rss_of(child.id());
+    let before = rss();
+
+    // 300 at once: each is answered or closed, none left waiting.
+    let request = upgrade_request("/", &[]);
+    let mut burst: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    let (mut upgraded, mut refused, mut closed) = (0, 0, 0);
+    for stream in &mut burst {
+        let _ = stream.write_all(request.as_bytes());
+        match answer(stream, Duration::from_secs(5)) {
+            Answer::Status(101) => upgraded += 1,
+            Answer::Status(503) => refused += 1,
+            Answer::Closed => closed += 1,
+            other => panic!("a client of the burst got {other:?}"),
+        }
+    }
+    echo(1);
+    let peak = rss();
+    assert!(
+        (100..FD_LIMIT as usize).contains(&upgraded),
+        "{upgraded} upgraded"
+    );
+    drop(burst);
+    thread::sleep(Duration::from_millis(500));
+
+    // The child's own files take all but 8 descriptors: accept fails with EMFILE. Each client
+    // answered is closed, which frees a descriptor for the next in the queue.
+    to_child.write_all(b"hog\n").unwrap();
+    let hogged = expect_line("HOGGED ");
+    let t0 = Instant::now();
+    let mut waiting: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    for stream in &mut waiting {
+        stream.write_all(request.as_bytes()).unwrap();
+    }
+    // First those that fit, kept open; then each answered one is closed at once.
+    let mut first_round = Vec::new();
+    while t0.elapsed() < Duration::from_millis(300) {
+        settle_answers(&mut waiting, &mut first_round, Duration::from_millis(10));
+    }
+    let first_round = std::mem::take(&mut first_round).len();
+    while !waiting.is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        settle_answers(&mut waiting, &mut Vec::new(), Duration::from_millis(10));
+    }
+    let on_close = t0.elapsed();
+    assert!(waiting.is_empty(), "{} of 20 never accepted", waiting.len());
+    assert!(
+        first_round < 20,
+        "accept never failed: all 20 in the first round"
+    );
+
+    // Now nothing closes: 20 more wait, and only the retry timer finds them once the child
+    // closes its files.
+    let mut waiting: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    for stream in &mut waiting {
+        stream.write_all(request.as_bytes()).unwrap();
+    }
+    // Those answered stay open: no descriptor is freed by a close.
+    let mut answered = Vec::new();
+    let t1 = Instant::now();
+    while t1.elapsed() < Duration::from_millis(500) {
+        settle_answers(&mut waiting, &mut answered, Duration::from_millis(10));
+    }
+    let stuck = waiting.len();
+    to_child.write_all(b"free\n").unwrap();
+    expect_line("FREED");
+    let t2 = Instant::now();
+    for s in &mut waiting {
+        assert_eq!(answer(s, Duration::from_secs(5)), Answer::Status(101));
+    }
+    let on_timer = t2.elapsed();
+    echo(2);
+    let after = rss();
+    drop((waiting, answered, healthy));
+    drop(to_child);
+    let out = child.wait_with_output().expect("the child ends");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the child failed: {log}");
+    let lowered = log.lines().find(|l| l.contains("max_connections lowered"));
+    let warnings = log.lines().filter(|l| l.contains("accept failed")).count();
+    report(
+        "out of descriptors",
+        "300 clients at once, then 2 x 20 while the server process has 8 free descriptors (soft limit 256)",
+        &format!(
+            "burst: {upgraded} upgraded, {refused} got 503, {closed} closed; {hogged} descriptors taken; \
+             20 accepted as others closed ({first_round} in the first round) in {on_close:.1?}; \
+             {stuck} of 20 waited until the files were closed, then were accepted in {on_timer:.1?}; \
+             {warnings} accept warning(s); log: {}",
+            lowered.unwrap_or("(no max_connections warning)").trim()
+        ),
+        before,
+        peak,
+        after,
+    );
+    assert!(lowered.is_some(), "no warning about max_connections: {log}");
+    assert!(stuck > 0, "accept never failed in the second round");
+    assert!(
+        (1..=3).contains(&warnings),
+        "{warnings} accept warnings: not rate-limited"
+    );
+}
+
+/// What a client got for its upgrade request.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// A response with this status.
+    Status(u16),
+    /// The end of stream or a reset, with no response.
+    Closed,
+    /// Nothing yet.
+    Pending,
+}
+
+/// The resident set of process `pid` in KiB.
+fn rss_of(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Moves the clients of `waiting` that got their 101 within `wait` each to `answered`.
+fn settle_answers(waiting: &mut Vec<TcpStream>, answered: &mut Vec<TcpStream>, wait: Duration) {
+    let mut still = Vec::new();
+    for mut stream in waiting.drain(..) {
+        match answer(&mut stream, wait) {
+            Answer::Pending => still.push(stream),
+            Answer::Status(101) => answered.push(stream),
+            other => panic!("a waiting client got {other:?}"),
+        }
+    }
+    *waiting = still;
+}
+
+/// Waits up to `wait` for the answer to an upgrade request sent on `stream`.
+fn answer(stream: &mut TcpStream, wait: Duration) -> Answer {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) if head.is_empty() => return Answer::Closed,
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) if is_closed_error(&e) && head.is_empty() => return Answer::Closed,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                if head.is_empty() {
+                    return Answer::Pending;
+                }
+                break;
+            }
+            Err(e) => panic!("reading an answer: {e}"),
+        }
+        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok());
+    Answer::Status(status.unwrap_or_else(|| panic!("not an HTTP response: {text:?}")))
+}
+
+/// The child of [`accepting_resumes_after_running_out_of_descriptors`]: a server with a
+/// 256-descriptor limit, and files it opens and closes when told on stdin.
+fn fd_limited_server() {
+    use std::io::BufRead;
+    let _ = env_logger::builder().is_test(false).try_init();
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit on a properly initialised struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = FD_LIMIT;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    let server = start(config());
+    println!("ADDR {}", server.addr);
+    let mut files = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        match line.as_deref() {
+            Ok("hog") => {
+                while let Ok(file) = std::fs::File::open("/dev/null") {
+                    files.push(file);
+                }
+                files.truncate(files.len().saturating_sub(8));
+                println!("HOGGED {}", files.len());
+            }
+            Ok("free") => {
+                files.clear();
+                println!("FREED");
+            }
+            _ => break,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,28 +2,17 @@
 //! (text, binary, 1 MiB messages, fragments, ping, pipelining, clean close) against wsloop.
 //!
 //! `tests/run.sh` prepares the clients and sets `WSLOOP_PYTHON`, `WSLOOP_NODE` and
-//! `WSLOOP_NODE_CLIENT_DIR`; without them these tests fail, they never skip.
+//! `WSLOOP_NODE_CLIENT_DIR`; without them these tests fail, they never skip (a plain `cargo test`
+//! ignores them).
 
-use std::net::SocketAddr;
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
+use common::handlers::Echo;
 use wsloop::proto::deflate::DeflateConfig;
-use wsloop::{Config, ConnId, Context, Handler, Message, Request, Server, Upgrade};
-
-struct Echo;
-
-impl Handler for Echo {
-    type State = ();
-
-    fn on_upgrade(&mut self, _req: &Request<'_, '_>, _peer: SocketAddr) -> Upgrade<()> {
-        Upgrade::accept(())
-    }
-
-    fn on_message(&mut self, ctx: &mut Context<'_, ()>, id: ConnId, msg: Message<'_>) {
-        ctx.send(id, msg).expect("echo fits the queue");
-    }
-}
+use wsloop::{Config, Server};
 
 fn start_echo(config: Config) -> String {
     let mut server = Server::bind("127.0.0.1:0", config, Echo).expect("bind");
@@ -83,18 +72,21 @@ fn deflate_with_takeover() -> Config {
 }
 
 #[test]
+#[ignore = "needs Python websockets (bash tests/run.sh)"]
 fn python_websockets_client_echoes() {
     let url = start_echo(Config::default());
     run_client(python(&url, &[]), "python websockets");
 }
 
 #[test]
+#[ignore = "needs Node ws (bash tests/run.sh)"]
 fn node_ws_client_echoes() {
     let url = start_echo(Config::default());
     run_client(node(&url, &[]), "node ws");
 }
 
 #[test]
+#[ignore = "needs Python websockets (bash tests/run.sh)"]
 fn python_websockets_client_echoes_compressed() {
     for config in [deflate(), deflate_with_takeover()] {
         let url = start_echo(config);
@@ -103,6 +95,7 @@ fn python_websockets_client_echoes_compressed() {
 }
 
 #[test]
+#[ignore = "needs Node ws (bash tests/run.sh)"]
 fn node_ws_client_echoes_compressed() {
     for config in [deflate(), deflate_with_takeover()] {
         let url = start_echo(config);
@@ -162,31 +155,37 @@ fn explicit_offers(config: fn() -> Config, client: fn(&str, &[&str]) -> Command,
 }
 
 #[test]
+#[ignore = "needs Python websockets (bash tests/run.sh)"]
 fn python_websockets_explicit_deflate_offers_default_server() {
     explicit_offers(deflate, python, "python websockets");
 }
 
 #[test]
+#[ignore = "needs Python websockets (bash tests/run.sh)"]
 fn python_websockets_explicit_deflate_offers_takeover_server() {
     explicit_offers(deflate_with_takeover, python, "python websockets");
 }
 
 #[test]
+#[ignore = "needs Python websockets (bash tests/run.sh)"]
 fn python_websockets_explicit_deflate_offers_small_window_server() {
     explicit_offers(deflate_small_windows, python, "python websockets");
 }
 
 #[test]
+#[ignore = "needs Node ws (bash tests/run.sh)"]
 fn node_ws_explicit_deflate_offers_default_server() {
     explicit_offers(deflate, node, "node ws");
 }
 
 #[test]
+#[ignore = "needs Node ws (bash tests/run.sh)"]
 fn node_ws_explicit_deflate_offers_takeover_server() {
     explicit_offers(deflate_with_takeover, node, "node ws");
 }
 
 #[test]
+#[ignore = "needs Node ws (bash tests/run.sh)"]
 fn node_ws_explicit_deflate_offers_small_window_server() {
     explicit_offers(deflate_small_windows, node, "node ws");
 }

@@ -3,7 +3,7 @@
 //! server.
 //!
 //! Each test starts its own `redis-server --port <free port> --save '' --appendonly no` on
-//! 127.0.0.1 as a child process and kills it at the end (`tests/support/redis_server.rs`). A
+//! 127.0.0.1 as a child process and kills it at the end (`tests/common/redis_server.rs`). A
 //! missing `redis-server` fails the tests (install it with `apt-get install redis-server`, or
 //! point `WSLOOP_REDIS_SERVER` at the binary); they never skip.
 //!
@@ -12,22 +12,20 @@
 //! protocol they are two publishers and two subscribers, as two processes would be.
 #![cfg(feature = "redis")]
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
+mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
-use redis_server::{raw_command, Redis};
+use common::cert::Cert;
+use common::handlers::Rooms;
+use common::redis_server::{raw_command, Redis};
 
 use wsloop::client::{Client, Received};
-use wsloop::{
-    Cluster, Config, ConnId, Context, Error, Handle, Handler, Message, RedisOptions, RedisRelay,
-    Request, Server, Upgrade,
-};
+use wsloop::{Cluster, Config, Error, Handle, Message, RedisOptions, RedisRelay, Server};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -79,43 +77,6 @@ fn logged(level: log::Level, needles: &[&str]) -> Vec<String> {
 // A chat server
 // ---------------------------------------------------------------------------------------------
 
-/// Text commands: `join ROOM` (answers `joined ROOM`), `say ROOM TEXT` (publishes TEXT to
-/// everyone in ROOM but the sender), `bin ROOM TEXT` (the same as a binary message), `where`
-/// (answers the reactor's index).
-struct Chat {
-    reactor: usize,
-}
-
-impl Handler for Chat {
-    type State = ();
-
-    fn on_upgrade(&mut self, _req: &Request<'_, '_>, _peer: SocketAddr) -> Upgrade<()> {
-        Upgrade::accept(())
-    }
-
-    fn on_message(&mut self, ctx: &mut Context<'_, ()>, id: ConnId, msg: Message<'_>) {
-        let Message::Text(text) = msg else { return };
-        let mut words = text.splitn(3, ' ');
-        let (verb, room, rest) = (words.next(), words.next().unwrap_or(""), words.next());
-        let rest = rest.unwrap_or("");
-        match verb {
-            Some("join") => {
-                ctx.subscribe(id, room);
-                let _ = ctx.send_text(id, &format!("joined {room} on {}", self.reactor));
-            }
-            Some("say") => {
-                ctx.publish_except(room, id, Message::Text(rest));
-            }
-            Some("bin") => {
-                ctx.publish_except(room, id, Message::Binary(rest.as_bytes()));
-            }
-            _ => {
-                let _ = ctx.send_text(id, "?");
-            }
-        }
-    }
-}
-
 fn config() -> Config {
     Config::default().close_timeout(Duration::from_secs(1))
 }
@@ -134,7 +95,7 @@ impl Node {
     }
 
     fn start_with_url(redis_url: &str, prefix: &str) -> Node {
-        let mut server = Server::bind("127.0.0.1:0", config(), Chat { reactor: 0 }).unwrap();
+        let mut server = Server::bind("127.0.0.1:0", config(), Rooms::new(0)).unwrap();
         let relay = RedisRelay::connect(redis_url, server.handle(), prefix)
             .expect("connect the relay to redis");
         server.add_relay(relay.clone());
@@ -236,6 +197,7 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
 fn rooms_span_two_servers_and_survive_a_redis_restart() {
     init_log();
     let mut redis = Redis::start(&[]);
@@ -339,6 +301,7 @@ fn rooms_span_two_servers_and_survive_a_redis_restart() {
 }
 
 #[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
 fn foreign_publishers_use_the_documented_payload() {
     init_log();
     let redis = Redis::start(&[]);
@@ -384,11 +347,11 @@ fn foreign_publishers_use_the_documented_payload() {
 }
 
 #[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
 fn one_relay_serves_every_reactor_of_a_cluster() {
     init_log();
     let redis = Redis::start(&[]);
-    let mut cluster =
-        Cluster::bind("127.0.0.1:0", 2, config(), |reactor| Chat { reactor }).unwrap();
+    let mut cluster = Cluster::bind("127.0.0.1:0", 2, config(), Rooms::new).unwrap();
     let relay = RedisRelay::connect_with(
         &redis.url(),
         &cluster.handles(),
@@ -471,6 +434,7 @@ fn one_relay_serves_every_reactor_of_a_cluster() {
 }
 
 #[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
 fn an_intercepted_topic_goes_to_the_callback_not_the_subscribers() {
     init_log();
     let redis = Redis::start(&[]);
@@ -548,15 +512,10 @@ fn an_intercepted_topic_goes_to_the_callback_not_the_subscribers() {
 #[test]
 fn connect_errors_are_loud() {
     init_log();
-    let handle = Server::bind("127.0.0.1:0", config(), Chat { reactor: 0 })
+    let handle = Server::bind("127.0.0.1:0", config(), Rooms::new(0))
         .unwrap()
         .handle();
-    for url in [
-        "127.0.0.1:6379",
-        "redis://",
-        "rediss://127.0.0.1:1",
-        "redis://h:x",
-    ] {
+    for url in ["127.0.0.1:6379", "http://h:1", "redis://", "redis://h:x"] {
         let e = RedisRelay::connect(url, handle.clone(), "p:").unwrap_err();
         assert!(
             matches!(
@@ -582,16 +541,24 @@ fn connect_errors_are_loud() {
         "{e}"
     );
     assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+    // rediss:// (TLS) is taken: the error is the refused connection.
+    let e = RedisRelay::connect(&format!("rediss://127.0.0.1:{port}"), handle.clone(), "p:")
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused),
+        "{e}"
+    );
     let e = RedisRelay::connect_with("redis://127.0.0.1:1", &[], "p:", RedisOptions::default())
         .unwrap_err();
     assert!(matches!(e, Error::Config { .. }), "{e}");
 }
 
 #[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
 fn password_protected_redis() {
     init_log();
     let redis = Redis::start(&["--requirepass", "s3cret"]);
-    let mut server = Server::bind("127.0.0.1:0", config(), Chat { reactor: 0 }).unwrap();
+    let mut server = Server::bind("127.0.0.1:0", config(), Rooms::new(0)).unwrap();
     let wrong = format!("redis://:nope@127.0.0.1:{}", redis.port);
     let e = RedisRelay::connect(&wrong, server.handle(), "p:").unwrap_err();
     assert!(e.to_string().contains("AUTH refused"), "{e}");
@@ -616,4 +583,102 @@ fn password_protected_redis() {
     });
     handle.shutdown().unwrap();
     node.stop();
+}
+
+#[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
+fn acl_users_authenticate_and_their_channel_rights_hold() {
+    init_log();
+    // No default user: alice may use the channels p:*, bob only q:*.
+    let redis = Redis::start(&[
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "alice",
+        "on",
+        ">wonderland",
+        "~*",
+        "&p:*",
+        "+@all",
+        "--user",
+        "bob",
+        "on",
+        ">builder",
+        "~*",
+        "&q:*",
+        "+@all",
+    ]);
+    let server = Server::bind("127.0.0.1:0", config(), Rooms::new(0)).unwrap();
+    let url = |user: &str, password: &str| {
+        format!("redis://{user}:{password}@127.0.0.1:{}/3", redis.port)
+    };
+    let e = RedisRelay::connect(&url("alice", "nope"), server.handle(), "p:").unwrap_err();
+    assert!(e.to_string().contains("AUTH refused"), "{e}");
+    let e = RedisRelay::connect(&redis.url(), server.handle(), "p:").unwrap_err();
+    assert!(e.to_string().contains("NOAUTH"), "{e}");
+    // bob authenticates, but may not subscribe to p:*.
+    let e = RedisRelay::connect(&url("bob", "builder"), server.handle(), "p:").unwrap_err();
+    assert!(e.to_string().contains("no permissions"), "{e}");
+    drop(server);
+
+    // Two servers as alice, on database 3, share a room.
+    let a_node = Node::start_with_url(&url("alice", "wonderland"), "p:");
+    let b_node = Node::start_with_url(&url("alice", "wonderland"), "p:");
+    let (mut a, mut b) = (client(&a_node.url), client(&b_node.url));
+    join(&mut a, "r");
+    join(&mut b, "r");
+    a.send(Message::Text("say r through an ACL user")).unwrap();
+    assert_eq!(text(&mut b), "through an ACL user");
+    drop((a, b));
+    a_node.stop();
+    b_node.stop();
+}
+
+#[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
+fn rediss_connects_over_tls_and_checks_the_certificate() {
+    init_log();
+    let cert = Cert::new();
+    let tls_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (cert_path, key_path) = (
+        cert.cert_path().display().to_string(),
+        cert.key_path().display().to_string(),
+    );
+    let _redis = Redis::start(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &cert_path,
+        "--tls-key-file",
+        &key_path,
+        "--tls-ca-cert-file",
+        &cert_path,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    // The certificate is checked against the roots the redis crate loads (rustls-native-certs,
+    // which reads SSL_CERT_FILE when it is set): first another certificate only.
+    let other = Cert::new();
+    let server = Server::bind("127.0.0.1:0", config(), Rooms::new(0)).unwrap();
+    std::env::set_var("SSL_CERT_FILE", other.cert_path());
+    let e = RedisRelay::connect(&url, server.handle(), "p:").unwrap_err();
+    assert!(e.to_string().contains("invalid peer certificate"), "{e}");
+    drop(server);
+    std::env::set_var("SSL_CERT_FILE", cert.cert_path());
+    let a_node = Node::start_with_url(&url, "p:");
+    let b_node = Node::start_with_url(&url, "p:");
+    let (mut a, mut b) = (client(&a_node.url), client(&b_node.url));
+    join(&mut a, "r");
+    join(&mut b, "r");
+    a.send(Message::Text("say r over tls")).unwrap();
+    assert_eq!(text(&mut b), "over tls");
+    drop((a, b));
+    a_node.stop();
+    b_node.stop();
 }

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # wsloop's one test command: sets up the external interop clients, then runs every cargo test.
 #
-#   tests/run.sh [extra cargo test args]      (from any directory)
+#   tests/run.sh [cargo test args] [-- test binary args]      (from any directory)
+#
+# Plain `cargo test` needs only the Rust toolchain: the tests that need an outside peer are
+# `#[ignore = "needs <peer> (bash tests/run.sh)"]`. This script prepares every peer and runs
+# them too (`--include-ignored`), except the long soak test (tests/soak.rs), which .ci/run runs
+# on its own with a short WSLOOP_SOAK_SECS.
 #
 # - Python client: a venv at tests/interop/.venv with the packages of tests/interop/requirements.txt
 #   (re-installed only when that file changes).
@@ -13,7 +18,8 @@
 # - Exports WSLOOP_PYTHON (the venv's python), WSLOOP_NODE (node), WSLOOP_NODE_CLIENT_DIR,
 #   WSLOOP_CHROMIUM and WSLOOP_REDIS_SERVER; the Rust tests spawn the clients and servers through
 #   them and fail (never skip) if one is missing.
-# - Runs cargo test with the `redis` feature, so the Redis backplane is tested too.
+# - Runs cargo test with the `redis` feature, so the Redis backplane is tested too, and with
+#   `--include-ignored --skip soak`.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -81,5 +87,12 @@ export WSLOOP_NODE_CLIENT_DIR="$node_dir"
 export WSLOOP_CHROMIUM="$chromium"
 export WSLOOP_REDIS_SERVER="$redis_server"
 
-# (e) Everything else is cargo's, with the optional Redis backplane built in.
-exec cargo test --features redis "$@"
+# (e) Everything else is cargo's, with the optional Redis backplane built in, the tests that
+#     need the peers above (ignored by a plain `cargo test`) and without the long soak test.
+cargo_args=()
+while [[ $# -gt 0 && "$1" != "--" ]]; do
+    cargo_args+=("$1")
+    shift
+done
+[[ $# -gt 0 ]] && shift # the "--"
+exec cargo test --features redis "${cargo_args[@]}" -- --include-ignored --skip soak "$@"

@@ -12,8 +12,7 @@
 //! `WSLOOP_SOAK_SECS` (default 60), `WSLOOP_SOAK_CONNS` (default 2,000) and `WSLOOP_SOAK_SEED`
 //! (default: from the clock, printed) tune it.
 
-#[path = "support/memory.rs"]
-mod memory;
+mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -22,7 +21,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use memory::{raise_fd_limit, rss_kib};
+use common::memory::{raise_fd_limit, rss_kib};
 use wsloop::client::{Client, Received};
 use wsloop::proto::deflate::{
     client_offer, parse_server_response, DeflateConfig, Deflater, Inflater,
@@ -168,7 +167,8 @@ impl Conn {
             .lines()
             .find_map(|l| l.strip_prefix("Sec-WebSocket-Extensions: "));
         if let Some(value) = ext {
-            let params = parse_server_response(value.trim().as_bytes(), &client_deflate())?;
+            let params = parse_server_response(value.trim().as_bytes(), &client_deflate())
+                .map_err(|e| e.to_string())?;
             conn.decoder
                 .set_inflater(Inflater::new(params, Role::Client));
             conn.deflater = Some(Deflater::new(params, Role::Client, 1));

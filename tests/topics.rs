@@ -1,52 +1,18 @@
 //! Topics (rooms): subscribe, publish encoded once to every subscriber, unsubscribe, and
 //! subscriptions that end with the connection.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
+use common::handlers::Rooms;
+
 use wsloop::client::{Client, Received};
-use wsloop::{Config, ConnId, Context, Handler, Message, Request, Server, Upgrade};
-
-/// Text commands: `join ROOM`, `leave ROOM`, `say ROOM TEXT` (to all but the sender),
-/// `shout ROOM TEXT` (to all), `mine` (lists the sender's rooms), `count ROOM`.
-struct Rooms;
-
-impl Handler for Rooms {
-    type State = ();
-
-    fn on_upgrade(&mut self, _req: &Request<'_, '_>, _peer: SocketAddr) -> Upgrade<()> {
-        Upgrade::accept(())
-    }
-
-    fn on_message(&mut self, ctx: &mut Context<'_, ()>, id: ConnId, msg: Message<'_>) {
-        let Message::Text(text) = msg else { return };
-        let mut words = text.splitn(3, ' ');
-        let (verb, room, rest) = (words.next(), words.next().unwrap_or(""), words.next());
-        let reply = match verb {
-            Some("join") => format!("joined {}", ctx.subscribe(id, room)),
-            Some("leave") => format!("left {}", ctx.unsubscribe(id, room)),
-            Some("say") => {
-                let n = ctx.publish_except(room, id, Message::Text(rest.unwrap_or("")));
-                format!("said to {n}")
-            }
-            Some("shout") => {
-                let n = ctx.publish(room, Message::Text(rest.unwrap_or("")));
-                format!("shouted to {n}")
-            }
-            Some("mine") => {
-                let mut rooms: Vec<&str> = ctx.topics(id).collect();
-                rooms.sort_unstable();
-                rooms.join(",")
-            }
-            Some("count") => ctx.subscribers(room).len().to_string(),
-            _ => "?".into(),
-        };
-        ctx.send_text(id, &reply).unwrap();
-    }
-}
+use wsloop::{Config, Message, Server};
 
 fn start() -> String {
-    let mut server = Server::bind("127.0.0.1:0", Config::default(), Rooms).unwrap();
+    let mut server =
+        Server::bind("127.0.0.1:0", Config::default(), Rooms::new(0).with_acks()).unwrap();
     let url = format!("ws://{}/", server.local_addr());
     std::thread::spawn(move || server.run());
     url
@@ -72,10 +38,10 @@ fn ask(c: &mut Client, text: &str) -> String {
 fn publish_reaches_subscribers_only() {
     let url = start();
     let (mut a, mut b, mut c) = (client(&url), client(&url), client(&url));
-    assert_eq!(ask(&mut a, "join lobby"), "joined true");
-    assert_eq!(ask(&mut a, "join lobby"), "joined false");
-    assert_eq!(ask(&mut b, "join lobby"), "joined true");
-    assert_eq!(ask(&mut c, "join other"), "joined true");
+    assert_eq!(ask(&mut a, "join lobby"), "joined lobby on 0");
+    assert_eq!(ask(&mut a, "join lobby"), "already in lobby");
+    assert_eq!(ask(&mut b, "join lobby"), "joined lobby on 0");
+    assert_eq!(ask(&mut c, "join other"), "joined other on 0");
     // b hears a's message; a hears only its own acknowledgement; c hears nothing.
     assert_eq!(ask(&mut a, "say lobby hello"), "said to 1");
     assert_eq!(b.recv().unwrap(), Received::Text("hello".into()));
@@ -87,7 +53,7 @@ fn publish_reaches_subscribers_only() {
         "2",
         "c got nothing from lobby before this"
     );
-    assert_eq!(ask(&mut b, "join other"), "joined true");
+    assert_eq!(ask(&mut b, "join other"), "joined other on 0");
     assert_eq!(ask(&mut b, "mine"), "lobby,other");
 }
 
@@ -95,12 +61,12 @@ fn publish_reaches_subscribers_only() {
 fn unsubscribe_and_close_end_subscriptions() {
     let url = start();
     let (mut a, mut b) = (client(&url), client(&url));
-    assert_eq!(ask(&mut a, "join r"), "joined true");
-    assert_eq!(ask(&mut b, "join r"), "joined true");
-    assert_eq!(ask(&mut b, "leave r"), "left true");
-    assert_eq!(ask(&mut b, "leave r"), "left false");
+    assert_eq!(ask(&mut a, "join r"), "joined r on 0");
+    assert_eq!(ask(&mut b, "join r"), "joined r on 0");
+    assert_eq!(ask(&mut b, "leave r"), "left r");
+    assert_eq!(ask(&mut b, "leave r"), "not in r");
     assert_eq!(ask(&mut a, "say r x"), "said to 0");
-    assert_eq!(ask(&mut b, "join r"), "joined true");
+    assert_eq!(ask(&mut b, "join r"), "joined r on 0");
     assert_eq!(ask(&mut a, "count r"), "2");
     drop(b);
     // The server sees b's TCP close and removes it from every topic.

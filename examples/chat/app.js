@@ -1,50 +1,70 @@
 // wsloop chat: the page's side of the chat.v1 protocol (see examples/chat.rs for the schema).
 //
-// Every piece of text that came from a user is put in the page with textContent, never as HTML.
-// The WebSocket reconnects by itself with backoff and, once joined, rejoins with the same
-// nickname and rooms.
+// Every piece of text that came from a user is put in the page with textContent (links as <a>
+// elements whose text and href are set as properties), never as HTML. The WebSocket reconnects
+// by itself with backoff and, once joined, rejoins with the same nickname (and the resume
+// token of `welcome`, so a connection of this page not yet seen to end does not hold the
+// nickname against it) and rooms. Each message sent stays marked as sending until the server
+// echoes it, and as not sent (with a Retry button) if the server refused it or the connection
+// dropped.
 "use strict";
 
 const PROTOCOL = "chat.v1";
 const DEFAULT_ROOM = "lobby";
+const TITLE = "wsloop chat";
 const TYPING_EVERY_MS = 2500; // how often "typing" is sent while typing
 const TYPING_SHOWN_MS = 6000; // how long someone is shown typing after their last "typing"
+const ROOMS_EVERY_MS = 15000; // how often the list of other rooms is refreshed
+const KEPT_ITEMS = 2000;      // a conversation's log keeps this many items, the oldest go
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 10000;
+const NICK_KEY = "wsloop-chat-nick";
+const TOKEN_KEY = "wsloop-chat-token";
+const PHONE = window.matchMedia("(max-width: 700px)");
 
 const $ = (id) => document.getElementById(id);
 const el = {
-  status: $("status"), statusText: $("status-text"), me: $("me"),
+  status: $("status"), statusText: $("status-text"), me: $("me"), menu: $("menu"),
+  menuUnread: $("menu-unread"),
   joinScreen: $("join-screen"), joinForm: $("join-form"), nick: $("nick"), joinError: $("join-error"),
-  chat: $("chat-screen"), rooms: $("rooms"), roomForm: $("room-form"), roomName: $("room-name"),
+  chat: $("chat-screen"), sidebar: $("sidebar"), rooms: $("rooms"), roomForm: $("room-form"),
+  roomName: $("room-name"), otherRooms: $("other-rooms"), noOtherRooms: $("no-other-rooms"),
   dmSection: $("dm-section"), dms: $("dms"), users: $("users"), onlineCount: $("online-count"),
-  title: $("conv-title"), info: $("conv-info"), leave: $("leave"), log: $("log"),
-  typing: $("typing"), composer: $("composer"), text: $("text"),
+  title: $("conv-title"), info: $("conv-info"), leave: $("leave"), empty: $("empty"),
+  joinLobby: $("join-lobby"), log: $("log"), typing: $("typing"), composer: $("composer"),
+  text: $("text"), send: $("send"), textCount: $("text-count"),
 };
 
 let ws = null;
 let backoff = BACKOFF_MIN_MS;
 let reconnectTimer = null;
+let roomsTimer = null;
 let nick = null;       // the nickname asked for (kept across reconnects once welcomed)
+let token = null;      // the resume token of the last welcome
 let joined = false;    // welcomed on the current connection
 let welcomedOnce = false;
+let replaced = false;  // this page joined again elsewhere: no reconnecting by itself
 let maxText = 2000;
 let online = new Set();
+let knownRooms = [];     // [{room, members}] of the last `rooms`
 const convs = new Map(); // "#room" or "@nick" -> conversation
 let active = null;       // key of the conversation shown
 let lastTypingSent = 0;
-let typingRoom = null;
+let typingTarget = null; // the conversation key a "typing" was last sent for
+let nextRef = 1;
+const pending = new Map(); // ref -> { conv, li, msg }
 
 // ---------------------------------------------------------------------------------------------
 // Connection
 
 function connect() {
   clearTimeout(reconnectTimer);
+  replaced = false;
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   setStatus("connecting", "connecting…");
   ws = new WebSocket(`${scheme}//${location.host}/ws`, PROTOCOL);
   ws.onopen = () => {
-    setStatus("online", "connected");
+    setStatus("online", nick ? "connected, joining…" : "connected: pick a nickname");
     if (nick) sendJoin();
   };
   ws.onmessage = (event) => {
@@ -56,15 +76,20 @@ function connect() {
     const wasJoined = joined;
     joined = false;
     ws = null;
+    clearInterval(roomsTimer);
+    failPending("not sent: the connection dropped");
     if (wasJoined) systemAll(`Disconnected${closeWhy(event)}. Reconnecting…`);
     if (event.code === 4409) {
       // Someone on another server of the cluster claimed this nickname first: pick another.
-      nick = null;
-      welcomedOnce = false;
-      try { sessionStorage.removeItem("wsloop-chat-nick"); } catch { /* private mode */ }
-      el.joinError.textContent = event.reason || "That nickname was just taken: pick another.";
-      el.chat.hidden = true;
-      el.joinScreen.hidden = false;
+      askNickname(event.reason || "That nickname was just taken: pick another.");
+    }
+    if (event.code === 4001) {
+      // This page's nickname was taken over by a newer connection of the same page (another tab
+      // with a copy of this one's session): stay offline rather than take it back.
+      replaced = true;
+      askNickname("You joined again from another tab or window, so this one is disconnected. Join again here:");
+      setStatus("offline", "offline: joined again elsewhere");
+      return;
     }
     const delay = Math.round(backoff * (0.75 + Math.random() * 0.5));
     backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
@@ -89,12 +114,30 @@ function send(msg) {
 
 function sendJoin() {
   const rooms = [...convs.values()].filter((c) => c.kind === "room").map((c) => c.name);
-  return send({ type: "join", nick, rooms: rooms.length ? rooms : [DEFAULT_ROOM] });
+  const msg = { type: "join", nick, rooms: rooms.length ? rooms : [DEFAULT_ROOM] };
+  if (token) msg.token = token;
+  return send(msg);
 }
 
 function setStatus(kind, text) {
   el.status.className = `status ${kind}`;
   el.statusText.textContent = text;
+}
+
+// Back to the join form with `why`, keeping the conversations for the next join.
+function askNickname(why) {
+  const old = nick;
+  nick = null;
+  token = null;
+  welcomedOnce = false;
+  try { sessionStorage.removeItem(NICK_KEY); sessionStorage.removeItem(TOKEN_KEY); } catch { /* private mode */ }
+  el.joinError.textContent = why;
+  el.chat.hidden = true;
+  el.joinScreen.hidden = false;
+  el.menu.hidden = true;
+  if (old) el.nick.value = old;
+  el.nick.focus();
+  el.nick.select();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -106,17 +149,25 @@ function onMessage(msg) {
       joined = true;
       backoff = BACKOFF_MIN_MS;
       nick = msg.nick;
+      token = msg.token || null;
       maxText = msg.max_text || maxText;
-      el.text.maxLength = maxText;
       online = new Set(msg.users);
       renderUsers();
       el.me.textContent = nick;
-      try { sessionStorage.setItem("wsloop-chat-nick", nick); } catch { /* private mode */ }
+      try {
+        sessionStorage.setItem(NICK_KEY, nick);
+        if (token) sessionStorage.setItem(TOKEN_KEY, token);
+      } catch { /* private mode */ }
       el.joinScreen.hidden = true;
       el.chat.hidden = false;
+      el.joinError.textContent = "";
       setStatus("online", `connected as ${nick}`);
       if (welcomedOnce) systemAll("Reconnected.");
       welcomedOnce = true;
+      renderLayout();
+      listRooms();
+      clearInterval(roomsTimer);
+      roomsTimer = setInterval(listRooms, ROOMS_EVERY_MS);
       break;
     }
     case "error":
@@ -138,13 +189,27 @@ function onMessage(msg) {
       const conv = conversation("room", msg.room);
       conv.members = new Set(msg.members);
       conv.joined = true;
-      if (!existed) system(conv, `You joined #${msg.room}`);
+      conv.anchor = null;
+      conv.awaitingHistory = true;
+      // A first visit: the history goes above the "You joined" notice.
+      if (!existed) conv.anchor = system(conv, `You joined #${msg.room}`);
       if (!active || !existed) show(conv.key);
       else renderHead();
+      listRooms();
+      break;
+    }
+    case "history": {
+      const conv = convs.get(`#${msg.room}`);
+      if (conv) addHistory(conv, msg.messages || []);
       break;
     }
     case "room_left":
       removeConversation(`#${msg.room}`);
+      listRooms();
+      break;
+    case "rooms":
+      knownRooms = msg.rooms || [];
+      renderOtherRooms();
       break;
     case "member_joined": {
       const conv = convs.get(`#${msg.room}`);
@@ -166,17 +231,18 @@ function onMessage(msg) {
     case "message": {
       const conv = conversation("room", msg.room);
       stopTyping(conv, msg.from);
-      post(conv, msg.from, msg.text, msg.ts);
+      received(conv, msg);
       break;
     }
     case "private": {
       const other = msg.from === nick ? msg.to : msg.from;
       const conv = conversation("dm", other);
-      post(conv, msg.from, msg.text, msg.ts);
+      stopTyping(conv, msg.from);
+      received(conv, msg);
       break;
     }
     case "typing": {
-      const conv = convs.get(`#${msg.room}`);
+      const conv = convs.get(msg.room ? `#${msg.room}` : `@${msg.nick}`);
       if (!conv) break;
       if (msg.active) startTyping(conv, msg.nick);
       else stopTyping(conv, msg.nick);
@@ -191,13 +257,21 @@ function onError(msg) {
     // The first join: say so on the form and let the user pick another.
     nick = null;
     el.joinError.textContent = msg.message;
+    setStatus("online", "connected: pick a nickname");
     el.nick.focus();
     return;
   }
   if (joining) {
-    // A rejoin after a reconnect: the old connection may not have been noticed as gone yet.
-    setStatus("offline", "waiting for the previous connection to end…");
-    if (ws) ws.close(1000, "rejoin refused");
+    // A rejoin after a reconnect: with the resume token, our own earlier connection would have
+    // been replaced, so someone else took the nickname while we were away.
+    askNickname(`${nick} was taken by someone else while you were away: pick another nickname.`);
+    setStatus("online", "connected: pick a nickname");
+    return;
+  }
+  const sent = msg.ref && pending.get(msg.ref);
+  if (sent) {
+    pending.delete(msg.ref);
+    markFailed(sent, `not sent: ${msg.message}`);
     return;
   }
   const conv = convs.get(active);
@@ -216,18 +290,24 @@ function conversation(kind, name) {
     typing: new Map(), // nick -> timer
     list: document.createElement("ol"),
     item: document.createElement("li"),
-    lastFrom: null,
+    seen: new Set(),   // keys of the messages shown (to merge a history in)
+    anchor: null,      // the first message received live since the last room_joined
+    awaitingHistory: false,
   };
   conv.list.className = "messages";
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "conv-button";
   const label = document.createElement("span");
   label.className = "conv-name";
   label.textContent = key;
   const badge = document.createElement("span");
   badge.className = "badge";
   badge.hidden = true;
-  conv.item.append(label, badge);
+  button.append(label, badge);
+  button.addEventListener("click", () => { show(key); closeSidebar(); });
+  conv.item.append(button);
   conv.item.dataset.key = key;
-  conv.item.addEventListener("click", () => show(key));
   convs.set(key, conv);
   if (kind === "room") {
     el.rooms.append(conv.item);
@@ -236,6 +316,7 @@ function conversation(kind, name) {
     el.dmSection.hidden = false;
   }
   if (!active) show(key);
+  renderOtherRooms();
   return conv;
 }
 
@@ -250,8 +331,10 @@ function removeConversation(key) {
     active = null;
     const next = convs.keys().next();
     if (!next.done) show(next.value);
-    else { el.log.replaceChildren(); renderHead(); }
+    else renderLayout();
   }
+  renderOtherRooms();
+  renderUnread();
 }
 
 function show(key) {
@@ -261,19 +344,37 @@ function show(key) {
   conv.unread = 0;
   for (const c of convs.values()) {
     c.item.classList.toggle("active", c.key === key);
+    c.item.querySelector("button").setAttribute("aria-current", c.key === key ? "true" : "false");
     renderBadge(c);
   }
   el.log.replaceChildren(conv.list);
+  renderLayout();
   scrollDown();
-  renderHead();
   renderTyping();
   el.text.placeholder = conv.kind === "room" ? `Message #${conv.name}` : `Private message to ${conv.name}`;
-  el.text.focus();
+  renderCount();
+  if (!PHONE.matches || !el.sidebar.classList.contains("open")) el.text.focus();
+}
+
+// What shows depends on whether a conversation is open: with none (the last room left), an
+// invitation to join one instead of an empty log and a message box that would go nowhere.
+function renderLayout() {
+  const none = !convs.get(active);
+  el.empty.hidden = !none;
+  el.log.hidden = none;
+  el.composer.hidden = none;
+  el.typing.hidden = none;
+  if (none) {
+    el.log.replaceChildren();
+    el.text.value = "";
+  }
+  el.menu.hidden = !PHONE.matches || el.chat.hidden;
+  renderHead();
 }
 
 function renderHead() {
   const conv = convs.get(active);
-  el.title.textContent = conv ? conv.key : "";
+  el.title.textContent = conv ? conv.key : "No room";
   if (!conv) {
     el.info.textContent = "";
     el.leave.hidden = true;
@@ -283,9 +384,11 @@ function renderHead() {
     const n = conv.members.size;
     el.info.textContent = `${n} ${n === 1 ? "member" : "members"}: ${[...conv.members].join(", ")}`;
     el.leave.textContent = "Leave";
+    el.leave.setAttribute("aria-label", `Leave #${conv.name}`);
   } else {
     el.info.textContent = online.has(conv.name) ? "private conversation" : "private conversation (offline)";
     el.leave.textContent = "Close";
+    el.leave.setAttribute("aria-label", `Close the conversation with ${conv.name}`);
   }
   el.leave.hidden = false;
 }
@@ -293,7 +396,16 @@ function renderHead() {
 function renderBadge(conv) {
   const badge = conv.item.querySelector(".badge");
   badge.hidden = conv.unread === 0;
-  badge.textContent = String(conv.unread);
+  badge.replaceChildren(String(conv.unread), srOnly(" unread"));
+  renderUnread();
+}
+
+// The unread count of every conversation, in the tab's title and on the phone's menu button.
+function renderUnread() {
+  const total = [...convs.values()].reduce((n, c) => n + c.unread, 0);
+  document.title = total ? `(${total}) ${TITLE}` : TITLE;
+  el.menuUnread.hidden = total === 0;
+  el.menuUnread.textContent = String(total);
 }
 
 function renderUsers() {
@@ -302,28 +414,74 @@ function renderUsers() {
   el.users.replaceChildren(...names.map((name) => {
     const li = document.createElement("li");
     li.dataset.nick = name;
-    li.append(avatar(name));
     const label = document.createElement("span");
     label.className = "user-name";
     label.textContent = name;
-    li.append(label);
     if (name === nick) {
       li.classList.add("self");
       const you = document.createElement("span");
       you.className = "you";
       you.textContent = "you";
-      li.append(you);
+      li.append(avatar(name), label, you);
     } else {
-      li.title = `Private message to ${name}`;
-      li.addEventListener("click", () => show(conversation("dm", name).key));
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "conv-button";
+      button.title = `Private message to ${name}`;
+      button.append(avatar(name), label);
+      button.addEventListener("click", () => { show(conversation("dm", name).key); closeSidebar(); });
+      li.append(button);
     }
     return li;
   }));
   renderHead();
 }
 
-// Each nickname gets one of a few distinct colours.
-const COLORS = ["#e5484d", "#3b6ef5", "#2e9d5b", "#d9822b", "#8e4ec6", "#0d9488", "#db2777", "#64748b"];
+// The rooms that exist (someone is in them) and that we are not in, to join with one click.
+function renderOtherRooms() {
+  const others = knownRooms.filter((r) => !convs.has(`#${r.room}`));
+  el.noOtherRooms.hidden = others.length > 0;
+  el.otherRooms.replaceChildren(...others.map((r) => {
+    const li = document.createElement("li");
+    li.dataset.room = r.room;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "conv-button";
+    button.title = `Join #${r.room}`;
+    const label = document.createElement("span");
+    label.className = "conv-name";
+    label.textContent = `#${r.room}`;
+    const count = document.createElement("span");
+    count.className = "members";
+    count.append(String(r.members), srOnly(r.members === 1 ? " member" : " members"));
+    button.append(label, count);
+    button.addEventListener("click", () => { joinRoom(r.room); closeSidebar(); });
+    li.append(button);
+    return li;
+  }));
+}
+
+// Text for screen readers only.
+function srOnly(text) {
+  const span = document.createElement("span");
+  span.className = "sr-only";
+  span.textContent = text;
+  return span;
+}
+
+function listRooms() {
+  if (joined) send({ type: "list_rooms" });
+}
+
+function joinRoom(room) {
+  const existing = convs.get(`#${room}`);
+  if (existing) show(existing.key);
+  else send({ type: "join_room", room });
+}
+
+// Each nickname gets one of a few distinct colours, all dark enough for white text on them and
+// for themselves on white (WCAG AA, 4.5:1).
+const COLORS = ["#c62828", "#2c57c9", "#1d7a45", "#9c4f0e", "#7b3fb3", "#0b6e66", "#b0205e", "#4f5b70"];
 
 function color(name) {
   let h = 7;
@@ -334,6 +492,7 @@ function color(name) {
 function avatar(name) {
   const a = document.createElement("span");
   a.className = "avatar";
+  a.setAttribute("aria-hidden", "true");
   a.textContent = name.slice(0, 1).toUpperCase();
   a.style.backgroundColor = color(name);
   return a;
@@ -344,13 +503,80 @@ function time(ts) {
   return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
-// A message from a user: the nickname and the text go in as text nodes, never as markup.
-function post(conv, from, text, ts) {
+const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/g;
+
+// Puts `text` in `p` as text nodes, with http(s) URLs as links: the link's text and address are
+// set as properties, so nothing in `text` is ever parsed as markup.
+function linkify(p, text) {
+  let at = 0;
+  for (const match of text.matchAll(URL_RE)) {
+    let url = match[0].replace(/[.,;:!?)\]]+$/, "");
+    let href = null;
+    try {
+      const parsed = new URL(url);
+      if (parsed.protocol === "http:" || parsed.protocol === "https:") href = parsed.href;
+    } catch { /* not a URL after all */ }
+    if (!href) continue;
+    p.append(document.createTextNode(text.slice(at, match.index)));
+    const a = document.createElement("a");
+    a.href = href;
+    a.textContent = url;
+    a.target = "_blank";
+    a.rel = "noopener noreferrer nofollow ugc";
+    p.append(a);
+    at = match.index + url.length;
+  }
+  p.append(document.createTextNode(text.slice(at)));
+}
+
+const messageKey = (m) => `${m.ts}|${m.from}|${m.text}`;
+
+// Remembers a message as shown (the oldest are forgotten past KEPT_ITEMS, as the log drops them).
+function remember(conv, key) {
+  conv.seen.add(key);
+  if (conv.seen.size > KEPT_ITEMS) conv.seen.delete(conv.seen.values().next().value);
+}
+
+// A message from a user (`message` or `private`): ours may settle one we sent.
+function received(conv, msg) {
+  const mine = msg.from === nick && msg.ref && pending.get(msg.ref);
+  remember(conv, messageKey(msg));
+  if (mine) {
+    pending.delete(msg.ref);
+    mine.li.classList.remove("pending");
+    mine.li.querySelector(".state").remove();
+    mine.li.querySelector("time").textContent = time(msg.ts);
+    return;
+  }
+  const li = post(conv, msg.from, msg.text, msg.ts);
+  if (conv.awaitingHistory && !conv.anchor) conv.anchor = li;
+}
+
+// The last messages of a room, on entering it: those not shown yet go before what came live
+// since (a reconnect brings what was missed while away).
+function addHistory(conv, messages) {
+  const before = conv.anchor && conv.anchor.parentNode === conv.list ? conv.anchor : null;
+  conv.awaitingHistory = false;
+  conv.anchor = null;
+  for (const m of messages) {
+    if (typeof m.text !== "string" || typeof m.from !== "string") continue;
+    const key = messageKey(m);
+    if (conv.seen.has(key)) continue;
+    remember(conv, key);
+    const li = post(conv, m.from, m.text, m.ts, before, false);
+    li.classList.add("earlier");
+  }
+  if (conv.key === active) scrollDown();
+}
+
+// Puts a message in `conv`'s log (before `before`, or at the end) and returns its element.
+function post(conv, from, text, ts, before = null, count = true) {
   const li = document.createElement("li");
   li.className = "msg";
+  li.dataset.from = from;
   if (from === nick) li.classList.add("mine");
-  const continued = conv.lastFrom === from;
-  if (continued) li.classList.add("continued");
+  const prev = before ? before.previousElementSibling : conv.list.lastElementChild;
+  if (prev && prev.classList.contains("msg") && prev.dataset.from === from) li.classList.add("continued");
   li.append(avatar(from));
   const body = document.createElement("div");
   body.className = "body";
@@ -365,11 +591,11 @@ function post(conv, from, text, ts) {
   meta.append(who, when);
   const p = document.createElement("p");
   p.className = "text";
-  p.textContent = text;
+  linkify(p, text);
   body.append(meta, p);
   li.append(body);
-  append(conv, li);
-  conv.lastFrom = from;
+  append(conv, li, before, count);
+  return li;
 }
 
 function system(conv, text, kind = "notice") {
@@ -377,7 +603,7 @@ function system(conv, text, kind = "notice") {
   li.className = kind;
   li.textContent = text;
   append(conv, li);
-  conv.lastFrom = null;
+  return li;
 }
 
 function systemAll(text) {
@@ -389,12 +615,13 @@ function dmNotice(name, text) {
   if (conv) { system(conv, text); if (active === conv.key) renderHead(); }
 }
 
-function append(conv, li) {
+function append(conv, li, before = null, count = true) {
   const stick = conv.key === active && isAtBottom();
-  conv.list.append(li);
-  if (conv.key === active) {
-    if (stick) scrollDown();
-  } else if (li.classList.contains("msg")) {
+  conv.list.insertBefore(li, before);
+  if (conv.list.childElementCount > KEPT_ITEMS) conv.list.firstElementChild.remove();
+  const seen = conv.key === active && !document.hidden;
+  if (conv.key === active && stick) scrollDown();
+  if (!seen && count && li.classList.contains("msg") && !li.classList.contains("mine")) {
     conv.unread += 1;
     renderBadge(conv);
   }
@@ -406,6 +633,58 @@ function isAtBottom() {
 
 function scrollDown() {
   el.log.scrollTop = el.log.scrollHeight;
+}
+
+document.addEventListener("visibilitychange", () => {
+  const conv = convs.get(active);
+  if (!document.hidden && conv && conv.unread) {
+    conv.unread = 0;
+    renderBadge(conv);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Sending, and messages not (yet) delivered
+
+function sendMessage(conv, text) {
+  const ref = `m${nextRef++}`;
+  const msg = conv.kind === "room"
+    ? { type: "say", room: conv.name, text, ref }
+    : { type: "private", to: conv.name, text, ref };
+  const li = post(conv, nick, text, Date.now(), null, false);
+  li.classList.add("pending");
+  const state = document.createElement("span");
+  state.className = "state";
+  state.textContent = "sending…";
+  li.querySelector(".meta").append(state);
+  const sent = { conv, li, msg };
+  scrollDown();
+  if (send(msg)) pending.set(ref, sent);
+  else markFailed(sent, "not sent: not connected");
+}
+
+// Marks a message as not delivered, with the reason and a Retry button.
+function markFailed(sent, why) {
+  const { li } = sent;
+  li.classList.remove("pending");
+  li.classList.add("failed");
+  const state = li.querySelector(".state");
+  state.textContent = why;
+  state.setAttribute("role", "alert");
+  const retry = document.createElement("button");
+  retry.type = "button";
+  retry.className = "retry ghost";
+  retry.textContent = "Retry";
+  retry.addEventListener("click", () => {
+    li.remove();
+    if (convs.get(sent.conv.key) === sent.conv) sendMessage(sent.conv, sent.msg.text);
+  });
+  li.querySelector(".meta").append(retry);
+}
+
+function failPending(why) {
+  for (const sent of pending.values()) markFailed(sent, why);
+  pending.clear();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -434,25 +713,82 @@ function renderTyping() {
   el.typing.textContent = text;
 }
 
+function typingMessage(conv, on) {
+  return conv.kind === "room"
+    ? { type: "typing", room: conv.name, active: on }
+    : { type: "typing", to: conv.name, active: on };
+}
+
 function typed() {
+  renderCount();
   const conv = convs.get(active);
-  if (!conv || conv.kind !== "room" || !joined) return;
+  if (!conv || !joined) return;
   const now = Date.now();
   if (el.text.value.trim() === "") {
-    if (typingRoom) send({ type: "typing", room: typingRoom, active: false });
-    typingRoom = null;
-    lastTypingSent = 0;
+    stopTypingSent();
     return;
   }
-  if (typingRoom !== conv.name || now - lastTypingSent > TYPING_EVERY_MS) {
-    send({ type: "typing", room: conv.name, active: true });
-    typingRoom = conv.name;
+  if (typingTarget !== conv.key || now - lastTypingSent > TYPING_EVERY_MS) {
+    send(typingMessage(conv, true));
+    typingTarget = conv.key;
     lastTypingSent = now;
   }
 }
 
+function stopTypingSent() {
+  const conv = convs.get(typingTarget);
+  if (conv) send(typingMessage(conv, false));
+  typingTarget = null;
+  lastTypingSent = 0;
+}
+
 // ---------------------------------------------------------------------------------------------
-// User actions
+// The message box: Enter sends, Shift+Enter starts a new line; a text over the limit is
+// refused with a warning and kept, never cut.
+
+const length = (text) => [...text].length; // in characters, as the server counts
+
+function renderCount() {
+  const n = length(el.text.value);
+  const over = n > maxText;
+  el.text.setAttribute("aria-invalid", over ? "true" : "false");
+  el.composer.classList.toggle("over", over);
+  if (over) el.textCount.textContent = `${n} / ${maxText} characters: ${n - maxText} too many, shorten it to send.`;
+  else if (n > maxText - 200) el.textCount.textContent = `${n} / ${maxText} characters`;
+  else el.textCount.textContent = "";
+  el.text.style.height = "auto";
+  el.text.style.height = `${Math.min(el.text.scrollHeight, 160)}px`;
+}
+
+el.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const conv = convs.get(active);
+  const text = el.text.value;
+  if (!conv || text.trim() === "") return;
+  if (length(text) > maxText) {
+    renderCount();
+    el.textCount.textContent = `Not sent: ${length(text)} characters, at most ${maxText}. Shorten it to send.`;
+    el.text.focus();
+    return;
+  }
+  sendMessage(conv, text);
+  el.text.value = "";
+  renderCount();
+  typingTarget = null;
+  lastTypingSent = 0;
+});
+
+el.text.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    el.composer.requestSubmit();
+  }
+});
+
+el.text.addEventListener("input", typed);
+
+// ---------------------------------------------------------------------------------------------
+// Other user actions
 
 el.joinForm.addEventListener("submit", (event) => {
   event.preventDefault();
@@ -463,44 +799,20 @@ el.joinForm.addEventListener("submit", (event) => {
     return;
   }
   nick = wanted;
-  if (!sendJoin()) {
-    // Not connected yet: connect() joins on open.
-    if (!ws) connect();
-  }
+  if (!sendJoin() && !ws) connect(); // not connected: connect() joins on open
 });
-
-el.composer.addEventListener("submit", (event) => {
-  event.preventDefault();
-  const conv = convs.get(active);
-  const text = el.text.value;
-  if (!conv || text.trim() === "") return;
-  if (text.length > maxText) {
-    system(conv, `Too long: at most ${maxText} characters.`, "error");
-    return;
-  }
-  const msg = conv.kind === "room"
-    ? { type: "say", room: conv.name, text }
-    : { type: "private", to: conv.name, text };
-  if (!send(msg)) {
-    system(conv, "Not connected: the message was not sent.", "error");
-    return;
-  }
-  el.text.value = "";
-  typingRoom = null;
-  lastTypingSent = 0;
-});
-
-el.text.addEventListener("input", typed);
 
 el.roomForm.addEventListener("submit", (event) => {
   event.preventDefault();
   const room = el.roomName.value.trim().toLowerCase();
   if (!room) return;
-  const existing = convs.get(`#${room}`);
-  if (existing) show(existing.key);
-  else send({ type: "join_room", room });
+  joinRoom(room);
   el.roomName.value = "";
+  closeSidebar();
 });
+
+el.joinLobby.addEventListener("click", () => joinRoom(DEFAULT_ROOM));
+el.roomName.addEventListener("focus", listRooms);
 
 el.leave.addEventListener("click", () => {
   const conv = convs.get(active);
@@ -509,9 +821,30 @@ el.leave.addEventListener("click", () => {
   else removeConversation(conv.key);
 });
 
+// The phone layout: the sidebar folds away behind the menu button.
+function openSidebar(open) {
+  el.sidebar.classList.toggle("open", open);
+  el.menu.setAttribute("aria-expanded", String(open));
+  if (open) listRooms();
+  if (open) el.sidebar.querySelector("button, input")?.focus();
+}
+
+function closeSidebar() {
+  if (el.sidebar.classList.contains("open")) {
+    openSidebar(false);
+    el.menu.focus();
+  }
+}
+
+el.menu.addEventListener("click", () => openSidebar(!el.sidebar.classList.contains("open")));
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") closeSidebar();
+});
+PHONE.addEventListener("change", () => { openSidebar(false); renderLayout(); });
+
 try {
-  const saved = sessionStorage.getItem("wsloop-chat-nick");
-  if (saved) { nick = saved; el.nick.value = saved; }
+  const saved = sessionStorage.getItem(NICK_KEY);
+  if (saved) { nick = saved; el.nick.value = saved; token = sessionStorage.getItem(TOKEN_KEY); }
 } catch { /* private mode */ }
-renderHead();
+renderLayout();
 connect();

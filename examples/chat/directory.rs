@@ -70,13 +70,16 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// The close code of a connection whose nickname was claimed earlier on another process.
 pub const NICK_CONFLICT: CloseCode = CloseCode(4409);
 
-/// Where a local user's connection is: its reactor (the `i` of `Cluster::bind`) and id.
+/// Where a local user's connection is: its reactor (the `i` of `Cluster::bind`) and id, and
+/// the secret its page may present to take the nickname over from it (see `Chat`'s `join`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conn {
     /// The reactor's index.
     pub reactor: usize,
     /// The connection on that reactor.
     pub id: ConnId,
+    /// The resume token given to the page in `welcome`.
+    pub token: u128,
 }
 
 /// One user as the presence events carry it: the nickname as chosen, when it was claimed (ms
@@ -263,7 +266,7 @@ impl Directory {
     }
 }
 
-impl<C: Copy> Directory<C> {
+impl<C: Copy + PartialEq> Directory<C> {
     // -----------------------------------------------------------------------------------------
     // Local users (the handler)
     // -----------------------------------------------------------------------------------------
@@ -291,10 +294,17 @@ impl<C: Copy> Directory<C> {
         true
     }
 
-    /// The user `key` disconnected: what is left to announce.
-    pub fn release(&mut self, key: &str) -> Released {
+    /// The local connection holding the nickname `key`, if any.
+    pub fn holder(&self, key: &str) -> Option<C> {
+        self.users.get(key).map(|u| u.conn)
+    }
+
+    /// The user `key` at `conn` disconnected: what is left to announce (nothing if `conn` no
+    /// longer holds `key`: another connection took it over).
+    pub fn release(&mut self, key: &str, conn: C) -> Released {
         let before = self.view(key);
-        let Some(user) = self.users.remove(key) else {
+        let held = self.users.get(key).is_some_and(|u| u.conn == conn);
+        let Some(user) = held.then(|| self.users.remove(key)).flatten() else {
             return Released {
                 rooms: Vec::new(),
                 offline: false,
@@ -360,6 +370,21 @@ impl<C: Copy> Directory<C> {
     /// The nicknames of a room's members on every known process, sorted case-insensitively.
     pub fn members(&self, room: &str) -> Vec<String> {
         self.nicks(|user| user.rooms.contains(room))
+    }
+
+    /// The rooms someone is in, here or on a known process, with how many members each.
+    pub fn rooms(&self) -> BTreeMap<String, usize> {
+        let remote = self.peers.values().flat_map(|p| p.users.iter());
+        let local = self.users.iter().map(|(key, user)| (key, &user.entry));
+        let mut members: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for (key, user) in remote.chain(local) {
+            for room in &user.rooms {
+                members.entry(room).or_default().insert(key);
+            }
+        }
+        (members.into_iter())
+            .map(|(room, keys)| (room.to_owned(), keys.len()))
+            .collect()
     }
 
     /// The nicknames of the users, here and on every known process, for whom `f` holds: sorted
@@ -785,13 +810,14 @@ mod tests {
         for d in [&a, &b] {
             assert_eq!(d.online(), ["Alice", "bob"]);
             assert_eq!(d.members("lobby"), ["Alice", "bob"]);
+            assert_eq!(d.rooms(), BTreeMap::from([("lobby".to_owned(), 2)]));
             assert_eq!(d.nick("alice"), Some("Alice"));
         }
         assert!(!b.claim("alice", "ALICE", 2), "taken on the other node");
 
         // bob leaves: one `gone` event, and a's lists follow.
         assert_eq!(
-            b.release("bob"),
+            b.release("bob", 1),
             Released {
                 rooms: vec!["lobby".into()],
                 offline: true
@@ -801,6 +827,12 @@ mod tests {
         assert_eq!(a.online(), ["Alice"]);
         assert_eq!(a.members("lobby"), ["Alice"]);
         assert!(a.claim("bob", "Bob", 2), "free again");
+
+        // Only the connection holding a nickname releases it.
+        assert_eq!(a.holder("bob"), Some(2));
+        assert!(!a.release("bob", 3).offline);
+        assert_eq!(a.online(), ["Alice", "Bob"]);
+        assert!(a.release("bob", 2).offline);
     }
 
     #[test]
@@ -860,7 +892,7 @@ mod tests {
         // Lost: bob moves from the lobby to rust, carol leaves, dave comes.
         assert!(b.leave("lobby", "bob"));
         assert!(b.enter("rust", "bob"));
-        let _ = b.release("carol");
+        let _ = b.release("carol", 2);
         assert!(b.claim("dave", "dave", 3));
         let _ = b_out.take();
         b.send_roster(t0);
@@ -920,7 +952,7 @@ mod tests {
         assert!(pass(&a_out, &mut b, t0).evict.is_empty(), "already evicted");
         // The loser leaves: only the room the winner is not in is announced, not offline.
         assert_eq!(
-            b.release("sam"),
+            b.release("sam", 7),
             Released {
                 rooms: vec!["rust".into()],
                 offline: false

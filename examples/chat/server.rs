@@ -13,7 +13,8 @@
 //! - `user:<nick in lowercase>`: private messages (only that user's connection subscribes).
 //!
 //! What goes straight to one connection with `send_text` is an answer to that connection's own
-//! request (`welcome`, `room_joined`, `room_left`, `error`). So a `Cluster` of reactors, or a
+//! request (`welcome`, `room_joined`, `history`, `room_left`, `rooms`, `error`; from Redis, a
+//! `history` comes a moment later through the reactor's `Handle`). So a `Cluster` of reactors, or a
 //! Redis relay between processes, carries all of the chat as it is: wsloop's relays forward
 //! publishes.
 //!
@@ -23,30 +24,42 @@
 //! `Arc<Mutex<_>>` that the handler only locks briefly, so `--threads N` gives one directory to
 //! the `Chat` of every reactor. With `--redis URL` (cargo feature `redis`), a `RedisRelay`
 //! carries the topics between chat processes, and the directories of the processes keep each
-//! other informed by presence events over the same Redis: see `directory.rs`.
+//! other informed by presence events over the same Redis: see `directory.rs`. The other is the
+//! room history ([`History`], `history.rs`): in memory, shared by the reactors, or in Redis,
+//! shared by the processes.
+//!
+//! A page's rejoin after a reconnect presents the `token` of its last `welcome`; a connection
+//! holding the nickname with that token (on this process) is the page's own, not yet seen to
+//! end: it is closed with [`REPLACED`] and the nickname goes to the new one. So `nick_taken` on
+//! a rejoin always means someone else took it.
 
 #[path = "directory.rs"]
 pub mod directory;
+#[path = "history.rs"]
+pub mod history;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::MutexGuard;
+use std::sync::{Arc, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use wsloop::{
-    CloseCode, CloseReason, Cluster, Config, ConnId, Context, Handler, HttpResponse, Message,
-    Request, Upgrade,
+    CloseCode, CloseReason, Cluster, Config, ConnId, Context, Handle, Handler, HttpResponse,
+    Message, Request, Upgrade,
 };
 
 pub use directory::{Conn, Directory, Link, SharedDirectory};
+pub use history::History;
 
 /// The subprotocol a client must offer.
 pub const PROTOCOL: &str = "chat.v1";
 /// The WebSocket's path.
 pub const WS_PATH: &str = "/ws";
-/// Largest WebSocket message; wsloop closes a connection that sends more with 1009.
-pub const MAX_MESSAGE_SIZE: usize = 8 * 1024;
+/// Largest WebSocket message; wsloop closes a connection that sends more with 1009. Room for
+/// the longest text with every character escaped in JSON (`\u0001`, or a surrogate pair
+/// `\ud83e\udd80`: 12 bytes), so a text within [`MAX_TEXT_CHARS`] always gets an answer.
+pub const MAX_MESSAGE_SIZE: usize = 32 * 1024;
 /// Longest `text` of a room or private message, in characters.
 pub const MAX_TEXT_CHARS: usize = 2000;
 /// Longest nickname or room name, in characters.
@@ -55,10 +68,22 @@ pub const MAX_NAME_CHARS: usize = 24;
 pub const MAX_ROOMS: usize = 16;
 /// The room every user joins unless `join` names others.
 pub const DEFAULT_ROOM: &str = "lobby";
-/// The rate limit: at most this many messages in a burst…
+/// The rate limit: at most this many messages (typing notices aside) in a burst…
 pub const RATE_BURST: u32 = 20;
-/// …refilled at this many per [`RATE_WINDOW`]; past it the connection is closed with 1008.
+/// …refilled at this many per [`RATE_WINDOW`]; past it a message is refused with the error
+/// `rate_limited`, and after [`RATE_BURST`] refusals in a row the connection is closed with
+/// 1008.
 pub const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// Typing notices have a budget of their own: this many per [`RATE_WINDOW`]; past it they are
+/// ignored (they are not worth an answer).
+pub const TYPING_BURST: u32 = 10;
+/// Longest `ref` of a `say` or `private`, in bytes.
+pub const MAX_REF_LEN: usize = 64;
+/// Most rooms a `rooms` answer lists (the most populated first).
+pub const MAX_LISTED_ROOMS: usize = 200;
+/// The close code of a connection whose page joined again on another connection with the
+/// resume token of this one (another tab, or a reconnect before this one was seen to end).
+pub const REPLACED: CloseCode = CloseCode(4001);
 /// Where users coming online and going offline are announced.
 pub const PRESENCE: &str = "presence";
 /// The default address.
@@ -85,6 +110,7 @@ pub const USAGE: &str = "usage: chat [--addr HOST:PORT] [--threads N] [--origin 
 const INDEX_HTML: &str = include_str!("index.html");
 const STYLE_CSS: &str = include_str!("style.css");
 const APP_JS: &str = include_str!("app.js");
+const FAVICON_SVG: &str = include_str!("favicon.svg");
 /// Everything the page loads comes from this server; user text never becomes markup anyway.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
     img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -205,19 +231,25 @@ pub fn config(origins: &[String]) -> Config {
 /// [`Link`] is for [`Link::settle`] once the cluster has stopped.
 pub fn bind(args: &Args) -> Result<(Cluster<Chat>, Link), wsloop::Error> {
     let directory = Directory::shared();
+    let shared = Arc::new(Shared::default());
     let same_origin = args.origins.is_empty();
     let config = config(&args.origins);
     #[allow(unused_mut)] // only a Redis build adds a relay
     let mut cluster = Cluster::bind(&args.addr, args.threads, config, |reactor| {
-        Chat::new(directory.clone(), same_origin, reactor)
+        Chat::new(directory.clone(), shared.clone(), same_origin, reactor)
     })?;
+    let handles = cluster.handles();
+    let _ = shared.handles.set(handles.clone());
     let Some(url) = &args.redis else {
+        let _ = shared.history.set(History::default());
         return Ok((cluster, Link::default()));
     };
     #[cfg(feature = "redis")]
     {
-        let handles = cluster.handles();
         let (relay, link) = directory::connect_redis(url, &handles, &directory, args.heartbeat)?;
+        let remote =
+            history::redis::start(url, REDIS_PREFIX, handles).map_err(wsloop::Error::Io)?;
+        let _ = shared.history.set(History::Redis(remote));
         cluster.add_relay(relay);
         Ok((cluster, link))
     }
@@ -240,6 +272,9 @@ enum Incoming {
         nick: String,
         #[serde(default)]
         rooms: Option<Vec<String>>,
+        /// The `token` of an earlier `welcome`, to take the nickname over from that connection.
+        #[serde(default)]
+        token: Option<String>,
     },
     JoinRoom {
         room: String,
@@ -250,16 +285,36 @@ enum Incoming {
     Say {
         room: String,
         text: String,
+        #[serde(default, rename = "ref")]
+        reference: Option<String>,
     },
     Private {
         to: String,
         text: String,
+        #[serde(default, rename = "ref")]
+        reference: Option<String>,
     },
     Typing {
-        room: String,
+        #[serde(default)]
+        room: Option<String>,
+        #[serde(default)]
+        to: Option<String>,
         #[serde(default = "yes")]
         active: bool,
     },
+    ListRooms,
+}
+
+impl Incoming {
+    /// The client's `ref` of a `say` or `private`, which its answers carry.
+    fn reference(&self) -> Option<&str> {
+        match self {
+            Incoming::Say { reference, .. } | Incoming::Private { reference, .. } => {
+                reference.as_deref()
+            }
+            _ => None,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -274,10 +329,13 @@ enum Outgoing<'a> {
         nick: &'a str,
         users: Vec<String>,
         max_text: usize,
+        token: &'a str,
     },
     Error {
         code: ErrorCode,
         message: &'a str,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
     },
     UserOnline {
         nick: &'a str,
@@ -305,18 +363,33 @@ enum Outgoing<'a> {
         from: &'a str,
         text: &'a str,
         ts: u64,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
     },
     Private {
         from: &'a str,
         to: &'a str,
         text: &'a str,
         ts: u64,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
     },
     Typing {
-        room: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<&'a str>,
         nick: &'a str,
         active: bool,
     },
+    Rooms {
+        rooms: Vec<RoomInfo>,
+    },
+}
+
+/// A room of a `rooms` answer.
+#[derive(Debug, Serialize)]
+struct RoomInfo {
+    room: String,
+    members: usize,
 }
 
 impl Outgoing<'_> {
@@ -355,6 +428,10 @@ pub enum ErrorCode {
     EmptyText,
     /// A text over [`MAX_TEXT_CHARS`].
     TooLong,
+    /// A text with control characters other than new lines and tabs.
+    BadText,
+    /// Over the rate limit: the message was not delivered.
+    RateLimited,
 }
 
 /// A refusal of one request: answered with an `error` message, the connection stays open.
@@ -362,6 +439,8 @@ pub enum ErrorCode {
 struct Refusal {
     code: ErrorCode,
     message: String,
+    /// The request's `ref`, if it had one.
+    reference: Option<String>,
 }
 
 impl Refusal {
@@ -369,6 +448,7 @@ impl Refusal {
         Refusal {
             code,
             message: message.to_string(),
+            reference: None,
         }
     }
 }
@@ -406,7 +486,35 @@ fn check_text(text: &str) -> Result<(), Refusal> {
     if text.trim().is_empty() {
         return Err(Refusal::new(ErrorCode::EmptyText, "text is empty"));
     }
+    if let Some(c) = text
+        .chars()
+        .find(|&c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(Refusal::new(
+            ErrorCode::BadText,
+            format_args!(
+                "text has a control character ({c:?}): only new lines and tabs may be sent"
+            ),
+        ));
+    }
     Ok(())
+}
+
+fn check_ref(reference: Option<&str>) -> Result<(), Refusal> {
+    match reference {
+        Some(r) if r.len() > MAX_REF_LEN => Err(Refusal::new(
+            ErrorCode::BadMessage,
+            format_args!("ref is {} bytes, at most {MAX_REF_LEN} allowed", r.len()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A new resume token: 128 bits from the OS random source, so that nobody can guess one.
+fn new_token() -> u128 {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes).expect("the OS random source failed");
+    u128::from_le_bytes(bytes)
 }
 
 fn room_name(room: &str) -> Result<String, Refusal> {
@@ -424,27 +532,28 @@ fn now_ms() -> u64 {
 // Per-connection state
 // ---------------------------------------------------------------------------------------------
 
-/// A token bucket: [`RATE_BURST`] messages at once, refilled at `RATE_BURST` per
-/// [`RATE_WINDOW`].
+/// A token bucket: `burst` at once, refilled at `burst` per [`RATE_WINDOW`].
 #[derive(Debug)]
 pub struct TokenBucket {
+    burst: u32,
     tokens: f64,
     last: Instant,
 }
 
 impl TokenBucket {
-    fn new(now: Instant) -> TokenBucket {
+    fn new(burst: u32, now: Instant) -> TokenBucket {
         TokenBucket {
-            tokens: f64::from(RATE_BURST),
+            burst,
+            tokens: f64::from(burst),
             last: now,
         }
     }
 
     /// Takes a token; false if there is none.
     fn take(&mut self, now: Instant) -> bool {
-        let rate = f64::from(RATE_BURST) / RATE_WINDOW.as_secs_f64();
+        let rate = f64::from(self.burst) / RATE_WINDOW.as_secs_f64();
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(f64::from(RATE_BURST));
+        self.tokens = (self.tokens + elapsed * rate).min(f64::from(self.burst));
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -462,6 +571,19 @@ struct User {
     nick: String,
     /// The nickname in lowercase: the directory's key.
     key: String,
+    /// Where the user is, with the resume token: the directory's value.
+    conn: Conn,
+}
+
+/// What the rate limit says of one message.
+enum Admit {
+    Yes,
+    /// A typing notice over its budget: dropped without an answer.
+    Ignore,
+    /// Over the budget: answered with `rate_limited`.
+    Refuse,
+    /// Refused too often in a row: the connection is closed.
+    Close,
 }
 
 /// The state of one connection.
@@ -472,17 +594,52 @@ pub struct Session {
     /// The rooms the user is in, in the order joined.
     rooms: Vec<String>,
     bucket: TokenBucket,
+    typing: TokenBucket,
+    /// Messages refused by the rate limit since the last one let through.
+    refused: u32,
     /// Closed for flooding: later messages of the same read are ignored.
     flooded: bool,
+}
+
+impl Session {
+    fn admit(&mut self, typing: bool, now: Instant) -> Admit {
+        if typing {
+            return if self.typing.take(now) {
+                Admit::Yes
+            } else {
+                Admit::Ignore
+            };
+        }
+        if self.bucket.take(now) {
+            self.refused = 0;
+            return Admit::Yes;
+        }
+        self.refused += 1;
+        if self.refused > RATE_BURST {
+            self.flooded = true;
+            Admit::Close
+        } else {
+            Admit::Refuse
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // The handler
 // ---------------------------------------------------------------------------------------------
 
+/// What the `Chat` of every reactor shares besides the directory, set once the cluster is
+/// bound: its reactors' handles and where the room history is kept.
+#[derive(Default)]
+pub struct Shared {
+    handles: OnceLock<Vec<Handle>>,
+    history: OnceLock<History>,
+}
+
 /// The chat application.
 pub struct Chat {
     directory: SharedDirectory,
+    shared: Arc<Shared>,
     /// Refuse a browser's upgrade from a page of another origin than `http(s)://<Host>`.
     same_origin: bool,
     /// This reactor's index in the cluster.
@@ -490,12 +647,18 @@ pub struct Chat {
 }
 
 impl Chat {
-    /// A chat on `directory` for reactor `reactor` of the cluster (0 for a lone server);
-    /// `same_origin`: check that `Origin`, when sent, is the page's own (leave it false when
-    /// `Config::allowed_origins` lists the allowed ones).
-    pub fn new(directory: SharedDirectory, same_origin: bool, reactor: usize) -> Chat {
+    /// A chat on `directory` and `shared` for reactor `reactor` of the cluster (0 for a lone
+    /// server); `same_origin`: check that `Origin`, when sent, is the page's own (leave it
+    /// false when `Config::allowed_origins` lists the allowed ones).
+    pub fn new(
+        directory: SharedDirectory,
+        shared: Arc<Shared>,
+        same_origin: bool,
+        reactor: usize,
+    ) -> Chat {
         Chat {
             directory,
+            shared,
             same_origin,
             reactor,
         }
@@ -503,6 +666,10 @@ impl Chat {
 
     fn directory(&self) -> MutexGuard<'_, Directory> {
         directory::lock(&self.directory)
+    }
+
+    fn history(&self) -> &History {
+        self.shared.history.get_or_init(History::default)
     }
 
     fn handle(
@@ -513,7 +680,9 @@ impl Chat {
     ) -> Result<(), Refusal> {
         let user = ctx.state(id).and_then(|s| s.user.clone());
         match (user, msg) {
-            (None, Incoming::Join { nick, rooms }) => self.join(ctx, id, &nick, rooms),
+            (None, Incoming::Join { nick, rooms, token }) => {
+                self.join(ctx, id, &nick, rooms, token.as_deref())
+            }
             (Some(_), Incoming::Join { .. }) => Err(Refusal::new(
                 ErrorCode::AlreadyJoined,
                 "already joined: reconnect to change nickname",
@@ -532,32 +701,46 @@ impl Chat {
                     .ok();
                 Ok(())
             }
-            (Some(user), Incoming::Say { room, text }) => {
+            (
+                Some(user),
+                Incoming::Say {
+                    room,
+                    text,
+                    reference,
+                },
+            ) => {
                 check_text(&text)?;
+                check_ref(reference.as_deref())?;
                 let room = self.member_of(ctx, id, &room)?;
                 let out = Outgoing::Message {
                     room: &room,
                     from: &user.nick,
                     text: &text,
                     ts: now_ms(),
-                };
-                ctx.publish(&room_topic(&room), Message::Text(&out.encode()));
+                    reference: reference.as_deref(),
+                }
+                .encode();
+                ctx.publish(&room_topic(&room), Message::Text(&out));
+                self.history().record(&room, &out);
                 Ok(())
             }
-            (Some(user), Incoming::Private { to, text }) => {
+            (
+                Some(user),
+                Incoming::Private {
+                    to,
+                    text,
+                    reference,
+                },
+            ) => {
                 check_text(&text)?;
-                let key = to.to_ascii_lowercase();
-                let Some(to) = self.directory().nick(&key).map(str::to_owned) else {
-                    return Err(Refusal::new(
-                        ErrorCode::UnknownUser,
-                        format_args!("{to} is not online"),
-                    ));
-                };
+                check_ref(reference.as_deref())?;
+                let (key, to) = self.recipient(&to)?;
                 let out = Outgoing::Private {
                     from: &user.nick,
                     to: &to,
                     text: &text,
                     ts: now_ms(),
+                    reference: reference.as_deref(),
                 }
                 .encode();
                 // The recipient, and the sender's own copy (once if they are the same).
@@ -567,27 +750,70 @@ impl Chat {
                 }
                 Ok(())
             }
-            (Some(user), Incoming::Typing { room, active }) => {
-                let room = self.member_of(ctx, id, &room)?;
+            (Some(user), Incoming::Typing { room, to, active }) => {
+                let room = room
+                    .map(|room| self.member_of(ctx, id, &room))
+                    .transpose()?;
                 let out = Outgoing::Typing {
-                    room: &room,
+                    room: room.as_deref(),
                     nick: &user.nick,
                     active,
-                };
-                ctx.publish_except(&room_topic(&room), id, Message::Text(&out.encode()));
+                }
+                .encode();
+                match (&room, to) {
+                    (Some(room), _) => {
+                        ctx.publish_except(&room_topic(room), id, Message::Text(&out));
+                    }
+                    (None, Some(to)) => {
+                        let (key, _) = self.recipient(&to)?;
+                        if key != user.key {
+                            ctx.publish(&user_topic(&key), Message::Text(&out));
+                        }
+                    }
+                    (None, None) => {
+                        return Err(Refusal::new(
+                            ErrorCode::BadMessage,
+                            "typing needs a room or a to",
+                        ))
+                    }
+                }
+                Ok(())
+            }
+            (Some(_), Incoming::ListRooms) => {
+                let mut rooms: Vec<RoomInfo> = (self.directory().rooms().into_iter())
+                    .map(|(room, members)| RoomInfo { room, members })
+                    .collect();
+                rooms.sort_by(|a, b| b.members.cmp(&a.members).then(a.room.cmp(&b.room)));
+                rooms.truncate(MAX_LISTED_ROOMS);
+                rooms.sort_by(|a, b| a.room.cmp(&b.room));
+                ctx.send_text(id, &Outgoing::Rooms { rooms }.encode()).ok();
                 Ok(())
             }
         }
     }
 
-    /// `join`: takes the nickname, announces it, then enters the rooms asked for (the lobby
-    /// if none).
+    /// A private message's recipient, online: the nickname's key and the nickname as chosen.
+    fn recipient(&self, to: &str) -> Result<(String, String), Refusal> {
+        let key = to.to_ascii_lowercase();
+        match self.directory().nick(&key) {
+            Some(nick) => Ok((key.clone(), nick.to_owned())),
+            None => Err(Refusal::new(
+                ErrorCode::UnknownUser,
+                format_args!("{to} is not online"),
+            )),
+        }
+    }
+
+    /// `join`: takes the nickname (over from this page's earlier connection, if `token` is
+    /// the one that connection was given), announces it, then enters the rooms asked for (the
+    /// lobby if none).
     fn join(
         &mut self,
         ctx: &mut Context<'_, Session>,
         id: ConnId,
         nick: &str,
         rooms: Option<Vec<String>>,
+        token: Option<&str>,
     ) -> Result<(), Refusal> {
         valid_name(nick)
             .map_err(|e| Refusal::new(ErrorCode::NickInvalid, format_args!("nickname {e}")))?;
@@ -598,12 +824,18 @@ impl Chat {
             ));
         }
         let key = nick.to_ascii_lowercase();
+        let token = token.and_then(|t| u128::from_str_radix(t, 16).ok());
+        let earlier = self.directory().holder(&key);
+        if let Some(earlier) = earlier.filter(|conn| Some(conn.token) == token) {
+            self.replace(ctx, &key, nick, earlier);
+        }
+        let conn = Conn {
+            reactor: self.reactor,
+            id,
+            token: new_token(),
+        };
         let users = {
             let mut directory = self.directory();
-            let conn = Conn {
-                reactor: self.reactor,
-                id,
-            };
             if !directory.claim(&key, nick, conn) {
                 return Err(Refusal::new(
                     ErrorCode::NickTaken,
@@ -615,6 +847,7 @@ impl Chat {
         let user = User {
             nick: nick.to_owned(),
             key,
+            conn,
         };
         if let Some(session) = ctx.state(id) {
             session.user = Some(user.clone());
@@ -627,6 +860,7 @@ impl Chat {
             nick: &user.nick,
             users,
             max_text: MAX_TEXT_CHARS,
+            token: &format!("{:032x}", conn.token),
         };
         ctx.send_text(id, &welcome.encode()).ok();
         let rooms = rooms.unwrap_or_else(|| vec![DEFAULT_ROOM.to_owned()]);
@@ -637,6 +871,35 @@ impl Chat {
             }
         }
         Ok(())
+    }
+
+    /// The page of the connection `earlier` joins again on a new one: `earlier` leaves as if
+    /// it had disconnected, and is closed with [`REPLACED`].
+    fn replace(&mut self, ctx: &mut Context<'_, Session>, key: &str, nick: &str, earlier: Conn) {
+        if earlier.reactor == self.reactor {
+            // Nothing more reaches it while its close handshake runs, and its end is not news.
+            if let Some(session) = ctx.state(earlier.id) {
+                session.user = None;
+                for room in std::mem::take(&mut session.rooms) {
+                    ctx.unsubscribe(earlier.id, &room_topic(&room));
+                }
+                ctx.unsubscribe(earlier.id, &user_topic(key));
+                ctx.unsubscribe(earlier.id, PRESENCE);
+            }
+        }
+        let reason = "this page joined again on another connection";
+        if earlier.reactor == self.reactor {
+            let _ = ctx.close(earlier.id, REPLACED, reason);
+        } else if let Some(handle) = self
+            .shared
+            .handles
+            .get()
+            .and_then(|h| h.get(earlier.reactor))
+        {
+            let _ = handle.close(earlier.id, REPLACED, reason);
+        }
+        let released = self.directory().release(key, earlier);
+        announce_release(ctx, nick, &released);
     }
 
     fn enter_room(
@@ -678,6 +941,9 @@ impl Chat {
         ctx.subscribe(id, &topic);
         ctx.send_text(id, &Outgoing::RoomJoined { room, members }.encode())
             .ok();
+        if let Some(history) = self.history().replay(room, user.conn) {
+            ctx.send_text(id, &history).ok();
+        }
         Ok(())
     }
 
@@ -720,10 +986,22 @@ fn announce_left(ctx: &mut Context<'_, Session>, room: &str, nick: &str) {
     ctx.publish(&room_topic(room), Message::Text(&notice.encode()));
 }
 
+/// Announces what a user's departure left: the rooms they left, and going offline.
+fn announce_release(ctx: &mut Context<'_, Session>, nick: &str, released: &directory::Released) {
+    for room in &released.rooms {
+        announce_left(ctx, room, nick);
+    }
+    if released.offline {
+        let offline = Outgoing::UserOffline { nick };
+        ctx.publish(PRESENCE, Message::Text(&offline.encode()));
+    }
+}
+
 fn send_error(ctx: &mut Context<'_, Session>, id: ConnId, refusal: &Refusal) {
     let out = Outgoing::Error {
         code: refusal.code,
         message: &refusal.message,
+        reference: refusal.reference.as_deref(),
     };
     ctx.send_text(id, &out.encode()).ok();
 }
@@ -731,6 +1009,24 @@ fn send_error(ctx: &mut Context<'_, Session>, id: ConnId, refusal: &Refusal) {
 /// The path of a request target, without its query.
 fn path_of<'r>(req: &Request<'_, 'r>) -> &'r str {
     req.path().split('?').next().unwrap_or("")
+}
+
+/// Parses a client's message.
+fn parse(msg: Message<'_>) -> Result<Incoming, Refusal> {
+    match msg {
+        Message::Text(text) => serde_json::from_str::<Incoming>(text).map_err(|e| {
+            let code = if e.is_data() {
+                ErrorCode::BadMessage
+            } else {
+                ErrorCode::BadJson
+            };
+            Refusal::new(code, e)
+        }),
+        Message::Binary(_) => Err(Refusal::new(
+            ErrorCode::BadMessage,
+            "binary messages are not part of chat.v1: send JSON text",
+        )),
+    }
 }
 
 impl Handler for Chat {
@@ -761,12 +1057,15 @@ impl Handler for Chat {
                 }
             }
         }
+        let now = Instant::now();
         Upgrade::accept_protocol(
             PROTOCOL,
             Session {
                 user: None,
                 rooms: Vec::new(),
-                bucket: TokenBucket::new(Instant::now()),
+                bucket: TokenBucket::new(RATE_BURST, now),
+                typing: TokenBucket::new(TYPING_BURST, now),
+                refused: 0,
                 flooded: false,
             },
         )
@@ -777,6 +1076,7 @@ impl Handler for Chat {
             "/" | "/index.html" => ("text/html; charset=utf-8", INDEX_HTML),
             "/style.css" => ("text/css; charset=utf-8", STYLE_CSS),
             "/app.js" => ("text/javascript; charset=utf-8", APP_JS),
+            "/favicon.ico" | "/favicon.svg" => ("image/svg+xml", FAVICON_SVG),
             WS_PATH => return HttpResponse::upgrade_required(),
             _ => return HttpResponse::text(404, "not found"),
         };
@@ -787,36 +1087,42 @@ impl Handler for Chat {
     }
 
     fn on_message(&mut self, ctx: &mut Context<'_, Session>, id: ConnId, msg: Message<'_>) {
+        let parsed = parse(msg);
+        let typing = matches!(parsed, Ok(Incoming::Typing { .. }));
         let Some(session) = ctx.state(id) else {
             return;
         };
         if session.flooded {
             return;
         }
-        if !session.bucket.take(Instant::now()) {
-            session.flooded = true;
-            let reason = format!(
-                "rate limit: at most {RATE_BURST} messages per {} s",
-                RATE_WINDOW.as_secs()
-            );
-            let _ = ctx.close(id, CloseCode::POLICY, &reason);
-            return;
-        }
-        let parsed = match msg {
-            Message::Text(text) => serde_json::from_str::<Incoming>(text).map_err(|e| {
-                let code = if e.is_data() {
-                    ErrorCode::BadMessage
-                } else {
-                    ErrorCode::BadJson
-                };
-                Refusal::new(code, e)
-            }),
-            Message::Binary(_) => Err(Refusal::new(
-                ErrorCode::BadMessage,
-                "binary messages are not part of chat.v1: send JSON text",
+        let reference = parsed
+            .as_ref()
+            .ok()
+            .and_then(Incoming::reference)
+            .filter(|r| r.len() <= MAX_REF_LEN)
+            .map(str::to_owned);
+        let result = match session.admit(typing, Instant::now()) {
+            Admit::Yes => parsed.and_then(|msg| self.handle(ctx, id, msg)),
+            Admit::Ignore => Ok(()),
+            Admit::Refuse => Err(Refusal::new(
+                ErrorCode::RateLimited,
+                format_args!(
+                    "rate limit: at most {RATE_BURST} messages per {} s; not delivered, \
+                     send it again in a moment",
+                    RATE_WINDOW.as_secs()
+                ),
             )),
+            Admit::Close => {
+                let reason = format!(
+                    "rate limit: over {RATE_BURST} messages per {} s, {RATE_BURST} times in a row",
+                    RATE_WINDOW.as_secs()
+                );
+                let _ = ctx.close(id, CloseCode::POLICY, &reason);
+                return;
+            }
         };
-        if let Err(refusal) = parsed.and_then(|msg| self.handle(ctx, id, msg)) {
+        if let Err(mut refusal) = result {
+            refusal.reference = reference;
             send_error(ctx, id, &refusal);
         }
     }
@@ -832,14 +1138,9 @@ impl Handler for Chat {
             ctx.unsubscribe(id, &room_topic(&room));
         }
         // The rooms and the online list lose the user, unless another process holds the same
-        // nickname (the loser of a simultaneous claim leaves the winner's rooms alone).
-        let released = self.directory().release(&user.key);
-        for room in &released.rooms {
-            announce_left(ctx, room, &user.nick);
-        }
-        if released.offline {
-            let offline = Outgoing::UserOffline { nick: &user.nick };
-            ctx.publish(PRESENCE, Message::Text(&offline.encode()));
-        }
+        // nickname (the loser of a simultaneous claim leaves the winner's rooms alone), or a
+        // new connection of the same page took it over.
+        let released = self.directory().release(&user.key, user.conn);
+        announce_release(ctx, &user.nick, &released);
     }
 }

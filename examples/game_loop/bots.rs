@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use wsloop::proto::frame::OpCode;
 use wsloop::proto::handshake::{check_response, new_key, write_request, HeadScanner};
-use wsloop::proto::message::{random_u64, Decoded, Decoder, Encoder, Event};
+use wsloop::proto::message::{Decoded, Decoder, Encoder, Event};
 use wsloop::proto::{CloseCode, Role};
 
 use crate::game::{DOWN, LEFT, RIGHT, SNAPSHOT, UP};
@@ -220,7 +220,7 @@ impl Swarm {
             Token(entry.key()),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        let rng = random_u64() | 1;
+        let rng = crate::seed::seed();
         entry.insert(Bot {
             stream,
             phase: Phase::Connecting,
@@ -350,7 +350,8 @@ fn receive(
             let Some(end) = scanner.find_end(bytes) else {
                 return Ok((0, 0));
             };
-            check_response(&bytes[..end], key, &[]).map_err(invalid)?;
+            check_response(&bytes[..end], key, &[])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             bot.phase = Phase::Open;
             pos = end;
         }

@@ -31,12 +31,15 @@ pub const SNAPSHOT: u8 = b'S';
 /// The field, in game units (at most 4095, for the 12-bit packing; the page scales it).
 const WIDTH: u16 = 1280;
 const HEIGHT: u16 = 720;
-/// A player's radius and speed (units, units per second).
-const RADIUS: f32 = 8.0;
+/// A player's radius and speed (units, units per second): the page draws the player's own dot
+/// with a radius of 11, so the field keeps every centre 12 from the edges.
+const RADIUS: f32 = 12.0;
 const SPEED: f32 = 240.0;
 
 /// The page served on `GET /`.
 const INDEX: &str = include_str!("index.html");
+/// The page's icon, also served at `/favicon.ico` (no 404 for browsers that ask for it).
+const FAVICON: &str = include_str!("favicon.svg");
 
 /// One player: a position and the keys it holds.
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +64,7 @@ impl Game {
         Game {
             players: Slab::new(),
             tick: 0,
-            seed: wsloop::proto::message::random_u64() | 1,
+            seed: crate::seed::seed(),
         }
     }
 
@@ -140,6 +143,7 @@ impl Handler for Game {
     fn on_http(&mut self, req: &Request<'_, '_>, _peer: SocketAddr) -> HttpResponse {
         match req.path() {
             "/" | "/index.html" => HttpResponse::new(200, "text/html; charset=utf-8", INDEX),
+            "/favicon.svg" | "/favicon.ico" => HttpResponse::new(200, "image/svg+xml", FAVICON),
             _ => HttpResponse::text(404, "not found"),
         }
     }

@@ -58,3 +58,16 @@ write("server", "deflate", b"\x03" + masked(0xc1, HELLO_DEFLATED) + masked(0x81,
 write("server", "records", b"\x05" + b"\x81\x04!all\x89\x01p\x81\x04!sub\x81\x04!pub\x01\x01x\x80\x01y")
 write("server", "raw_request", b"\x08" + GOOD + b"\r\n" + masked(0x81, b"!close"))
 write("server", "reject", b"\x81" + masked(0x81, b"x"))
+
+# connection: flags, knobs, u16 limit, split count + sizes, what the client sends after the
+# optional upgrade request (our client Connection's)
+talk = (masked(0x81, b"Hello") + masked(0x89, b"ping") + masked(0x01, b"He")
+        + masked(0x8a, b"pong") + masked(0x80, b"llo") + masked(0x88, b"\x03\xe8bye"))
+write("connection", "echo", b"\x21\x00\xff\xff\x03\x01\x07\x00" + talk)
+write("connection", "deflate", b"\x2b\x00\xff\xff\x00" + masked(0xc1, HELLO_DEFLATED)
+      + masked(0x41, HELLO_DEFLATED[:3]) + masked(0x80, HELLO_DEFLATED[3:]))
+write("connection", "records", b"\x25\x01\x00\x01\x02\x05\x11"
+      + b"\xc1\x05Hello\x81\x03abc\x89\x00\x82\xfe\x00\x08" + bytes(2048) + b"\x88\x02\x03\xe8")
+write("connection", "overflow", b"\x21\x03\xff\x0f\x00" + masked(0x82, bytes(3000)) + masked(0x81, b"after"))
+write("connection", "refuse", b"\x51\x00\xff\xff\x00" + masked(0x81, b"x"))
+write("connection", "raw_request", b"\x28\x00\xff\xff\x01\x10" + GOOD + DEFLATE + b"\r\n" + talk)

@@ -18,6 +18,11 @@
 //! - [`server`]: a real `wsloop::Server` on a background thread; each input is written to a
 //!   fresh TCP connection; what comes back must be a valid HTTP response and valid frames, the
 //!   server must close after our FIN, and a healthy client must keep getting its echo.
+//! - [`connection`]: a server-role `Connection` in memory, no sockets: an upgrade request (our
+//!   own client `Connection`'s, or the input's) and frames fed in arbitrary splits; its events
+//!   and everything it writes must not depend on where reads split, what it writes must be a
+//!   valid HTTP response then valid unmasked frames (read back by our client `Connection`),
+//!   and the memory it holds is bounded by its limits.
 #![allow(dead_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -28,20 +33,21 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use wsloop::proto::connection::{Connection, Endpoint, Event as ConnEvent};
 use wsloop::proto::deflate::{
-    client_offer, negotiate, parse_server_response, DeflateConfig, Deflater, Inflater, Params,
+    negotiate, parse_server_response, DeflateConfig, Deflater, Inflater, Params,
 };
 use wsloop::proto::frame::{write_frame, OpCode};
 use wsloop::proto::handshake::{
-    accept_key, check_response, write_accept, write_request, HeadScanner, MAX_HEADERS,
+    accept_key, check_response, write_accept, HeadScanner, MAX_HEADERS,
 };
 use wsloop::proto::message::{Decoded, Decoder, Event};
 use wsloop::proto::{ProtocolError, Role};
 use wsloop::{
-    CloseCode, CloseReason, Config, ConnId, Context, Handler, HttpResponse, Message, Request,
-    Server, Upgrade,
+    CloseCode, CloseReason, Config, ConnId, Context, Handler, HttpResponse, Message, Overflow,
+    Request, Server, Upgrade,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -470,10 +476,11 @@ pub struct Outcome {
     pub error: Option<ProtocolError>,
 }
 
-/// Feeds `reads` to `decoder` the way the reactor does (`src/server.rs`, `dispatch` and
-/// `read`): the bytes a read left unused (a partial frame, already partly unmasked in place)
+/// Feeds `reads` to `decoder` the way a `Connection` does (`src/proto/connection/mod.rs`,
+/// `feed`): the bytes a read left unused (a partial frame, already partly unmasked in place)
 /// are kept and presented again with the next read in front of them; `release` is called when
-/// a read's bytes are all used; decoding stops at an error or a close frame.
+/// a read's bytes are all used; decoding stops at an error or a close frame. This is the
+/// `Decoder`'s own contract, tested apart from any connection.
 pub fn drive<'b>(
     decoder: &mut Decoder,
     reads: impl IntoIterator<Item = &'b [u8]>,
@@ -828,23 +835,21 @@ static RUNS: AtomicUsize = AtomicUsize::new(0);
 
 /// Harness (c): one connection to a real server, fed the input.
 ///
-/// Flags: 0x01 prepend a valid upgrade request, 0x02 offering permessage-deflate, 0x40 and
-/// subprotocol `chat`; 0x04 build frames from records (masked); 0x08 do not half-close
-/// (read until the server closes or 10 ms of silence); 0x10 write in two pieces with a pause;
-/// 0x20 the default-deflate server; 0x80 the request's path is `/reject`.
+/// Flags: 0x01 prepend our client `Connection`'s upgrade request (which then reads the answer
+/// and the frames), 0x02 offering permessage-deflate, 0x40 and subprotocol `chat`; 0x04 build
+/// frames from records (masked); 0x08 do not half-close (read until the server closes or 10 ms
+/// of silence); 0x10 write in two pieces with a pause; 0x20 the default-deflate server; 0x80 the
+/// request's path is `/reject`.
 pub fn server(data: &[u8]) {
     let mut input = Input::new(data);
     let flags = input.byte();
     let server = &servers()[usize::from(flags & 0x20 != 0)];
     let client_cfg = lenient_client_config();
 
+    let now = Instant::now();
     let mut bytes = Vec::new();
-    if flags & 0x01 != 0 {
-        let offer = (flags & 0x02 != 0).then(|| client_offer(&client_cfg));
-        let protocols: &[&str] = if flags & 0x40 != 0 { &["chat"] } else { &[] };
-        let path = if flags & 0x80 != 0 { "/reject" } else { "/" };
-        write_request(&mut bytes, "fuzz", path, KEY, protocols, offer.as_deref());
-    }
+    let path = if flags & 0x80 != 0 { "/reject" } else { "/" };
+    let mut client = (flags & 0x01 != 0).then(|| our_client(flags, path, now, &mut bytes));
     match flags & 0x04 {
         0 => bytes.extend_from_slice(input.rest()),
         _ => bytes.extend(build_frames(input.rest(), Role::Server, None)),
@@ -901,6 +906,22 @@ pub fn server(data: &[u8]) {
     }
     drop(sock);
     check_server_output(&received, &client_cfg);
+    if let Some((ep, conn)) = client.as_mut() {
+        let rejected = flags & 0x80 != 0;
+        match client_reads(ep, conn, now, &received).first() {
+            None => {} // no whole answer before the connection ended
+            Some(Happened::Opened(protocol)) => {
+                assert!(!rejected, "/reject was accepted");
+                let chat = (flags & 0x40 != 0).then(|| "chat".to_owned());
+                assert_eq!(*protocol, chat, "the subprotocol");
+            }
+            Some(Happened::Refused(status)) => assert!(
+                rejected || status.contains(" 503 "),
+                "refused with {status:?}"
+            ),
+            Some(other) => panic!("before the upgrade's outcome: {other:?}"),
+        }
+    }
     if half_close && eof {
         let live = server.live.lock().unwrap_or_else(|e| e.into_inner());
         assert!(
@@ -993,5 +1014,266 @@ fn check_server_output(out: &[u8], client_cfg: &DeflateConfig) {
                 }
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (d) A server connection in memory
+// ---------------------------------------------------------------------------------------------
+
+/// What a connection told its owner, owned and condensed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Happened {
+    /// A request head, and whether answering it opened the connection.
+    Request(bool),
+    Message(Seen),
+    Ping(Seen),
+    Pong(Seen),
+    /// Why it closed, as `CloseReason`'s `Debug`.
+    Closed(String),
+    Opened(Option<String>),
+    Refused(String),
+}
+
+/// What a server connection made of a stream.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Served {
+    pub events: Vec<Happened>,
+    /// Everything it wrote.
+    pub out: Vec<u8>,
+    /// The messages it echoed (sends that were accepted).
+    pub echoed: Vec<Seen>,
+}
+
+/// Writes out everything `conn` queued.
+fn drain(conn: &mut Connection, ep: &mut Endpoint, out: &mut Vec<u8>) {
+    while !conn.transmit().is_empty() {
+        out.extend_from_slice(conn.transmit());
+        let n = conn.transmit().len();
+        conn.advance(ep, n);
+    }
+}
+
+/// A connection's event as a [`Happened`] (a request is answered by the caller).
+fn happened(event: &ConnEvent<'_>, max: usize) -> Happened {
+    let seen = |p: &[u8]| {
+        assert!(p.len() <= 125, "{}-byte control frame", p.len());
+        Seen::Ping(p.len(), fnv(p))
+    };
+    match *event {
+        ConnEvent::Message(msg) => {
+            let bytes = msg.as_bytes();
+            assert!(
+                bytes.len() <= max,
+                "a {}-byte message past the {max}-byte limit",
+                bytes.len()
+            );
+            Happened::Message(Seen::message(matches!(msg, Message::Text(_)), bytes))
+        }
+        ConnEvent::Ping(p) => Happened::Ping(seen(p)),
+        ConnEvent::Pong(p) => Happened::Pong(seen(p)),
+        ConnEvent::Closed(why) => Happened::Closed(format!("{why:?}")),
+        ConnEvent::Opened { protocol } => Happened::Opened(protocol.map(str::to_owned)),
+        ConnEvent::Refused(ref why) => Happened::Refused(why.to_string()),
+        ConnEvent::Request(_) => Happened::Request(false),
+        ref other => panic!("an event the harness does not know: {other:?}"),
+    }
+}
+
+/// A server-role connection fed `reads` (all at `now`), answering the upgrade (403 if `flags`
+/// has 0x10, else accepting, with subprotocol `chat` if offered), echoing messages if `flags`
+/// has 0x20, writing out what it queues after every event; then its deadlines ten minutes
+/// later, then the end of the stream.
+pub fn serve<'b>(
+    config: &Config,
+    now: Instant,
+    reads: impl IntoIterator<Item = &'b [u8]>,
+    flags: u8,
+) -> Served {
+    let max = config.max_message_size;
+    // Control frames may pass the bound: a pong and a close frame at most, as we drain.
+    let bound = config.max_write_buffer + 2 * (14 + 125);
+    let mut ep = Endpoint::new(config.clone(), now);
+    let mut conn = Connection::server(&mut ep);
+    let mut served = Served::default();
+    for read in reads {
+        let mut bytes = read.to_vec();
+        conn.recv(&mut ep, now, &mut bytes, |conn, ep, event| {
+            let happened = match event {
+                ConnEvent::Request(head) => Happened::Request(conn.answer(ep, head, |req| {
+                    if flags & 0x10 != 0 {
+                        return Err(HttpResponse::text(403, "refused"));
+                    }
+                    exercise_request(req);
+                    Ok(req.protocols().find(|p| *p == "chat").map(str::to_owned))
+                })),
+                ConnEvent::Message(msg) => {
+                    let seen = happened(&event, max);
+                    if flags & 0x20 != 0 && conn.send(ep, msg).is_ok() {
+                        let text = matches!(msg, Message::Text(_));
+                        served.echoed.push(Seen::message(text, msg.as_bytes()));
+                    }
+                    seen
+                }
+                ConnEvent::Opened { .. } | ConnEvent::Refused(_) => {
+                    panic!("a server connection gave {event:?}")
+                }
+                _ => happened(&event, max),
+            };
+            served.events.push(happened);
+            assert!(conn.buffered() <= bound, "{} B queued", conn.buffered());
+            drain(conn, ep, &mut served.out);
+        });
+        drain(&mut conn, &mut ep, &mut served.out);
+    }
+    let later = now + Duration::from_secs(600);
+    if let Some(event) = conn.handle_timeout(&mut ep, later) {
+        served.events.push(happened(&event, max));
+    }
+    drain(&mut conn, &mut ep, &mut served.out);
+    if let Some(event) = conn.handle_disconnect() {
+        served.events.push(happened(&event, max));
+    }
+    assert!(conn.is_finished());
+    conn.release(&mut ep);
+    served
+}
+
+/// Harness (d): a server-role `Connection` in memory.
+///
+/// Flags: 0x01 our client `Connection`'s upgrade request first, 0x02 offering
+/// permessage-deflate, 0x40 and subprotocol `chat`; 0x04 frames from records (masked); 0x08 the
+/// server's permessage-deflate has context takeover (else the default); 0x10 the server refuses
+/// the upgrade; 0x20 it echoes messages. Knobs: 0x01 a 1 KiB write queue, 0x02 that refuses
+/// sends rather than closing. Then a u16 (the limit is 125 + it), the read sizes, the stream.
+pub fn connection(data: &[u8]) {
+    let mut input = Input::new(data);
+    let flags = input.byte();
+    let knobs = input.byte();
+    let max = 125 + usize::from(input.u16());
+    let sizes = read_sizes(&mut input);
+    let server_deflate = match flags & 0x08 {
+        0 => DeflateConfig::default(),
+        _ => lenient_client_config(),
+    };
+    let config = Config::default()
+        .max_message_size(max)
+        .max_handshake_size(4096)
+        .max_write_buffer(if knobs & 0x01 != 0 { 1024 } else { 256 << 10 })
+        .on_overflow(match knobs & 0x02 {
+            0 => Overflow::Close,
+            _ => Overflow::Refuse,
+        })
+        .deflate(Some(server_deflate));
+    let now = Instant::now();
+
+    let mut stream = Vec::new();
+    let mut client = (flags & 0x01 != 0).then(|| our_client(flags, "/", now, &mut stream));
+    match flags & 0x04 {
+        0 => stream.extend_from_slice(input.rest()),
+        _ => stream.extend(build_frames(input.rest(), Role::Server, None)),
+    }
+
+    let reads = chunks(&stream, &sizes);
+    let (split, peak) = measure(|| serve(&config, now, reads, flags));
+    // Fragments and inflate output (doubling), the write queue, the compressors' state, the
+    // harness's copies of the stream and of what was written; never what a header announces.
+    let bound = 4 * max + 8 * stream.len() + 2 * split.out.len() + (4 << 20);
+    assert!(
+        peak <= bound,
+        "the connection held {peak} B (bound {bound})"
+    );
+    let whole = serve(&config, now, [&stream[..]], flags);
+    assert_eq!(
+        split, whole,
+        "the connection depends on where the reads split"
+    );
+
+    check_server_output(&split.out, &lenient_client_config());
+    if let Some((ep, conn)) = client.as_mut() {
+        client_reads_server(ep, conn, now, &split, flags, knobs);
+    }
+}
+
+/// Our client `Connection` for `path`, offering subprotocol `chat` (if `flags` has 0x40) and
+/// permessage-deflate (0x02); its upgrade request is appended to `out`.
+fn our_client(flags: u8, path: &str, now: Instant, out: &mut Vec<u8>) -> (Endpoint, Connection) {
+    let deflate = (flags & 0x02 != 0).then(lenient_client_config);
+    let config = Config::default().max_message_size(1 << 24).deflate(deflate);
+    let mut ep = Endpoint::new(config, now);
+    let protocols: &[&str] = if flags & 0x40 != 0 { &["chat"] } else { &[] };
+    let mut conn = Connection::client(&mut ep, "fuzz", path, protocols);
+    drain(&mut conn, &mut ep, out);
+    (ep, conn)
+}
+
+/// Our client `Connection` (whose request the server got) reads `out`, what the server wrote:
+/// every frame in it must be valid. Returns what the client saw, the upgrade's outcome first.
+fn client_reads(
+    ep: &mut Endpoint,
+    conn: &mut Connection,
+    now: Instant,
+    out: &[u8],
+) -> Vec<Happened> {
+    let mut out = out.to_vec();
+    let mut got = Vec::new();
+    conn.recv(ep, now, &mut out, |_, _, event| {
+        got.push(happened(&event, 1 << 24))
+    });
+    let invalid =
+        |h: &Happened| matches!(h, Happened::Closed(why) if why.starts_with("ProtocolError"));
+    assert!(
+        !got.iter().any(invalid),
+        "the server sent an invalid frame: {got:?}"
+    );
+    got
+}
+
+/// Our client `Connection`, which sent the request, reads what the server wrote: the upgrade's
+/// outcome must match the server's answer, the frames must be valid, and it must get exactly
+/// the echoes (and a pong for each ping, when the queue is large enough to hold them).
+fn client_reads_server(
+    ep: &mut Endpoint,
+    conn: &mut Connection,
+    now: Instant,
+    served: &Served,
+    flags: u8,
+    knobs: u8,
+) {
+    let got = client_reads(ep, conn, now, &served.out);
+    let accepted = match served.events.first() {
+        Some(Happened::Request(accepted)) => *accepted,
+        other => panic!("our request was not seen whole: {other:?}"),
+    };
+    let mut got = got.into_iter();
+    match got.next() {
+        Some(Happened::Opened(protocol)) if accepted => {
+            let chat = (flags & 0x40 != 0).then(|| "chat".to_owned());
+            assert_eq!(protocol, chat, "the subprotocol");
+        }
+        Some(Happened::Refused(status)) if !accepted => {
+            assert!(status.starts_with("HTTP/1.1 4"), "refused with {status:?}");
+        }
+        other => panic!("the server accepted: {accepted}, our client saw {other:?}"),
+    }
+    let rest: Vec<Happened> = got.collect();
+    let messages: Vec<Seen> = (rest.iter())
+        .filter_map(|h| match h {
+            Happened::Message(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(messages, served.echoed, "the echoes");
+    if knobs & 0x01 == 0 {
+        let pings = served
+            .events
+            .iter()
+            .filter(|h| matches!(h, Happened::Ping(_)));
+        let pongs = rest.iter().filter(|h| matches!(h, Happened::Pong(_)));
+        let pong = |h: &Happened| match h {
+            Happened::Ping(s) | Happened::Pong(s) => s.clone(),
+            _ => unreachable!(),
+        };
+        assert!(pings.map(pong).eq(pongs.map(pong)), "a ping's pong");
     }
 }

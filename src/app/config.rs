@@ -57,6 +57,12 @@ config! {
     /// most this or `max_message_size` (plus a frame header), so that any message the server
     /// accepts can be echoed (default 16 MiB).
     max_write_buffer: usize = 16 * 1024 * 1024,
+    /// Most bytes the whole reactor buffers: input kept for partial frames and unfinished
+    /// messages, and the write queues. A send that would pass it is an overflow of its
+    /// connection (see `on_overflow`); input that passes it sheds the connection holding the
+    /// most, closed with 1013 (try again later). At least twice the larger of
+    /// `max_message_size` and `max_write_buffer` (default 256 MiB).
+    max_buffered: usize = 256 * 1024 * 1024,
     /// What a send beyond `max_write_buffer` does (default: close with 1008).
     on_overflow: Overflow = Overflow::Close,
     /// Ping a connection after this much silence from it; `None` never pings (default 30 s).
@@ -66,7 +72,8 @@ config! {
     /// How long to wait for the peer's close frame, or for it to close TCP, after ours
     /// (default 5 s).
     close_timeout: Duration = Duration::from_secs(5),
-    /// Most open connections; more are answered 503 and closed (default 10,000).
+    /// Most open connections; more are answered 503 and closed. On Linux the server lowers
+    /// it, with a warning, to what the open-files limit leaves (default 10,000).
     max_connections: usize = 10_000,
     /// Size of the reactor-wide read buffer, and so of one read (default 64 KiB).
     read_buffer_size: usize = 64 * 1024,
@@ -78,9 +85,10 @@ config! {
     /// Empty allows any, and requests without `Origin` (non-browser clients) always pass
     /// (default: empty).
     allowed_origins: Vec<String> = Vec::new(),
-    /// Most commands waiting from [`Handle`](crate::Handle)s; beyond it their calls are
-    /// refused with `HandleError::Full` (default 65,536).
-    handle_queue: usize = 65_536,
+    /// Most bytes of commands waiting from [`Handle`](crate::Handle)s (each counts its
+    /// message, topic or reason plus 64); beyond it their calls are refused with
+    /// `HandleError::Full` (default 16 MiB).
+    handle_queue: usize = 16 * 1024 * 1024,
     /// permessage-deflate (RFC 7692), offered to clients that ask; `None` turns it off
     /// (default: off).
     deflate: Option<DeflateConfig> = None,
@@ -99,6 +107,10 @@ impl Config {
     }
 
     /// Checks every option; the error names the first one that is out of range.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the first option out of range.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |option: &'static str, message: String| Err(Error::Config { option, message });
         if !(256..=1 << 20).contains(&self.max_handshake_size) {
@@ -125,18 +137,31 @@ impl Config {
                 format!("must be 4 KiB to 16 MiB, got {}", self.read_buffer_size),
             );
         }
-        if let Some(Err(message)) = self.deflate.as_ref().map(DeflateConfig::validate) {
-            let message = message.trim_start_matches("deflate.").to_owned();
+        if let Some(Err(e)) = self.deflate.as_ref().map(DeflateConfig::validate) {
             return Err(Error::Config {
                 option: "deflate",
-                message,
+                message: e.to_string(),
             });
+        }
+        let one_echo = 2 * self.max_message_size.max(self.max_write_buffer);
+        if self.max_buffered < one_echo {
+            return bad(
+                "max_buffered",
+                format!(
+                    "must be at least twice the larger of max_message_size and \
+                     max_write_buffer ({one_echo}), got {}",
+                    self.max_buffered
+                ),
+            );
         }
         if self.max_connections == 0 {
             return bad("max_connections", "must be at least 1, got 0".into());
         }
-        if self.handle_queue == 0 {
-            return bad("handle_queue", "must be at least 1, got 0".into());
+        if self.handle_queue < 1024 {
+            return bad(
+                "handle_queue",
+                format!("must be at least 1 KiB, got {}", self.handle_queue),
+            );
         }
         let durations = [
             ("handshake_timeout", Some(self.handshake_timeout)),
@@ -159,6 +184,40 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// File descriptors left for everything but connections: the listeners, the poll, the waker,
+/// stdio, and the application's own files.
+const FD_RESERVE: usize = 32;
+
+impl Config {
+    /// This configuration with `max_connections` lowered (and a warning logged) to what the
+    /// process's open-files limit leaves for connections, after `extra` more descriptors and
+    /// [`FD_RESERVE`]. The limit is read from `/proc/self/limits` (Linux); elsewhere, or if it
+    /// cannot be read, nothing changes.
+    pub(crate) fn within_fd_limit(mut self, extra: usize) -> Config {
+        let Some(limit) = open_files_limit() else {
+            return self;
+        };
+        let room = limit.saturating_sub(FD_RESERVE + extra).max(1);
+        if self.max_connections > room {
+            log::warn!(
+                "max_connections lowered from {} to {room}: the open-files limit is {limit} \
+                 (raise it with `ulimit -n`)",
+                self.max_connections
+            );
+            self.max_connections = room;
+        }
+        self
+    }
+}
+
+/// The process's soft limit on open files, if known.
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line["Max open files".len()..].split_whitespace().next()?;
+    soft.parse().ok()
 }
 
 #[cfg(test)]
@@ -185,6 +244,7 @@ mod tests {
         assert_eq!(option_of(d().max_write_buffer(1)), "max_write_buffer");
         assert_eq!(option_of(d().read_buffer_size(1)), "read_buffer_size");
         assert_eq!(option_of(d().max_connections(0)), "max_connections");
+        assert_eq!(option_of(d().max_buffered(16 << 20)), "max_buffered");
         let deflate = DeflateConfig {
             level: 11,
             ..DeflateConfig::default()
@@ -209,5 +269,19 @@ mod tests {
             message,
             "invalid config: max_message_size must be at least 125 B, got 3"
         );
+    }
+
+    #[test]
+    fn max_connections_fits_the_open_files_limit() {
+        #[cfg(target_os = "linux")]
+        {
+            let limit = open_files_limit().expect("/proc/self/limits");
+            let config = Config::default()
+                .max_connections(usize::MAX)
+                .within_fd_limit(64);
+            assert_eq!(config.max_connections, limit - FD_RESERVE - 64);
+        }
+        let small = Config::default().max_connections(5).within_fd_limit(64);
+        assert_eq!(small.max_connections, 5);
     }
 }

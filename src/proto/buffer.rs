@@ -104,6 +104,11 @@ impl RxBuf {
         self.len == 0
     }
 
+    /// Bytes of memory the buffer holds.
+    pub(crate) fn capacity(&self) -> usize {
+        self.data.len()
+    }
+
     /// The kept bytes.
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         &mut self.data[..self.len]
@@ -197,6 +202,11 @@ impl TxBuf {
     /// Bytes still to write.
     pub(crate) fn len(&self) -> usize {
         self.data.len() - self.pos
+    }
+
+    /// Bytes of memory the queue holds.
+    pub(crate) fn capacity(&self) -> usize {
+        self.data.capacity()
     }
 
     /// The bytes still to write.

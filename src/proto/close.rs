@@ -51,6 +51,11 @@ impl fmt::Display for CloseCode {
 }
 
 /// Parses a received close payload: empty, or a sendable code followed by a UTF-8 reason.
+///
+/// # Errors
+///
+/// [`ProtocolError::BadCloseFrame`] for a 1-byte payload or a code that may not be sent,
+/// [`ProtocolError::InvalidUtf8`] for a reason that is not UTF-8.
 pub fn parse_close_payload(payload: &[u8]) -> Result<(Option<CloseCode>, &str), ProtocolError> {
     match payload {
         [] => Ok((None, "")),

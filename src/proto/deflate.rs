@@ -62,22 +62,90 @@ impl Default for DeflateConfig {
 }
 
 impl DeflateConfig {
-    /// Checks every field's range; the error names the field.
-    pub fn validate(&self) -> Result<(), String> {
-        for (name, bits) in [
+    /// Checks every field's range.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidDeflateConfig`] naming the first field out of range.
+    pub fn validate(&self) -> Result<(), InvalidDeflateConfig> {
+        for (field, bits) in [
             ("server_max_window_bits", self.server_max_window_bits),
             ("client_max_window_bits", self.client_max_window_bits),
         ] {
             if !(9..=15).contains(&bits) {
-                return Err(format!("deflate.{name} must be 9..=15, got {bits}"));
+                return Err(InvalidDeflateConfig {
+                    field,
+                    range: (9, 15),
+                    got: bits.into(),
+                });
             }
         }
         if self.level > 9 {
-            return Err(format!("deflate.level must be 0..=9, got {}", self.level));
+            return Err(InvalidDeflateConfig {
+                field: "level",
+                range: (0, 9),
+                got: self.level,
+            });
         }
         Ok(())
     }
 }
+
+/// A [`DeflateConfig`] field out of its range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidDeflateConfig {
+    field: &'static str,
+    range: (u32, u32),
+    got: u32,
+}
+
+impl InvalidDeflateConfig {
+    /// The field's name, as in [`DeflateConfig`].
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+}
+
+impl fmt::Display for InvalidDeflateConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (min, max) = self.range;
+        write!(f, "{} must be {min}..={max}, got {}", self.field, self.got)
+    }
+}
+
+impl std::error::Error for InvalidDeflateConfig {}
+
+/// Why a client refuses the server's `Sec-WebSocket-Extensions` answer to its offer; the
+/// connection must then fail (RFC 7692 section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExtensionResponseError {
+    /// Not exactly one extension.
+    NotOneExtension,
+    /// An extension other than permessage-deflate.
+    NotOffered,
+    /// An unknown, repeated or invalid parameter.
+    BadParameter,
+    /// `client_max_window_bits` without a value.
+    NoClientWindowBits,
+    /// Window bits above what the client offered.
+    WindowTooLarge,
+}
+
+impl fmt::Display for ExtensionResponseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Sec-WebSocket-Extensions response: ")?;
+        f.write_str(match self {
+            ExtensionResponseError::NotOneExtension => "expected one extension",
+            ExtensionResponseError::NotOffered => "names an extension we did not offer",
+            ExtensionResponseError::BadParameter => "unknown, repeated or invalid parameter",
+            ExtensionResponseError::NoClientWindowBits => "client_max_window_bits needs a value",
+            ExtensionResponseError::WindowTooLarge => "window bits above what we offered",
+        })
+    }
+}
+
+impl std::error::Error for ExtensionResponseError {}
 
 /// The negotiated parameters of one connection, the same on both ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,26 +241,28 @@ pub fn client_offer(cfg: &DeflateConfig) -> String {
 }
 
 /// Client side: checks the server's `Sec-WebSocket-Extensions` response to [`client_offer`] and
-/// returns the parameters in force. Anything but one valid permessage-deflate element within what
-/// we offered is an error, after which the connection must fail.
-pub fn parse_server_response(value: &[u8], cfg: &DeflateConfig) -> Result<Params, String> {
-    let fail = |why: &str| {
-        let value = String::from_utf8_lossy(value);
-        format!("Sec-WebSocket-Extensions response {value:?}: {why}")
-    };
+/// returns the parameters in force.
+///
+/// # Errors
+///
+/// Anything but one valid permessage-deflate element within what we offered is an
+/// [`ExtensionResponseError`], after which the connection must fail.
+pub fn parse_server_response(
+    value: &[u8],
+    cfg: &DeflateConfig,
+) -> Result<Params, ExtensionResponseError> {
     let mut list = elements(value);
     let (name, params) = match (list.next(), list.next()) {
         (Some(Ok(element)), None) => element,
-        _ => return Err(fail("expected one extension")),
+        _ => return Err(ExtensionResponseError::NotOneExtension),
     };
     if !name.eq_ignore_ascii_case(NAME) {
-        return Err(fail("names an extension we did not offer"));
+        return Err(ExtensionResponseError::NotOffered);
     }
-    let offer =
-        Offer::parse(&params).ok_or_else(|| fail("unknown, repeated or invalid parameter"))?;
+    let offer = Offer::parse(&params).ok_or(ExtensionResponseError::BadParameter)?;
     let client_bits = match offer.client_bits {
         Some(Some(bits)) => bits,
-        Some(None) => return Err(fail("client_max_window_bits needs a value")),
+        Some(None) => return Err(ExtensionResponseError::NoClientWindowBits),
         None => cfg.client_max_window_bits,
     };
     if offer
@@ -200,7 +270,7 @@ pub fn parse_server_response(value: &[u8], cfg: &DeflateConfig) -> Result<Params
         .is_some_and(|bits| bits > cfg.server_max_window_bits)
         || client_bits > cfg.client_max_window_bits
     {
-        return Err(fail("window bits above what we offered"));
+        return Err(ExtensionResponseError::WindowTooLarge);
     }
     Ok(Params {
         // Absent though offered breaks RFC 7692 7.1.2.1 but is harmless: then it is 15.
@@ -400,6 +470,11 @@ impl Inflater {
     /// marks the message's last frame. `out` (including what it held before) never grows past
     /// `max_total`: the call stops with [`InflateError::TooBig`] as soon as it would. After an
     /// error the connection must fail; the state is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`InflateError::TooBig`] past `max_total`, [`InflateError::Corrupt`] for data that is not a
+    /// valid deflate stream.
     pub fn inflate(
         &mut self,
         input: &[u8],
@@ -768,13 +843,13 @@ mod tests {
         let bad = |f: fn(&mut DeflateConfig)| {
             let mut c = DeflateConfig::default();
             f(&mut c);
-            c.validate().unwrap_err()
+            c.validate().unwrap_err().to_string()
         };
         let msg = bad(|c| c.server_max_window_bits = 8);
-        assert_eq!(msg, "deflate.server_max_window_bits must be 9..=15, got 8");
+        assert_eq!(msg, "server_max_window_bits must be 9..=15, got 8");
         let msg = bad(|c| c.client_max_window_bits = 16);
-        assert_eq!(msg, "deflate.client_max_window_bits must be 9..=15, got 16");
-        assert_eq!(bad(|c| c.level = 10), "deflate.level must be 0..=9, got 10");
+        assert_eq!(msg, "client_max_window_bits must be 9..=15, got 16");
+        assert_eq!(bad(|c| c.level = 10), "level must be 0..=9, got 10");
     }
 
     /// Server and client settings other than the defaults.

@@ -131,6 +131,10 @@ impl FrameHeader {
     /// A header that is not whole yet is still rejected as soon as the bytes at hand prove it
     /// wrong: RSV2/RSV3 and the opcode from the first byte, the length checks once the extended
     /// length is in (before the masking key).
+    ///
+    /// # Errors
+    ///
+    /// The [`ProtocolError`] the bytes at hand already prove.
     #[inline]
     pub fn decode(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
         match Self::decode_valid(buf) {

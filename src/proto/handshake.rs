@@ -1,6 +1,8 @@
 //! The opening handshake (RFC 6455 section 4): parse and answer an upgrade request as a server,
 //! write a request and check the answer as a client.
 
+use std::fmt;
+
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use sha1::{Digest, Sha1};
@@ -9,6 +11,10 @@ use sha1::{Digest, Sha1};
 pub const MAX_HEADERS: usize = 64;
 
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// httparse's header type, in which [`Request::parse`] stores what it parsed, and
+/// [`Request::headers`] returns it.
+pub use httparse::{Header, EMPTY_HEADER};
 
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 section 4.2.2).
 pub fn accept_key(key: &[u8]) -> String {
@@ -60,7 +66,7 @@ pub struct Request<'h, 'b> {
     method: &'b str,
     path: &'b str,
     version: u8,
-    headers: &'h [httparse::Header<'b>],
+    headers: &'h [Header<'b>],
 }
 
 /// Why a request head could not be parsed.
@@ -72,11 +78,28 @@ pub enum ParseError {
     TooManyHeaders,
 }
 
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ParseError::Malformed => "malformed HTTP request head",
+            ParseError::TooManyHeaders => "too many headers",
+        })
+    }
+}
+
+impl std::error::Error for ParseError {}
+
 impl<'h, 'b> Request<'h, 'b> {
-    /// Parses a complete header block, as delimited by [`HeadScanner`].
+    /// Parses a complete header block, as delimited by [`HeadScanner`], into `storage`
+    /// (`[EMPTY_HEADER; MAX_HEADERS]`).
+    ///
+    /// # Errors
+    ///
+    /// [`ParseError::Malformed`] for a head that is not a complete HTTP/1.x request,
+    /// [`ParseError::TooManyHeaders`] for more than [`MAX_HEADERS`] headers.
     pub fn parse(
         head: &'b [u8],
-        storage: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+        storage: &'h mut [Header<'b>; MAX_HEADERS],
     ) -> Result<Request<'h, 'b>, ParseError> {
         // httparse takes bare LF line ends; RFC 6455 section 4.1 asks for CRLF.
         let bare_lf = head
@@ -120,7 +143,7 @@ impl<'h, 'b> Request<'h, 'b> {
     }
 
     /// All headers, in the order they came.
-    pub fn headers(&self) -> &[httparse::Header<'b>] {
+    pub fn headers(&self) -> &[Header<'b>] {
         self.headers
     }
 
@@ -178,6 +201,10 @@ impl<'h, 'b> Request<'h, 'b> {
     }
 
     /// Checks the request against RFC 6455 section 4.2.1 and returns the key to answer.
+    ///
+    /// # Errors
+    ///
+    /// The [`Rejection`] to answer with: the HTTP status for what is wrong.
     pub fn validate_upgrade(&self) -> Result<&'b str, Rejection> {
         if self.method != "GET" {
             return Err(Rejection::MethodNotAllowed);
@@ -401,23 +428,76 @@ pub struct Accepted {
     pub extensions: Option<String>,
 }
 
+/// Why a server's answer to an upgrade request does not complete the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResponseError {
+    /// Not a complete HTTP/1.x response head.
+    Malformed,
+    /// The server answered with another status than 101.
+    Status {
+        /// The status code.
+        code: u16,
+        /// The reason phrase.
+        reason: String,
+    },
+    /// No `Upgrade: websocket`.
+    NoUpgrade,
+    /// No `Connection: Upgrade`.
+    NoConnectionUpgrade,
+    /// `Sec-WebSocket-Accept` missing or not the one for our key.
+    WrongAccept,
+    /// The server chose a subprotocol the client did not offer.
+    UnofferedProtocol(String),
+    /// The response head is larger than a client accepts (64 KiB).
+    HeadTooLarge,
+    /// `Sec-WebSocket-Extensions` is not an acceptable answer to what was offered.
+    Extensions(super::deflate::ExtensionResponseError),
+}
+
+impl fmt::Display for ResponseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResponseError::Malformed => f.write_str("malformed HTTP response"),
+            ResponseError::Status { code, reason } => write!(f, "server answered {code} {reason}"),
+            ResponseError::NoUpgrade => f.write_str("response lacks Upgrade: websocket"),
+            ResponseError::NoConnectionUpgrade => f.write_str("response lacks Connection: Upgrade"),
+            ResponseError::WrongAccept => f.write_str("wrong Sec-WebSocket-Accept"),
+            ResponseError::UnofferedProtocol(p) => {
+                write!(f, "server chose subprotocol {p:?}, which was not offered")
+            }
+            ResponseError::HeadTooLarge => f.write_str("response head too large"),
+            ResponseError::Extensions(e) => write!(f, "bad Sec-WebSocket-Extensions: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ResponseError {}
+
 /// Checks a server's complete answer head against the `key` the client sent.
 ///
-/// Returns the server's choices, or the reason the handshake failed (the status line for a
-/// refusal).
-pub fn check_response(head: &[u8], key: &str, protocols: &[&str]) -> Result<Accepted, String> {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+/// Returns the server's choices.
+///
+/// # Errors
+///
+/// A [`ResponseError`] saying why the answer does not complete the handshake: a refusal's
+/// status line, a missing header, a wrong `Sec-WebSocket-Accept` or an unoffered subprotocol.
+pub fn check_response(
+    head: &[u8],
+    key: &str,
+    protocols: &[&str],
+) -> Result<Accepted, ResponseError> {
+    let mut storage = [EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut storage);
     match resp.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err("malformed HTTP response".into()),
+        _ => return Err(ResponseError::Malformed),
     }
     if resp.code != Some(101) {
-        return Err(format!(
-            "server answered {} {}",
-            resp.code.unwrap_or(0),
-            resp.reason.unwrap_or("")
-        ));
+        return Err(ResponseError::Status {
+            code: resp.code.unwrap_or(0),
+            reason: resp.reason.unwrap_or("").to_owned(),
+        });
     }
     let get = |name: &str| {
         resp.headers
@@ -427,23 +507,21 @@ pub fn check_response(head: &[u8], key: &str, protocols: &[&str]) -> Result<Acce
             .map(str::trim)
     };
     if !get("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
-        return Err("response lacks Upgrade: websocket".into());
+        return Err(ResponseError::NoUpgrade);
     }
     if !get("connection").is_some_and(|v| {
         v.split(',')
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
     }) {
-        return Err("response lacks Connection: Upgrade".into());
+        return Err(ResponseError::NoConnectionUpgrade);
     }
     if get("sec-websocket-accept") != Some(accept_key(key.as_bytes()).as_str()) {
-        return Err("wrong Sec-WebSocket-Accept".into());
+        return Err(ResponseError::WrongAccept);
     }
     let protocol = get("sec-websocket-protocol").map(str::to_owned);
     if let Some(p) = &protocol {
         if !protocols.contains(&p.as_str()) {
-            return Err(format!(
-                "server chose subprotocol {p:?}, which was not offered"
-            ));
+            return Err(ResponseError::UnofferedProtocol(p.clone()));
         }
     }
     Ok(Accepted {
@@ -583,13 +661,26 @@ mod tests {
                 extensions: None
             })
         );
-        assert!(check_response(&out, key, &[]).is_err());
-        assert!(check_response(&out, "AAAAAAAAAAAAAAAAAAAAAA==", &["chat"]).is_err());
+        assert_eq!(
+            check_response(&out, key, &[]),
+            Err(ResponseError::UnofferedProtocol("chat".into()))
+        );
+        assert_eq!(
+            check_response(&out, "AAAAAAAAAAAAAAAAAAAAAA==", &["chat"]),
+            Err(ResponseError::WrongAccept)
+        );
         let mut refused = Vec::new();
         HttpResponse::text(403, "no").write_to(&mut refused);
         assert_eq!(
             check_response(&refused, key, &[]),
-            Err("server answered 403 Forbidden".into())
+            Err(ResponseError::Status {
+                code: 403,
+                reason: "Forbidden".into()
+            })
+        );
+        assert_eq!(
+            check_response(&refused, key, &[]).unwrap_err().to_string(),
+            "server answered 403 Forbidden"
         );
     }
 }

@@ -118,6 +118,11 @@ impl Decoder {
         self.open != Open::None
     }
 
+    /// Bytes of memory held for the fragmented (or compressed) message in progress.
+    pub fn buffered(&self) -> usize {
+        self.fragments.as_ref().map_or(0, |f| f.capacity())
+    }
+
     /// Frees what the decoder holds for a message that was already handed out: the buffer of
     /// a fragmented or compressed message, and an inflater's state that the next message
     /// does not need. Call it when the bytes at hand are used up.
@@ -139,6 +144,11 @@ impl Decoder {
     /// frame must be kept as they are now and presented again, with more bytes after them, on
     /// the next call. After a [`Frame`](Decoded::Frame) the caller drops `len` bytes from the
     /// front of its buffer. After an error or a close event, stop decoding.
+    ///
+    /// # Errors
+    ///
+    /// The [`ProtocolError`] of the first violation of RFC 6455 (or RFC 7692), to be answered with
+    /// its close code.
     pub fn decode<'a>(&'a mut self, buf: &'a mut [u8]) -> Result<Decoded<'a>, ProtocolError> {
         if self.delivered {
             if let Some(fragments) = &mut self.fragments {
@@ -361,21 +371,21 @@ impl Encoder {
 
 /// A masking key straight from the operating system's CSPRNG (see [`random_u64`]), as
 /// RFC 6455 sections 5.3 and 10.3 ask: the peer's intermediaries cannot predict it.
-pub fn mask_key() -> [u8; 4] {
+pub(crate) fn mask_key() -> [u8; 4] {
     random_bytes()
 }
 
 /// 64 random bits from the operating system's CSPRNG (`getrandom`).
 ///
-/// The bytes are fetched [`RANDOM_BATCH`] at a time into a per-thread buffer and each is
-/// handed out once, so a masked frame costs a copy of 4 bytes and one system call per 128
-/// frames, not one each. Unlike a userspace generator seeded once (rand's `ThreadRng`, which
-/// tungstenite masks with), every key is the OS generator's output.
+/// The bytes are fetched 512 at a time into a per-thread buffer and each is handed out once,
+/// so a masked frame costs a copy of 4 bytes and one system call per 128 frames, not one
+/// each. Unlike a userspace generator seeded once (rand's `ThreadRng`, which tungstenite
+/// masks with), every key is the OS generator's output.
 ///
 /// # Panics
 ///
 /// If the operating system has no random source to give (as `rand`'s `thread_rng` does).
-pub fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     u64::from_le_bytes(random_bytes())
 }
 

@@ -39,6 +39,7 @@ pub enum Role {
 
 /// A violation of RFC 6455 by the peer, and the close code it is answered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProtocolError {
     /// RSV bits set that no negotiated extension defines.
     ReservedBits,

@@ -20,6 +20,10 @@ pub struct InvalidUtf8;
 impl Utf8Validator {
     /// Validates the next piece of the stream. Fails as soon as the bytes so far cannot be the
     /// start of valid UTF-8; an unfinished character at the end is remembered for the next call.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidUtf8`] as soon as the bytes so far cannot start valid UTF-8.
     pub fn feed(&mut self, mut piece: &[u8]) -> Result<(), InvalidUtf8> {
         if self.pending_len > 0 {
             piece = self.finish_pending(piece)?;
@@ -37,6 +41,10 @@ impl Utf8Validator {
     }
 
     /// Ends the stream: an unfinished character is an error. Resets the validator.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidUtf8`] when a character is unfinished.
     pub fn finish(&mut self) -> Result<(), InvalidUtf8> {
         let complete = self.pending_len == 0;
         *self = Utf8Validator::default();

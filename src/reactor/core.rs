@@ -24,6 +24,8 @@ pub(crate) struct Core<S> {
     pub(crate) topics: Topics,
     /// Where publishes go beyond this reactor.
     pub(crate) relays: Vec<Box<dyn Relay>>,
+    /// Bytes buffered by all connections: the sum of their `charged`.
+    pub(crate) buffered: usize,
     /// A broadcast's uncompressed frame, encoded once.
     frame: Vec<u8>,
     next_generation: u32,
@@ -38,6 +40,7 @@ impl<S> Core<S> {
             dirty: Vec::new(),
             closed: Vec::new(),
             frame: Vec::new(),
+            buffered: 0,
             next_generation: 0,
             topics: Topics::default(),
             relays: Vec::new(),
@@ -82,6 +85,35 @@ impl<S> Core<S> {
         if !slot.dirty && (slot.conn.buffered() > 0 || shut_down) {
             slot.dirty = true;
             dirty.push(id);
+        }
+    }
+
+    /// Counts `id`'s buffers again in the reactor's total.
+    pub(crate) fn recharge(&mut self, id: ConnId) {
+        if let Some(slot) = lookup(&mut self.slots, id) {
+            recharge(slot, &mut self.buffered);
+        }
+    }
+
+    /// While the reactor buffers more than `max_buffered`, sheds the connection holding the
+    /// most (see [`Connection::shed`](crate::proto::connection::Connection::shed)); its
+    /// `on_close` follows with [`CloseReason::Overflow`].
+    pub(crate) fn shed(&mut self) {
+        while self.buffered > self.ep.config.max_buffered {
+            let largest = (self.slots.iter()).max_by_key(|(_, s)| s.charged);
+            let Some((index, slot)) = largest.filter(|(_, s)| s.charged > 0) else {
+                return;
+            };
+            let id = ConnId {
+                index: index as u32,
+                generation: slot.generation,
+            };
+            log::warn!("{id}: closed, holding {} B over max_buffered", slot.charged);
+            if self.slots[index].conn.shed(&mut self.ep).is_some() {
+                self.closed.push((id, CloseReason::Overflow));
+            }
+            self.recharge(id);
+            self.settle_conn(id);
         }
     }
 
@@ -140,12 +172,15 @@ impl<S> Core<S> {
         } else {
             slot.conn.send_uncompressed(&mut self.ep, msg)
         };
-        if slot.conn.is_open() {
+        recharge(slot, &mut self.buffered);
+        if slot.conn.is_open() && self.buffered <= self.ep.config.max_buffered {
             // The usual case, without a second lookup.
             Self::mark_dirty(slot, id, &mut self.dirty);
             return result;
         }
-        self.sent(id, result)
+        let result = self.sent(id, result);
+        self.shed();
+        result
     }
 
     /// Hands a publish to every relay.
@@ -177,6 +212,7 @@ impl<S> Core<S> {
             match slot.conn.send_broadcast(ep, opcode, payload, &self.frame) {
                 Ok(()) => {
                     Self::mark_dirty(slot, id, &mut self.dirty);
+                    recharge(slot, &mut self.buffered);
                     sent += 1;
                 }
                 Err(_) => overflowed.push(id),
@@ -203,6 +239,7 @@ impl<S> Core<S> {
         for id in overflowed {
             let _ = self.sent(id, Err(SendError::Full));
         }
+        self.shed();
         sent
     }
 }
@@ -213,6 +250,13 @@ fn data_opcode(msg: Message<'_>) -> OpCode {
         Message::Text(_) => OpCode::Text,
         Message::Binary(_) => OpCode::Binary,
     }
+}
+
+/// Counts `slot`'s buffers again in the reactor's `total`.
+pub(crate) fn recharge<S>(slot: &mut Slot<S>, total: &mut usize) {
+    let now = u32::try_from(slot.conn.memory()).unwrap_or(u32::MAX);
+    *total = *total - slot.charged as usize + now as usize;
+    slot.charged = now;
 }
 
 /// The connection `id` in `slots`, if it still exists.

@@ -1,8 +1,8 @@
 //! A [`Handle`] lets other threads send, publish, close and shut down through the reactor.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 
 use mio::Waker;
@@ -17,6 +17,24 @@ pub(crate) enum Command {
     Publish(String, OwnedMessage),
     PublishLocal(String, OwnedMessage),
     Close(ConnId, CloseCode, String),
+}
+
+/// What a command counts against `Config::handle_queue` besides its bytes, so that empty
+/// messages cannot queue without bound either.
+const COMMAND_COST: usize = 64;
+
+impl Command {
+    /// Issue 14 (5): the bytes the command counts against `Config::handle_queue`.
+    pub(crate) fn cost(&self) -> usize {
+        COMMAND_COST
+            + match self {
+                Command::Send(_, msg) | Command::Broadcast(msg) => msg.bytes.len(),
+                Command::Publish(topic, msg) | Command::PublishLocal(topic, msg) => {
+                    topic.len() + msg.bytes.len()
+                }
+                Command::Close(_, _, reason) => reason.len(),
+            }
+    }
 }
 
 /// A message copied to cross threads.
@@ -45,8 +63,10 @@ impl OwnedMessage {
 
 /// Why a [`Handle`] call was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HandleError {
-    /// The reactor's command queue is full (`Config::handle_queue`): it is not keeping up.
+    /// The reactor's command queue is full (`Config::handle_queue` bytes): it is not keeping
+    /// up.
     Full,
     /// The server is gone.
     Stopped,
@@ -72,25 +92,34 @@ pub(crate) struct Shared {
     pub(crate) shutdown: AtomicBool,
     /// The server is gone (dropped): it will neither deliver nor publish anything more.
     pub(crate) stopped: AtomicBool,
+    /// Issue 14 (5): bytes of the commands queued ([`Command::cost`]), and their bound.
+    pub(crate) queued: AtomicUsize,
+    pub(crate) max_queued: usize,
 }
 
 /// A `Send + Clone` handle to a [`Server`](crate::Server), for other threads.
 ///
-/// Each call copies the message into a bounded queue (`Config::handle_queue` commands) and
+/// Each call copies the message into a queue bounded in bytes (`Config::handle_queue`) and
 /// wakes the reactor, which carries it out on its next turn, in order. A full queue refuses the
 /// call instead of growing.
 #[derive(Debug, Clone)]
 pub struct Handle {
-    pub(crate) tx: SyncSender<Command>,
+    pub(crate) tx: Sender<Command>,
     pub(crate) shared: Arc<Shared>,
 }
 
 impl Handle {
     fn command(&self, command: Command) -> Result<(), HandleError> {
-        self.tx.try_send(command).map_err(|e| match e {
-            TrySendError::Full(_) => HandleError::Full,
-            TrySendError::Disconnected(_) => HandleError::Stopped,
-        })?;
+        let cost = command.cost();
+        let queued = self.shared.queued.fetch_add(cost, Ordering::AcqRel);
+        if queued + cost > self.shared.max_queued {
+            self.shared.queued.fetch_sub(cost, Ordering::AcqRel);
+            return Err(HandleError::Full);
+        }
+        if self.tx.send(command).is_err() {
+            self.shared.queued.fetch_sub(cost, Ordering::AcqRel);
+            return Err(HandleError::Stopped);
+        }
         self.wake()
     }
 
@@ -102,22 +131,42 @@ impl Handle {
     }
 
     /// Sends `msg` to connection `id`.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError::Full`] when the reactor's command queue is full, [`HandleError::Stopped`]
+    /// when the server has stopped.
     pub fn send(&self, id: ConnId, msg: Message<'_>) -> Result<(), HandleError> {
         self.command(Command::Send(id, OwnedMessage::new(msg)))
     }
 
     /// Sends `msg` to every open connection.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError::Full`] when the reactor's command queue is full, [`HandleError::Stopped`]
+    /// when the server has stopped.
     pub fn broadcast(&self, msg: Message<'_>) -> Result<(), HandleError> {
         self.command(Command::Broadcast(OwnedMessage::new(msg)))
     }
 
     /// Publishes `msg` to the subscribers of `topic`.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError::Full`] when the reactor's command queue is full, [`HandleError::Stopped`]
+    /// when the server has stopped.
     pub fn publish(&self, topic: &str, msg: Message<'_>) -> Result<(), HandleError> {
         self.command(Command::Publish(topic.to_owned(), OwnedMessage::new(msg)))
     }
 
     /// Publishes `msg` to the local subscribers of `topic` only, without relaying it: for a
     /// [`Relay`](crate::Relay) delivering what it brought from elsewhere.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError::Full`] when the reactor's command queue is full, [`HandleError::Stopped`]
+    /// when the server has stopped.
     pub fn publish_local(&self, topic: &str, msg: Message<'_>) -> Result<(), HandleError> {
         self.command(Command::PublishLocal(
             topic.to_owned(),
@@ -126,6 +175,11 @@ impl Handle {
     }
 
     /// Starts the close handshake with connection `id`.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError::Full`] when the reactor's command queue is full, [`HandleError::Stopped`]
+    /// when the server has stopped.
     pub fn close(&self, id: ConnId, code: CloseCode, reason: &str) -> Result<(), HandleError> {
         self.command(Command::Close(id, code, reason.to_owned()))
     }
@@ -133,6 +187,10 @@ impl Handle {
     /// Asks the server to shut down gracefully: [`Server::run`](crate::Server::run) then
     /// closes every connection with 1001, waits for the close handshakes up to
     /// `close_timeout`, and returns. Commands sent before this one are carried out first.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError::Stopped`] when the server has stopped.
     pub fn shutdown(&self) -> Result<(), HandleError> {
         self.shared.shutdown.store(true, Ordering::Release);
         self.shared.woken.store(true, Ordering::Release);

@@ -4,6 +4,7 @@
 //! queued once per turn and arms their deadlines in one timer heap; [`Handle`](crate::Handle)s
 //! reach it from other threads.
 
+pub(crate) mod accept;
 pub(crate) mod core;
 pub(crate) mod handle;
 pub(crate) mod server;

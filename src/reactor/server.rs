@@ -2,13 +2,14 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::accept::AcceptRetry;
 use super::core::{lookup, Core};
 use super::handle::{Command, Commands, Handle, Shared};
 use super::slot::Slot;
@@ -28,6 +29,13 @@ const LISTENER: Token = Token(usize::MAX - 1);
 /// Most bytes read from one connection in one turn, so that a fast sender cannot starve the
 /// others; the rest is read on the next turn.
 const READ_BUDGET: usize = 1 << 20;
+/// What a frame costs of the read budget on top of its bytes: about what decoding one costs,
+/// in bytes unmasked in the same time (so that a flood of tiny frames gets no more time).
+const FRAME_COST: usize = 128;
+/// Whether a short read on a plain socket counts as drained, sparing the `WouldBlock` read:
+/// sound with epoll, which raises an edge for every arrival, so Linux only (kqueue and
+/// Windows' AFD polling make no such promise that mio documents).
+const SHORT_READ_DRAINS: bool = cfg!(target_os = "linux");
 /// The smallest read into a connection's own buffer.
 const MIN_READ: usize = 16 * 1024;
 /// Connections beyond `max_connections` that may linger while their 503 goes out.
@@ -49,6 +57,8 @@ pub struct Server<H: Handler> {
     backlog: Vec<ConnId>,
     /// Commands from other threads.
     commands: Commands,
+    /// Accepting again after it failed for lack of descriptors.
+    accept_retry: AcceptRetry,
 }
 
 /// A listening socket, plain or TLS.
@@ -81,9 +91,13 @@ impl<H: Handler> Server<H> {
     /// [`listen_on`](Self::listen_on)).
     pub(crate) fn new(config: Config, handler: H) -> Result<Server<H>, Error> {
         config.validate()?;
+        // No more connections than the process has descriptors for.
+        let config = config.within_fd_limit(REFUSAL_SLOTS);
         let poll = Poll::new()?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(config.handle_queue);
+        let (tx, rx) = std::sync::mpsc::channel();
         let shared = Arc::new(Shared {
+            queued: AtomicUsize::new(0),
+            max_queued: config.handle_queue,
             waker: Waker::new(poll.registry(), WAKER)?,
             woken: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
@@ -102,6 +116,7 @@ impl<H: Handler> Server<H> {
             core: Core::new(config),
             handler,
             backlog: Vec::new(),
+            accept_retry: AcceptRetry::default(),
         })
     }
 
@@ -257,6 +272,9 @@ impl<H: Handler> Server<H> {
             .woken
             .store(false, Ordering::Release);
         while let Ok(command) = self.commands.rx.try_recv() {
+            // Out of the queue, out of its byte count.
+            let shared = &self.commands.handle.shared;
+            shared.queued.fetch_sub(command.cost(), Ordering::AcqRel);
             let mut ctx = Context {
                 core: &mut self.core,
             };
@@ -293,6 +311,9 @@ impl<H: Handler> Server<H> {
             Ok(()) => {}
         }
         self.core.ep.set_now(Instant::now());
+        // Connections left over from the last turn; one read again by this turn's events has
+        // had its budget and is not read twice.
+        let backlog = std::mem::take(&mut self.backlog);
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in events.iter() {
             if event.token() == WAKER {
@@ -321,12 +342,20 @@ impl<H: Handler> Server<H> {
             }
         }
         self.events = events;
-        for id in std::mem::take(&mut self.backlog) {
-            self.read(id, true);
+        for id in backlog {
+            if !self.backlog.contains(&id) {
+                self.read(id, true);
+            }
         }
         self.expire();
         self.settle();
         self.flush();
+        // The listeners raise no new event for what waits in their queues.
+        if (self.accept_retry).take_due(self.core.slots.len(), Instant::now()) {
+            for listener in 0..self.listeners.len() {
+                self.accept(listener);
+            }
+        }
         Ok(())
     }
 
@@ -337,6 +366,11 @@ impl<H: Handler> Server<H> {
         let now = Instant::now();
         let timer = (self.core.timers.next())
             .map(|at| self.core.ep.instant(at).saturating_duration_since(now));
+        // Wake up for the next accept retry.
+        let timer = match (timer, self.accept_retry.timeout(now)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match (requested, timer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -352,8 +386,11 @@ impl<H: Handler> Server<H> {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    log::warn!("accept failed: {e}");
+                    // Out of descriptors, say: try again later.
+                    let open = self.core.slots.len();
+                    self.accept_retry.failed(&e, open, Instant::now());
                     return;
                 }
             };
@@ -405,6 +442,7 @@ impl<H: Handler> Server<H> {
                 dirty: false,
                 backlogged: false,
                 write_shut: false,
+                charged: 0,
             });
             self.core.settle_conn(ConnId {
                 index: index as u32,
@@ -440,7 +478,10 @@ impl<H: Handler> Server<H> {
                     (slot.io.read(spare), asked)
                 }
             };
-            let drained = !drain && slot.io.is_plain() && result.as_ref().is_ok_and(|&n| n < asked);
+            let drained = SHORT_READ_DRAINS
+                && !drain
+                && slot.io.is_plain()
+                && result.as_ref().is_ok_and(|&n| n < asked);
             let n = match result {
                 Ok(0) => return self.drop_conn(id, CloseReason::Disconnected),
                 Ok(n) => n,
@@ -450,7 +491,8 @@ impl<H: Handler> Server<H> {
                         slot.dirty = true;
                         core.dirty.push(id);
                     }
-                    return;
+                    // Drained without the shortcut: answer now all the same.
+                    return self.answer_now(id);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -458,6 +500,7 @@ impl<H: Handler> Server<H> {
                     return self.drop_conn(id, CloseReason::Disconnected);
                 }
             };
+            let mut frames = 0;
             if slot.conn.phase() != Phase::Linger {
                 let mut rx = slot.conn.take_receiver();
                 let handler = &mut self.handler;
@@ -470,14 +513,15 @@ impl<H: Handler> Server<H> {
                 };
                 if partial.is_none() {
                     let bytes = &mut self.scratch[..n];
-                    let used = feed(core, get, &mut rx.parser, bytes, on_event);
+                    let used = feed(core, get, &mut rx.parser, bytes, &mut frames, on_event);
                     if used < n {
                         let want = rx.parser.want as usize;
                         rx.buf.keep(&self.scratch[used..n], want, &mut core.ep.pool);
                     }
                 } else {
                     rx.buf.filled(n);
-                    let used = feed(core, get, &mut rx.parser, rx.buf.bytes_mut(), on_event);
+                    let bytes = rx.buf.bytes_mut();
+                    let used = feed(core, get, &mut rx.parser, bytes, &mut frames, on_event);
                     rx.buf.consume(used, &mut core.ep.pool);
                 }
                 match core.get_mut(id) {
@@ -486,8 +530,11 @@ impl<H: Handler> Server<H> {
                 }
                 // Hearing from the peer moves its keepalive deadline.
                 core.settle_conn(id);
+                // Input counts against the reactor-wide budget.
+                core.recharge(id);
+                core.shed();
             }
-            budget = budget.saturating_sub(n);
+            budget = budget.saturating_sub(n + frames * FRAME_COST);
             if budget == 0 {
                 // Once in the backlog is enough, however often the budget is spent (it only
                 // holds connections that keep the reactor busy: few, so a scan is cheap).
@@ -497,16 +544,20 @@ impl<H: Handler> Server<H> {
                 return;
             }
             if drained {
-                // Answer now rather than after every other ready connection's turn: a
-                // request-response peer waits for it (this cuts the echo's p99 latency). A
-                // backlogged queue waits for WRITABLE (and its `on_drain`) as before.
-                if self.core.get(id).is_some_and(|c| c.dirty && !c.backlogged) {
-                    if let Err(e) = self.flush_one(id) {
-                        log::debug!("{id}: write failed: {e}");
-                        self.drop_conn(id, CloseReason::Disconnected);
-                    }
-                }
-                return;
+                return self.answer_now(id);
+            }
+        }
+    }
+
+    /// Writes what `id` was sent while its bytes were handled, now that its socket is drained,
+    /// rather than after every other ready connection's turn: a request-response peer waits
+    /// for it (this cuts the echo's p99 latency). A backlogged queue waits for WRITABLE (and
+    /// its `on_drain`) as before.
+    fn answer_now(&mut self, id: ConnId) {
+        if self.core.get(id).is_some_and(|c| c.dirty && !c.backlogged) {
+            if let Err(e) = self.flush_one(id) {
+                log::debug!("{id}: write failed: {e}");
+                self.drop_conn(id, CloseReason::Disconnected);
             }
         }
     }
@@ -593,6 +644,8 @@ impl<H: Handler> Server<H> {
                 Err(e) => return Err(e),
             }
         }
+        // What was written no longer counts.
+        super::core::recharge(conn, &mut core.buffered);
         if conn.conn.wants_shutdown() {
             // All said: TLS close_notify, then the FIN once the socket took everything.
             if !conn.write_shut {
@@ -640,6 +693,7 @@ impl<H: Handler> Server<H> {
             return;
         }
         let mut slot = self.core.slots.remove(id.index as usize);
+        self.core.buffered -= slot.charged as usize;
         let _ = self.poll.registry().deregister(&mut slot.io);
         slot.conn.release(&mut self.core.ep);
     }

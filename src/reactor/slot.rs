@@ -27,6 +27,9 @@ pub(crate) struct Slot<S> {
     /// Writing is being shut down: the last bytes of a lingering connection are written, TLS
     /// close_notify is queued, and the FIN follows once the socket has taken everything.
     pub(crate) write_shut: bool,
+    /// The bytes of [`Connection::memory`] counted in the reactor's total (`max_buffered`);
+    /// 32 bits fill what would be padding (a connection holds far less than 4 GiB).
+    pub(crate) charged: u32,
 }
 
 #[cfg(test)]

@@ -27,6 +27,10 @@ impl TlsConfig {
     /// Fails, naming the file, when a file cannot be read, holds no certificate or no key, holds
     /// an encrypted key, or when the key does not match the leaf certificate. The config uses the
     /// `ring` provider, TLS 1.2 and 1.3, and offers ALPN `http/1.1`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tls`] naming the file and the problem.
     pub fn from_pem_files(
         cert: impl AsRef<Path>,
         key: Option<impl AsRef<Path>>,

@@ -1,43 +1,4 @@
-//! Several reactors, one per thread, serving one address: how wsloop uses more than one core.
-//!
-//! A [`Cluster`] is N independent [`Server`]s, each with its own listening socket on the same
-//! address (`SO_REUSEPORT`: the kernel spreads incoming connections over the listeners), its
-//! own poll, slab and handler, and no lock shared with the others. A connection lives on one
-//! reactor for its whole life.
-//!
-//! Publishes cross reactors: each server has a relay that hands every local publish to the
-//! other reactors' [`Handle::publish_local`], which delivers it to their subscribers without
-//! relaying it again (so a publish never loops). `broadcast` and `send` stay on the reactor
-//! they are made on.
-//!
-//! ```no_run
-//! use std::net::SocketAddr;
-//! use wsloop::{Cluster, Config, ConnId, Context, Handler, Message, Request, Upgrade};
-//!
-//! struct Chat;
-//!
-//! impl Handler for Chat {
-//!     type State = ();
-//!
-//!     fn on_upgrade(&mut self, _req: &Request<'_, '_>, _peer: SocketAddr) -> Upgrade<()> {
-//!         Upgrade::accept(())
-//!     }
-//!
-//!     fn on_open(&mut self, ctx: &mut Context<'_, ()>, id: ConnId) {
-//!         ctx.subscribe(id, "lobby");
-//!     }
-//!
-//!     fn on_message(&mut self, ctx: &mut Context<'_, ()>, _id: ConnId, msg: Message<'_>) {
-//!         // Reaches the lobby's subscribers on every reactor.
-//!         ctx.publish("lobby", msg);
-//!     }
-//! }
-//!
-//! let cluster = Cluster::bind("127.0.0.1:9001", 4, Config::default(), |_reactor| Chat)?;
-//! let handle = cluster.handle(); // Send + Clone: publish or shut down from anywhere
-//! cluster.run()?; // until handle.shutdown()
-//! # Ok::<(), wsloop::Error>(())
-//! ```
+//! Several reactors, one per thread, serving one address: [`Cluster`].
 
 use std::fmt;
 use std::io;
@@ -51,10 +12,50 @@ use crate::{Config, Error, Handle, HandleError, Handler, Message, Relay, Server,
 /// Backlog of each listening socket (as `mio` uses).
 const BACKLOG: i32 = 1024;
 
-/// N reactors on N threads serving one address, with publishes shared between them.
+/// N reactors on N threads serving one address, with publishes shared between them: how
+/// wsloop uses more than one core.
 ///
 /// Build it with [`bind`](Self::bind) (or [`bind_tls`](Self::bind_tls)), keep a
 /// [`handle`](Self::handle), add relays if any, then [`run`](Self::run) it.
+///
+/// It is N independent [`Server`]s, each with its own listening socket on the same
+/// address (`SO_REUSEPORT`: the kernel spreads incoming connections over the listeners), its
+/// own poll, slab and handler, and no lock shared with the others. A connection lives on one
+/// reactor for its whole life.
+///
+/// Publishes cross reactors: each server has a relay that hands every local publish to the
+/// other reactors' [`Handle::publish_local`], which delivers it to their subscribers without
+/// relaying it again (so a publish never loops). `broadcast` and `send` stay on the reactor
+/// they are made on.
+///
+/// ```no_run
+/// use std::net::SocketAddr;
+/// use wsloop::{Cluster, Config, ConnId, Context, Handler, Message, Request, Upgrade};
+///
+/// struct Chat;
+///
+/// impl Handler for Chat {
+///     type State = ();
+///
+///     fn on_upgrade(&mut self, _req: &Request<'_, '_>, _peer: SocketAddr) -> Upgrade<()> {
+///         Upgrade::accept(())
+///     }
+///
+///     fn on_open(&mut self, ctx: &mut Context<'_, ()>, id: ConnId) {
+///         ctx.subscribe(id, "lobby");
+///     }
+///
+///     fn on_message(&mut self, ctx: &mut Context<'_, ()>, _id: ConnId, msg: Message<'_>) {
+///         // Reaches the lobby's subscribers on every reactor.
+///         ctx.publish("lobby", msg);
+///     }
+/// }
+///
+/// let cluster = Cluster::bind("127.0.0.1:9001", 4, Config::default(), |_reactor| Chat)?;
+/// let handle = cluster.handle(); // Send + Clone: publish or shut down from anywhere
+/// cluster.run()?; // until handle.shutdown()
+/// # Ok::<(), wsloop::Error>(())
+/// ```
 pub struct Cluster<H: Handler> {
     servers: Vec<Server<H>>,
     handle: ClusterHandle,
@@ -87,6 +88,12 @@ where
     /// Every listener is bound with `SO_REUSEPORT`, so another process that also sets it
     /// (under the same user) could bind the same port; use a port your own processes own.
     /// `SO_REUSEPORT` is a Unix option: elsewhere only `threads == 1` is accepted.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid `config` or `threads == 0`, [`Error::Bind`] naming the
+    /// address when no listener can be bound (or `threads > 1` without `SO_REUSEPORT`),
+    /// [`Error::Io`] when a reactor cannot be created.
     pub fn bind(
         addr: &str,
         threads: usize,
@@ -97,6 +104,10 @@ where
     }
 
     /// Like [`bind`](Self::bind), but serves `wss` with `tls` on every reactor.
+    ///
+    /// # Errors
+    ///
+    /// As [`bind`](Self::bind).
     pub fn bind_tls(
         addr: &str,
         threads: usize,
@@ -218,6 +229,10 @@ where
     /// If one reactor fails (an I/O error of its poll) the others are shut down too, and the
     /// first error is returned. If one panics, the others are shut down and the panic is
     /// resumed on this thread once they have ended.
+    ///
+    /// # Errors
+    ///
+    /// The first reactor's [`Error`] (an I/O error of its poll).
     pub fn run(self) -> Result<(), Error> {
         let handle = self.handle;
         let mut threads = Vec::with_capacity(self.servers.len());
@@ -293,6 +308,11 @@ impl ClusterHandle {
 
     /// Publishes `msg` to the subscribers of `topic` on every reactor, and to the relays
     /// (through reactor 0, which hands it to the others and to any broker relay).
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError::Full`] when reactor 0's command queue is full, [`HandleError::Stopped`] when
+    /// it has stopped.
     pub fn publish(&self, topic: &str, msg: Message<'_>) -> Result<(), HandleError> {
         self.handles[0].publish(topic, msg)
     }
@@ -300,12 +320,22 @@ impl ClusterHandle {
     /// Publishes `msg` to the subscribers of `topic` on every reactor, without relaying it:
     /// for a relay delivering what it brought from elsewhere. Every reactor is tried; the
     /// first refusal is returned.
+    ///
+    /// # Errors
+    ///
+    /// The first refusal among the reactors: [`HandleError::Full`] for a full command queue,
+    /// [`HandleError::Stopped`] for a reactor that has ended.
     pub fn publish_local(&self, topic: &str, msg: Message<'_>) -> Result<(), HandleError> {
         self.each(|h| h.publish_local(topic, msg))
     }
 
     /// Sends `msg` to every open connection of every reactor. Every reactor is tried; the
     /// first refusal is returned.
+    ///
+    /// # Errors
+    ///
+    /// The first refusal among the reactors: [`HandleError::Full`] for a full command queue,
+    /// [`HandleError::Stopped`] for a reactor that has ended.
     pub fn broadcast(&self, msg: Message<'_>) -> Result<(), HandleError> {
         self.each(|h| h.broadcast(msg))
     }
@@ -313,6 +343,11 @@ impl ClusterHandle {
     /// Asks every reactor to shut down gracefully (see [`Handle::shutdown`]);
     /// [`Cluster::run`] returns once all have. Every reactor is asked; the first refusal is
     /// returned (`Stopped` for a reactor that has already ended).
+    ///
+    /// # Errors
+    ///
+    /// The first refusal among the reactors: [`HandleError::Full`] for a full command queue,
+    /// [`HandleError::Stopped`] for a reactor that has ended.
     pub fn shutdown(&self) -> Result<(), HandleError> {
         self.each(Handle::shutdown)
     }

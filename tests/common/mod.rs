@@ -1,9 +1,17 @@
 //! Shared harness for the integration tests: a `wsloop::Server` on a background thread with a
-//! scriptable test handler, and a raw TCP client that writes exact bytes and reads exact bytes.
+//! scriptable test handler, and a raw TCP client that writes exact bytes and reads exact bytes;
+//! the other shared helpers are its submodules.
 //!
 //! Every read has a timeout and every wait a deadline, so no test can hang. Servers bind
 //! 127.0.0.1:0 and are left running when a test ends (the test process exits).
 #![allow(dead_code)] // each test binary uses a different part of the harness
+
+pub mod cert;
+pub mod chat_peer;
+pub mod handlers;
+pub mod memory;
+pub mod node;
+pub mod redis_server;
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -65,6 +73,7 @@ impl From<CloseReason<'_>> for Why {
             CloseReason::Overflow => Why::Overflow,
             CloseReason::TimedOut => Why::TimedOut,
             CloseReason::Disconnected => Why::Disconnected,
+            other => panic!("a CloseReason these tests do not know: {other:?}"),
         }
     }
 }

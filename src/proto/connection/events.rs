@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::proto::handshake::ResponseError;
 use crate::proto::{CloseCode, ProtocolError};
 
 /// A whole message, borrowed: from the bytes as they were read for an unfragmented message
@@ -27,6 +28,7 @@ impl<'a> Message<'a> {
 /// Why a connection ended, as told to [`Handler::on_close`](crate::Handler::on_close) and in
 /// [`Event::Closed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseReason<'a> {
     /// The close handshake completed: the peer's close frame said `code` (none if it was
     /// empty) and `reason`.
@@ -50,6 +52,7 @@ pub enum CloseReason<'a> {
 
 /// Why a send was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendError {
     /// The connection is not open: unknown id, still handshaking, closing or closed.
     NotOpen,
@@ -77,6 +80,7 @@ impl std::error::Error for SendError {}
 
 /// What a [`Connection`](super::Connection) tells its owner.
 #[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event<'a> {
     /// Server role: a whole request head arrived. Answer it with
     /// [`Connection::answer`](super::Connection::answer) while handling the event; one left
@@ -87,9 +91,9 @@ pub enum Event<'a> {
         /// The subprotocol the server chose.
         protocol: Option<&'a str>,
     },
-    /// Client role: the server refused the upgrade or answered it wrongly (the text says
-    /// how); the connection is finished.
-    Refused(&'a str),
+    /// Client role: the server refused the upgrade or answered it wrongly; the connection is
+    /// finished.
+    Refused(ResponseError),
     /// A whole message.
     Message(Message<'a>),
     /// A ping (already answered with a pong).

@@ -73,11 +73,13 @@ pub use events::{CloseReason, Event, Message, SendError};
 
 use crate::proto::buffer::{RxBuf, TxBuf};
 use crate::proto::clock::{span, Millis};
-use crate::proto::deflate::{self, client_offer, parse_server_response, Inflater};
+use crate::proto::deflate::{
+    self, client_offer, parse_server_response, ExtensionResponseError, Inflater,
+};
 use crate::proto::frame::{write_frame, FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::proto::handshake::{
     check_response, new_key, write_accept, write_request, HeadScanner, HttpResponse, ParseError,
-    Rejection, Request, MAX_HEADERS,
+    Rejection, Request, ResponseError, MAX_HEADERS,
 };
 use crate::proto::message::{self, mask_key, Decoded, Decoder};
 use crate::proto::{CloseCode, Role};
@@ -259,20 +261,23 @@ impl Connection {
         let get = getter(|one: &mut One<'_>| Some((&mut *one.conn, &mut *one.ep)));
         let mut deliver = |one: &mut One<'_>, event: Event<'_>| on_event(one.conn, one.ep, event);
         if rx.buf.is_empty() {
-            let used = feed(&mut one, get, &mut rx.parser, bytes, &mut deliver);
+            let used = feed(&mut one, get, &mut rx.parser, bytes, &mut 0, &mut deliver);
             if used < bytes.len() {
                 let want = rx.parser.want as usize;
                 rx.buf.keep(&bytes[used..], want, &mut one.ep.pool);
             }
         } else {
+            // Room first, as the reactor's reads get it (towards the frame's size, at most
+            // twice what is kept; at least 4 bytes asked, so that a full buffer grows even for
+            // a 1-byte read): a large frame arriving in small reads is not copied anew on each.
+            let want = match rx.parser.want {
+                0 => usize::MAX,
+                n => n as usize,
+            };
+            rx.buf.spare(want, bytes.len().max(4), &mut one.ep.pool);
             rx.buf.append(bytes, &mut one.ep.pool);
-            let used = feed(
-                &mut one,
-                get,
-                &mut rx.parser,
-                rx.buf.bytes_mut(),
-                &mut deliver,
-            );
+            let bytes = rx.buf.bytes_mut();
+            let used = feed(&mut one, get, &mut rx.parser, bytes, &mut 0, &mut deliver);
             rx.buf.consume(used, &mut one.ep.pool);
         }
         one.conn.put_receiver(rx);
@@ -427,35 +432,25 @@ impl Connection {
         let end = match rx.scanner.find_end(bytes) {
             Some(end) => end,
             None if bytes.len() < MAX_RESPONSE_HEAD => return Polled::Partial,
-            None => return self.handshake_failed("response head too large"),
+            None => return self.handshake_failed(ResponseError::HeadTooLarge),
         };
         let Some(hello) = self.hello.take() else {
-            return self.handshake_failed("no request was sent");
+            return self.handshake_failed(ResponseError::Malformed);
         };
         let protocols: Vec<&str> = hello.protocols.iter().map(String::as_str).collect();
         let accepted = match check_response(&bytes[..end], &hello.key, &protocols) {
             Ok(accepted) => accepted,
-            Err(why) => {
-                log::debug!("handshake failed: {why}");
-                // The status line says most (e.g. `HTTP/1.1 403 Forbidden`).
-                let status = std::str::from_utf8(&bytes[..end])
-                    .ok()
-                    .and_then(|head| head.lines().next())
-                    .filter(|line| !line.contains(" 101 "));
-                return self.handshake_failed(status.unwrap_or("the server botched the upgrade"));
-            }
+            Err(e) => return self.handshake_failed(e),
         };
         let deflate = match (&ep.config.deflate, accepted.extensions.as_deref()) {
             (_, None) => None,
             (Some(cfg), Some(value)) => match parse_server_response(value.as_bytes(), cfg) {
                 Ok(params) => Some(params),
-                Err(why) => {
-                    log::debug!("handshake failed: {why}");
-                    return self.handshake_failed("bad Sec-WebSocket-Extensions answer");
-                }
+                Err(e) => return self.handshake_failed(ResponseError::Extensions(e)),
             },
             (None, Some(_)) => {
-                return self.handshake_failed("extensions in the answer were not offered")
+                let e = ExtensionResponseError::NotOffered;
+                return self.handshake_failed(ResponseError::Extensions(e));
             }
         };
         if let Some(params) = deflate {
@@ -472,7 +467,7 @@ impl Connection {
     }
 
     /// Client role: the handshake failed; the connection ends without a close frame.
-    fn handshake_failed<'a>(&mut self, why: &'a str) -> Polled<'a> {
+    fn handshake_failed<'a>(&mut self, why: ResponseError) -> Polled<'a> {
         self.phase = Phase::Finished;
         Polled::Discard(Some(Event::Refused(why)))
     }
@@ -893,6 +888,32 @@ impl Connection {
         }
     }
 
+    /// Bytes of memory the connection's buffers hold: kept input, an unfinished message, and
+    /// its write queue.
+    pub fn memory(&self) -> usize {
+        self.rx.buf.capacity() + self.rx.parser.decoder.buffered() + self.tx.capacity()
+    }
+
+    /// Drops everything the connection holds (an unfinished message, unwritten output) to
+    /// free memory for others: if it was open and all its output was written it is closed
+    /// with 1013 (try again later), otherwise at once, without a close frame (one could
+    /// follow a cut frame). Returns the event the application is owed, if it knew the
+    /// connection as open.
+    pub fn shed(&mut self, ep: &mut Endpoint) -> Option<Event<'static>> {
+        let owed = matches!(self.phase, Phase::Open | Phase::Closing);
+        let clean = owed && self.tx.len() == 0;
+        self.rx.buf.release(&mut ep.pool);
+        self.rx.parser.decoder = Decoder::new(self.role(), 0);
+        self.tx.release(&mut ep.pool);
+        if clean {
+            self.fail(ep, CloseCode(1013), "server buffers full");
+        } else {
+            self.phase = Phase::Linger;
+            self.clock = ep.now;
+        }
+        owed.then_some(Event::Closed(CloseReason::Overflow))
+    }
+
     /// Gives back every buffer the connection holds (when it is dropped by a reactor that
     /// pools them).
     pub fn release(&mut self, ep: &mut Endpoint) {
@@ -931,12 +952,14 @@ where
 /// `get` finds the connection and its endpoint in `owner` (`None` once it is gone). `parser`
 /// is the connection's, taken out of it (with its kept bytes, which `bytes` then starts with)
 /// by [`Connection::take_receiver`], so that `on_event` may use `owner` freely, sending to
-/// this connection or any other, while the event borrows `bytes` or the parser.
+/// this connection or any other, while the event borrows `bytes` or the parser. `frames`
+/// counts the frames (and heads) decoded.
 pub(crate) fn feed<O>(
     owner: &mut O,
     get: impl Fn(&mut O) -> Option<(&mut Connection, &mut Endpoint)>,
     parser: &mut Parser,
     bytes: &mut [u8],
+    frames: &mut usize,
     mut on_event: impl FnMut(&mut O, Event<'_>),
 ) -> usize {
     let mut pos = 0;
@@ -950,6 +973,7 @@ pub(crate) fn feed<O>(
         match conn.poll_event(ep, parser, &mut bytes[pos..]) {
             Polled::Used(used, event) => {
                 pos += used;
+                *frames += 1;
                 let Some(event) = event else { continue };
                 let request = matches!(event, Event::Request(_));
                 on_event(owner, event);

@@ -1,24 +1,29 @@
 //! A pub/sub backplane through a Redis server, so that topics span processes and machines
 //! (cargo feature `redis`).
 //!
-//! See [`RedisRelay`].
-
-mod resp;
+//! See [`RedisRelay`]. The Redis side (URLs, AUTH, SELECT, TLS, RESP) is the `redis` crate's
+//! blocking client; this module adds the threads, the bounded queue, reconnection and counting.
 
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use redis::{Connection, ConnectionLike, RedisError};
+
 use crate::{Error, Handle, HandleError, Message, Relay};
-use resp::{Push, Value};
 
 /// How often the Redis threads look at their stop conditions.
 const TICK: Duration = Duration::from_millis(100);
+/// The publishing connection is checked with a PING after this much quiet (a connection that
+/// Redis closed would otherwise take the next batch and lose it).
+const QUIET: Duration = TICK;
+/// An idle publishing connection is checked this often, so that an outage shows without a
+/// publish.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// How long the threads go on after every server they deliver to is gone, to pass on what
 /// the last handler calls published.
 const LINGER: Duration = Duration::from_secs(5);
@@ -221,14 +226,14 @@ impl RedisOptions {
 /// ```
 #[derive(Clone)]
 pub struct RedisRelay {
-    tx: SyncSender<Vec<u8>>,
+    tx: SyncSender<Outgoing>,
     shared: Arc<Shared>,
 }
 
 impl fmt::Debug for RedisRelay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisRelay")
-            .field("redis", &self.shared.target.addr())
+            .field("redis", &self.shared.addr)
             .field("prefix", &String::from_utf8_lossy(&self.shared.prefix))
             .field("origin", &self.origin())
             .field("connected", &self.is_connected())
@@ -239,7 +244,9 @@ impl fmt::Debug for RedisRelay {
 
 /// What the relay's clones and its two threads share.
 struct Shared {
-    target: Target,
+    client: redis::Client,
+    /// `host:port` of the server, for logs and errors.
+    addr: String,
     prefix: Box<[u8]>,
     /// The PSUBSCRIBE pattern: the prefix with its glob characters escaped, then `*`.
     pattern: Box<[u8]>,
@@ -265,22 +272,41 @@ struct Shared {
 /// A callback of [`RedisRelay::intercept`].
 type Interceptor = Box<dyn FnMut(Message<'_>) + Send>;
 
+/// A publish on its way to the publishing thread: the channel's bytes, then the payload's, and
+/// where the first end.
+type Outgoing = (Vec<u8>, usize);
+
 impl RedisRelay {
-    /// Connects to the Redis server at `url` (`redis://host:port`, or
-    /// `redis://[user]:password@host:port` to authenticate; the port defaults to 6379 and a
-    /// `/db` path is ignored, as pub/sub spans databases) for the server behind `handle`,
-    /// with channels named `<prefix><topic>`, and the default [`RedisOptions`].
+    /// Connects to the Redis server at `url` for the server behind `handle`, with channels
+    /// named `<prefix><topic>`, and the default [`RedisOptions`].
+    ///
+    /// `url` is what the `redis` crate takes: `redis://host:port/db`, with
+    /// `redis://:password@host` (the `default` user) or `redis://user:password@host` (an ACL
+    /// user) to authenticate, `rediss://` for TLS (the server's certificate is checked against
+    /// the system's roots), `redis+unix:///path`. The port defaults to 6379; the database
+    /// does not matter to pub/sub, which spans databases.
     ///
     /// Returns once both connections are open and the subscription is confirmed, so a
-    /// message published by another process after this returns is received. Fails if Redis
-    /// cannot be reached now; later outages are survived. Blocks the calling thread for at
-    /// most `connect_timeout + io_timeout` per connection; call it before running the server.
+    /// message published by another process after this returns is received. Blocks the
+    /// calling thread for at most `connect_timeout + io_timeout` per connection; call it
+    /// before running the server.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a URL the `redis` crate does not take, [`Error::Io`] naming the
+    /// server when Redis cannot be reached now, refuses the password, or asks for one
+    /// (later outages are survived).
     pub fn connect(url: &str, handle: Handle, prefix: &str) -> Result<RedisRelay, Error> {
         RedisRelay::connect_with(url, &[handle], prefix, RedisOptions::default())
     }
 
     /// Like [`connect`](Self::connect), with options, delivering what comes from Redis to
     /// every one of `handles` (the reactors of a [`Cluster`](crate::Cluster)).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect), and [`Error::Config`] for invalid `options` or no
+    /// `handles`.
     pub fn connect_with(
         url: &str,
         handles: &[Handle],
@@ -294,9 +320,9 @@ impl RedisRelay {
                 message: "need at least one handle to deliver to".into(),
             });
         }
-        let target = Target::parse(url).map_err(|message| Error::Config {
+        let client = redis::Client::open(url).map_err(|e| Error::Config {
             option: "redis url",
-            message,
+            message: format!("{url}: {e}"),
         })?;
         let origin = {
             let id = crate::proto::message::random_u64() ^ u64::from(std::process::id());
@@ -306,11 +332,10 @@ impl RedisRelay {
             origin
         };
         let shared = Arc::new(Shared {
-            pattern: [&resp::glob_escape(prefix.as_bytes())[..], b"*"]
-                .concat()
-                .into(),
+            pattern: [&glob_escape(prefix.as_bytes())[..], b"*"].concat().into(),
             prefix: prefix.as_bytes().into(),
-            target,
+            addr: client.get_connection_info().addr().to_string(),
+            client,
             origin,
             queue: options.queue,
             stop: AtomicBool::new(false),
@@ -324,41 +349,46 @@ impl RedisRelay {
             intercepts: Mutex::new(Vec::new()),
             intercepting: AtomicBool::new(false),
         });
-        let context = |what: &str, e: io::Error| {
+        let context = |what: &str, e: RedisError| {
             Error::Io(io::Error::new(
-                e.kind(),
-                format!("redis at {}: {what}: {e}", shared.target.addr()),
+                io_kind(&e),
+                format!("redis at {}: {what}: {}", shared.addr, describe(&e)),
             ))
         };
-        let publisher =
-            RespConn::open(&shared.target, &options).map_err(|e| context("cannot connect", e))?;
-        let subscriber =
-            subscribe(&shared, &options).map_err(|e| context("cannot subscribe", e))?;
-        log::info!(
-            "redis relay {} connected to {}, channels {}*",
-            String::from_utf8_lossy(&shared.origin),
-            shared.target.addr(),
-            String::from_utf8_lossy(&shared.prefix),
-        );
-        let (tx, rx) = mpsc::sync_channel(options.queue);
+        let publisher = open(&shared, &options).map_err(|e| context("cannot connect", e))?;
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             thread::Builder::new()
                 .name(name.to_owned())
                 .spawn(f)
                 .map_err(Error::Io)
         };
+        // The subscriber subscribes on its own thread (the subscription borrows its
+        // connection), and says when it is in place.
+        let (ready_tx, ready) = mpsc::channel();
         let (s, h, o) = (shared.clone(), handles.to_vec(), options.clone());
         spawn(
-            "wsloop-redis-pub",
-            Box::new(move || Publisher::new(s, h, o, publisher).run(rx)),
+            "wsloop-redis-sub",
+            Box::new(move || Subscriber::new(s, h, o).run(ready_tx)),
         )
         .inspect_err(|_| {
             shared.running.store(0, Ordering::Release);
         })?;
-        let (s, h, o) = (shared.clone(), handles.to_vec(), options);
+        match ready.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(context("cannot subscribe", e)),
+            Err(_) => return Err(Error::Io(io::Error::other("the redis thread ended"))),
+        }
+        log::info!(
+            "redis relay {} connected to {}, channels {}*",
+            String::from_utf8_lossy(&shared.origin),
+            shared.addr,
+            String::from_utf8_lossy(&shared.prefix),
+        );
+        let (tx, rx) = mpsc::sync_channel(options.queue);
+        let (s, h) = (shared.clone(), handles.to_vec());
         spawn(
-            "wsloop-redis-sub",
-            Box::new(move || Subscriber::new(s, h, o, subscriber).run()),
+            "wsloop-redis-pub",
+            Box::new(move || Publisher::new(s, h, options, publisher).run(rx)),
         )
         .inspect_err(|_| {
             shared.stop.store(true, Ordering::Release);
@@ -426,8 +456,9 @@ impl RedisRelay {
         self.shared.intercepting.store(true, Ordering::Release);
     }
 
-    /// Stops both threads (within about 100 ms, or `io_timeout` if a write is stuck); what is
-    /// still queued is dropped and counted. Publishes after this are counted as dropped.
+    /// Stops both threads (within about 100 ms, or `io_timeout` / `keepalive` if Redis is slow
+    /// to take a batch or answer a PING); what is still queued is dropped and counted.
+    /// Publishes after this are counted as dropped.
     pub fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::Release);
     }
@@ -445,13 +476,18 @@ impl Relay for RedisRelay {
             Message::Binary(_) => b"B",
         };
         let body = msg.as_bytes();
-        let mut cmd =
-            Vec::with_capacity(64 + shared.prefix.len() + topic.len() + HEADER_LEN + body.len());
-        resp::write_array_header(&mut cmd, 3);
-        resp::write_bulk_parts(&mut cmd, &[b"PUBLISH"]);
-        resp::write_bulk_parts(&mut cmd, &[&shared.prefix, topic.as_bytes()]);
-        resp::write_bulk_parts(&mut cmd, &[flag, &shared.origin, body]);
-        match self.tx.try_send(cmd) {
+        let channel = shared.prefix.len() + topic.len();
+        let mut bytes = Vec::with_capacity(channel + HEADER_LEN + body.len());
+        for part in [
+            &shared.prefix[..],
+            topic.as_bytes(),
+            flag,
+            &shared.origin,
+            body,
+        ] {
+            bytes.extend_from_slice(part);
+        }
+        match self.tx.try_send((bytes, channel)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 // Reported by the Redis thread, which may log without slowing the reactor.
@@ -465,249 +501,80 @@ impl Relay for RedisRelay {
     }
 }
 
-/// Where Redis is, from a `redis://` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Target {
-    host: String,
-    port: u16,
-    user: Option<String>,
-    password: Option<String>,
+/// The PSUBSCRIBE pattern for a prefix: its glob characters escaped.
+fn glob_escape(prefix: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + 4);
+    for &b in prefix {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
 }
 
-impl Target {
-    fn parse(url: &str) -> Result<Target, String> {
-        let rest = match url.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("redis") => rest,
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("rediss") => {
-                return Err(format!("{url}: rediss:// (TLS) is not supported"))
-            }
-            _ => return Err(format!("{url}: expected redis://host:port")),
-        };
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        if !path.is_empty() && !path.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("{url}: the path may only be a database number"));
-        }
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((userinfo, hostport)) => (Some(userinfo), hostport),
-            None => (None, authority),
-        };
-        let (user, password) = match userinfo {
-            None => (None, None),
-            Some(info) => match info.split_once(':') {
-                Some((user, password)) => (
-                    Some(user.to_owned()).filter(|u| !u.is_empty()),
-                    Some(password.to_owned()),
-                ),
-                None => {
-                    return Err(format!(
-                        "{url}: credentials must be user:password or :password"
-                    ))
-                }
-            },
-        };
-        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (host, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("{url}: unclosed [ in the host"))?;
-            match after.strip_prefix(':') {
-                Some(port) => (host, Some(port)),
-                None if after.is_empty() => (host, None),
-                None => return Err(format!("{url}: junk after the host")),
-            }
-        } else {
-            match hostport.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (hostport, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(format!("{url}: no host"));
-        }
-        let port = match port {
-            None => 6379,
-            Some(port) => port
-                .parse()
-                .map_err(|_| format!("{url}: bad port {port:?}"))?,
-        };
-        Ok(Target {
-            host: host.to_owned(),
-            port,
-            user,
-            password,
-        })
-    }
-
-    /// `host:port`, for logs.
-    fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
+/// Opens a connection with the relay's timeouts (authenticated and on its database, as the URL
+/// says), and checks with a PING that Redis takes our commands.
+fn open(shared: &Shared, options: &RedisOptions) -> Result<Connection, RedisError> {
+    let mut conn = shared
+        .client
+        .get_connection_with_timeout(options.connect_timeout)?;
+    conn.set_write_timeout(Some(options.io_timeout))?;
+    conn.set_read_timeout(Some(options.io_timeout))?;
+    redis::cmd("PING").query::<String>(&mut conn)?;
+    Ok(conn)
 }
 
-/// A blocking connection to Redis with its read buffer.
-struct RespConn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    start: usize,
+/// Opens a connection subscribed to the relay's pattern (the confirmation received), which then
+/// reads with a timeout of [`TICK`].
+fn subscribe(shared: &Shared, options: &RedisOptions) -> Result<Connection, RedisError> {
+    let mut conn = open(shared, options)?;
+    psubscribe(&mut conn, &shared.pattern)?;
+    conn.set_read_timeout(Some(TICK))?;
+    Ok(conn)
 }
 
-impl RespConn {
-    /// Connects, sets timeouts and authenticates if the URL had a password.
-    fn open(target: &Target, options: &RedisOptions) -> io::Result<RespConn> {
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address for the host");
-        let mut stream = None;
-        for addr in (target.host.as_str(), target.port).to_socket_addrs()? {
-            match TcpStream::connect_timeout(&addr, options.connect_timeout) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = e,
-            }
-        }
-        let stream = stream.ok_or(last)?;
-        stream.set_nodelay(true)?;
-        stream.set_write_timeout(Some(options.io_timeout))?;
-        stream.set_read_timeout(Some(options.io_timeout))?;
-        let mut conn = RespConn {
-            stream,
-            buf: Vec::new(),
-            start: 0,
-        };
-        let mut cmd = Vec::new();
-        if let Some(password) = &target.password {
-            match &target.user {
-                Some(user) => {
-                    resp::write_command(&mut cmd, &[b"AUTH", user.as_bytes(), password.as_bytes()])
-                }
-                None => resp::write_command(&mut cmd, &[b"AUTH", password.as_bytes()]),
-            }
-        }
-        // A PING proves that this is a Redis server that will take our commands.
-        resp::write_command(&mut cmd, &[b"PING"]);
-        conn.stream.write_all(&cmd)?;
-        if target.password.is_some() {
-            conn.reply(|v| match v {
-                Value::Simple(_) => Ok(()),
-                Value::Error(e) => Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!("AUTH refused: {}", String::from_utf8_lossy(e)),
-                )),
-                other => Err(unexpected(&other)),
-            })??;
-        }
-        conn.reply(|v| match v {
-            Value::Simple(s) if s.eq_ignore_ascii_case(b"pong") => Ok(()),
-            Value::Error(e) if e.starts_with(b"NOAUTH") => Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "{} (give the password: redis://:PASSWORD@host:port)",
-                    String::from_utf8_lossy(e)
-                ),
-            )),
-            other => Err(unexpected(&other)),
-        })??;
-        Ok(conn)
-    }
-
-    /// The next reply within the read timeout, handed to `f`.
-    fn reply<T>(&mut self, f: impl FnOnce(Value<'_>) -> T) -> io::Result<T> {
-        self.next(f)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "no answer from redis"))
-    }
-
-    /// The next reply handed to `f`, or `None` if the read timeout passed first (what was
-    /// read of a partial reply is kept).
-    fn next<T>(&mut self, f: impl FnOnce(Value<'_>) -> T) -> io::Result<Option<T>> {
-        loop {
-            match resp::parse(&self.buf[self.start..]) {
-                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
-                Ok(Some((value, used))) => {
-                    let out = f(value);
-                    self.start += used;
-                    if self.start == self.buf.len() {
-                        self.buf.clear();
-                        self.start = 0;
-                        if self.buf.capacity() > 1 << 20 {
-                            self.buf.shrink_to(64 * 1024);
-                        }
-                    }
-                    return Ok(Some(out));
-                }
-                Ok(None) => {}
-            }
-            if self.start > 0 {
-                self.buf.drain(..self.start);
-                self.start = 0;
-            }
-            let len = self.buf.len();
-            self.buf.resize(len + 16 * 1024, 0);
-            let read = self.stream.read(&mut self.buf[len..]);
-            self.buf.truncate(len + *read.as_ref().unwrap_or(&0));
-            match read {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "redis closed the connection",
-                    ))
-                }
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Ok(None)
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Whether the connection still looks open (no end of stream or error pending), without
-    /// waiting: an idle connection that Redis closed would otherwise swallow the next batch.
-    fn is_alive(&self) -> bool {
-        if self.stream.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let alive = match self.stream.peek(&mut [0u8; 1]) {
-            Ok(0) => false,
-            Ok(_) => true,
-            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
-        };
-        self.stream.set_nonblocking(false).is_ok() && alive
-    }
-}
-
-fn unexpected(value: &Value<'_>) -> io::Error {
-    let message = match value {
-        Value::Error(e) => format!("redis answered {}", String::from_utf8_lossy(e)),
-        other => format!("unexpected reply from redis: {other:?}"),
-    };
-    io::Error::new(io::ErrorKind::InvalidData, message)
-}
-
-/// Opens a connection subscribed to the relay's pattern (the confirmation received).
-fn subscribe(shared: &Shared, options: &RedisOptions) -> io::Result<RespConn> {
-    let mut conn = RespConn::open(&shared.target, options)?;
-    let mut cmd = Vec::new();
-    resp::write_command(&mut cmd, &[b"PSUBSCRIBE", &shared.pattern]);
-    conn.stream.write_all(&cmd)?;
-    conn.reply(|v| match Push::from_value(&v) {
-        Some(Push::Subscription { kind, name, .. })
-            if kind.eq_ignore_ascii_case(b"psubscribe") && name == &*shared.pattern =>
+/// Subscribes `conn` to `pattern` and waits for Redis' confirmation (the `redis` crate's
+/// `PubSub::psubscribe` takes a refusal, such as an ACL's NOPERM, for one).
+fn psubscribe(conn: &mut Connection, pattern: &[u8]) -> Result<(), RedisError> {
+    conn.send_packed_command(&redis::cmd("PSUBSCRIBE").arg(pattern).get_packed_command())?;
+    match conn.recv_response()? {
+        redis::Value::Array(reply)
+            if reply.first() == Some(&redis::Value::BulkString(b"psubscribe".to_vec())) =>
         {
             Ok(())
         }
-        _ => Err(unexpected(&v)),
-    })??;
-    conn.stream.set_read_timeout(Some(TICK))?;
-    Ok(conn)
+        redis::Value::ServerError(e) => Err(e.into()),
+        other => Err(RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "unexpected answer to PSUBSCRIBE",
+            format!("{other:?}"),
+        ))),
+    }
+}
+
+/// What went wrong, with a hint where there is one.
+fn describe(e: &RedisError) -> String {
+    if e.kind() == redis::ErrorKind::AuthenticationFailed {
+        format!("AUTH refused: {e}")
+    } else if e.code() == Some("NOAUTH") {
+        format!("{e} (give the password: redis://:PASSWORD@host:port)")
+    } else {
+        e.to_string()
+    }
+}
+
+/// The `io::ErrorKind` closest to a Redis error, for [`Error::Io`].
+fn io_kind(e: &RedisError) -> io::ErrorKind {
+    if e.is_connection_refusal() {
+        io::ErrorKind::ConnectionRefused
+    } else if e.is_timeout() {
+        io::ErrorKind::TimedOut
+    } else if e.kind() == redis::ErrorKind::AuthenticationFailed || e.code() == Some("NOAUTH") {
+        io::ErrorKind::PermissionDenied
+    } else {
+        io::ErrorKind::Other
+    }
 }
 
 /// Reconnection delays: `min_backoff`, doubling up to `max_backoff`.
@@ -807,12 +674,15 @@ impl Outage {
 struct Publisher {
     life: Life,
     options: RedisOptions,
-    conn: Option<RespConn>,
+    conn: Option<Connection>,
+    /// When Redis last answered on `conn`.
+    last_answer: Instant,
     backoff: Backoff,
     outage: Option<Outage>,
     full_warned: Every,
     error_warned: Every,
-    /// A batch taken from the queue and not sent yet, and how many commands it holds.
+    /// A batch taken from the queue and not sent yet (packed PUBLISH commands), and how many
+    /// commands it holds.
     batch: Vec<u8>,
     count: usize,
 }
@@ -822,7 +692,7 @@ impl Publisher {
         shared: Arc<Shared>,
         handles: Vec<Handle>,
         options: RedisOptions,
-        conn: RespConn,
+        conn: Connection,
     ) -> Publisher {
         Publisher {
             backoff: Backoff::new(&options),
@@ -833,6 +703,7 @@ impl Publisher {
             },
             options,
             conn: Some(conn),
+            last_answer: Instant::now(),
             outage: None,
             full_warned: Every::default(),
             error_warned: Every::default(),
@@ -845,7 +716,17 @@ impl Publisher {
         &self.life.shared
     }
 
-    fn run(mut self, rx: Receiver<Vec<u8>>) {
+    /// Appends a PUBLISH command to the batch.
+    fn take(&mut self, (bytes, channel): Outgoing) {
+        let (channel, payload) = bytes.split_at(channel);
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .write_packed_command(&mut self.batch);
+        self.count += 1;
+    }
+
+    fn run(mut self, rx: Receiver<Outgoing>) {
         while !self.life.over() {
             self.report_full();
             if self.conn.is_none() {
@@ -856,17 +737,10 @@ impl Publisher {
             }
             if self.count == 0 {
                 match rx.recv_timeout(TICK) {
-                    Ok(cmd) => {
-                        self.batch.extend_from_slice(&cmd);
-                        self.count = 1;
-                    }
+                    Ok(outgoing) => self.take(outgoing),
                     Err(RecvTimeoutError::Timeout) => {
-                        if !self.conn.as_ref().is_some_and(RespConn::is_alive) {
-                            let e = io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                "redis closed the connection",
-                            );
-                            self.lost(&e);
+                        if self.last_answer.elapsed() >= IDLE_CHECK {
+                            self.check();
                         }
                         continue;
                     }
@@ -874,10 +748,7 @@ impl Publisher {
                 }
                 while self.count < MAX_BATCH && self.batch.len() < MAX_BATCH_BYTES {
                     match rx.try_recv() {
-                        Ok(cmd) => {
-                            self.batch.extend_from_slice(&cmd);
-                            self.count += 1;
-                        }
+                        Ok(outgoing) => self.take(outgoing),
                         Err(_) => break,
                     }
                 }
@@ -896,43 +767,56 @@ impl Publisher {
         self.shared().publisher_up.store(false, Ordering::Release);
     }
 
+    /// Whether the connection still answers a PING (if not, it is dropped).
+    fn check(&mut self) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        match redis::cmd("PING").query::<String>(conn) {
+            Ok(_) => {
+                self.last_answer = Instant::now();
+                true
+            }
+            Err(e) => {
+                self.lost(&describe(&e));
+                false
+            }
+        }
+    }
+
     /// Sends the batch in hand and reads Redis' answers.
     fn send_batch(&mut self) {
+        // A connection that Redis closed while quiet would take the batch and lose it.
+        if self.last_answer.elapsed() >= QUIET && !self.check() {
+            return;
+        }
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        // A connection that Redis closed while idle would take the batch and lose it.
-        if !conn.is_alive() {
-            let e = io::Error::new(io::ErrorKind::UnexpectedEof, "redis closed the connection");
-            return self.lost(&e);
-        }
         let count = std::mem::take(&mut self.count);
-        let result = conn.stream.write_all(&self.batch).and_then(|()| {
-            let mut refused = 0u64;
-            let mut first_error = None;
-            for _ in 0..count {
-                conn.reply(|v| {
-                    if let Value::Error(e) = v {
-                        refused += 1;
-                        first_error.get_or_insert_with(|| String::from_utf8_lossy(e).into_owned());
-                    }
-                })?;
-            }
-            Ok((refused, first_error))
-        });
+        let result = conn.req_packed_commands(&self.batch, 0, count);
         self.batch.clear();
         let shared = &*self.life.shared;
         match result {
-            Ok((refused, error)) => {
+            Ok(replies) => {
+                self.last_answer = Instant::now();
+                let mut refused = 0u64;
+                let mut first_error = None;
+                for reply in &replies {
+                    if let redis::Value::ServerError(e) = reply {
+                        refused += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                    }
+                }
                 shared
                     .published
                     .fetch_add(count as u64 - refused, Ordering::Relaxed);
-                if let Some(error) = error {
+                if let Some(error) = first_error {
                     shared.dropped.fetch_add(refused, Ordering::Relaxed);
                     if self.error_warned.due() {
                         log::warn!(
                             "redis at {} refused {refused} publishes (dropped): {error}",
-                            shared.target.addr()
+                            shared.addr
                         );
                     }
                 }
@@ -941,9 +825,9 @@ impl Publisher {
                 shared.dropped.fetch_add(count as u64, Ordering::Relaxed);
                 log::warn!(
                     "redis at {}: {count} publishes not confirmed, dropped",
-                    shared.target.addr()
+                    shared.addr
                 );
-                self.lost(&e);
+                self.lost(&describe(&e));
                 if let Some(outage) = &mut self.outage {
                     outage.dropped += count as u64;
                 }
@@ -952,14 +836,14 @@ impl Publisher {
     }
 
     /// The connection broke: drop it and start an outage.
-    fn lost(&mut self, e: &io::Error) {
+    fn lost(&mut self, e: &str) {
         self.conn = None;
         self.shared().publisher_up.store(false, Ordering::Release);
         if self.outage.is_none() {
             log::warn!(
                 "lost the publishing connection to redis at {}: {e}; reconnecting (publishes \
                  are dropped until it is back)",
-                self.shared().target.addr()
+                self.shared().addr
             );
             self.outage = Some(Outage::new());
         }
@@ -967,13 +851,14 @@ impl Publisher {
 
     /// One reconnection attempt, then (if it failed) a backoff during which what comes is
     /// dropped. False if the queue's senders are all gone.
-    fn reconnect(&mut self, rx: &Receiver<Vec<u8>>) -> bool {
+    fn reconnect(&mut self, rx: &Receiver<Outgoing>) -> bool {
         let outage = self.outage.get_or_insert_with(Outage::new);
         let shared = &*self.life.shared;
-        let addr = shared.target.addr();
-        match RespConn::open(&shared.target, &self.options) {
+        let addr = &shared.addr;
+        match open(shared, &self.options) {
             Ok(conn) => {
                 self.conn = Some(conn);
+                self.last_answer = Instant::now();
                 shared.publisher_up.store(true, Ordering::Release);
                 self.backoff.reset();
                 let dropped = outage.dropped;
@@ -990,6 +875,7 @@ impl Publisher {
                 true
             }
             Err(e) => {
+                let e = describe(&e);
                 outage.attempts += 1;
                 // A batch taken before the loss cannot wait for the connection.
                 let in_hand = std::mem::take(&mut self.count) as u64;
@@ -1045,26 +931,20 @@ impl Publisher {
     }
 }
 
-/// The thread that receives other processes' messages and delivers them.
+/// The thread that receives other processes' messages and delivers them. It holds one
+/// subscribed connection at a time (the `redis` crate's [`redis::PubSub`], which borrows it)
+/// and opens the next after a backoff when it breaks.
 struct Subscriber {
     life: Life,
     options: RedisOptions,
-    conn: Option<RespConn>,
     backoff: Backoff,
     outage: Option<Outage>,
-    last_heard: Instant,
-    ping_sent: bool,
     full_warned: Every,
     full_unreported: u64,
 }
 
 impl Subscriber {
-    fn new(
-        shared: Arc<Shared>,
-        handles: Vec<Handle>,
-        options: RedisOptions,
-        conn: RespConn,
-    ) -> Subscriber {
+    fn new(shared: Arc<Shared>, handles: Vec<Handle>, options: RedisOptions) -> Subscriber {
         Subscriber {
             backoff: Backoff::new(&options),
             life: Life {
@@ -1073,50 +953,34 @@ impl Subscriber {
                 since: None,
             },
             options,
-            conn: Some(conn),
             outage: None,
-            last_heard: Instant::now(),
-            ping_sent: false,
             full_warned: Every::default(),
             full_unreported: 0,
         }
     }
 
-    fn run(mut self) {
+    /// Subscribes, tells `ready` how the first subscription went (ending at once if it
+    /// failed), then delivers, resubscribing after each loss, until the relay's life is over.
+    fn run(mut self, ready: mpsc::Sender<Result<(), RedisError>>) {
+        let mut ready = Some(ready);
         while !self.life.over() {
-            if self.full_unreported > 0 && self.full_warned.due() {
-                log::warn!(
-                    "redis relay: dropped {} messages from redis, a reactor's command queue was \
-                     full (see Config::handle_queue)",
-                    std::mem::take(&mut self.full_unreported)
-                );
-            }
-            let Some(conn) = self.conn.as_mut() else {
-                self.reconnect();
-                continue;
+            let shared = self.life.shared.clone();
+            let mut conn = match subscribe(&shared, &self.options) {
+                Ok(conn) => conn,
+                Err(e) if ready.is_some() => {
+                    report(ready, Err(e));
+                    break;
+                }
+                Err(e) => {
+                    self.failed(&describe(&e));
+                    continue;
+                }
             };
-            let (life, full) = (&self.life, &mut self.full_unreported);
-            let result = conn.next(|v| match Push::from_value(&v) {
-                Some(Push::PMessage {
-                    channel, payload, ..
-                }) => deliver(life, channel, payload, full),
-                Some(_) => Delivery::Done,
-                None => {
-                    log::debug!("redis relay: ignored {v:?}");
-                    Delivery::Done
-                }
-            });
-            match result {
-                Ok(Some(delivery)) => {
-                    self.last_heard = Instant::now();
-                    self.ping_sent = false;
-                    if delivery == Delivery::Stopped {
-                        log::debug!("redis relay: every server has stopped");
-                        break;
-                    }
-                }
-                Ok(None) => self.keepalive(),
-                Err(e) => self.lost(&e),
+            report(ready.take(), Ok(()));
+            self.subscribed();
+            let mut pubsub = conn.as_pubsub();
+            if let Err(e) = self.listen(&mut pubsub) {
+                self.lost(&e);
             }
         }
         let shared = &*self.life.shared;
@@ -1128,29 +992,56 @@ impl Subscriber {
             .clear();
     }
 
-    /// Pings a silent connection, and gives it up if the ping is not answered in time.
-    fn keepalive(&mut self) {
-        let silent = self.last_heard.elapsed();
-        if silent < self.options.keepalive {
-            return;
-        }
-        if self.ping_sent {
-            if silent >= self.options.keepalive * 2 {
-                let e = io::Error::new(io::ErrorKind::TimedOut, "no answer to PING");
-                self.lost(&e);
+    /// Delivers what comes until the relay's life is over (`Ok`) or the connection breaks.
+    fn listen(&mut self, pubsub: &mut redis::PubSub<'_>) -> Result<(), String> {
+        let mut last_heard = Instant::now();
+        while !self.life.over() {
+            if self.full_unreported > 0 && self.full_warned.due() {
+                log::warn!(
+                    "redis relay: dropped {} messages from redis, a reactor's command queue was \
+                     full (see Config::handle_queue)",
+                    std::mem::take(&mut self.full_unreported)
+                );
             }
-            return;
+            match pubsub.get_message() {
+                Ok(msg) => {
+                    last_heard = Instant::now();
+                    let channel = msg.get_channel_name().as_bytes();
+                    let payload = msg.get_payload_bytes();
+                    let delivery = deliver(&self.life, channel, payload, &mut self.full_unreported);
+                    if delivery == Delivery::Stopped {
+                        log::debug!("redis relay: every server has stopped");
+                        break;
+                    }
+                }
+                Err(e) if e.is_timeout() => {
+                    if last_heard.elapsed() >= self.options.keepalive {
+                        keepalive(pubsub, &self.options)?;
+                        last_heard = Instant::now();
+                    }
+                }
+                Err(e) => return Err(describe(&e)),
+            }
         }
-        self.ping_sent = true;
-        let mut cmd = Vec::new();
-        resp::write_command(&mut cmd, &[b"PING"]);
-        if let Some(Err(e)) = self.conn.as_mut().map(|c| c.stream.write_all(&cmd)) {
-            self.lost(&e);
-        }
+        Ok(())
     }
 
-    fn lost(&mut self, e: &io::Error) {
-        self.conn = None;
+    /// A subscription is in place (again).
+    fn subscribed(&mut self) {
+        let shared = &*self.life.shared;
+        if let Some(outage) = self.outage.take() {
+            log::info!(
+                "resubscribed to {}* on redis at {} after {:.1?}",
+                String::from_utf8_lossy(&shared.prefix),
+                shared.addr,
+                outage.since.elapsed()
+            );
+        }
+        self.backoff.reset();
+        shared.subscriber_up.store(true, Ordering::Release);
+    }
+
+    fn lost(&mut self, e: &str) {
         self.life
             .shared
             .subscriber_up
@@ -1159,48 +1050,49 @@ impl Subscriber {
             log::warn!(
                 "lost the subscription to redis at {}: {e}; reconnecting (messages from other \
                  processes are missed until it is back)",
-                self.life.shared.target.addr()
+                self.life.shared.addr
             );
             self.outage = Some(Outage::new());
         }
     }
 
-    fn reconnect(&mut self) {
+    /// A resubscription attempt failed: wait for the backoff (or the relay's end).
+    fn failed(&mut self, e: &str) {
         let outage = self.outage.get_or_insert_with(Outage::new);
         let shared = &*self.life.shared;
-        let addr = shared.target.addr();
-        match subscribe(shared, &self.options) {
-            Ok(conn) => {
-                log::info!(
-                    "resubscribed to {}* on redis at {addr} after {:.1?}",
-                    String::from_utf8_lossy(&shared.prefix),
-                    outage.since.elapsed()
-                );
-                self.conn = Some(conn);
-                self.outage = None;
-                self.backoff.reset();
-                self.last_heard = Instant::now();
-                self.ping_sent = false;
-                shared.subscriber_up.store(true, Ordering::Release);
+        outage.attempts += 1;
+        let delay = self.backoff.next();
+        log::debug!(
+            "redis at {}: resubscribe attempt {} failed: {e}; next in {delay:?}",
+            shared.addr,
+            outage.attempts
+        );
+        let deadline = Instant::now() + delay;
+        while !shared.stop.load(Ordering::Acquire) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
             }
-            Err(e) => {
-                outage.attempts += 1;
-                let delay = self.backoff.next();
-                log::debug!(
-                    "redis at {addr}: resubscribe attempt {} failed: {e}; next in {delay:?}",
-                    outage.attempts
-                );
-                let deadline = Instant::now() + delay;
-                while !shared.stop.load(Ordering::Acquire) {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    thread::sleep(left.min(TICK));
-                }
-            }
+            thread::sleep(left.min(TICK));
         }
     }
+}
+
+/// Tells `connect` how the first subscription went.
+fn report(ready: Option<mpsc::Sender<Result<(), RedisError>>>, result: Result<(), RedisError>) {
+    if let Some(ready) = ready {
+        let _ = ready.send(result);
+    }
+}
+
+/// Pings a silent subscribed connection, waiting up to `keepalive` for the answer (messages
+/// that come first are kept, in order, for the next reads).
+fn keepalive(pubsub: &mut redis::PubSub<'_>, options: &RedisOptions) -> Result<(), String> {
+    let pinged = pubsub
+        .set_read_timeout(Some(options.keepalive))
+        .and_then(|()| pubsub.ping::<redis::Value>())
+        .and_then(|_| pubsub.set_read_timeout(Some(TICK)));
+    pinged.map_err(|e| format!("no answer to PING: {}", describe(&e)))
 }
 
 /// What became of one message from Redis.
@@ -1267,54 +1159,10 @@ fn deliver(life: &Life, channel: &[u8], payload: &[u8], full: &mut u64) -> Deliv
 mod tests {
     use super::*;
 
-    fn target(host: &str, port: u16, user: Option<&str>, password: Option<&str>) -> Target {
-        Target {
-            host: host.into(),
-            port,
-            user: user.map(Into::into),
-            password: password.map(Into::into),
-        }
-    }
-
     #[test]
-    fn parses_redis_urls() {
-        let ok = [
-            (
-                "redis://127.0.0.1:6380",
-                target("127.0.0.1", 6380, None, None),
-            ),
-            ("redis://localhost", target("localhost", 6379, None, None)),
-            ("REDIS://h:1/0", target("h", 1, None, None)),
-            ("redis://h:2/", target("h", 2, None, None)),
-            ("redis://:s3cret@h:3", target("h", 3, None, Some("s3cret"))),
-            (
-                "redis://me:p@ss@h",
-                target("h", 6379, Some("me"), Some("p@ss")),
-            ),
-            ("redis://[::1]:7000", target("::1", 7000, None, None)),
-            ("redis://[::1]", target("::1", 6379, None, None)),
-        ];
-        for (url, expected) in ok {
-            assert_eq!(Target::parse(url), Ok(expected), "{url}");
-        }
-        let bad = [
-            "127.0.0.1:6379",
-            "http://h:1",
-            "rediss://h:1",
-            "redis://",
-            "redis://:1",
-            "redis://h:port",
-            "redis://h:70000",
-            "redis://user@h",
-            "redis://[::1",
-            "redis://[::1]x",
-            "redis://h/db",
-        ];
-        for url in bad {
-            assert!(Target::parse(url).is_err(), "{url}");
-        }
-        assert_eq!(target("::1", 1, None, None).addr(), "[::1]:1");
-        assert_eq!(target("h", 1, None, None).addr(), "h:1");
+    fn the_pattern_escapes_the_prefix() {
+        assert_eq!(glob_escape(b"chat:"), b"chat:");
+        assert_eq!(glob_escape(br"a*b?[c]\"), br"a\*b\?\[c\]\\");
     }
 
     #[test]

@@ -1,64 +1,61 @@
 #!/usr/bin/env node
-// The chat example in headless Chromium, driven by playwright-core: two pages (two isolated
-// browser contexts) join the chat served by examples/chat (or tests/chat.rs's in-process copy)
-// and use it as people would.
+// The chat example in headless Chromium, driven by playwright-core: pages (each in an isolated
+// browser context) join the chat served by examples/chat (or tests/chat.rs's in-process copy)
+// and use it as people would, on a desktop (1440x900) and on a phone (390x844).
 //
-// Usage: node chat_browser.js http://127.0.0.1:PORT/ [--screenshot PATH] [--restart]
-//        node chat_browser.js http://127.0.0.1:PORT/ --demo PATH
+// Usage: node chat_browser.js http://127.0.0.1:PORT/ [--screenshots DIR] [--restart]
+//        node chat_browser.js http://127.0.0.1:PORT/ --history
+//        node chat_browser.js http://127.0.0.1:PORT/ --demo DIR
 //
-// Checks: both pages join (alice, bob) and each sees the other in the online list; a message
-// typed in one appears in the other; typing shows "alice is typing…" in the other; a message
-// `<img src=x onerror=...>` appears as literal text (no img element, the handler never ran);
-// a private message opens a conversation on the other side; closing one page removes it from
-// the other's list and posts a leave notice. With --restart, it then prints `restart-server`,
-// waits for a `restarted` line on stdin (the test restarts the server on the same port), and
-// checks that the page reconnected by itself, rejoined as the same nickname and can chat.
+// Checks (each prints `ok <check>`): joining, the online lists, typing (in a room and in a
+// private conversation), messages, markup shown as text, links made clickable safely,
+// multi-line messages (Shift+Enter), private messages with an unread badge and the unread count
+// in the tab title, keyboard access, the list of other rooms and a room's history on joining
+// it, the rate limit (a message over it stays on the page as not sent, with a Retry that
+// works), a text of control characters answered with an error (the connection stays), a text
+// over the limit refused with a warning and kept, leaving one's only room, the history after a
+// reload, the phone layout (the sidebar behind a button), and axe-core on the join screen, the
+// desktop and the phone pages (no serious or critical violation). With --restart, it prints
+// `restart-server` and waits for `restarted` on stdin (the test restarts the server on the
+// same port), twice: first the page must reconnect and rejoin by itself as the same nickname;
+// then, while it is kept offline, someone else takes its nickname, and the page must say so
+// and let the user pick another.
 //
-// Prints `ok <check>` per check, then `chat browser: N passed, 0 failed` and exits 0; or
-// `FAIL <step>: <why>` and `chat browser: N passed, 1 failed` and exits 1. Every step has a
-// timeout and the whole run a 90 s deadline.
+// Prints `chat browser: N passed, 0 failed` and exits 0; or `FAIL <step>: <why>` and
+// `chat browser: N passed, 1 failed` and exits 1. Every step has a timeout and the whole run a
+// 150 s deadline.
 //
-// --demo PATH: plays a short conversation and saves a screenshot of it at PATH (for the README),
-// with no checks beyond the page working.
+// --screenshots DIR: saves chat-1440x900.png and chat-390x844.png there.
+// --history: only the room history, against a chat process on Redis (see history() below).
+// --demo DIR: plays a short conversation and saves screenshot.png (960x600),
+// screenshot-1440x900.png and screenshot-390x844.png in DIR (for the README).
 //
 // Chromium: $WSLOOP_CHROMIUM, else /usr/bin/chromium (playwright-core downloads no browser).
 'use strict';
 
 const fs = require('fs');
 const path = require('path');
-const readline = require('readline');
+const { CheckFailed, check, sleep, within, until: untilWithin, nextLine, runChecks } = require('./page_support');
 
-const DEADLINE_MS = 90_000;
-const LAUNCH_TIMEOUT_MS = 30_000;
+const DEADLINE_MS = 150_000;
 const STEP_TIMEOUT_MS = 10_000;
 const RESTART_TIMEOUT_MS = 30_000;
 const XSS = '<img src=x onerror="window.__pwned=true;document.title=\'pwned\'">';
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-proxy-server',
-  '--font-render-hinting=none',
-];
-
-class CheckFailed extends Error {}
+const DESKTOP = { width: 1440, height: 900 };
+const PHONE = { width: 390, height: 844 };
 
 function usage() {
-  console.error('usage: node chat_browser.js http://127.0.0.1:PORT/ [--screenshot PATH] [--restart] | --demo PATH');
+  console.error('usage: node chat_browser.js http://127.0.0.1:PORT/ [--screenshots DIR] [--restart] | --demo DIR');
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const opts = { url: null, screenshot: null, restart: false, demo: null };
+  const opts = { url: null, screenshots: null, restart: false, demo: null, history: false };
   for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === '--screenshot' && i + 1 < argv.length) opts.screenshot = argv[++i];
+    if (argv[i] === '--screenshots' && i + 1 < argv.length) opts.screenshots = argv[++i];
     else if (argv[i] === '--demo' && i + 1 < argv.length) opts.demo = argv[++i];
     else if (argv[i] === '--restart') opts.restart = true;
+    else if (argv[i] === '--history') opts.history = true;
     else if (!opts.url && /^https?:\/\//.test(argv[i])) opts.url = argv[i];
     else usage();
   }
@@ -66,54 +63,49 @@ function parseArgs(argv) {
   return opts;
 }
 
-// Resolves with `promise`, or fails after `ms`.
-function within(promise, what, ms) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new CheckFailed(`timed out after ${ms / 1000}s: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
 // Waits until `fn(arg)` is truthy in `page`, failing with `what`.
-async function until(page, what, fn, arg, ms = STEP_TIMEOUT_MS) {
-  try {
-    await page.waitForFunction(fn, arg, { timeout: ms, polling: 50 });
-  } catch (err) {
-    throw new CheckFailed(`${what} (${err.message.split('\n')[0]})`);
-  }
-}
+const until = (page, what, fn, arg, ms = STEP_TIMEOUT_MS) => untilWithin(page, what, fn, arg, ms);
 
 function nicksIn(page) {
   return page.$$eval('#users li', (lis) => lis.map((li) => li.dataset.nick));
 }
 
-// Opens a page in a fresh context and joins as `nick`.
-async function openAndJoin(browser, url, nick, logs, viewport) {
-  const context = await browser.newContext({ viewport, deviceScaleFactor: 1 });
+// Opens the page in a fresh context (a phone's if `viewport` is PHONE).
+async function open(browser, url, name, logs, viewport) {
+  const phone = viewport.width < 500;
+  const context = await browser.newContext({
+    viewport, deviceScaleFactor: 1, isMobile: phone, hasTouch: phone,
+  });
   const page = await context.newPage();
-  page.on('console', (msg) => logs.push(`${nick} console.${msg.type()}: ${msg.text()}`));
-  page.on('pageerror', (err) => logs.push(`${nick} page error: ${err.message}`));
-  page.on('dialog', (dialog) => { logs.push(`${nick} dialog: ${dialog.message()}`); dialog.dismiss(); });
+  page.on('console', (msg) => logs.push(`${name} console.${msg.type()}: ${msg.text()}`));
+  page.on('pageerror', (err) => logs.push(`${name} page error: ${err.message}`));
+  page.on('dialog', (dialog) => { logs.push(`${name} dialog: ${dialog.message()}`); dialog.dismiss(); });
+  page.on('response', (res) => { if (res.status() >= 400) logs.push(`${name} HTTP ${res.status()} ${res.url()}`); });
   const response = await page.goto(url, { timeout: STEP_TIMEOUT_MS, waitUntil: 'load' });
-  if (!response || response.status() !== 200) {
-    throw new CheckFailed(`GET ${url} answered ${response ? response.status() : 'nothing'}`);
-  }
-  await until(page, `${nick}: the page connects`, () => document.querySelector('#status.online') !== null);
+  check(response && response.status() === 200, `GET ${url} answered ${response ? response.status() : 'nothing'}`);
+  await until(page, `${name}: the page connects`, () => document.querySelector('#status.online') !== null);
+  return { context, page };
+}
+
+async function join(page, nick) {
   await page.fill('#nick', nick);
   await page.click('#join-button');
   await until(page, `${nick}: joined and in #lobby`,
     (n) => !document.getElementById('chat-screen').hidden
       && document.querySelector(`#users li[data-nick="${n}"]`) !== null
       && document.getElementById('conv-title').textContent === '#lobby', nick);
-  return { context, page };
 }
 
+async function openAndJoin(browser, url, nick, logs, viewport) {
+  const x = await open(browser, url, nick, logs, viewport);
+  await join(x.page, nick);
+  return x;
+}
+
+// Types `text` in the message box and sends it with Enter.
 async function say(page, text) {
   await page.fill('#text', text);
-  await page.click('#send');
+  await page.press('#text', 'Enter');
 }
 
 // The texts of the messages in the conversation shown, as the DOM has them.
@@ -121,19 +113,37 @@ function texts(page) {
   return page.$$eval('#log .msg .text', (ps) => ps.map((p) => p.textContent));
 }
 
+function sees(page, who, text, what) {
+  return until(page, what || `sees ${JSON.stringify(text.slice(0, 40))}`,
+    ([from, t]) => [...document.querySelectorAll('#log .msg:not(.pending):not(.failed)')].some((m) =>
+      m.dataset.from === from && m.querySelector('.text').textContent === t), [who, text]);
+}
+
+// Runs axe-core in `page` and fails on any serious or critical violation.
+const AXE = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+async function axe(page, where) {
+  await page.evaluate(AXE);
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document);
+    return result.violations
+      .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+      .map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join('; ')}`);
+  });
+  check(violations.length === 0, `axe-core on ${where}: ${violations.join(' | ')}`);
+}
+
 async function checks(browser, opts, pass, logs) {
-  const viewport = { width: 1000, height: 640 };
-  const a = await openAndJoin(browser, opts.url, 'alice', logs, viewport);
-  const b = await openAndJoin(browser, opts.url, 'bob', logs, viewport);
+  const a = await open(browser, opts.url, 'alice', logs, DESKTOP);
+  await axe(a.page, 'the join screen');
+  await join(a.page, 'alice');
+  const b = await openAndJoin(browser, opts.url, 'bob', logs, DESKTOP);
   pass('both pages join');
 
   await until(a.page, 'alice sees bob online', () => document.querySelector('#users li[data-nick="bob"]') !== null);
   await until(b.page, 'bob sees alice online', () => document.querySelector('#users li[data-nick="alice"]') !== null);
   const listA = await nicksIn(a.page);
   const listB = await nicksIn(b.page);
-  if (listA.join() !== 'alice,bob' || listB.join() !== 'alice,bob') {
-    throw new CheckFailed(`online lists: alice sees ${listA}, bob sees ${listB}`);
-  }
+  check(listA.join() === 'alice,bob' && listB.join() === 'alice,bob', `online lists: alice sees ${listA}, bob sees ${listB}`);
   pass('each sees the other in the online list');
 
   await a.page.click('#text');
@@ -143,62 +153,223 @@ async function checks(browser, opts, pass, logs) {
   pass('typing shows in the other page');
 
   await a.page.keyboard.type('lo bob');
-  await a.page.click('#send');
-  await until(b.page, 'bob sees alice\'s message',
-    () => [...document.querySelectorAll('#log .msg')].some((m) =>
-      m.querySelector('.from').textContent === 'alice' && m.querySelector('.text').textContent === 'hello bob'));
+  await a.page.keyboard.press('Enter');
+  await sees(b.page, 'alice', 'hello bob', 'bob sees alice\'s message');
   await until(b.page, 'bob no longer sees alice typing', () => document.getElementById('typing').textContent === '');
-  await until(a.page, 'alice sees her own message', () =>
-    [...document.querySelectorAll('#log .msg.mine .text')].some((p) => p.textContent === 'hello bob'));
+  await until(a.page, 'alice sees her own message, delivered',
+    () => [...document.querySelectorAll('#log .msg.mine:not(.pending) .text')].some((p) => p.textContent === 'hello bob'));
   pass('a message sent in one page appears in the other');
 
   for (const p of [a.page, b.page]) await p.evaluate(() => { window.__pwned = false; });
   await say(b.page, XSS);
-  for (const [who, p] of [['alice', a.page], ['bob', b.page]]) {
-    await until(p, `${who} shows the markup as text`,
-      (xss) => [...document.querySelectorAll('#log .msg .text')].some((t) => t.textContent === xss), XSS);
-  }
+  for (const [who, p] of [['alice', a.page], ['bob', b.page]]) await sees(p, 'bob', XSS, `${who} shows the markup as text`);
   await sleep(300); // an image error handler would have run by now
   for (const [who, p] of [['alice', a.page], ['bob', b.page]]) {
     const seen = await p.evaluate((xss) => {
       const node = [...document.querySelectorAll('#log .msg .text')].find((t) => t.textContent === xss);
       return {
-        imgs: document.querySelectorAll('img').length,
+        imgs: document.querySelectorAll('#log img').length,
         children: node ? node.children.length : -1,
         pwned: window.__pwned,
         title: document.title,
       };
     }, XSS);
-    if (seen.imgs !== 0 || seen.children !== 0 || seen.pwned !== false || seen.title === 'pwned') {
-      throw new CheckFailed(`${who}: markup was interpreted: ${JSON.stringify(seen)}`);
-    }
+    check(seen.imgs === 0 && seen.children === 0 && seen.pwned === false && seen.title !== 'pwned',
+      `${who}: markup was interpreted: ${JSON.stringify(seen)}`);
   }
   pass('<img onerror> appears as literal text, no element, no script');
 
-  await b.page.click('#users li[data-nick="alice"]');
-  await until(b.page, 'bob opens a private conversation', () => document.getElementById('conv-title').textContent === '@alice');
+  const LINKS = 'docs at https://example.com/guide?x=1&y=2. not javascript:alert(1) nor <a href="https://evil.example/">x</a>';
+  await say(b.page, LINKS);
+  await sees(a.page, 'bob', LINKS, 'alice sees the message with links');
+  const links = await a.page.evaluate((t) => {
+    const p = [...document.querySelectorAll('#log .msg .text')].find((x) => x.textContent === t);
+    return {
+      elements: [...p.querySelectorAll('*')].map((e) => e.tagName),
+      links: [...p.querySelectorAll('a')].map((x) => ({ href: x.href, text: x.textContent, rel: x.rel, target: x.target })),
+    };
+  }, LINKS);
+  check(JSON.stringify(links.elements) === '["A","A"]', `elements in the text: ${JSON.stringify(links)}`);
+  const [first, second] = links.links;
+  check(first.href === 'https://example.com/guide?x=1&y=2' && first.text === 'https://example.com/guide?x=1&y=2'
+    && second.href === 'https://evil.example/' && links.links.every((l) => l.rel.includes('noopener') && l.target === '_blank'),
+  `links: ${JSON.stringify(links.links)}`);
+  pass('links are clickable (http and https only, as text, rel=noopener) and nothing else is markup');
+
+  await a.page.click('#text');
+  await a.page.keyboard.type('first line');
+  await a.page.keyboard.press('Shift+Enter');
+  await a.page.keyboard.type('second line');
+  const box = await a.page.inputValue('#text');
+  check(box === 'first line\nsecond line', `Shift+Enter: the box has ${JSON.stringify(box)}`);
+  await a.page.keyboard.press('Enter');
+  await sees(b.page, 'alice', 'first line\nsecond line', 'bob gets a message of two lines');
+  check(await a.page.inputValue('#text') === '', 'Enter sent the message and emptied the box');
+  pass('Shift+Enter starts a new line, Enter sends');
+
+  // Keyboard only: every room, person and conversation is a button.
+  const notButtons = await a.page.$$eval('#rooms li, #dms li, #other-rooms li, #users li:not(.self)',
+    (lis) => lis.filter((li) => !li.querySelector('button')).map((li) => li.outerHTML));
+  check(notButtons.length === 0, `not reachable by keyboard: ${notButtons}`);
+  await b.page.focus('#users li[data-nick="alice"] button');
+  await b.page.keyboard.press('Enter');
+  await until(b.page, 'bob opens a private conversation with the keyboard', () => document.getElementById('conv-title').textContent === '@alice');
   await say(b.page, 'just between us');
   await until(a.page, 'alice gets a private conversation with an unread badge',
     () => [...document.querySelectorAll('#dms li')].some((li) =>
-      li.dataset.key === '@bob' && li.querySelector('.badge').textContent === '1'));
-  await a.page.click('#dms li[data-key="@bob"]');
+      li.dataset.key === '@bob' && li.querySelector('.badge').firstChild.textContent === '1'));
+  check(await a.page.title() === '(1) wsloop chat', `alice's tab title: ${await a.page.title()}`);
+  pass('a private message reaches the other page, with the unread count in the tab title');
+
+  await a.page.focus('#dms li[data-key="@bob"] button');
+  await a.page.keyboard.press('Space');
+  await until(a.page, 'alice opens @bob with the keyboard', () => document.getElementById('conv-title').textContent === '@bob');
+  check(await a.page.title() === 'wsloop chat', `alice's tab title after reading: ${await a.page.title()}`);
   const dm = await texts(a.page);
-  if (dm.join('|') !== 'just between us') throw new CheckFailed(`alice's @bob conversation: ${JSON.stringify(dm)}`);
-  await a.page.click('#rooms li[data-key="#lobby"]');
-  pass('a private message reaches the other page');
+  check(dm.join('|') === 'just between us', `alice's @bob conversation: ${JSON.stringify(dm)}`);
+  await b.page.click('#text');
+  await b.page.keyboard.type('are you th', { delay: 20 });
+  await until(a.page, 'alice sees bob typing in the private conversation',
+    () => document.getElementById('typing').textContent === 'bob is typing…');
+  await b.page.fill('#text', '');
+  await b.page.dispatchEvent('#text', 'input');
+  await until(a.page, 'bob stopped typing', () => document.getElementById('typing').textContent === '');
+  pass('keyboard access to people and conversations; typing shows in private conversations');
+
+  // The list of other rooms, and a room's history on entering it.
+  await a.page.focus('#room-name');
+  await a.page.keyboard.type('release');
+  await a.page.keyboard.press('Enter');
+  await until(a.page, 'alice in #release', () => document.getElementById('conv-title').textContent === '#release');
+  await say(a.page, 'release notes draft');
+  await sees(a.page, 'alice', 'release notes draft');
+  await b.page.click('#rooms li[data-key="#lobby"] button');
+  await b.page.focus('#room-name'); // the list is refreshed now and then, and on coming here
+  await until(b.page, 'bob sees #release in the other rooms',
+    () => document.querySelector('#other-rooms li[data-room="release"] .members')?.textContent === '1 member');
+  await b.page.focus('#other-rooms li[data-room="release"] button');
+  await b.page.keyboard.press('Enter');
+  await until(b.page, 'bob in #release', () => document.getElementById('conv-title').textContent === '#release');
+  await sees(b.page, 'alice', 'release notes draft', 'bob sees what was said in #release before he came');
+  const order = await b.page.$$eval('#log li', (lis) => lis.map((li) => li.className.split(' ')[0]));
+  check(order[0] === 'msg' && order[1] === 'notice', `history goes above "You joined": ${order}`);
+  pass('other rooms are listed and joined in one step, with their history');
+
+  // The rate limit: a burst of messages; those over it stay on the page as not sent.
+  // Sent at once from the page (Enter in the box, 30 times), so that the count does not depend
+  // on how fast this machine drives the browser: at most 20 fit the budget.
+  const burst = Array.from({ length: 30 }, (_, i) => `burst ${i}`);
+  await b.page.evaluate((all) => {
+    const box = document.getElementById('text');
+    for (const text of all) {
+      box.value = text;
+      box.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true, cancelable: true }));
+    }
+  }, burst);
+  await until(b.page, 'every message of the burst is settled',
+    () => document.querySelectorAll('#log .msg.pending').length === 0);
+  const failed = await b.page.$$eval('#log .msg.failed', (lis) => lis.map((li) => [li.querySelector('.text').textContent, li.querySelector('.state').textContent]));
+  check(failed.length >= 1 && failed.every(([, why]) => why.includes('rate limit')), `not sent: ${JSON.stringify(failed)}`);
+  const delivered = burst.filter((t) => !failed.some(([f]) => f === t));
+  await sees(a.page, 'bob', delivered[delivered.length - 1]);
+  const gotA = (await texts(a.page)).filter((t) => t.startsWith('burst '));
+  check(gotA.join() === delivered.join(), `alice got ${gotA}, bob delivered ${delivered}`);
+  check(await b.page.textContent('#status-text') === 'connected as bob', 'bob stayed connected');
+  await sleep(1500); // the budget refills at 4 messages a second
+  await b.page.click('#log .msg.failed .retry');
+  await sees(a.page, 'bob', failed[0][0], 'alice gets the message bob sent again');
+  check(await b.page.$$eval('#log .msg.failed', (l) => l.length) === failed.length - 1, 'the retried message is delivered');
+  pass(`a message over the rate limit stays as not sent (${failed.length} of ${burst.length}), and Retry sends it`);
+
+  await b.page.fill('#text', '\u0001'.repeat(2000));
+  await b.page.press('#text', 'Enter');
+  await until(b.page, 'bob sees why 2,000 control characters were not sent',
+    () => [...document.querySelectorAll('#log .msg.failed .state')].some((s) => s.textContent.includes('control character')));
+  check(await b.page.textContent('#status-text') === 'connected as bob', 'bob stayed connected (no 1009)');
+  const over = 'x'.repeat(2001);
+  await b.page.fill('#text', over);
+  await b.page.press('#text', 'Enter');
+  const warned = await b.page.evaluate(() => ({
+    box: document.getElementById('text').value.length,
+    warning: document.getElementById('text-count').textContent,
+    visible: document.getElementById('text-count').offsetHeight > 0,
+    invalid: document.getElementById('text').getAttribute('aria-invalid'),
+    pending: document.querySelectorAll('#log .msg.pending').length,
+  }));
+  check(warned.box === 2001 && warned.visible && warned.warning.includes('at most 2000') && warned.invalid === 'true' && warned.pending === 0,
+    `a text over the limit: ${JSON.stringify(warned)}`);
+  await b.page.fill('#text', '');
+  await b.page.dispatchEvent('#text', 'input');
+  pass('control characters get an error, the connection stays; a text over the limit is kept with a warning');
+
+  // Leaving one's only room.
+  const c = await openAndJoin(browser, opts.url, 'carol', logs, DESKTOP);
+  await c.page.click('#leave');
+  await until(c.page, 'carol has no room and an invitation to join one',
+    () => !document.getElementById('empty').hidden && document.getElementById('composer').hidden
+      && document.getElementById('log').hidden && document.querySelectorAll('#rooms li').length === 0);
+  await axe(c.page, 'the page with no room');
+  await c.page.click('#join-lobby');
+  await until(c.page, 'carol back in #lobby', () => document.getElementById('conv-title').textContent === '#lobby'
+    && !document.getElementById('composer').hidden);
+  await c.context.close();
+  pass('leaving one\'s only room shows how to join one, not a dead message box');
+
+  // A reload: the same nickname, the lobby's history.
+  await b.page.reload({ waitUntil: 'load' });
+  await until(b.page, 'bob is back after a reload', () => document.getElementById('status-text').textContent === 'connected as bob'
+    && document.getElementById('conv-title').textContent === '#lobby');
+  await sees(b.page, 'alice', 'hello bob', 'bob sees the lobby\'s history after a reload');
+  pass('after a reload the page rejoins with its nickname and shows the room\'s history');
+
+  // A reconnect without a restart (the server closes a flooding connection with 1008): the
+  // history replayed on rejoining merges with what the page shows, nothing twice.
+  await a.page.click('#rooms li[data-key="#lobby"] button');
+  await a.page.evaluate(() => { for (let i = 0; i < 45; i++) ws.send('{"type":"list_rooms"}'); }); // eslint-disable-line no-undef
+  await until(a.page, 'alice\'s page is closed for flooding, reconnects and rejoins',
+    () => [...document.querySelectorAll('#log .notice')].some((n) => n.textContent.startsWith('Disconnected (rate limit'))
+      && [...document.querySelectorAll('#log .notice')].some((n) => n.textContent === 'Reconnected.')
+      && document.getElementById('status-text').textContent === 'connected as alice', undefined, RESTART_TIMEOUT_MS);
+  await sleep(500); // the histories of both rooms have come by now
+  const lobby = await texts(a.page);
+  const twice = lobby.filter((t, i) => lobby.indexOf(t) !== i);
+  check(lobby.includes('hello bob') && twice.length === 0, `after rejoining, the lobby shows ${JSON.stringify(lobby)}`);
+  pass('a reconnect merges the room\'s history with what the page shows, nothing twice');
+  await axe(a.page, 'the desktop page');
+
+  // The phone.
+  const d = await openAndJoin(browser, opts.url, 'dora', logs, PHONE);
+  const layout = await d.page.evaluate(() => ({
+    width: document.documentElement.scrollWidth,
+    menu: getComputedStyle(document.getElementById('menu')).display !== 'none',
+    sidebar: getComputedStyle(document.getElementById('sidebar')).visibility,
+    send: document.getElementById('send').getBoundingClientRect().right,
+  }));
+  check(layout.width <= PHONE.width && layout.menu && layout.sidebar === 'hidden' && layout.send <= PHONE.width,
+    `phone layout: ${JSON.stringify(layout)}`);
+  if (opts.screenshots) await shoot(d.page, opts.screenshots, 'chat-390x844.png');
+  await d.page.click('#menu');
+  await until(d.page, 'the sidebar opens', () => getComputedStyle(document.getElementById('sidebar')).visibility === 'visible'
+    && document.getElementById('menu').getAttribute('aria-expanded') === 'true');
+  await axe(d.page, 'the phone page with its sidebar open');
+  await d.page.click('#users li[data-nick="alice"] button');
+  await until(d.page, 'choosing someone closes the sidebar', () => document.getElementById('conv-title').textContent === '@alice'
+    && getComputedStyle(document.getElementById('sidebar')).visibility === 'hidden');
+  await d.context.close();
+  pass('on a phone the sidebar folds away behind a button');
+  pass('axe-core: no serious or critical violation (join screen, desktop, no room, phone with its sidebar open)');
 
   await b.context.close();
   await until(a.page, 'bob leaves alice\'s online list', () => document.querySelector('#users li[data-nick="bob"]') === null);
   await until(a.page, 'alice sees "bob left #lobby"',
     () => [...document.querySelectorAll('#log .notice')].some((n) => n.textContent === 'bob left #lobby'));
   const after = await nicksIn(a.page);
-  if (after.join() !== 'alice') throw new CheckFailed(`after bob closed, alice sees ${after}`);
+  check(after.join() === 'alice', `after bob closed, alice sees ${after}`);
   pass('closing one page updates the other\'s list');
+  if (opts.screenshots) await shoot(a.page, opts.screenshots, 'chat-1440x900.png');
 
   if (opts.restart) {
-    console.log('restart-server');
-    const line = await within(nextLine(), 'waiting for the test to restart the server', RESTART_TIMEOUT_MS);
-    if (line !== 'restarted') throw new CheckFailed(`expected "restarted" on stdin, got ${JSON.stringify(line)}`);
+    await restartServer();
     await until(a.page, 'alice\'s page notices the restart',
       () => [...document.querySelectorAll('#log .notice')].some((n) => n.textContent.startsWith('Disconnected')),
       undefined, RESTART_TIMEOUT_MS);
@@ -208,30 +379,103 @@ async function checks(browser, opts, pass, logs) {
         && document.querySelector('#users li[data-nick="alice"]') !== null,
       undefined, RESTART_TIMEOUT_MS);
     await say(a.page, 'back again');
-    await until(a.page, 'a message after the restart comes back',
-      () => [...document.querySelectorAll('#log .msg .text')].some((p) => p.textContent === 'back again'));
+    await sees(a.page, 'alice', 'back again', 'a message after the restart comes back');
     pass('the page reconnects after a server restart and rejoins with the same nickname');
-  }
 
-  if (opts.screenshot) {
-    fs.mkdirSync(path.dirname(opts.screenshot), { recursive: true });
-    await a.page.screenshot({ path: opts.screenshot, timeout: STEP_TIMEOUT_MS });
-    console.log(`screenshot: ${opts.screenshot}`);
+    // Kept offline while the server restarts, alice's page finds her nickname taken.
+    await a.context.setOffline(true);
+    await restartServer();
+    const squatter = await squat(opts.url, 'alice');
+    await a.context.setOffline(false);
+    await until(a.page, 'alice\'s page says her nickname was taken and asks for another',
+      () => !document.getElementById('join-screen').hidden
+        && document.getElementById('join-error').textContent.includes('taken by someone else'),
+      undefined, RESTART_TIMEOUT_MS);
+    await sleep(1500);
+    const status = await a.page.textContent('#status-text');
+    check(status === 'connected: pick a nickname', `no retry loop: the status says ${JSON.stringify(status)}`);
+    await a.page.fill('#nick', 'alice2');
+    await a.page.press('#nick', 'Enter');
+    await until(a.page, 'alice joins again as alice2, in her rooms',
+      () => document.getElementById('status-text').textContent === 'connected as alice2'
+        && document.querySelector('#rooms li[data-key="#release"]') !== null
+        && document.querySelector('#users li[data-nick="alice"]') !== null);
+    squatter.close();
+    pass('a nickname taken during a restart: the page says so and another can be picked');
   }
   await a.context.close();
 }
 
-// A short, friendly conversation for the README's screenshot, seen from alice's page.
+async function shoot(page, dir, name) {
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, name);
+  await page.screenshot({ path: file, timeout: STEP_TIMEOUT_MS });
+  console.log(`screenshot: ${file}`);
+}
+
+async function restartServer() {
+  console.log('restart-server');
+  const line = await within(nextLine(), 'waiting for the test to restart the server', RESTART_TIMEOUT_MS);
+  check(line === 'restarted', `expected "restarted" on stdin, got ${JSON.stringify(line)}`);
+}
+
+// Joins as `nick` from Node (the `ws` client), waiting for the welcome.
+function squat(url, nick) {
+  const WebSocket = require('ws');
+  const ws = new WebSocket(`${url.replace(/^http/, 'ws').replace(/\/$/, '')}/ws`, 'chat.v1');
+  return within(new Promise((resolve, reject) => {
+    ws.on('open', () => ws.send(JSON.stringify({ type: 'join', nick })));
+    ws.on('message', (data) => {
+      const msg = JSON.parse(data.toString());
+      if (msg.type === 'welcome') resolve(ws);
+      else if (msg.type === 'error') reject(new CheckFailed(`the squatter could not join: ${msg.message}`));
+    });
+    ws.on('error', reject);
+  }), `joining as ${nick} from node`, STEP_TIMEOUT_MS);
+}
+
+// --history: a room's history as a chat process on Redis replays it (a moment after
+// room_joined): someone from Node says two things, then a page joins and shows them above its
+// "You joined" notice, then a live message below; after a reload, all three, once each.
+async function history(browser, opts, pass, logs) {
+  const writer = await squat(opts.url, 'writer');
+  const said = (text) => new Promise((resolve) => {
+    const echo = (data) => {
+      const msg = JSON.parse(data.toString());
+      if (msg.type === 'message' && msg.text === text) { writer.off('message', echo); resolve(); }
+    };
+    writer.on('message', echo);
+    writer.send(JSON.stringify({ type: 'say', room: 'lobby', text }));
+  });
+  await within(said('before 1').then(() => said('before 2')), 'the writer\'s messages', STEP_TIMEOUT_MS);
+  const p = await openAndJoin(browser, opts.url, 'pia', logs, DESKTOP);
+  await sees(p.page, 'writer', 'before 2', 'the page shows the history from Redis');
+  const order = await p.page.$$eval('#log li', (lis) => lis.map((li) => li.className.split(' ')[0]));
+  check(order.join() === 'msg,msg,notice', `history above "You joined": ${order}`);
+  await said('live 1');
+  await sees(p.page, 'writer', 'live 1');
+  check((await texts(p.page)).join('|') === 'before 1|before 2|live 1', `the lobby: ${await texts(p.page)}`);
+  pass('a room\'s history from Redis shows above "You joined", live messages below');
+  await p.page.reload({ waitUntil: 'load' });
+  await until(p.page, 'pia is back after a reload', () => document.getElementById('status-text').textContent === 'connected as pia');
+  await sees(p.page, 'writer', 'live 1', 'the history after a reload');
+  await sleep(300);
+  check((await texts(p.page)).join('|') === 'before 1|before 2|live 1', `after a reload: ${await texts(p.page)}`);
+  pass('after a reload the history from Redis is shown again, once');
+  writer.close();
+  await p.context.close();
+}
+
+// A short, friendly conversation for the README's screenshots, seen from alice's page.
 async function demo(browser, opts, pass, logs) {
-  const viewport = { width: 960, height: 600 };
-  const a = await openAndJoin(browser, opts.url, 'alice', logs, viewport);
-  const b = await openAndJoin(browser, opts.url, 'bob', logs, viewport);
-  const c = await openAndJoin(browser, opts.url, 'carol', logs, viewport);
+  const a = await openAndJoin(browser, opts.url, 'alice', logs, { width: 960, height: 600 });
+  const b = await openAndJoin(browser, opts.url, 'bob', logs, DESKTOP);
+  const c = await openAndJoin(browser, opts.url, 'carol', logs, DESKTOP);
   const lines = [
     [a, 'Morning! The new chat server is up.'],
     [b, 'Nice. Is that the wsloop one?'],
-    [a, 'Yes: one thread, rooms are topics, and the page reconnects by itself if the server restarts.'],
-    [c, 'Tried it with <b>markup</b>: it shows up as plain text, as it should.'],
+    [a, 'Yes: one thread, rooms are topics, and the page reconnects by itself if the server restarts.\nHistory too: the last 100 messages of a room when you join it.'],
+    [c, 'Tried it with <b>markup</b>: it shows up as plain text, as it should. Notes at https://example.com/wsloop'],
     [b, 'Rooms too? I made #release for the 0.1 notes.'],
   ];
   for (const [who, text] of lines) {
@@ -239,88 +483,38 @@ async function demo(browser, opts, pass, logs) {
     await sleep(150);
   }
   await b.page.fill('#room-name', 'release');
-  await b.page.click('#room-form button');
-  await a.page.fill('#room-name', 'release');
-  await a.page.click('#room-form button');
-  await until(a.page, 'alice in #release', () => document.getElementById('conv-title').textContent === '#release');
-  await a.page.click('#rooms li[data-key="#lobby"]');
+  await b.page.press('#room-name', 'Enter');
+  await until(b.page, 'bob in #release', () => document.getElementById('conv-title').textContent === '#release');
   await say(b.page, 'Changelog draft is in #release, have a look when you can');
-  // bob's message went to #release (bob's page shows it); send one to the lobby too.
-  await b.page.click('#rooms li[data-key="#lobby"]');
+  await b.page.click('#rooms li[data-key="#lobby"] button');
   await say(b.page, 'Lunch at 12:30?');
-  await c.page.click('#users li[data-nick="alice"]');
+  await c.page.click('#users li[data-nick="alice"] button');
   await say(c.page, 'Can you review my PR after lunch?');
-  await sleep(200);
+  await sleep(300);
+  await a.page.evaluate(() => { document.getElementById('room-name').focus(); document.getElementById('room-name').dispatchEvent(new Event('focus')); });
   await b.page.click('#text');
   await b.page.keyboard.type('Sounds g', { delay: 20 });
   await until(a.page, 'alice sees bob typing', () => document.getElementById('typing').textContent === 'bob is typing…');
-  await a.page.screenshot({ path: opts.demo, timeout: STEP_TIMEOUT_MS });
-  console.log(`screenshot: ${opts.demo}`);
+  await a.page.focus('#text');
+  fs.mkdirSync(opts.demo, { recursive: true });
+  await a.page.screenshot({ path: path.join(opts.demo, 'screenshot.png'), timeout: STEP_TIMEOUT_MS });
+  await a.page.setViewportSize(DESKTOP);
+  await a.page.screenshot({ path: path.join(opts.demo, 'screenshot-1440x900.png'), timeout: STEP_TIMEOUT_MS });
+  const d = await openAndJoin(browser, opts.url, 'dora', logs, PHONE);
+  await say(b.page, 'dora, welcome! Lunch at 12:30 if you are around.');
+  await sees(d.page, 'bob', 'dora, welcome! Lunch at 12:30 if you are around.');
+  await d.page.click('#text');
+  await d.page.keyboard.type('On my way');
+  await d.page.screenshot({ path: path.join(opts.demo, 'screenshot-390x844.png'), timeout: STEP_TIMEOUT_MS });
+  await d.page.click('#menu');
+  await sleep(300);
+  await d.page.screenshot({ path: path.join(opts.demo, 'screenshot-390x844-menu.png'), timeout: STEP_TIMEOUT_MS });
+  console.log(`screenshots: ${opts.demo}`);
   pass('demo');
-  for (const x of [a, b, c]) await x.context.close();
+  for (const x of [a, b, c, d]) await x.context.close();
 }
 
-// The next line on stdin.
-let stdinLines = null;
-function nextLine() {
-  if (!stdinLines) {
-    const rl = readline.createInterface({ input: process.stdin });
-    const queue = [];
-    const waiting = [];
-    rl.on('line', (line) => {
-      const w = waiting.shift();
-      if (w) w(line.trim()); else queue.push(line.trim());
-    });
-    rl.on('close', () => { for (const w of waiting.splice(0)) w(null); });
-    stdinLines = { queue, waiting };
-  }
-  if (stdinLines.queue.length) return Promise.resolve(stdinLines.queue.shift());
-  return new Promise((resolve) => stdinLines.waiting.push(resolve));
-}
-
-async function main(opts) {
-  const executablePath = process.env.WSLOOP_CHROMIUM || '/usr/bin/chromium';
-  if (!fs.existsSync(executablePath)) {
-    console.log(`FAIL launch: no Chromium at ${executablePath} (tests/run.sh installs it: apt-get install chromium)`);
-    console.log('chat browser: 0 passed, 1 failed');
-    return 1;
-  }
-  let chromium;
-  try {
-    ({ chromium } = require('playwright-core'));
-  } catch (err) {
-    console.log(`FAIL launch: playwright-core is not installed (run npm ci in tests/interop/node): ${err.message}`);
-    console.log('chat browser: 0 passed, 1 failed');
-    return 1;
-  }
-  const logs = [];
-  let passed = 0;
-  let step = 'launch';
-  const pass = (what) => { passed += 1; step = `after "${what}"`; console.log(`ok ${what}`); };
-  let browser = null;
-  try {
-    browser = await within(chromium.launch({
-      executablePath, headless: true, args: ARGS, timeout: LAUNCH_TIMEOUT_MS,
-    }), 'launching Chromium', LAUNCH_TIMEOUT_MS + 5_000);
-    console.log(`browser: Chromium ${browser.version()} at ${executablePath}`);
-    step = 'checks';
-    await (opts.demo ? demo : checks)(browser, opts, pass, logs);
-    console.log(`chat browser: ${passed} passed, 0 failed`);
-    return 0;
-  } catch (err) {
-    const why = err instanceof CheckFailed ? err.message : `${err.name}: ${err.message}`;
-    console.log(`FAIL ${step}: ${why}`);
-    for (const line of logs) console.log(line);
-    console.log(`chat browser: ${passed} passed, 1 failed`);
-    return 1;
-  } finally {
-    if (browser) await within(browser.close(), 'closing Chromium', 10_000).catch(() => {});
-  }
-}
-
-setTimeout(() => {
-  console.log(`FAIL deadline: the whole run took over ${DEADLINE_MS / 1000}s`);
-  console.log('chat browser: 0 passed, 1 failed');
-  process.exit(1); // playwright-core kills the browser it launched when the process exits
-}, DEADLINE_MS).unref();
-main(parseArgs(process.argv.slice(2))).then((code) => process.exit(code));
+const opts = parseArgs(process.argv.slice(2));
+const run = opts.demo ? demo : opts.history ? history : checks;
+runChecks('chat browser', DEADLINE_MS, (browser, pass, logs) => run(browser, opts, pass, logs))
+  .then((code) => process.exit(code));

@@ -33,7 +33,6 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use wsloop::proto::message::random_u64;
 
 use crate::units;
 use message::{Messages, STAMP, TIME};
@@ -201,7 +200,7 @@ impl BenchArgs {
                 raw: self.raw_echo,
                 max_message_size: self.size.max(1 << 20).saturating_mul(2),
             },
-            messages: Messages::new(self.size, self.binary, random_u64()),
+            messages: Messages::new(self.size, self.binary, clock_seed()),
             binary: self.binary,
             inflight: self.inflight,
             rate: rate.map(|r| Duration::from_secs_f64(threads / r as f64)),
@@ -215,6 +214,13 @@ impl BenchArgs {
             base: Instant::now(),
         })
     }
+}
+
+/// A seed for the message pattern that differs from run to run (the nanoseconds of the clock).
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
 }
 
 /// Runs the benchmark; returns the exit code.

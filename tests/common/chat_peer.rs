@@ -2,7 +2,6 @@
 //! `tests/chat.rs` (in-process servers) and `tests/chat_redis.rs` (chat processes on Redis).
 //!
 //! Every read has a timeout (5 s, or the limit of [`Peer::wait_until`]), so no test can hang.
-#![allow(dead_code)] // each test binary uses a different part
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -25,6 +24,9 @@ pub struct Peer {
     pub client: Client,
     /// The nickname it joins with, also its name in failure messages.
     pub name: &'static str,
+    /// The `history` messages received, set aside by [`next`](Self::next) (one follows each
+    /// `room_joined`, at once from a lone server, a little later from Redis).
+    pub histories: Vec<Value>,
 }
 
 impl Peer {
@@ -34,7 +36,11 @@ impl Peer {
         let client = Client::connect_with(&url, &[PROTOCOL]).expect("connect");
         assert_eq!(client.protocol(), Some(PROTOCOL));
         client.stream().set_read_timeout(Some(TIMEOUT)).unwrap();
-        Peer { client, name }
+        Peer {
+            client,
+            name,
+            histories: Vec::new(),
+        }
     }
 
     /// Connects and joins as `name`, checking the welcome and the lobby; returns the welcome.
@@ -64,13 +70,19 @@ impl Peer {
         self.client.send(Message::Text(text)).expect("send");
     }
 
-    /// The next text message, as JSON (pings are skipped); panics on a close or a timeout.
+    /// The next text message but `history`, as JSON (pings are skipped, `history` messages
+    /// kept in [`histories`](Self::histories)); panics on a close or a timeout.
     pub fn next(&mut self) -> Value {
         loop {
             match self.client.recv() {
                 Ok(Received::Text(text)) => {
-                    return serde_json::from_str(&text)
-                        .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {text}", self.name))
+                    let msg: Value = serde_json::from_str(&text)
+                        .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {text}", self.name));
+                    if msg["type"] == "history" {
+                        self.histories.push(msg);
+                        continue;
+                    }
+                    return msg;
                 }
                 Ok(Received::Ping(_) | Received::Pong(_)) => {}
                 other => panic!("{}: expected a message, got {other:?}", self.name),
@@ -106,6 +118,15 @@ impl Peer {
                 return msg;
             }
         }
+    }
+
+    /// The next `history` message (set aside earlier, or the next to come; other messages
+    /// on the way are skipped).
+    pub fn history(&mut self) -> Value {
+        if !self.histories.is_empty() {
+            return self.histories.remove(0);
+        }
+        self.wait("a history", TIMEOUT, true, |_| false)
     }
 
     /// Reads until the server's close frame, counting text messages; returns the close code.
@@ -146,10 +167,22 @@ pub fn sentinel(from: &mut Peer, to: &mut Peer, text: &str) {
 impl Peer {
     /// Skips messages until one for which `f` holds, which it returns; fails after `limit`
     /// (waiting quietly through read timeouts until then) saying it waited for `what`.
+    /// `history` messages are set aside in [`histories`](Self::histories), not shown to `f`.
     pub fn wait_until(
         &mut self,
         what: &str,
         limit: Duration,
+        f: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        self.wait(what, limit, false, f)
+    }
+
+    /// [`wait_until`](Self::wait_until), or (`history`) until the first `history` message.
+    fn wait(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        history: bool,
         mut f: impl FnMut(&Value) -> bool,
     ) -> Value {
         let deadline = Instant::now() + limit;
@@ -162,7 +195,12 @@ impl Peer {
                 Ok(Received::Text(text)) => {
                     let msg: Value = serde_json::from_str(&text)
                         .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {text}", self.name));
-                    if f(&msg) {
+                    if msg["type"] == "history" {
+                        if history {
+                            break msg;
+                        }
+                        self.histories.push(msg);
+                    } else if f(&msg) {
                         break msg;
                     }
                 }

@@ -4,7 +4,6 @@
 //! The binary is `WSLOOP_REDIS_SERVER` (set by `tests/run.sh`) or `redis-server` on the `PATH`;
 //! a missing one fails the test (install it with `apt-get install redis-server`), never skips.
 //! It runs with `--save '' --appendonly no` in a directory of its own, and is killed on drop.
-#![allow(dead_code)] // each test binary uses a different part
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
