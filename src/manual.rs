@@ -313,7 +313,7 @@ pub mod _07_scaling {
     //! hot path. A publish on one reactor reaches the subscribers on the others through their handles
     //! (`Handle::publish_local`); `send`, `broadcast` and `ConnId`s stay per reactor, and `Config`
     //! limits apply per reactor. `cluster.handle()` publishes and shuts down all of them.
-    //! `wsloop echo` and `examples/chat.rs` take `--threads N`.
+    //! `wsloop echo` and `wsloop chat` take `--threads N`.
     //!
     //! Measured 2026-11-22 on this project's 2-vCPU machine with `bash benches/scaling.sh` (100
     //! connections × 16 in flight × 16 B through `examples/load.rs`, 5 s windows, medians of 3, other
@@ -381,7 +381,7 @@ pub mod _08_redis {
     //! topic of its own that `relay.intercept(topic, |msg| ..)` takes from the relay: the callback runs
     //! on the relay's receiving thread, in order with the other deliveries, instead of the reactors'
     //! subscribers. The chat example keeps its online list across processes that way (`chat --redis
-    //! URL`, see `examples/chat/README.md`); `tests/chat_redis.rs` runs two chat processes on a real
+    //! URL`, see `src/bin/wsloop/chat/README.md`); `tests/chat_redis.rs` runs two chat processes on a real
     //! Redis, restarts Redis under them and kills one of them.
 }
 
