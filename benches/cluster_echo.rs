@@ -1,5 +1,5 @@
 //! Echo server on a [`Cluster`] of N reactors, for `benches/scaling.sh` (1 vs N threads under
-//! `examples/load.rs`).
+//! `wsloop bench`).
 //!
 //! `cargo bench --bench cluster_echo -- [--threads N] [--addr HOST:PORT] [--seconds S]
 //!  [--work N]`

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# End-to-end benchmark: wsloop's echo against peer echo servers, driven by examples/load.rs.
+# End-to-end benchmark: wsloop's echo against peer echo servers, driven by `wsloop bench`.
 #
 #   bash benches/e2e.sh [--quick] [--seconds S] [--out DIR] [--no-memory] [--no-matrix]
 #                       [--targets ROUNDS]
 #
-# Builds release binaries (examples/echo and examples/load; the peers in benches/peers/:
+# Builds release binaries (the `wsloop` command, for `echo` and `bench`; the peers in benches/peers/:
 # tokio-tungstenite and fastwebsockets echoes on current-thread runtimes, a raw TCP echo on mio,
-# and wsloop_echo, examples/echo's handler with a configurable connection limit), then
+# and wsloop_echo, `wsloop echo`'s handler with a configurable connection limit), then
 #   1. runs every server pinned to core 0 and the load generator pinned to core 1 (taskset) over
 #      1 / 100 / 1,000 connections x 16 B / 1 KiB / 64 KiB / 1 MiB x in-flight 1 and 16 (binary
 #      messages; cells that would keep about a gigabyte in flight are skipped), plus the
@@ -16,7 +16,7 @@
 #      wsloop, with and without deflate, and for the peers.
 # Server CPU time per message comes from the server's utime + stime in /proc/PID/stat, read by
 # the load generator at the start and end of its window (--server-pid).
-# The raw TCP echo does no handshake and bounces bytes unparsed; `load --raw-echo` sends it the
+# The raw TCP echo does no handshake and bounces bytes unparsed; `wsloop bench --raw-echo` sends it the
 # same masked frames and verifies them when they come back still masked.
 #
 # On a shared machine: the server and the load generator run at nice $E2E_NICE (default -10,
@@ -64,10 +64,10 @@ nice -n "$NICE" true 2>/dev/null || NICE=0
 RUN=(nice -n "$NICE")
 
 echo "== building" >&2
-cargo build --release --example echo --example load >&2
+cargo build --release --features cli --bin wsloop >&2
 cargo build --release --manifest-path benches/peers/Cargo.toml --target-dir target >&2
 BIN=target/release
-LOAD=$BIN/examples/load
+WSLOOP=$BIN/wsloop
 
 PIDS=()
 cleanup() {
@@ -113,8 +113,8 @@ start_server() {
     port=$(port_of "$name")
     local cmd
     case "$name" in
-        wsloop) cmd=($BIN/examples/echo --no-deflate --addr 127.0.0.1:$port) ;;
-        wsloop-deflate) cmd=($BIN/examples/echo --addr 127.0.0.1:$port) ;;
+        wsloop) cmd=($WSLOOP echo --no-deflate --addr 127.0.0.1:$port) ;;
+        wsloop-deflate) cmd=($WSLOOP echo --addr 127.0.0.1:$port) ;;
         wsloop-max) cmd=($BIN/wsloop_echo --no-deflate --max-connections 1000000 --addr 127.0.0.1:$port) ;;
         wsloop-max-deflate) cmd=($BIN/wsloop_echo --max-connections 1000000 --addr 127.0.0.1:$port) ;;
         tokio-tungstenite) cmd=($BIN/tt_echo --addr 127.0.0.1:$port) ;;
@@ -151,9 +151,9 @@ cell() {
     [ "$server" = raw-tcp ] && flags+=(--raw-echo)
     for try in 1 2; do
         wait_quiet
-        line=$("${RUN[@]}" taskset -c 1 "$LOAD" "ws://127.0.0.1:$port/" --conns "$conns" --size "$size" \
+        line=$("${RUN[@]}" taskset -c 1 "$WSLOOP" bench "ws://127.0.0.1:$port/" --conns "$conns" --size "$size" \
             --inflight "$inflight" --seconds "$SECS" --server-pid "${SPID[$server]}" "${flags[@]}" \
-            2>>"$OUT/load.log" | grep '^conns=' || true)
+            2>>"$OUT/load.log" | grep '^bench=echo' || true)
         [ -n "$line" ] || line="conns=$conns size=$size inflight=$inflight errors=failed"
         other=$(sed -n 's/.*other_cpu_pct=\([0-9.-]*\).*/\1/p' <<<"$line")
         if [ -z "$other" ] || awk "BEGIN {exit !($other < 20)}"; then break; fi
@@ -241,7 +241,7 @@ idle_memory() {
     sleep 0.5
     rss0=$(rss_kb "$pid")
     hold=$(( 6 + n / 4000 ))
-    taskset -c 1 "$LOAD" "ws://127.0.0.1:$port/" --connect-only --conns "$n" --seconds "$hold" \
+    taskset -c 1 "$WSLOOP" bench "ws://127.0.0.1:$port/" --mode connect --conns "$n" --hold "$hold" \
         --connect-concurrency 256 "$@" >"$OUT/idle.out" 2>"$OUT/idle.err" &
     local lpid=$!
     local i
@@ -251,10 +251,10 @@ idle_memory() {
     done
     sleep 1
     rss1=$(rss_kb "$pid")
-    answer=$(taskset -c 1 "$LOAD" "ws://127.0.0.1:$port/" --conns 10 --seconds 2 "$@" 2>/dev/null \
-        | grep '^conns=' | sed -n 's/.*msgs_per_s=\([0-9]*\).*errors=\([0-9]*\).*/\1 msg\/s, \2 errors/p')
+    answer=$(taskset -c 1 "$WSLOOP" bench "ws://127.0.0.1:$port/" --conns 10 --seconds 2 "$@" 2>/dev/null \
+        | grep '^bench=echo' | sed -n 's/.*msgs_per_s=\([0-9]*\).*errors=\([0-9]*\).*/\1 msg\/s, \2 errors/p')
     wait "$lpid" || true
-    line=$(grep '^mode=connect-only' "$OUT/idle.out" || echo "established=0 errors=failed")
+    line=$(grep '^bench=connect' "$OUT/idle.out" || echo "established=0 errors=failed")
     established=$(sed -n 's/.*established=\([0-9]*\).*/\1/p' <<<"$line")
     stop_server "$pid"
     local per="n/a"

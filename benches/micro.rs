@@ -17,7 +17,7 @@ use wsloop::proto::message::{Decoded, Decoder};
 use wsloop::proto::utf8::Utf8Validator;
 use wsloop::proto::Role;
 
-#[path = "../examples/load/pattern.rs"]
+#[path = "../src/bin/wsloop/bench/pattern.rs"]
 mod pattern;
 
 const SIZES: [(usize, &str); 4] = [

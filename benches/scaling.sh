@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Multi-core scaling: echo on a Cluster of 1 vs 2 reactor threads (benches/cluster_echo.rs),
-# driven by examples/load.rs.
+# driven by `wsloop bench`.
 #
 #   bash benches/scaling.sh [--seconds S] [--runs R] [--conns N] [--inflight K] [--size B]
 #                           [--work N]
@@ -35,11 +35,11 @@ done
 [ "$(nproc)" -ge 2 ] || { echo "scaling.sh: needs 2 cores" >&2; exit 1; }
 
 echo "== building" >&2
-cargo build --release --example load >&2
+cargo build --release --features cli --bin wsloop >&2
 SERVER=$(cargo bench --bench cluster_echo --no-run 2>&1 |
     sed -n 's/.*Executable .*(\(.*cluster_echo-[^)]*\)).*/\1/p' | tail -1)
 [ -x "$SERVER" ] || { echo "scaling.sh: cannot find the cluster_echo binary" >&2; exit 1; }
-LOAD=target/release/examples/load
+WSLOOP=target/release/wsloop
 
 PID=""
 cleanup() { [ -z "$PID" ] || kill "$PID" 2>/dev/null || true; }
@@ -79,7 +79,7 @@ run() {
     PID=$!
     for _ in $(seq 100); do grep -q listening "$out" && break; sleep 0.05; done
     local line
-    line=$("${lpin[@]}" "$LOAD" "ws://127.0.0.1:$port/" --conns "$CONNS" --inflight "$INFLIGHT" \
+    line=$("${lpin[@]}" "$WSLOOP" bench "ws://127.0.0.1:$port/" --conns "$CONNS" --inflight "$INFLIGHT" \
         --size "$SIZE" --seconds "$SECS" --server-pid "$PID" 2>/dev/null | tail -1)
     kill "$PID" 2>/dev/null || true
     wait "$PID" 2>/dev/null || true

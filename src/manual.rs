@@ -156,7 +156,8 @@ pub mod _03_tls {
     //! openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
     //!   -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
     //!   -keyout key.pem -out cert.pem
-    //! cargo run --release --example echo -- --tls-cert cert.pem --tls-key key.pem   # wss://127.0.0.1:9001/
+    //! cargo run --release --features cli -- echo --tls-cert cert.pem --tls-key key.pem   # wss://127.0.0.1:9001/
+    //! cargo run --release --features cli -- bench wss://localhost:9001/ --cafile cert.pem     # or --insecure
     //! ```
     //!
     //! Start-up errors name the file and the problem: a missing or unreadable file, a PEM with no
@@ -167,7 +168,8 @@ pub mod _03_tls {
 pub mod _04_compression {
     //! # Compression (permessage-deflate, RFC 7692)
     //!
-    //! Off by default in the library, on in `examples/echo.rs` (`--no-deflate` turns it off):
+    //! Off by default in the library, on in `wsloop echo` (`--no-deflate` turns it off) and
+    //! `examples/echo.rs`:
     //!
     //! ```
     //! use wsloop::{Config, DeflateConfig};
@@ -311,7 +313,7 @@ pub mod _07_scaling {
     //! hot path. A publish on one reactor reaches the subscribers on the others through their handles
     //! (`Handle::publish_local`); `send`, `broadcast` and `ConnId`s stay per reactor, and `Config`
     //! limits apply per reactor. `cluster.handle()` publishes and shuts down all of them.
-    //! `examples/echo.rs` and `examples/chat.rs` take `--threads N`.
+    //! `wsloop echo` and `wsloop chat` take `--threads N`.
     //!
     //! Measured 2026-11-22 on this project's 2-vCPU machine with `bash benches/scaling.sh` (100
     //! connections × 16 in flight × 16 B through `examples/load.rs`, 5 s windows, medians of 3, other
@@ -379,7 +381,7 @@ pub mod _08_redis {
     //! topic of its own that `relay.intercept(topic, |msg| ..)` takes from the relay: the callback runs
     //! on the relay's receiving thread, in order with the other deliveries, instead of the reactors'
     //! subscribers. The chat example keeps its online list across processes that way (`chat --redis
-    //! URL`, see `examples/chat/README.md`); `tests/chat_redis.rs` runs two chat processes on a real
+    //! URL`, see `src/bin/wsloop/chat/README.md`); `tests/chat_redis.rs` runs two chat processes on a real
     //! Redis, restarts Redis under them and kills one of them.
 }
 
@@ -452,7 +454,9 @@ pub mod _10_performance {
     //!
     //! Reproduce: `bash benches/e2e.sh` (the full matrix, about 15 minutes; `--quick` for a short one),
     //! `cargo bench --bench micro`, `bash benches/scaling.sh`, and the load generator itself:
-    //! `cargo run --release --example load -- ws://127.0.0.1:9001/ --conns 100 --inflight 1 --size 16
-    //! --seconds 10 [--binary] [--deflate] [--connect-only]`, which verifies every echo byte for byte
-    //! and ends with one `key=value` line (msgs_per_s, mbytes_per_s, p50_us, p99_us, p999_us, errors).
+    //! `cargo run --release --features cli -- bench ws://127.0.0.1:9001/ --conns 100 --inflight 1
+    //! --size 16 --seconds 10 [--binary] [--deflate] [--rate N] [--json]`, which verifies every echo
+    //! byte for byte and ends with one `key=value` line (msgs_per_s, mbytes_per_s, p50_us, p99_us,
+    //! p999_us, lost, errors); the figures above were taken with its predecessor,
+    //! `examples/load.rs`. Its modes and output: `benches/BENCHMARKS.md`, "The load generator".
 }

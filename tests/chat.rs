@@ -1,5 +1,5 @@
-//! The chat example (`examples/chat.rs`), tested in-process: this file includes the example's
-//! handler (`examples/chat/server.rs`) and runs it on a `wsloop::Server` on 127.0.0.1:0.
+//! The chat server (`wsloop chat`, `src/bin/wsloop/chat/`), tested in-process: this file includes its
+//! handler (`src/bin/wsloop/chat/server.rs`) and runs it on a `wsloop::Server` on 127.0.0.1:0.
 //!
 //! The JSON protocol is driven by several real WebSocket clients (`wsloop::client::Client`) at
 //! once; the page by headless Chromium (`tests/interop/node/chat_browser.js`, playwright-core),
@@ -12,7 +12,7 @@
 //! connection's messages in order, so nothing is left to timing.
 
 #[allow(dead_code)] // the tests use part of the example's API
-#[path = "../examples/chat/server.rs"]
+#[path = "../src/bin/wsloop/chat/server.rs"]
 mod chat;
 
 mod common;
@@ -831,27 +831,27 @@ fn the_page_and_its_assets_are_served() {
         (
             "/style.css",
             "text/css; charset=utf-8",
-            include_str!("../examples/chat/style.css"),
+            include_str!("../src/bin/wsloop/chat/style.css"),
         ),
         (
             "/app.js",
             "text/javascript; charset=utf-8",
-            include_str!("../examples/chat/app.js"),
+            include_str!("../src/bin/wsloop/chat/app.js"),
         ),
         (
             "/?from=link",
             "text/html; charset=utf-8",
-            include_str!("../examples/chat/index.html"),
+            include_str!("../src/bin/wsloop/chat/index.html"),
         ),
         (
             "/favicon.svg",
             "image/svg+xml",
-            include_str!("../examples/chat/favicon.svg"),
+            include_str!("../src/bin/wsloop/chat/favicon.svg"),
         ),
         (
             "/favicon.ico",
             "image/svg+xml",
-            include_str!("../examples/chat/favicon.svg"),
+            include_str!("../src/bin/wsloop/chat/favicon.svg"),
         ),
     ];
     for (path, content_type, body) in assets {
@@ -861,7 +861,7 @@ fn the_page_and_its_assets_are_served() {
         assert_eq!(resp.body, body.as_bytes(), "{path}");
     }
     // No CDN, no inline script or markup sink in the page's code.
-    let js = include_str!("../examples/chat/app.js");
+    let js = include_str!("../src/bin/wsloop/chat/app.js");
     for sink in [
         "innerHTML",
         "outerHTML",
@@ -1036,7 +1036,7 @@ fn the_command_line() {
     } else {
         let e = redis.unwrap_err();
         assert!(
-            e.contains("--features redis --example chat -- --redis URL"),
+            e.contains("--features cli,redis -- chat --redis URL"),
             "{e}"
         );
         // bind refuses it too, should an Args say so.

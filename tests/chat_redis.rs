@@ -1,10 +1,10 @@
-//! The chat example as two processes on one Redis (`chat --redis URL`): rooms, the online
+//! The chat server as two processes on one Redis (`wsloop chat --redis URL`): rooms, the online
 //! list and private messages span both; a Redis restart and a killed process are survived.
 //!
 //! Each test starts its own `redis-server` on a free port (`tests/common/redis_server.rs`) and
-//! two processes of `examples/chat.rs` on 127.0.0.1:0 with `--redis` and a heartbeat of 0.5 s
-//! (so a silent process is forgotten after 1.5 s). The example is built with the `redis`
-//! feature by the test itself, through the cargo running the tests (see [`chat_binary`]).
+//! two `wsloop chat` processes on 127.0.0.1:0 with `--redis` and a heartbeat of 0.5 s
+//! (so a silent process is forgotten after 1.5 s). The command is built with the `cli` and
+//! `redis` features by the test itself, through the cargo running the tests (see [`chat_binary`]).
 //! Every child is killed on drop; a failing test prints the chat processes' logs.
 //!
 //! No test waits on a guess: a process knows a user of the other once a client of its own has
@@ -39,39 +39,37 @@ const HEARTBEAT: &str = "0.5";
 const PRESENCE_LIMIT: Duration = Duration::from_secs(15);
 
 // ---------------------------------------------------------------------------------------------
-// The chat example as a child process
+// The chat server as a child process
 // ---------------------------------------------------------------------------------------------
 
-/// The chat example's binary, built with the `redis` feature.
+/// The `wsloop` binary, built with the `cli` and `redis` features.
 ///
-/// `cargo test --features redis` builds the examples only when no test target is named (not
-/// with `--test chat_redis`), so the test builds it itself, once per run: `cargo build --example
-/// chat --features redis` through the cargo that runs the tests (`CARGO`), which takes a moment
+/// `cargo test --features redis` does not build it (it needs `cli`), so the test builds it
+/// itself, once per run: `cargo build --bin wsloop --features cli,redis` through the cargo that runs the tests (`CARGO`), which takes a moment
 /// when it is up to date. Cargo releases its build directory lock before it runs test binaries,
 /// so this does not wait on the outer cargo; it is bounded anyway. Without `CARGO` (the test
-/// binary run by hand) it takes the binary next to this one, `target/<profile>/examples/chat`.
+/// binary run by hand) it takes the binary next to this one, `target/<profile>/wsloop`.
 fn chat_binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(build_chat).clone()
 }
 
 fn build_chat() -> PathBuf {
-    let how = "build it with `cargo build --example chat --features redis`";
+    let how = "build it with `cargo build --bin wsloop --features cli,redis`";
     let exe = std::env::current_exe().expect("the test binary's path");
     // target/<profile>/deps/<this test>
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>");
-    let beside =
-        (profile_dir.join("examples")).join(format!("chat{}", std::env::consts::EXE_SUFFIX));
+    let beside = profile_dir.join(format!("wsloop{}", std::env::consts::EXE_SUFFIX));
     let Ok(cargo) = std::env::var("CARGO") else {
         assert!(beside.is_file(), "{} is missing: {how}", beside.display());
         return beside;
     };
     let mut command = Command::new(cargo);
     command
-        .args(["build", "--example", "chat", "--features", "redis"])
+        .args(["build", "--bin", "wsloop", "--features", "cli,redis"])
         .arg("--message-format=json-render-diagnostics")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null())
@@ -120,13 +118,13 @@ fn build_chat() -> PathBuf {
     let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
     assert!(
         status.success(),
-        "cargo build --example chat --features redis failed ({status}; killed after {limit:?} if \
+        "cargo build --bin wsloop --features cli,redis failed ({status}; killed after {limit:?} if \
          it took that long):\n{stderr}"
     );
     let built = stdout
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "chat")
+        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "wsloop")
         .find_map(|v| v["executable"].as_str().map(PathBuf::from))
         .unwrap_or(beside);
     assert!(built.is_file(), "{} is missing: {how}", built.display());
@@ -159,6 +157,7 @@ impl ChatProcess {
         let binary = chat_binary();
         let url = redis.url();
         let args = [
+            "chat",
             "--addr",
             "127.0.0.1:0",
             "--redis",

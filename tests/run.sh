@@ -18,7 +18,8 @@
 # - Exports WSLOOP_PYTHON (the venv's python), WSLOOP_NODE (node), WSLOOP_NODE_CLIENT_DIR,
 #   WSLOOP_CHROMIUM and WSLOOP_REDIS_SERVER; the Rust tests spawn the clients and servers through
 #   them and fail (never skip) if one is missing.
-# - Runs cargo test with the `redis` feature, so the Redis backplane is tested too, and with
+# - Runs cargo test with the `redis` and `cli` features (the Redis backplane, the `wsloop`
+#   command), and with
 #   `--include-ignored --skip soak`.
 set -euo pipefail
 
@@ -95,4 +96,4 @@ while [[ $# -gt 0 && "$1" != "--" ]]; do
     shift
 done
 [[ $# -gt 0 ]] && shift # the "--"
-exec cargo test --features redis "${cargo_args[@]}" -- --include-ignored --skip soak "$@"
+exec cargo test --features redis,cli "${cargo_args[@]}" -- --include-ignored --skip soak "$@"

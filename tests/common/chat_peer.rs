@@ -1,4 +1,4 @@
-//! A client of the chat example (`examples/chat.rs`, protocol `chat.v1`) for the tests:
+//! A client of the chat server (`wsloop chat`, protocol `chat.v1`) for the tests:
 //! `tests/chat.rs` (in-process servers) and `tests/chat_redis.rs` (chat processes on Redis).
 //!
 //! Every read has a timeout (5 s, or the limit of [`Peer::wait_until`]), so no test can hang.

@@ -1,7 +1,7 @@
 //! The chat server itself: the [`Chat`] handler, its JSON protocol, the page it serves and the
-//! command line. `examples/chat.rs` runs it; `tests/chat.rs` includes this same file
-//! (`#[path = "../examples/chat/server.rs"]`) to run it in-process. The protocol is described at
-//! the top of `examples/chat.rs`.
+//! command line. `wsloop chat` (`mod.rs` beside it) runs it; `tests/chat.rs` includes this same
+//! file (`#[path = "../src/bin/wsloop/chat/server.rs"]`) to run it in-process. The protocol is
+//! described at the top of `mod.rs`.
 //!
 //! # Cross-user traffic is topic publishes only
 //!
@@ -93,7 +93,7 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 pub const REDIS_PREFIX: &str = "wsloop-chat:";
 /// What `--redis` says in a build without the `redis` feature.
 pub const NEEDS_REDIS_FEATURE: &str = "--redis needs the `redis` feature: \
-    cargo run --features redis --example chat -- --redis URL";
+    cargo run --features cli,redis -- chat --redis URL";
 /// The command line.
 pub const USAGE: &str = "usage: chat [--addr HOST:PORT] [--threads N] [--origin ORIGIN]... \
     [--redis URL [--heartbeat SECS]]\n\

@@ -1,4 +1,4 @@
-// wsloop chat: the page's side of the chat.v1 protocol (see examples/chat.rs for the schema).
+// wsloop chat: the page's side of the chat.v1 protocol (see mod.rs beside this file for the schema).
 //
 // Every piece of text that came from a user is put in the page with textContent (links as <a>
 // elements whose text and href are set as properties), never as HTML. The WebSocket reconnects

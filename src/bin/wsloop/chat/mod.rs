@@ -3,12 +3,12 @@
 //! too, keyboard-accessible).
 //!
 //! ```text
-//! cargo run --release --example chat -- [--addr HOST:PORT] [--threads N] [--origin ORIGIN]...
-//!     [--redis URL [--heartbeat SECS]]
+//! cargo run --release --features cli -- chat [--addr HOST:PORT] [--threads N] [--origin ORIGIN]...
+//!     [--redis URL [--heartbeat SECS]]          (--redis needs --features cli,redis)
 //! ```
 //!
-//! then open <http://127.0.0.1:8080/>. The page (`chat/index.html`, `chat/style.css`,
-//! `chat/app.js`, embedded at build time) is served by the handler's `on_http`; the WebSocket is
+//! then open <http://127.0.0.1:8080/>. The page (`index.html`, `style.css`, `app.js`, beside this
+//! file, embedded at build time) is served by the handler's `on_http`; the WebSocket is
 //! at `/ws` with subprotocol `chat.v1` (another path gets 404, no `chat.v1` offer 400). A
 //! browser's `Origin` must be the page's own (`http://` + the `Host` it asked for) unless
 //! `--origin` lists the allowed ones (then wsloop's `Config::allowed_origins` checks them);
@@ -16,24 +16,23 @@
 //! line on stdout is `chat: listening on http://ADDR/`; SIGINT / SIGTERM close every connection
 //! with 1001 (the pages reconnect when the server is back).
 //!
-//! The handler lives in `chat/server.rs` (the directory of who is online in
-//! `chat/directory.rs`, the room history in `chat/history.rs`), which `tests/chat.rs` includes
-//! too.
+//! The handler lives in `server.rs` (the directory of who is online in `directory.rs`, the room
+//! history in `history.rs`), which `tests/chat.rs` includes too.
 //!
 //! # Several processes: `--redis`
 //!
 //! ```text
 //! redis-server --port 6379 &
-//! cargo run --release --features redis --example chat -- \
+//! cargo run --release --features cli,redis -- chat \
 //!     --addr 127.0.0.1:8080 --redis redis://127.0.0.1:6379 &
-//! cargo run --release --features redis --example chat -- \
+//! cargo run --release --features cli,redis -- chat \
 //!     --addr 127.0.0.1:8081 --redis redis://127.0.0.1:6379
 //! ```
 //!
 //! Chat processes on the same Redis are one chat: users of <http://127.0.0.1:8080/> and
 //! <http://127.0.0.1:8081/> share rooms, the online list and private messages. A `RedisRelay`
 //! carries every topic publish between the processes, and each process keeps a roster of the
-//! others' users from presence events over Redis pub/sub (`chat/directory.rs` has the design):
+//! others' users from presence events over Redis pub/sub (`directory.rs` has the design):
 //! changes are sent as they happen, whole rosters every `--heartbeat` seconds (default 5), and a
 //! process not heard from for 3 heartbeats is taken as gone (its users go offline). Presence is
 //! eventual: a nickname claimed at the same moment on two processes goes to the earlier claim,
@@ -101,29 +100,44 @@
 //! ← {"type":"error","code":"already_joined","message":"already joined: reconnect to change nickname"}
 //! ```
 
-#[path = "chat/server.rs"]
 mod server;
 
 use std::io::Write;
 
-fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let args = match server::Args::parse(std::env::args().skip(1)) {
+use clap::Args;
+
+/// Options of `wsloop chat`, passed on to the chat's own parser (`wsloop chat --help` prints
+/// its usage).
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct ChatArgs {
+    /// [--addr HOST:PORT] [--threads N] [--origin ORIGIN]... [--redis URL [--heartbeat SECS]]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "OPTIONS"
+    )]
+    args: Vec<String>,
+}
+
+/// Runs the chat server until SIGINT / SIGTERM; returns the exit code.
+pub fn run(args: ChatArgs) -> i32 {
+    let args = match server::Args::parse(args.args) {
         Ok(Some(args)) => args,
         Ok(None) => {
             println!("{}", server::USAGE);
-            return;
+            return 0;
         }
         Err(e) => {
             eprintln!("chat: {e}\n{}", server::USAGE);
-            std::process::exit(2);
+            return 2;
         }
     };
     let (server, link) = match server::bind(&args) {
         Ok(bound) => bound,
         Err(e) => {
             eprintln!("chat: {e}");
-            std::process::exit(1);
+            return 1;
         }
     };
     println!("chat: listening on http://{}/", server.local_addr());
@@ -139,6 +153,7 @@ fn main() {
     link.settle(std::time::Duration::from_secs(2));
     if let Err(e) = result {
         eprintln!("chat: {e}");
-        std::process::exit(1);
+        return 1;
     }
+    0
 }

@@ -1,0 +1,802 @@
+//! One load-generating thread: its own `mio::Poll` and its share of the connections, through
+//! the phases of a run (connect, measure, drain, close).
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::{Events, Interest, Poll, Token};
+
+use super::conn::{Codec, Conn, Event, Phase, Sender};
+use super::message::since;
+use super::stats::{new_histogram, CpuUse, Live, Outcome};
+use super::transport::Transport;
+use super::{Mode, Plan};
+
+/// How long, after the window, outstanding echoes and deliveries are awaited.
+const DRAIN: Duration = Duration::from_secs(3);
+/// How often the thread's counters are added to the live ones.
+const PUBLISH: Duration = Duration::from_millis(100);
+/// Longest wait in one poll.
+const TURN: Duration = Duration::from_millis(100);
+
+/// How many times a run waits for the other threads: once connected, and in fan-out once
+/// every publisher stopped.
+pub fn barriers(mode: Mode) -> usize {
+    if mode == Mode::Fanout {
+        2
+    } else {
+        1
+    }
+}
+
+/// What a connection does in the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Sends messages and verifies their echoes.
+    Echo,
+    /// Sends fan-out messages (and ignores what it receives).
+    Publisher,
+    /// Receives fan-out messages.
+    Subscriber,
+    /// Connects and stays idle.
+    Idle,
+}
+
+/// A connection's bookkeeping, apart from its protocol state.
+struct Track {
+    /// Its number in the whole run (messages are stamped with it).
+    index: usize,
+    role: Role,
+    /// When its connect was started (or meant to be, at a connect rate).
+    began: Instant,
+    /// Messages sent, and echoes verified.
+    sent: u64,
+    acked: u64,
+    /// When each message not yet echoed was sent (or meant to be, in an open loop).
+    sent_at: VecDeque<Instant>,
+    /// A subscriber's next expected sequence number from each publisher, and deliveries.
+    next_seq: Vec<u64>,
+    delivered: u64,
+    /// Has bytes queued since the last flush.
+    dirty: bool,
+    /// The handshake completed.
+    opened: bool,
+}
+
+/// One connection: socket, protocol state (once connected) and bookkeeping.
+struct Client {
+    io: Transport,
+    conn: Option<Conn>,
+    track: Track,
+}
+
+/// The thread's counters; added to the shared live ones every `PUBLISH`.
+struct Stats {
+    /// Latencies (ns) since the last publication, and all of them.
+    interval: Histogram<u64>,
+    latency: Histogram<u64>,
+    handshakes: Histogram<u64>,
+    /// Echoes / deliveries verified within the window, and in all.
+    counted: u64,
+    verified: u64,
+    established: usize,
+    failed: usize,
+    errors: u64,
+    first_errors: Vec<String>,
+    /// Echoes or deliveries that never came.
+    lost: u64,
+    /// What was last added to the live counters.
+    shown: (usize, usize, u64, u64),
+    last_publish: Instant,
+}
+
+impl Stats {
+    fn error(&mut self, what: String) {
+        self.errors += 1;
+        if self.first_errors.len() < 5 {
+            self.first_errors.push(what);
+        }
+    }
+
+    fn publish(&mut self, live: &Live) {
+        let now = (self.established, self.failed, self.verified, self.errors);
+        live.established
+            .fetch_add(now.0 - self.shown.0, Ordering::Relaxed);
+        live.failed
+            .fetch_add(now.1 - self.shown.1, Ordering::Relaxed);
+        live.verified
+            .fetch_add(now.2 - self.shown.2, Ordering::Relaxed);
+        live.errors
+            .fetch_add(now.3 - self.shown.3, Ordering::Relaxed);
+        self.shown = now;
+        if !self.interval.is_empty() {
+            if let Ok(mut h) = live.interval.lock() {
+                let _ = h.add(&self.interval);
+            }
+            let _ = self.latency.add(&self.interval);
+            self.interval.reset();
+        }
+        self.last_publish = Instant::now();
+    }
+}
+
+/// One thread's share of a run.
+pub struct Worker<'a> {
+    plan: &'a Plan,
+    live: &'a Live,
+    poll: Poll,
+    events: Events,
+    codec: Codec,
+    clients: Vec<Option<Client>>,
+    /// Global indices of this thread's connections, opened in this order.
+    shard: Vec<usize>,
+    stats: Stats,
+    /// New messages are sent while this is set, until `end`.
+    sending: bool,
+    end: Instant,
+    /// Open loop: when the next message is meant to go, and to which connection.
+    next_send: Instant,
+    cursor: usize,
+}
+
+impl<'a> Worker<'a> {
+    /// A worker for the connections `shard` (global indices).
+    pub fn new(plan: &'a Plan, live: &'a Live, shard: Vec<usize>) -> io::Result<Self> {
+        let now = Instant::now();
+        Ok(Worker {
+            plan,
+            live,
+            poll: Poll::new()?,
+            events: Events::with_capacity(1024),
+            codec: Codec::new(&plan.opts),
+            clients: Vec::with_capacity(shard.len()),
+            shard,
+            stats: Stats {
+                interval: new_histogram(),
+                latency: new_histogram(),
+                handshakes: new_histogram(),
+                counted: 0,
+                verified: 0,
+                established: 0,
+                failed: 0,
+                errors: 0,
+                first_errors: Vec::new(),
+                lost: 0,
+                shown: (0, 0, 0, 0),
+                last_publish: now,
+            },
+            sending: false,
+            end: now,
+            next_send: now,
+            cursor: 0,
+        })
+    }
+
+    /// Runs every phase; `barrier` lines the threads up before and after the window.
+    pub fn run(mut self, barrier: &std::sync::Barrier) -> Outcome {
+        let connect_began = Instant::now();
+        self.connect();
+        let connect_secs = connect_began.elapsed();
+        self.stats.publish(self.live);
+        barrier.wait();
+        let start = Instant::now();
+        let window = match self.plan.mode {
+            Mode::Connect => self.plan.hold,
+            _ => self.plan.window,
+        };
+        self.end = start + window;
+        let cpu0 = CpuUse::now(self.plan.server_pid);
+        if self.plan.mode == Mode::Connect {
+            self.hold();
+        } else {
+            self.measure(start);
+        }
+        let elapsed = start.elapsed().min(window);
+        let cpu = CpuUse::now(self.plan.server_pid).since(cpu0);
+        self.sending = false;
+        if self.plan.mode == Mode::Fanout {
+            let sent: u64 = self.sent(Role::Publisher);
+            self.live.fanout_sent.fetch_add(sent, Ordering::Relaxed);
+            barrier.wait();
+            let expected = self.live.fanout_sent.load(Ordering::Relaxed);
+            self.drain(|t| t.role != Role::Subscriber || t.delivered >= expected);
+            let lost: u64 = self
+                .clients
+                .iter()
+                .flatten()
+                .filter(|c| c.track.role == Role::Subscriber)
+                .map(|c| expected.saturating_sub(c.track.delivered))
+                .sum();
+            self.lost(lost, "fan-out messages not delivered");
+        } else {
+            self.drain(|t| t.acked >= t.sent);
+            let lost: u64 = self
+                .clients
+                .iter()
+                .flatten()
+                .map(|c| c.track.sent - c.track.acked)
+                .sum();
+            self.lost(lost, "echoes not received");
+        }
+        let sent = self.sent(Role::Publisher) + self.sent(Role::Echo);
+        self.close_all();
+        self.stats.publish(self.live);
+        Outcome {
+            latency: self.stats.latency,
+            handshakes: self.stats.handshakes,
+            counted: self.stats.counted,
+            sent,
+            established: self.stats.established,
+            failed: self.stats.failed,
+            errors: self.stats.errors,
+            first_errors: self.stats.first_errors,
+            lost: self.stats.lost,
+            connect_secs: connect_secs.as_secs_f64(),
+            window_secs: elapsed.as_secs_f64(),
+            cpu,
+        }
+    }
+
+    fn sent(&self, role: Role) -> u64 {
+        self.clients
+            .iter()
+            .flatten()
+            .filter(|c| c.track.role == role)
+            .map(|c| c.track.sent)
+            .sum()
+    }
+
+    fn lost(&mut self, lost: u64, what: &str) {
+        self.stats.lost += lost;
+        if lost > 0 {
+            self.stats.error(format!("{lost} {what}"));
+            self.stats.errors += lost - 1;
+        }
+    }
+
+    fn role(&self, index: usize) -> Role {
+        match self.plan.mode {
+            Mode::Echo => Role::Echo,
+            Mode::Connect => Role::Idle,
+            Mode::Fanout if index < self.plan.publishers => Role::Publisher,
+            Mode::Fanout => Role::Subscriber,
+        }
+    }
+
+    /// Phase 1: opens every connection (a bounded number at a time, or at the connect rate).
+    fn connect(&mut self) {
+        let plan = self.plan;
+        let n = self.shard.len();
+        let began = Instant::now();
+        let deadline = began + plan.connect_timeout;
+        let interval = plan.connect_rate.map(|r| Duration::from_secs_f64(1.0 / r));
+        while self.stats.established + self.stats.failed < n {
+            let now = Instant::now();
+            while self.clients.len() < n {
+                let opened = self.clients.len();
+                let intended = match interval {
+                    Some(i) => {
+                        let at = began + i.mul_f64(opened as f64);
+                        if at > now {
+                            break;
+                        }
+                        at
+                    }
+                    None if opened - self.stats.established - self.stats.failed
+                        >= plan.connect_concurrency =>
+                    {
+                        break
+                    }
+                    None => now,
+                };
+                self.open(intended);
+            }
+            if now >= deadline {
+                let mut late = 0;
+                for slot in &mut self.clients {
+                    if slot.as_ref().is_some_and(|c| !c.is_open()) {
+                        *slot = None;
+                        late += 1;
+                    }
+                }
+                self.stats.failed += late;
+                self.stats.error(format!(
+                    "{late} connections not open after --connect-timeout"
+                ));
+                break;
+            }
+            let mut wait = TURN.min(deadline - now);
+            if let Some(i) = interval {
+                if self.clients.len() < n {
+                    let at = began + i.mul_f64(self.clients.len() as f64);
+                    wait = wait.min(whole_ms(at.saturating_duration_since(now)));
+                }
+            }
+            self.turn(wait);
+        }
+    }
+
+    /// Starts connecting the next connection of the shard.
+    fn open(&mut self, began: Instant) {
+        let index = self.shard[self.clients.len()];
+        let token = Token(self.clients.len());
+        let role = self.role(index);
+        let opened =
+            Transport::connect(self.plan.addr, self.plan.tls.as_ref()).and_then(|mut io| {
+                self.poll.registry().register(
+                    io.socket(),
+                    token,
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                Ok(io)
+            });
+        match opened {
+            Ok(io) => self.clients.push(Some(Client {
+                io,
+                conn: None,
+                track: Track {
+                    index,
+                    role,
+                    began,
+                    sent: 0,
+                    acked: 0,
+                    sent_at: VecDeque::new(),
+                    next_seq: if role == Role::Subscriber {
+                        vec![0; self.plan.publishers]
+                    } else {
+                        Vec::new()
+                    },
+                    delivered: 0,
+                    dirty: false,
+                    opened: false,
+                },
+            })),
+            Err(e) => {
+                self.clients.push(None);
+                self.stats.failed += 1;
+                let hint = if e.raw_os_error() == Some(24) {
+                    " (too many open files: raise the limit with `ulimit -n`)"
+                } else {
+                    ""
+                };
+                self.stats.error(format!("connect: {e}{hint}"));
+            }
+        }
+    }
+
+    /// Phase 2 (echo and fan-out): the measurement window.
+    fn measure(&mut self, start: Instant) {
+        self.sending = true;
+        self.next_send = start;
+        if self.plan.rate.is_none() && self.plan.mode == Mode::Echo {
+            for i in 0..self.clients.len() {
+                self.fill(i, start);
+            }
+            self.flush_dirty();
+        }
+        while self.clients.iter().any(Option::is_some) {
+            let now = Instant::now();
+            if now >= self.end {
+                break;
+            }
+            let mut wait = TURN.min(self.end - now);
+            if let Some(interval) = self.plan.rate {
+                self.send_due(now, interval);
+                wait = wait.min(self.next_send.saturating_duration_since(Instant::now()));
+                if wait < Duration::from_millis(1) {
+                    // epoll waits whole milliseconds: look for events without waiting, then
+                    // sleep the rest, so that sends are neither late nor spinning.
+                    self.turn(Duration::ZERO);
+                    let rest = self.next_send.saturating_duration_since(Instant::now());
+                    std::thread::sleep(rest.min(self.end.saturating_duration_since(now)));
+                    continue;
+                }
+            }
+            self.turn(wait);
+        }
+    }
+
+    /// Open loop: sends every message whose time has come, round-robin over the senders.
+    fn send_due(&mut self, now: Instant, interval: Duration) {
+        let senders = self.clients.len();
+        while self.next_send <= now && senders > 0 {
+            let at = self.next_send;
+            self.next_send += interval;
+            // The next sender that is open (at most one round).
+            for _ in 0..senders {
+                let i = self.cursor;
+                self.cursor = (self.cursor + 1) % senders;
+                let Some(client) = self.clients[i].as_mut() else {
+                    continue;
+                };
+                let Some(conn) = client.conn.as_mut().filter(|c| c.phase() == Phase::Open) else {
+                    continue;
+                };
+                if !matches!(client.track.role, Role::Echo | Role::Publisher) {
+                    continue;
+                }
+                let mut sender = conn.sender(&mut self.codec);
+                if let Err(e) = send_one(self.plan, &mut client.track, &mut sender, at) {
+                    self.stats
+                        .error(format!("conn {}: {e}", client.track.index));
+                    self.clients[i] = None;
+                }
+                break;
+            }
+        }
+        self.flush_dirty();
+    }
+
+    /// Closed loop: queues messages on connection `i` until `inflight` are outstanding.
+    fn fill(&mut self, i: usize, now: Instant) {
+        let Some(client) = self.clients[i].as_mut() else {
+            return;
+        };
+        let Some(conn) = client.conn.as_mut().filter(|c| c.phase() == Phase::Open) else {
+            return;
+        };
+        if let Err(e) = top_up(
+            self.plan,
+            &mut client.track,
+            &mut conn.sender(&mut self.codec),
+            now,
+        ) {
+            self.stats
+                .error(format!("conn {}: {e}", client.track.index));
+            self.clients[i] = None;
+        }
+    }
+
+    /// Writes every connection that has bytes queued since the last flush.
+    fn flush_dirty(&mut self) {
+        for slot in &mut self.clients {
+            let Some(client) = slot.as_mut().filter(|c| c.track.dirty) else {
+                continue;
+            };
+            client.track.dirty = false;
+            if let Err(e) = client.flush(&mut self.codec) {
+                self.stats
+                    .error(format!("conn {}: write: {e}", client.track.index));
+                *slot = None;
+            }
+        }
+    }
+
+    /// Connection mode: holds the connections idle (answering pings) until `end`.
+    fn hold(&mut self) {
+        loop {
+            let now = Instant::now();
+            if now >= self.end {
+                break;
+            }
+            self.turn(TURN.min(self.end - now));
+        }
+        let alive = self.clients.iter().flatten().count();
+        if alive < self.stats.established {
+            let dropped = self.stats.established - alive;
+            self.stats
+                .error(format!("{dropped} connections dropped while idle"));
+        }
+    }
+
+    /// Phase 3: waits up to `DRAIN` until `done` holds for every connection.
+    fn drain(&mut self, done: impl Fn(&Track) -> bool) {
+        let deadline = Instant::now() + DRAIN;
+        while Instant::now() < deadline && self.clients.iter().flatten().any(|c| !done(&c.track)) {
+            self.turn(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a close frame on every open connection and waits up to a second for the answers.
+    fn close_all(&mut self) {
+        self.sending = false;
+        for slot in &mut self.clients {
+            let Some(client) = slot.as_mut() else {
+                continue;
+            };
+            match client.conn.as_mut() {
+                Some(conn) if conn.phase() == Phase::Open && !self.plan.opts.raw => {
+                    conn.close(&mut self.codec);
+                    if client.flush(&mut self.codec).is_err() {
+                        *slot = None;
+                    }
+                }
+                _ => *slot = None,
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline && self.clients.iter().any(Option::is_some) {
+            self.turn(Duration::from_millis(20));
+        }
+    }
+
+    /// Polls once and services every connection with an event.
+    fn turn(&mut self, timeout: Duration) {
+        if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                self.stats.error(format!("poll: {e}"));
+            }
+            return;
+        }
+        let now = Instant::now();
+        for event in self.events.iter() {
+            let i = event.token().0;
+            let Some(slot) = self.clients.get_mut(i) else {
+                continue;
+            };
+            let Some(client) = slot.as_mut() else {
+                continue;
+            };
+            let was_open = client.is_open();
+            let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+            let mut ctx = Ctx {
+                plan: self.plan,
+                stats: &mut self.stats,
+                sending: self.sending,
+                end: self.end,
+                now,
+            };
+            match client.service(&mut ctx, &mut self.codec, readable) {
+                Ok(true) => {}
+                Ok(false) => *slot = None,
+                Err(e) => {
+                    if !was_open && !client.is_open() {
+                        self.stats.failed += 1;
+                    }
+                    self.stats
+                        .error(format!("conn {}: {e}", client.track.index));
+                    *slot = None;
+                }
+            }
+        }
+        if now - self.stats.last_publish >= PUBLISH {
+            self.stats.publish(self.live);
+        }
+    }
+}
+
+impl Client {
+    fn is_open(&self) -> bool {
+        self.track.opened
+    }
+
+    /// Handles readiness. `Ok(false)` when the connection is done (closed cleanly).
+    fn service(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        codec: &mut Codec,
+        readable: bool,
+    ) -> Result<bool, String> {
+        if self.conn.is_none() {
+            match self.io.connected() {
+                Ok(true) => {}
+                Ok(false) => return Ok(true),
+                Err(e) => return Err(format!("connect: {e}")),
+            }
+            let conn = Conn::new(&ctx.plan.opts, codec);
+            let open = conn.phase() == Phase::Open;
+            self.conn = Some(conn);
+            if let Some(conn) = self.conn.as_mut().filter(|_| open) {
+                // A raw echo: no handshake.
+                let mut h = Handling {
+                    ctx,
+                    track: &mut self.track,
+                };
+                h.event(Event::Open, &mut conn.sender(codec))?;
+            }
+        }
+        if readable && !self.read(ctx, codec)? {
+            return Ok(false);
+        }
+        self.flush(codec).map_err(|e| format!("write: {e}"))?;
+        Ok(true)
+    }
+
+    /// Reads until the socket is drained and handles what came. `Ok(false)` once the server
+    /// has closed after our close frame.
+    fn read(&mut self, ctx: &mut Ctx<'_>, codec: &mut Codec) -> Result<bool, String> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(true);
+        };
+        loop {
+            let space = codec.read_space();
+            let room = space.len();
+            match self.io.read(space) {
+                Ok(0) if conn.phase() == Phase::Closing => return Ok(false),
+                Ok(0) => return Err("the server closed the connection".into()),
+                Ok(n) => {
+                    ctx.now = Instant::now();
+                    let mut h = Handling {
+                        ctx: &mut *ctx,
+                        track: &mut self.track,
+                    };
+                    let alive = conn.received(n, codec, |ev, s| h.event(ev, s))?;
+                    if !alive {
+                        return Ok(false);
+                    }
+                    if n < room && self.io.short_read_drains() {
+                        return Ok(true);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) if conn.phase() == Phase::Closing => return Ok(false),
+                Err(e) => return Err(format!("read: {e}")),
+            }
+        }
+    }
+
+    /// Writes what is queued until done or the socket is full.
+    fn flush(&mut self, codec: &mut Codec) -> io::Result<()> {
+        if let Some(conn) = self.conn.as_mut() {
+            while !conn.pending().is_empty() {
+                match self.io.write(conn.pending()) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => conn.written(codec, n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.io.flush()
+    }
+}
+
+/// What servicing a connection needs from the worker (apart from the codec).
+struct Ctx<'a> {
+    plan: &'a Plan,
+    stats: &'a mut Stats,
+    sending: bool,
+    end: Instant,
+    /// When the bytes at hand were read.
+    now: Instant,
+}
+
+/// Queues one message on a connection, meant to be sent at `at`.
+fn send_one(
+    plan: &Plan,
+    track: &mut Track,
+    sender: &mut Sender<'_>,
+    at: Instant,
+) -> Result<(), String> {
+    let seq = track.sent;
+    let msgs = &plan.messages;
+    if track.role == Role::Publisher {
+        let t = since(plan.base, at);
+        sender.send(plan.binary, msgs.size, |out| {
+            msgs.fill_timed(track.index, seq, t, out)
+        })?;
+    } else {
+        sender.send(plan.binary, msgs.size, |out| {
+            msgs.fill(track.index, seq, out)
+        })?;
+        track.sent_at.push_back(at);
+    }
+    track.sent += 1;
+    track.dirty = true;
+    Ok(())
+}
+
+/// Closed loop: queues messages until `inflight` are outstanding.
+fn top_up(
+    plan: &Plan,
+    track: &mut Track,
+    sender: &mut Sender<'_>,
+    now: Instant,
+) -> Result<(), String> {
+    while track.sent - track.acked < plan.inflight as u64 {
+        send_one(plan, track, sender, now)?;
+    }
+    Ok(())
+}
+
+/// [`Duration`] rounded down to whole milliseconds (epoll's unit), so that a connect is not
+/// late by a rounded-up millisecond.
+fn whole_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+/// What a connection's events update: its bookkeeping and the thread's counters.
+struct Handling<'a, 'b> {
+    ctx: &'a mut Ctx<'b>,
+    track: &'a mut Track,
+}
+
+impl Handling<'_, '_> {
+    fn event(&mut self, event: Event<'_>, sender: &mut Sender<'_>) -> Result<(), String> {
+        match event {
+            Event::Open => {
+                self.track.opened = true;
+                self.ctx.stats.established += 1;
+                let took = self.ctx.now.saturating_duration_since(self.track.began);
+                self.ctx
+                    .stats
+                    .handshakes
+                    .saturating_record(took.as_nanos() as u64);
+                if self.ctx.sending && self.ctx.plan.rate.is_none() && self.track.role == Role::Echo
+                {
+                    top_up(self.ctx.plan, self.track, sender, self.ctx.now)?;
+                }
+                Ok(())
+            }
+            Event::Message { binary, payload } => match self.track.role {
+                Role::Echo => self.echo(binary, payload, sender),
+                Role::Subscriber => self.delivery(binary, payload),
+                Role::Publisher | Role::Idle => Ok(()),
+            },
+        }
+    }
+
+    /// Checks the echo of the oldest message not yet echoed, records its latency, and in a
+    /// closed loop sends the next one at once (its write follows this read).
+    fn echo(
+        &mut self,
+        binary: bool,
+        payload: &[u8],
+        sender: &mut Sender<'_>,
+    ) -> Result<(), String> {
+        let (plan, track) = (self.ctx.plan, &mut *self.track);
+        if binary != plan.binary {
+            return Err("echo of the wrong type (text for binary or back)".into());
+        }
+        let seq = track.acked;
+        let Some(at) = track.sent_at.pop_front() else {
+            return Err("an echo of a message never sent".into());
+        };
+        if !plan.messages.verify(track.index, seq, payload) {
+            return Err(format!(
+                "echo of message {seq} differs from what was sent ({} bytes back)",
+                payload.len()
+            ));
+        }
+        track.acked += 1;
+        self.ctx.stats.verified += 1;
+        let ns = self.ctx.now.saturating_duration_since(at).as_nanos() as u64;
+        self.ctx.stats.interval.saturating_record(ns);
+        if self.ctx.sending && self.ctx.now < self.ctx.end {
+            self.ctx.stats.counted += 1;
+            if plan.rate.is_none() {
+                send_one(plan, track, sender, self.ctx.now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a fan-out delivery and records its latency from the intended send time.
+    fn delivery(&mut self, binary: bool, payload: &[u8]) -> Result<(), String> {
+        let (plan, track) = (self.ctx.plan, &mut *self.track);
+        if binary != plan.binary {
+            return Err("delivery of the wrong type (text for binary or back)".into());
+        }
+        let Some((publisher, seq, at)) = plan.messages.read_timed(payload) else {
+            return Err(format!(
+                "a delivery that no publisher sent ({} bytes)",
+                payload.len()
+            ));
+        };
+        let Some(next) = track.next_seq.get_mut(publisher) else {
+            return Err(format!(
+                "a delivery from publisher {publisher}, who does not exist"
+            ));
+        };
+        if seq < *next {
+            return Err(format!(
+                "message {seq} of publisher {publisher} delivered twice or out of order"
+            ));
+        }
+        *next = seq + 1;
+        track.delivered += 1;
+        self.ctx.stats.verified += 1;
+        let sent = plan.base + at;
+        let ns = self.ctx.now.saturating_duration_since(sent).as_nanos() as u64;
+        self.ctx.stats.interval.saturating_record(ns);
+        if self.ctx.now < self.ctx.end {
+            self.ctx.stats.counted += 1;
+        }
+        Ok(())
+    }
+}
