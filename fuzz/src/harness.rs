@@ -1254,7 +1254,10 @@ fn client_reads_server(
             assert_eq!(protocol, chat, "the subprotocol");
         }
         Some(Happened::Refused(status)) if !accepted => {
-            assert!(status.starts_with("server answered 4"), "refused with {status:?}");
+            assert!(
+                status.starts_with("server answered 4"),
+                "refused with {status:?}"
+            );
         }
         other => panic!("the server accepted: {accepted}, our client saw {other:?}"),
     }
