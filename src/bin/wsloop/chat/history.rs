@@ -5,10 +5,9 @@
 //! ([`MEMORY_LIMIT`] bytes; past it the room written to longest ago is forgotten). With
 //! `--redis`, the history is kept in Redis, where every process reads and writes it: a list per
 //! room, `<prefix>history:<room>`, trimmed to the last [`HISTORY_LEN`] on every write and
-//! expiring [`REDIS_TTL`] after the room's last message. The relay has no command API (it is
-//! pub/sub only) and its RESP code is private to wsloop, so this module opens one small
-//! connection of its own on a thread of its own (`chat-history`), so that the reactors never
-//! wait on Redis: they queue writes and replays, and the thread sends each replay to its
+//! expiring [`REDIS_TTL`] after the room's last message. The relay is pub/sub only, so this
+//! module opens a connection of its own (the `redis` crate's blocking client) on a thread of its
+//! own (`chat-history`), so that the reactors never wait on Redis: they queue writes and replays, and the thread sends each replay to its
 //! connection through the reactor's `Handle`. While Redis is unreachable, replays are empty and
 //! writes are lost (logged); the thread reconnects on the next job.
 
@@ -132,13 +131,13 @@ impl Memory {
 
 #[cfg(feature = "redis")]
 pub mod redis {
-    //! The history in Redis: a small RESP connection on a thread of its own.
+    //! The history in Redis: one connection of the `redis` crate on a thread of its own.
 
-    use std::io::{self, BufRead, BufReader, Read, Write};
-    use std::net::{TcpStream, ToSocketAddrs};
+    use std::io;
     use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
     use std::time::Duration;
 
+    use ::redis::{Client, Commands, Connection, RedisResult};
     use wsloop::{Handle, Message};
 
     use super::{encode, Conn, HISTORY_LEN, REDIS_TTL};
@@ -147,8 +146,6 @@ pub mod redis {
     const QUEUE: usize = 4096;
     /// Time allowed to connect, and for a command's answer.
     const TIMEOUT: Duration = Duration::from_secs(2);
-    /// Longest reply line or bulk string read from Redis.
-    const MAX_REPLY: usize = 1 << 20;
 
     enum Job {
         Record { room: String, message: String },
@@ -181,48 +178,59 @@ pub mod redis {
         }
     }
 
-    /// Starts the `chat-history` thread on the Redis at `url` (`redis://[[user]:password@]host[:port]`),
-    /// keys `<prefix>history:<room>`, replays sent through `handles` (reactor order). The
-    /// thread ends when every `Remote` is dropped.
+    /// Starts the `chat-history` thread on the Redis at `url` (any URL the `redis` crate
+    /// takes: `redis://[user:password@]host[:port][/db]`, `rediss://`), keys
+    /// `<prefix>history:<room>`, replays sent through `handles` (reactor order). The thread
+    /// ends when every `Remote` is dropped.
     pub fn start(url: &str, prefix: &str, handles: Vec<Handle>) -> io::Result<Remote> {
-        let target = Target::parse(url)
+        let client = Client::open(url)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{url}: {e}")))?;
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let prefix = format!("{prefix}history:");
+        let url = url.to_owned();
         std::thread::Builder::new()
             .name("chat-history".into())
-            .spawn(move || run(&target, &prefix, &handles, rx))?;
+            .spawn(move || run(&client, &url, &prefix, &handles, rx))?;
         Ok(Remote { tx })
     }
 
-    fn run(target: &Target, prefix: &str, handles: &[Handle], rx: Receiver<Job>) {
-        let mut conn: Option<Resp> = None;
+    /// A connection with timeouts on connecting, reading and writing.
+    fn connect(client: &Client) -> RedisResult<Connection> {
+        let conn = client.get_connection_with_timeout(TIMEOUT)?;
+        conn.set_read_timeout(Some(TIMEOUT))?;
+        conn.set_write_timeout(Some(TIMEOUT))?;
+        Ok(conn)
+    }
+
+    fn run(client: &Client, url: &str, prefix: &str, handles: &[Handle], rx: Receiver<Job>) {
+        let mut conn: Option<Connection> = None;
+        let first = -(HISTORY_LEN as isize);
         for job in rx {
             if conn.is_none() {
-                conn = Resp::open(target)
-                    .inspect_err(|e| log::warn!("history: redis at {}: {e}", target.addr))
+                conn = connect(client)
+                    .inspect_err(|e| log::warn!("history: redis at {url}: {e}"))
                     .ok();
             }
-            let result = match (&mut conn, &job) {
-                (None, _) => Err(io::Error::other("not connected")),
+            let result: RedisResult<Vec<Vec<u8>>> = match (&mut conn, &job) {
+                (None, _) => Ok(Vec::new()),
                 (Some(c), Job::Record { room, message }) => {
                     let key = format!("{prefix}{room}");
-                    let (first, ttl) = (format!("-{HISTORY_LEN}"), REDIS_TTL.as_secs().to_string());
-                    c.command(&[b"RPUSH", key.as_bytes(), message.as_bytes()])
-                        .and_then(|_| {
-                            c.command(&[b"LTRIM", key.as_bytes(), first.as_bytes(), b"-1"])
-                        })
-                        .and_then(|_| c.command(&[b"EXPIRE", key.as_bytes(), ttl.as_bytes()]))
-                        .map(|_| Vec::new())
+                    ::redis::pipe()
+                        .rpush(&key, message)
+                        .ignore()
+                        .ltrim(&key, first, -1)
+                        .ignore()
+                        .expire(&key, REDIS_TTL.as_secs() as i64)
+                        .ignore()
+                        .exec(c)
+                        .map(|()| Vec::new())
                 }
                 (Some(c), Job::Replay { room, .. }) => {
-                    let key = format!("{prefix}{room}");
-                    let first = format!("-{HISTORY_LEN}");
-                    c.command(&[b"LRANGE", key.as_bytes(), first.as_bytes(), b"-1"])
+                    c.lrange(format!("{prefix}{room}"), first, -1)
                 }
             };
             let stored = result.unwrap_or_else(|e| {
-                log::warn!("history: redis at {}: {e}", target.addr);
+                log::warn!("history: redis at {url}: {e}");
                 conn = None;
                 Vec::new()
             });
@@ -233,131 +241,6 @@ pub mod redis {
                 }
             }
         }
-    }
-
-    /// Where Redis is, and the password if any.
-    struct Target {
-        addr: String,
-        auth: Option<(String, String)>,
-    }
-
-    impl Target {
-        fn parse(url: &str) -> Result<Target, String> {
-            let rest = url
-                .strip_prefix("redis://")
-                .ok_or("a Redis URL starts with redis://")?;
-            let rest = rest.split('/').next().unwrap_or_default();
-            let (auth, host) = match rest.rsplit_once('@') {
-                Some((auth, host)) => {
-                    let (user, pass) = auth.split_once(':').unwrap_or(("", auth));
-                    (Some((user.to_owned(), pass.to_owned())), host)
-                }
-                None => (None, rest),
-            };
-            if host.is_empty() {
-                return Err("no host".into());
-            }
-            let addr = if host.ends_with(']') || !host.contains(':') {
-                format!("{host}:6379")
-            } else {
-                host.to_owned()
-            };
-            Ok(Target { addr, auth })
-        }
-    }
-
-    /// One RESP connection: a command, then its reply.
-    struct Resp {
-        reader: BufReader<TcpStream>,
-    }
-
-    impl Resp {
-        fn open(target: &Target) -> io::Result<Resp> {
-            let addr = (target.addr.to_socket_addrs()?.next())
-                .ok_or_else(|| io::Error::other("no address"))?;
-            let stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
-            stream.set_read_timeout(Some(TIMEOUT))?;
-            stream.set_write_timeout(Some(TIMEOUT))?;
-            stream.set_nodelay(true)?;
-            let mut resp = Resp {
-                reader: BufReader::new(stream),
-            };
-            if let Some((user, pass)) = &target.auth {
-                if user.is_empty() {
-                    resp.command(&[b"AUTH", pass.as_bytes()])?;
-                } else {
-                    resp.command(&[b"AUTH", user.as_bytes(), pass.as_bytes()])?;
-                }
-            }
-            Ok(resp)
-        }
-
-        /// Sends a command and reads its reply: the bulk strings of an array reply, or nothing
-        /// for a status or integer.
-        fn command(&mut self, args: &[&[u8]]) -> io::Result<Vec<Vec<u8>>> {
-            let mut out = format!("*{}\r\n", args.len()).into_bytes();
-            for arg in args {
-                out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-                out.extend_from_slice(arg);
-                out.extend_from_slice(b"\r\n");
-            }
-            self.reader.get_mut().write_all(&out)?;
-            let line = self.line()?;
-            let (kind, rest) = line.split_at(1);
-            match kind {
-                "+" | ":" => Ok(Vec::new()),
-                "-" => Err(io::Error::other(format!("redis said: {rest}"))),
-                "*" => {
-                    let n: i64 = number(rest)?;
-                    let mut items = Vec::new();
-                    for _ in 0..n.max(0) {
-                        let line = self.line()?;
-                        let len = line.strip_prefix('$').ok_or_else(|| bad(&line))?;
-                        items.push(self.bulk(number(len)?)?);
-                    }
-                    Ok(items)
-                }
-                _ => Err(bad(&line)),
-            }
-        }
-
-        /// A reply line, without its CRLF.
-        fn line(&mut self) -> io::Result<String> {
-            let mut line = String::new();
-            (&mut self.reader)
-                .take(MAX_REPLY as u64)
-                .read_line(&mut line)?;
-            let line = line.strip_suffix("\r\n").ok_or_else(|| bad(&line))?;
-            if line.is_empty() {
-                return Err(bad(line));
-            }
-            Ok(line.to_owned())
-        }
-
-        /// A bulk string's bytes (`len` -1: nil, empty).
-        fn bulk(&mut self, len: i64) -> io::Result<Vec<u8>> {
-            let Ok(len) = usize::try_from(len) else {
-                return Ok(Vec::new());
-            };
-            if len > MAX_REPLY {
-                return Err(io::Error::other("reply too long"));
-            }
-            let mut bytes = vec![0; len + 2];
-            self.reader.read_exact(&mut bytes)?;
-            bytes.truncate(len);
-            Ok(bytes)
-        }
-    }
-
-    fn number(text: &str) -> io::Result<i64> {
-        text.parse().map_err(|_| bad(text))
-    }
-
-    fn bad(line: &str) -> io::Error {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("not a RESP reply: {line:?}"),
-        )
     }
 }
 
