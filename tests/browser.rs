@@ -25,12 +25,12 @@ mod seed;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::node::{artifact, env_path, wait_or_kill};
+use common::node::{artifact, node_script, wait_or_kill};
 use wsloop::proto::deflate::{negotiate, DeflateConfig};
 use wsloop::proto::frame::{FrameHeader, OpCode};
 use wsloop::{Config, ConnId, Context, Handler, HttpResponse, Message, Request, Server, Upgrade};
@@ -252,17 +252,6 @@ fn page_constant(name: &str) -> Vec<usize> {
 // Running the Node script
 // ---------------------------------------------------------------------------------------------
 
-/// Chromium, as `tests/run.sh` exports it; fails if it is missing.
-fn chromium() -> String {
-    let path = env_path("WSLOOP_CHROMIUM");
-    assert!(
-        Path::new(&path).is_file(),
-        "WSLOOP_CHROMIUM={path} does not exist: install Chromium \
-         (Debian: apt-get install chromium), or run tests/run.sh as root to have it installed"
-    );
-    path
-}
-
 /// What a run of the Node script printed, and how it ended.
 struct Run {
     status: ExitStatus,
@@ -280,20 +269,13 @@ fn collect(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
 }
 
 fn run_browser(url: &str, screenshot: &Path) -> Run {
-    let script = Path::new(&env_path("WSLOOP_NODE_CLIENT_DIR")).join("browser.js");
-    let node = std::env::var("WSLOOP_NODE").unwrap_or_else(|_| "node".into());
     let started = Instant::now();
-    let mut child = Command::new(node)
-        .arg(&script)
-        .arg(url)
-        .arg("--screenshot")
-        .arg(screenshot)
-        .env("WSLOOP_CHROMIUM", chromium())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start node {}: {e}", script.display()));
+    let args = [
+        url.as_ref(),
+        "--screenshot".as_ref(),
+        screenshot.as_os_str(),
+    ];
+    let mut child = node_script("browser.js", &args);
     let stdout = collect(child.stdout.take().unwrap());
     let stderr = collect(child.stderr.take().unwrap());
     let status = wait_or_kill(&mut child, started + DEADLINE);
@@ -473,21 +455,11 @@ fn start_game() -> (SocketAddr, wsloop::Handle, thread::JoinHandle<()>) {
 fn the_game_page_plays_on_desktop_and_phone() {
     let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let (addr, handle, game) = start_game();
-    let script = Path::new(&env_path("WSLOOP_NODE_CLIENT_DIR")).join("game_browser.js");
-    let node = std::env::var("WSLOOP_NODE").unwrap_or_else(|_| "node".into());
     let shots = artifact("game");
     let started = Instant::now();
-    let mut child = Command::new(node)
-        .arg(&script)
-        .arg(format!("http://{addr}/"))
-        .arg("--screenshots")
-        .arg(&shots)
-        .env("WSLOOP_CHROMIUM", chromium())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start node {}: {e}", script.display()));
+    let url = format!("http://{addr}/");
+    let args = [url.as_ref(), "--screenshots".as_ref(), shots.as_os_str()];
+    let mut child = node_script("game_browser.js", &args);
     let mut stdin = child.stdin.take().unwrap();
     let stderr = collect(child.stderr.take().unwrap());
     let mut output = Vec::new();

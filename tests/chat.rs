@@ -18,15 +18,14 @@ mod chat;
 mod common;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::ChildStdin;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Mutex;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::chat_peer::{self, sentinel, Peer, TIMEOUT};
-use common::node::{artifact, env_path, wait_or_kill};
+use common::node::{artifact, node_script, wait_or_kill};
 use serde_json::{json, Value};
 use wsloop::{CloseCode, ClusterHandle, Message};
 /// The longest the browser script may run; it has its own 150 s deadline.
@@ -1100,13 +1099,6 @@ const SCREENSHOTS: [&str; 2] = ["chat-1440x900.png", "chat-390x844.png"];
 #[ignore = "needs Chromium and Node (bash tests/run.sh)"]
 fn pages_chat_in_chromium() {
     let _one_at_a_time = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
-    let chromium = env_path("WSLOOP_CHROMIUM");
-    assert!(
-        Path::new(&chromium).is_file(),
-        "WSLOOP_CHROMIUM={chromium} does not exist: install Chromium (apt-get install chromium)"
-    );
-    let script = Path::new(&env_path("WSLOOP_NODE_CLIENT_DIR")).join("chat_browser.js");
-    let node = std::env::var("WSLOOP_NODE").unwrap_or_else(|_| "node".into());
     let screenshots = artifact("chat");
     for name in SCREENSHOTS {
         let _ = std::fs::remove_file(screenshots.join(name));
@@ -1114,18 +1106,14 @@ fn pages_chat_in_chromium() {
 
     let mut server = start();
     let started = Instant::now();
-    let mut child = Command::new(node)
-        .arg(&script)
-        .arg(format!("http://{}/", server.addr))
-        .arg("--restart")
-        .arg("--screenshots")
-        .arg(&screenshots)
-        .env("WSLOOP_CHROMIUM", &chromium)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start node {}: {e}", script.display()));
+    let url = format!("http://{}/", server.addr);
+    let args = [
+        url.as_ref(),
+        "--restart".as_ref(),
+        "--screenshots".as_ref(),
+        screenshots.as_os_str(),
+    ];
+    let mut child = node_script("chat_browser.js", &args);
     let mut stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();

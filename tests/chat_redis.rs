@@ -587,19 +587,9 @@ fn room_history_is_kept_in_redis_for_every_process_and_bounded() {
 fn the_page_shows_a_room_history_from_redis() {
     let redis = Redis::start(&[]);
     let a = ChatProcess::start("a", &redis);
-    let script = Path::new(&node::env_path("WSLOOP_NODE_CLIENT_DIR")).join("chat_browser.js");
-    let node_bin = std::env::var("WSLOOP_NODE").unwrap_or_else(|_| "node".into());
     let started = Instant::now();
-    let mut child = Command::new(node_bin)
-        .arg(&script)
-        .arg(format!("http://{}/", a.addr))
-        .arg("--history")
-        .env("WSLOOP_CHROMIUM", node::env_path("WSLOOP_CHROMIUM"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start node {}: {e}", script.display()));
+    let url = format!("http://{}/", a.addr);
+    let mut child = node::node_script("chat_browser.js", &[url.as_str(), "--history"]);
     let read = |mut pipe: Box<dyn Read + Send>| {
         thread::spawn(move || {
             let mut text = String::new();

@@ -20,17 +20,8 @@ const DEADLINE_MS = 60_000;
 const LAUNCH_TIMEOUT_MS = 30_000;
 const PAGE_TIMEOUT_MS = 15_000;
 const RUN_TIMEOUT_MS = 45_000;
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-proxy-server',
-];
+// The page tests' Chromium flags.
+const { CHROMIUM_ARGS: ARGS } = require('./page_support');
 
 class CheckFailed extends Error {}
 

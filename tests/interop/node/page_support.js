@@ -112,4 +112,4 @@ async function runChecks(name, deadlineMs, body) {
   }
 }
 
-module.exports = { CheckFailed, check, sleep, within, until, nextLine, runChecks };
+module.exports = { CHROMIUM_ARGS, CheckFailed, check, sleep, within, until, nextLine, runChecks };
