@@ -103,7 +103,7 @@ impl Config {
     /// plus a header. A queue so holds at most `max_write_buffer` + that frame.
     pub(crate) fn queue_admits(&self, queued: usize, frame: usize) -> bool {
         let max_frame = self.max_write_buffer.max(self.max_message_size);
-        queued < self.max_write_buffer && frame <= max_frame + MAX_HEADER_LEN
+        queued < self.max_write_buffer && frame <= max_frame.saturating_add(MAX_HEADER_LEN)
     }
 
     /// Checks every option; the error names the first one that is out of range.
@@ -143,7 +143,7 @@ impl Config {
                 message: e.to_string(),
             });
         }
-        let one_echo = 2 * self.max_message_size.max(self.max_write_buffer);
+        let one_echo = (self.max_message_size.max(self.max_write_buffer)).saturating_mul(2);
         if self.max_buffered < one_echo {
             return bad(
                 "max_buffered",
@@ -283,5 +283,15 @@ mod tests {
         }
         let small = Config::default().max_connections(5).within_fd_limit(64);
         assert_eq!(small.max_connections, 5);
+    }
+
+    #[test]
+    fn an_unbounded_queue_takes_any_frame() {
+        let config = Config::default()
+            .max_write_buffer(usize::MAX)
+            .max_buffered(usize::MAX);
+        assert!(config.validate().is_ok());
+        assert!(config.queue_admits(0, 1 << 30));
+        assert!(!Config::default().queue_admits(16 << 20, 10));
     }
 }

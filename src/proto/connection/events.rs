@@ -41,8 +41,10 @@ pub enum CloseReason<'a> {
     /// The peer broke the protocol; wsloop sent a close frame with the error's code and
     /// dropped the connection.
     ProtocolError(ProtocolError),
-    /// The connection's write queue went past `max_write_buffer` (with `Overflow::Close`);
-    /// wsloop sent 1008 and dropped it.
+    /// The connection's write queue went past `max_write_buffer` (with `Overflow::Close`):
+    /// wsloop sent 1008 and dropped it; or the reactor buffered more than `max_buffered` and
+    /// this connection, holding the most, was shed (1013, or no close frame if its output was
+    /// cut).
     Overflow,
     /// No traffic for `idle_timeout`, or no close frame within `close_timeout` after ours.
     TimedOut,

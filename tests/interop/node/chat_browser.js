@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The chat example in headless Chromium, driven by playwright-core: pages (each in an isolated
-// browser context) join the chat served by examples/chat (or tests/chat.rs's in-process copy)
+// browser context) join the chat served by `wsloop chat` (or tests/chat.rs's in-process copy)
 // and use it as people would, on a desktop (1440x900) and on a phone (390x844).
 //
 // Usage: node chat_browser.js http://127.0.0.1:PORT/ [--screenshots DIR] [--restart]
