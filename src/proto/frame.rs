@@ -147,7 +147,7 @@ impl FrameHeader {
     /// yet, or one that breaks a rule), and [`decode_slow`](Self::decode_slow) sorts it out.
     /// One table lookup checks the first byte; the 7-bit length form takes one more branch.
     #[inline]
-    fn decode_valid(buf: &[u8]) -> Option<(FrameHeader, usize)> {
+    pub(crate) fn decode_valid(buf: &[u8]) -> Option<(FrameHeader, usize)> {
         let [b0, b1, ref rest @ ..] = *buf else {
             return None;
         };
@@ -293,6 +293,7 @@ pub fn write_frame(
 /// XORs `buf` with the masking `key`, as if `buf` started `offset` bytes into the payload.
 ///
 /// Works a machine word at a time; the same call masks and unmasks.
+#[inline]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate_key(key, offset);
     // The key twice over: the same in either byte order.
@@ -311,6 +312,7 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
 
 /// The key as seen from `offset` bytes into the payload: the bytes rotated left by `offset % 4`
 /// (a right rotation of the little-endian word, whatever the machine's byte order).
+#[inline]
 fn rotate_key(key: [u8; 4], offset: usize) -> [u8; 4] {
     let shift = 8 * (offset & 3) as u32;
     u32::from_le_bytes(key).rotate_right(shift).to_le_bytes()

@@ -98,16 +98,6 @@ impl Decoder {
         self.inflater = Some(Box::new(inflater));
     }
 
-    /// Takes the inflater out (to move it to another decoder of the same connection).
-    pub(crate) fn take_inflater(&mut self) -> Option<Box<Inflater>> {
-        self.inflater.take()
-    }
-
-    /// Puts back an inflater taken with [`take_inflater`](Self::take_inflater).
-    pub(crate) fn put_inflater(&mut self, inflater: Box<Inflater>) {
-        self.inflater = Some(inflater);
-    }
-
     /// The role this decoder receives for.
     pub(crate) fn role(&self) -> Role {
         self.role
@@ -150,14 +140,51 @@ impl Decoder {
     /// The [`ProtocolError`] of the first violation of RFC 6455 (or RFC 7692), to be answered with
     /// its close code.
     pub fn decode<'a>(&'a mut self, buf: &'a mut [u8]) -> Result<Decoded<'a>, ProtocolError> {
+        match self.step(buf)? {
+            Step::Incomplete { frame_len } => Ok(Decoded::Incomplete { frame_len }),
+            Step::Frame { len, event } => Ok(Decoded::Frame { len, event }),
+            Step::Assembled { len, message } => {
+                // Kept until the next call, as the event borrows it.
+                let text = message.text;
+                self.reuse(message);
+                let bytes = self.fragments.as_deref().map_or(&[][..], Vec::as_slice);
+                Ok(Decoded::Frame {
+                    len,
+                    event: Some(message_event(bytes, text)?),
+                })
+            }
+        }
+    }
+
+    /// [`decode`](Self::decode), with the message of several frames (or an inflated one)
+    /// handed out owned, so that no event borrows the decoder: a connection can go on being
+    /// used (and this decoder with it) while its message is handled. Give the message's
+    /// buffer back with [`reuse`](Self::reuse).
+    #[inline]
+    pub(crate) fn step<'b>(&mut self, buf: &'b mut [u8]) -> Result<Step<'b>, ProtocolError> {
         if self.delivered {
             if let Some(fragments) = &mut self.fragments {
                 fragments.clear();
             }
             self.delivered = false;
         }
+        if let Some((header, header_len)) = self.whole_message(buf) {
+            // whole_message saw all `len` bytes.
+            let len = header_len + header.payload_len as usize;
+            let payload = &mut buf[header_len..len];
+            if let Some(key) = header.mask {
+                apply_mask(payload, key, 0);
+            }
+            let event = if header.opcode == OpCode::Text {
+                Event::Text(std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?)
+            } else {
+                Event::Binary(payload)
+            };
+            let event = Some(event);
+            return Ok(Step::Frame { len, event });
+        }
         let Some((header, header_len)) = FrameHeader::decode(buf)? else {
-            return Ok(Decoded::Incomplete { frame_len: None });
+            return Ok(Step::Incomplete { frame_len: None });
         };
         self.check_header(&header)?;
         // check_header bounds the length by `max_message_size`, a usize.
@@ -184,20 +211,45 @@ impl Decoder {
             } else if header.mask.is_some() {
                 self.progress = payload.len();
             }
-            return Ok(Decoded::Incomplete {
+            return Ok(Step::Incomplete {
                 frame_len: Some(frame_len),
             });
         }
         let validated = if text { self.progress } else { 0 };
         self.progress = 0;
-        let event = self.complete(header, payload, validated)?;
-        Ok(Decoded::Frame {
-            len: frame_len,
-            event,
-        })
+        match self.complete(header, payload, validated)? {
+            Completed::Event(event) => Ok(Step::Frame {
+                len: frame_len,
+                event,
+            }),
+            Completed::Assembled(message) => Ok(Step::Assembled {
+                len: frame_len,
+                message,
+            }),
+        }
+    }
+
+    /// The common case, in few instructions: a whole data frame that is a message of its own
+    /// (final, uncompressed, no fragmented message in progress), masked as the role requires
+    /// and within the size limit; its header and the header's length. Anything else is left
+    /// to the general path, which decides the same for these frames (the fuzzers feed both
+    /// every split).
+    #[inline(always)]
+    fn whole_message(&self, buf: &[u8]) -> Option<(FrameHeader, usize)> {
+        if self.open != Open::None || self.progress != 0 {
+            return None;
+        }
+        let (header, header_len) = FrameHeader::decode_valid(buf)?;
+        let whole = (buf.len() - header_len) as u64 >= header.payload_len;
+        let fits = header.payload_len <= self.max_message_size as u64;
+        let data = matches!(header.opcode, OpCode::Text | OpCode::Binary);
+        let masked_right = header.mask.is_some() == (self.role == Role::Server);
+        (whole && fits && data && masked_right && header.fin && !header.rsv1)
+            .then_some((header, header_len))
     }
 
     /// Checks what the header alone tells against the connection's state.
+    #[inline]
     fn check_header(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
         // RSV1 means "compressed", on the first frame of a message only (RFC 7692 section 6).
         let first = matches!(header.opcode, OpCode::Text | OpCode::Binary);
@@ -236,12 +288,13 @@ impl Decoder {
 
     /// Handles a whole, unmasked frame. `validated` bytes of a text payload were already fed
     /// to the UTF-8 validator while the frame was arriving.
-    fn complete<'a>(
-        &'a mut self,
+    #[inline]
+    fn complete<'b>(
+        &mut self,
         header: FrameHeader,
-        payload: &'a [u8],
+        payload: &'b [u8],
         validated: usize,
-    ) -> Result<Option<Event<'a>>, ProtocolError> {
+    ) -> Result<Completed<'b>, ProtocolError> {
         let event = match header.opcode {
             OpCode::Ping => Event::Ping(payload),
             OpCode::Pong => Event::Pong(payload),
@@ -278,15 +331,15 @@ impl Decoder {
                 return self.assembled(header.fin);
             }
         };
-        Ok(Some(event))
+        Ok(Completed::Event(Some(event)))
     }
 
     /// Inflates a frame of a compressed message into `fragments`, validating text as it comes.
-    fn inflate<'a>(
-        &'a mut self,
+    fn inflate(
+        &mut self,
         header: FrameHeader,
         payload: &[u8],
-    ) -> Result<Option<Event<'a>>, ProtocolError> {
+    ) -> Result<Completed<'static>, ProtocolError> {
         match header.opcode {
             OpCode::Text => self.open = Open::Text,
             OpCode::Binary => self.open = Open::Binary,
@@ -316,21 +369,87 @@ impl Decoder {
     }
 
     /// After a data frame was added to `fragments`: the whole message, if that was the last.
-    fn assembled(&mut self, fin: bool) -> Result<Option<Event<'_>>, ProtocolError> {
+    fn assembled(&mut self, fin: bool) -> Result<Completed<'static>, ProtocolError> {
         if !fin {
-            return Ok(None);
+            return Ok(Completed::Event(None));
         }
         let open = std::mem::replace(&mut self.open, Open::None);
         self.compressed = false;
-        self.delivered = true;
-        let message = self.fragments.as_deref().map_or(&[][..], Vec::as_slice);
-        if open == Open::Text {
+        let text = open == Open::Text;
+        if text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-            let text = std::str::from_utf8(message).map_err(|_| ProtocolError::InvalidUtf8)?;
-            Ok(Some(Event::Text(text)))
-        } else {
-            Ok(Some(Event::Binary(message)))
         }
+        let bytes = self.fragments.take().unwrap_or_default();
+        Ok(Completed::Assembled(Assembled { bytes, text }))
+    }
+
+    /// Takes back the buffer of a message [`step`](Self::step) handed out, for the next one
+    /// (it is freed by [`release`](Self::release) unless one comes first).
+    pub(crate) fn reuse(&mut self, message: Assembled) {
+        if self.fragments.is_none() {
+            self.fragments = Some(message.bytes);
+            self.delivered = true;
+        }
+    }
+}
+
+/// What [`Decoder::step`] made of the front of a buffer.
+#[derive(Debug)]
+pub(crate) enum Step<'b> {
+    /// As [`Decoded::Incomplete`].
+    Incomplete {
+        /// Header plus payload length, when known.
+        frame_len: Option<usize>,
+    },
+    /// A frame of `len` bytes was used; its event, if any, borrows the buffer.
+    Frame {
+        /// How many bytes the frame took.
+        len: usize,
+        /// The message or control event the frame completed, if any.
+        event: Option<Event<'b>>,
+    },
+    /// A frame of `len` bytes completed a message gathered from several frames or inflated.
+    Assembled {
+        /// How many bytes the frame took.
+        len: usize,
+        /// The message, owned.
+        message: Assembled,
+    },
+}
+
+/// What one whole frame completed.
+enum Completed<'b> {
+    Event(Option<Event<'b>>),
+    Assembled(Assembled),
+}
+
+/// A whole message gathered from several frames or inflated, handed out by
+/// [`Decoder::step`]; its text, if text, passed the UTF-8 validator.
+#[derive(Debug)]
+pub(crate) struct Assembled {
+    #[allow(clippy::box_collection)]
+    bytes: Box<Vec<u8>>,
+    text: bool,
+}
+
+impl Assembled {
+    /// The message as a text or binary event.
+    ///
+    /// # Errors
+    /// [`ProtocolError::InvalidUtf8`] for text that is not UTF-8 (which the validator
+    /// already ruled out).
+    pub(crate) fn event(&self) -> Result<Event<'_>, ProtocolError> {
+        message_event(&self.bytes, self.text)
+    }
+}
+
+/// A whole message's `bytes` as a text or binary event.
+fn message_event(bytes: &[u8], text: bool) -> Result<Event<'_>, ProtocolError> {
+    if text {
+        let text = std::str::from_utf8(bytes).map_err(|_| ProtocolError::InvalidUtf8)?;
+        Ok(Event::Text(text))
+    } else {
+        Ok(Event::Binary(bytes))
     }
 }
 

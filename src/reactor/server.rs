@@ -503,7 +503,6 @@ impl<H: Handler> Server<H> {
             let mut frames = 0;
             let (rearm, phase) = (slot.conn.awaits_pong(), slot.conn.phase());
             if phase != Phase::Linger {
-                let mut rx = slot.conn.take_receiver();
                 let handler = &mut self.handler;
                 let get = getter(|core: &mut Core<H::State>| {
                     let slot = lookup(&mut core.slots, id)?;
@@ -514,20 +513,19 @@ impl<H: Handler> Server<H> {
                 };
                 if partial.is_none() {
                     let bytes = &mut self.scratch[..n];
-                    let used = feed(core, get, &mut rx.parser, bytes, &mut frames, on_event);
-                    if used < n {
-                        let want = rx.parser.want as usize;
-                        rx.buf.keep(&self.scratch[used..n], want, &mut core.ep.pool);
+                    let used = feed(core, get, bytes, &mut frames, on_event);
+                    if let (true, Some(slot)) = (used < n, lookup(&mut core.slots, id)) {
+                        slot.conn.keep(&self.scratch[used..n], &mut core.ep);
                     }
                 } else {
-                    rx.buf.filled(n);
-                    let bytes = rx.buf.bytes_mut();
-                    let used = feed(core, get, &mut rx.parser, bytes, &mut frames, on_event);
-                    rx.buf.consume(used, &mut core.ep.pool);
-                }
-                match core.get_mut(id) {
-                    Some(slot) => slot.conn.put_receiver(rx),
-                    None => rx.buf.release(&mut core.ep.pool),
+                    let mut kept = slot.conn.take_kept();
+                    kept.filled(n);
+                    let used = feed(core, get, kept.bytes_mut(), &mut frames, on_event);
+                    kept.consume(used, &mut core.ep.pool);
+                    match lookup(&mut core.slots, id) {
+                        Some(slot) => slot.conn.put_kept(kept, &mut core.ep),
+                        None => kept.release(&mut core.ep.pool),
+                    }
                 }
                 // A new phase has a new deadline; after a keepalive ping the next one is due
                 // again (with no idle timeout no deadline may be armed at all), so arm it.

@@ -81,8 +81,8 @@ use crate::proto::handshake::{
     check_response, new_key, write_accept, write_request, HeadScanner, HttpResponse, ParseError,
     Rejection, Request, ResponseError, MAX_HEADERS,
 };
-use crate::proto::message::{self, mask_key, Decoded, Decoder};
-use crate::proto::{CloseCode, Role};
+use crate::proto::message::{self, mask_key, Decoder, Step};
+use crate::proto::{CloseCode, ProtocolError, Role};
 use crate::Overflow;
 
 /// Messages at least this large are written straight from the sender's bytes when nothing is
@@ -112,37 +112,14 @@ pub enum Phase {
     Finished,
 }
 
-/// One connection's receive side: bytes of an unfinished frame or head, and what makes
-/// sense of them. A reactor takes it out of the connection while events that borrow it are
-/// handed to the application (see [`feed`]).
-#[derive(Debug)]
-pub(crate) struct Receiver {
-    /// Bytes kept between reads.
-    pub(crate) buf: RxBuf,
-    pub(crate) parser: Parser,
-}
-
 /// The receive side's protocol state.
 #[derive(Debug)]
-pub(crate) struct Parser {
+struct Parser {
     decoder: Decoder,
     scanner: HeadScanner,
     /// Total size of the frame or head that the kept bytes are waiting to complete, if known
     /// (else 0; `u32::MAX` for anything larger).
-    pub(crate) want: u32,
-}
-
-impl Receiver {
-    fn new(role: Role, max_message_size: usize) -> Receiver {
-        Receiver {
-            buf: RxBuf::default(),
-            parser: Parser {
-                decoder: Decoder::new(role, max_message_size),
-                scanner: HeadScanner::default(),
-                want: 0,
-            },
-        }
-    }
+    want: u32,
 }
 
 /// What a client's handshake must remember until the answer comes.
@@ -159,7 +136,9 @@ pub struct Connection {
     phase: Phase,
     /// A keepalive ping went out and nothing has arrived since.
     ping_sent: bool,
-    rx: Receiver,
+    /// Bytes of an unfinished frame or head, kept between reads.
+    kept: RxBuf,
+    parser: Parser,
     tx: TxBuf,
     compress: Compress,
     /// Open: when the peer was last heard from (keepalive and idle deadlines follow from it);
@@ -176,6 +155,9 @@ enum Polled<'a> {
     /// `used` bytes were consumed, completing `event` if any (a fragment or a frame handled
     /// inside the connection completes none).
     Used(usize, Option<Event<'a>>),
+    /// `used` bytes were consumed, completing a message gathered from several frames (or
+    /// inflated), handed out owned.
+    Assembled(usize, message::Assembled),
     /// The bytes hold only part of a frame or head: keep them and read more.
     Partial,
     /// Nothing more is read from this peer: drop the bytes, after `event` if any.
@@ -213,7 +195,12 @@ impl Connection {
         Connection {
             phase: Phase::Handshake,
             ping_sent: false,
-            rx: Receiver::new(role, ep.config.max_message_size),
+            kept: RxBuf::default(),
+            parser: Parser {
+                decoder: Decoder::new(role, ep.config.max_message_size),
+                scanner: HeadScanner::default(),
+                want: 0,
+            },
             tx: TxBuf::default(),
             compress: Compress::Off,
             clock: deadline,
@@ -237,7 +224,7 @@ impl Connection {
     }
 
     fn role(&self) -> Role {
-        self.rx.parser.decoder.role()
+        self.parser.decoder.role()
     }
 
     // ---- bytes in ------------------------------------------------------------------------
@@ -256,31 +243,29 @@ impl Connection {
         mut on_event: impl FnMut(&mut Connection, &mut Endpoint, Event<'_>),
     ) {
         ep.set_now(now);
-        let mut rx = self.take_receiver();
         let mut one = One { conn: self, ep };
         let get = getter(|one: &mut One<'_>| Some((&mut *one.conn, &mut *one.ep)));
         let mut deliver = |one: &mut One<'_>, event: Event<'_>| on_event(one.conn, one.ep, event);
-        if rx.buf.is_empty() {
-            let used = feed(&mut one, get, &mut rx.parser, bytes, &mut 0, &mut deliver);
+        if one.conn.kept.is_empty() {
+            let used = feed(&mut one, get, bytes, &mut 0, &mut deliver);
             if used < bytes.len() {
-                let want = rx.parser.want as usize;
-                rx.buf.keep(&bytes[used..], want, &mut one.ep.pool);
+                one.conn.keep(&bytes[used..], one.ep);
             }
         } else {
             // Room first, as the reactor's reads get it (towards the frame's size, at most
             // twice what is kept; at least 4 bytes asked, so that a full buffer grows even for
             // a 1-byte read): a large frame arriving in small reads is not copied anew on each.
-            let want = match rx.parser.want {
+            let want = match one.conn.parser.want {
                 0 => usize::MAX,
                 n => n as usize,
             };
-            rx.buf.spare(want, bytes.len().max(4), &mut one.ep.pool);
-            rx.buf.append(bytes, &mut one.ep.pool);
-            let bytes = rx.buf.bytes_mut();
-            let used = feed(&mut one, get, &mut rx.parser, bytes, &mut 0, &mut deliver);
-            rx.buf.consume(used, &mut one.ep.pool);
+            let mut kept = one.conn.take_kept();
+            kept.spare(want, bytes.len().max(4), &mut one.ep.pool);
+            kept.append(bytes, &mut one.ep.pool);
+            let used = feed(&mut one, get, kept.bytes_mut(), &mut 0, &mut deliver);
+            kept.consume(used, &mut one.ep.pool);
+            one.conn.put_kept(kept, one.ep);
         }
-        one.conn.put_receiver(rx);
     }
 
     /// Whether a keepalive ping went out and nothing was heard since: hearing from the peer
@@ -297,25 +282,27 @@ impl Connection {
         self.ping_sent = false;
     }
 
-    /// Takes the receive side out, so that events borrowing it can be handled while the
-    /// connection is used (see [`feed`]); put it back with [`put_receiver`](Self::put_receiver).
-    pub(crate) fn take_receiver(&mut self) -> Receiver {
-        let empty = Receiver::new(self.role(), 0);
-        std::mem::replace(&mut self.rx, empty)
+    /// Takes the kept bytes out, so that events borrowing them can be handled while the
+    /// connection is used (see [`feed`]); put them back with [`put_kept`](Self::put_kept).
+    pub(crate) fn take_kept(&mut self) -> RxBuf {
+        std::mem::take(&mut self.kept)
     }
 
-    /// Puts the receive side back after [`take_receiver`](Self::take_receiver).
-    pub(crate) fn put_receiver(&mut self, mut rx: Receiver) {
-        self.adopt_inflater(&mut rx.parser);
-        self.rx = rx;
-    }
-
-    /// An upgrade accepted while the receiver was out set the inflater on the stand-in:
-    /// `parser` takes it over.
-    fn adopt_inflater(&mut self, parser: &mut Parser) {
-        if let Some(inflater) = self.rx.parser.decoder.take_inflater() {
-            parser.decoder.put_inflater(inflater);
+    /// Puts back what [`take_kept`](Self::take_kept) took, minus what [`feed`] used.
+    pub(crate) fn put_kept(&mut self, kept: RxBuf, ep: &mut Endpoint) {
+        let mut kept = kept;
+        if matches!(self.phase, Phase::Linger | Phase::Finished) {
+            // Nothing more is read (the connection may have been shed meanwhile).
+            kept.release(&mut ep.pool);
         }
+        self.kept = kept;
+    }
+
+    /// Keeps `bytes`, the front of an unfinished frame or head that [`feed`] left, for the
+    /// next read.
+    pub(crate) fn keep(&mut self, bytes: &[u8], ep: &mut Endpoint) {
+        let want = self.parser.want as usize;
+        self.kept.keep(bytes, want, &mut ep.pool);
     }
 
     /// Room to read into after the kept bytes (at least `min_read` bytes, more for a frame
@@ -326,47 +313,47 @@ impl Connection {
         min_read: usize,
         ep: &mut Endpoint,
     ) -> &mut [u8] {
-        self.rx.buf.spare(want, min_read, &mut ep.pool)
+        self.kept.spare(want, min_read, &mut ep.pool)
     }
 
     /// Whether bytes of an unfinished frame or head are kept, and the size of what they wait
     /// to complete (0 if not known).
     pub(crate) fn partial(&self) -> Option<usize> {
-        (!self.rx.buf.is_empty()).then_some(self.rx.parser.want as usize)
+        (!self.kept.is_empty()).then_some(self.parser.want as usize)
     }
 
     /// Decodes what the front of `bytes` holds: a request or response head while
     /// handshaking, then one frame. Protocol duties are done here: pings are answered, a close
-    /// frame is answered, a protocol error queues the close frame it calls for. `rx` is this
-    /// connection's receiver, taken out with [`take_receiver`](Self::take_receiver).
-    #[inline]
-    fn poll_event<'a>(
-        &mut self,
-        ep: &mut Endpoint,
-        rx: &'a mut Parser,
-        bytes: &'a mut [u8],
-    ) -> Polled<'a> {
+    /// frame is answered, a protocol error queues the close frame it calls for. The event
+    /// borrows `bytes` only, so that the connection can be used while it is handled.
+    #[inline(always)]
+    fn poll_event<'b>(&mut self, ep: &mut Endpoint, bytes: &'b mut [u8]) -> Polled<'b> {
         match self.phase {
             Phase::Linger | Phase::Finished => Polled::Discard(None),
             Phase::Handshake => match self.role() {
-                Role::Server => self.poll_request(ep, rx, bytes),
-                Role::Client => self.poll_response(ep, rx, bytes),
+                Role::Server => self.poll_request(ep, bytes),
+                Role::Client => self.poll_response(ep, bytes),
             },
-            Phase::Open | Phase::Closing => match rx.decoder.decode(bytes) {
-                Err(e) => {
-                    log::debug!("protocol error: {e}");
-                    self.fail(ep, e.close_code(), e.as_str());
-                    Polled::Discard(Some(Event::Closed(CloseReason::ProtocolError(e))))
-                }
-                Ok(Decoded::Incomplete { frame_len }) => {
-                    rx.want = frame_len.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
+            Phase::Open | Phase::Closing => match self.parser.decoder.step(bytes) {
+                Err(e) => Polled::Discard(Some(self.protocol_error(ep, e))),
+                Ok(Step::Incomplete { frame_len }) => {
+                    self.parser.want =
+                        frame_len.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
                     Polled::Partial
                 }
-                Ok(Decoded::Frame { len, event }) => {
+                Ok(Step::Frame { len, event }) => {
                     Polled::Used(len, event.and_then(|e| self.on_frame_event(ep, e)))
                 }
+                Ok(Step::Assembled { len, message }) => Polled::Assembled(len, message),
             },
         }
+    }
+
+    /// The peer broke the protocol: queues the close frame `e` calls for; returns the event.
+    fn protocol_error(&mut self, ep: &mut Endpoint, e: ProtocolError) -> Event<'static> {
+        log::debug!("protocol error: {e}");
+        self.fail(ep, e.close_code(), e.as_str());
+        Event::Closed(CloseReason::ProtocolError(e))
     }
 
     /// Does the protocol's part for a decoded event and says what the application sees.
@@ -406,17 +393,12 @@ impl Connection {
     }
 
     /// Server role, handshaking: waits for a whole request head, within the size limit.
-    fn poll_request<'a>(
-        &mut self,
-        ep: &mut Endpoint,
-        rx: &mut Parser,
-        bytes: &'a mut [u8],
-    ) -> Polled<'a> {
+    fn poll_request<'a>(&mut self, ep: &mut Endpoint, bytes: &'a mut [u8]) -> Polled<'a> {
         let bytes: &'a [u8] = bytes;
         let max = ep.config.max_handshake_size;
-        match rx.scanner.find_end(bytes) {
+        match self.parser.scanner.find_end(bytes) {
             Some(end) if end <= max => {
-                rx.scanner = HeadScanner::default();
+                self.parser.scanner = HeadScanner::default();
                 Polled::Used(end, Some(Event::Request(&bytes[..end])))
             }
             None if bytes.len() < max => Polled::Partial,
@@ -428,14 +410,9 @@ impl Connection {
     }
 
     /// Client role, handshaking: waits for the whole answer and checks it.
-    fn poll_response<'a>(
-        &mut self,
-        ep: &mut Endpoint,
-        rx: &mut Parser,
-        bytes: &'a mut [u8],
-    ) -> Polled<'a> {
+    fn poll_response<'a>(&mut self, ep: &mut Endpoint, bytes: &'a mut [u8]) -> Polled<'a> {
         let bytes: &'a [u8] = bytes;
-        let end = match rx.scanner.find_end(bytes) {
+        let end = match self.parser.scanner.find_end(bytes) {
             Some(end) => end,
             None if bytes.len() < MAX_RESPONSE_HEAD => return Polled::Partial,
             None => return self.handshake_failed(ResponseError::HeadTooLarge),
@@ -460,7 +437,7 @@ impl Connection {
             }
         };
         if let Some(params) = deflate {
-            rx.decoder.set_inflater(Inflater::new(params, Role::Client));
+            (self.parser.decoder).set_inflater(Inflater::new(params, Role::Client));
             self.compress = ep.compressors.mode(params, Role::Client);
         }
         self.open(ep);
@@ -550,8 +527,7 @@ impl Connection {
         });
         let extensions = deflate.map(|params| params.response_header_value());
         if let Some(params) = deflate {
-            // The receiver may be out (see `feed`): the stand-in holds it until it is back.
-            (self.rx.parser.decoder).set_inflater(Inflater::new(params, Role::Server));
+            (self.parser.decoder).set_inflater(Inflater::new(params, Role::Server));
             self.compress = ep.compressors.mode(params, Role::Server);
         }
         // A buffer of the answer's size rather than a pool buffer: a burst of handshakes then
@@ -895,7 +871,7 @@ impl Connection {
     /// Bytes of memory the connection's buffers hold: kept input, an unfinished message, and
     /// its write queue.
     pub fn memory(&self) -> usize {
-        self.rx.buf.capacity() + self.rx.parser.decoder.buffered() + self.tx.capacity()
+        self.kept.capacity() + self.parser.decoder.buffered() + self.tx.capacity()
     }
 
     /// Drops everything the connection holds (an unfinished message, unwritten output) to
@@ -906,8 +882,8 @@ impl Connection {
     pub fn shed(&mut self, ep: &mut Endpoint) -> Option<Event<'static>> {
         let owed = matches!(self.phase, Phase::Open | Phase::Closing);
         let clean = owed && self.tx.len() == 0;
-        self.rx.buf.release(&mut ep.pool);
-        self.rx.parser.decoder = Decoder::new(self.role(), 0);
+        self.kept.release(&mut ep.pool);
+        self.parser.decoder = Decoder::new(self.role(), 0);
         self.tx.release(&mut ep.pool);
         if clean {
             self.fail(ep, CloseCode(1013), "server buffers full");
@@ -921,7 +897,7 @@ impl Connection {
     /// Gives back every buffer the connection holds (when it is dropped by a reactor that
     /// pools them).
     pub fn release(&mut self, ep: &mut Endpoint) {
-        self.rx.buf.release(&mut ep.pool);
+        self.kept.release(&mut ep.pool);
         self.tx.release(&mut ep.pool);
     }
 }
@@ -951,17 +927,18 @@ where
 
 /// Decodes the events of one connection from `bytes` for an owner that keeps connections in a
 /// table of its own (the reactor's slab), and returns how many bytes were used; the rest is an
-/// unfinished frame or head, to be kept and presented again with more bytes after it.
+/// unfinished frame or head, to be kept ([`Connection::keep`]) and presented again with more
+/// bytes after it.
 ///
-/// `get` finds the connection and its endpoint in `owner` (`None` once it is gone). `parser`
-/// is the connection's, taken out of it (with its kept bytes, which `bytes` then starts with)
-/// by [`Connection::take_receiver`], so that `on_event` may use `owner` freely, sending to
-/// this connection or any other, while the event borrows `bytes` or the parser. `frames`
-/// counts the frames (and heads) decoded.
+/// `get` finds the connection and its endpoint in `owner` (`None` once it is gone). `bytes`
+/// are not the connection's (a shared read buffer, or its kept bytes taken out with
+/// [`Connection::take_kept`]), and no event borrows the connection, so `on_event` may use
+/// `owner` freely, sending to this connection or any other. `frames` counts the frames (and
+/// heads) decoded.
+#[inline]
 pub(crate) fn feed<O>(
     owner: &mut O,
     get: impl Fn(&mut O) -> Option<(&mut Connection, &mut Endpoint)>,
-    parser: &mut Parser,
     bytes: &mut [u8],
     frames: &mut usize,
     mut on_event: impl FnMut(&mut O, Event<'_>),
@@ -974,7 +951,7 @@ pub(crate) fn feed<O>(
         let Some((conn, ep)) = get(owner) else {
             return bytes.len();
         };
-        match conn.poll_event(ep, parser, &mut bytes[pos..]) {
+        match conn.poll_event(ep, &mut bytes[pos..]) {
             Polled::Used(used, event) => {
                 pos += used;
                 *frames += 1;
@@ -982,11 +959,30 @@ pub(crate) fn feed<O>(
                 let request = matches!(event, Event::Request(_));
                 on_event(owner, event);
                 if let (true, Some((conn, ep))) = (request, get(owner)) {
-                    conn.adopt_inflater(parser);
                     if conn.phase == Phase::Handshake {
                         log::error!("a request went unanswered: refused with 500");
                         conn.reject(ep, &HttpResponse::text(500, "request not answered"));
                     }
+                }
+            }
+            Polled::Assembled(used, message) => {
+                pos += used;
+                *frames += 1;
+                match message.event() {
+                    Ok(event) => {
+                        if let Some(event) = conn.on_frame_event(ep, event) {
+                            on_event(owner, event);
+                        }
+                    }
+                    Err(e) => {
+                        let event = conn.protocol_error(ep, e);
+                        on_event(owner, event);
+                        return bytes.len();
+                    }
+                }
+                // Its buffer serves the next message.
+                if let Some((conn, _)) = get(owner) {
+                    conn.parser.decoder.reuse(message);
                 }
             }
             Polled::Partial => return pos,
@@ -998,7 +994,9 @@ pub(crate) fn feed<O>(
             }
         }
     }
-    parser.decoder.release();
-    parser.want = 0;
+    if let Some((conn, _)) = get(owner) {
+        conn.parser.decoder.release();
+        conn.parser.want = 0;
+    }
     pos
 }
