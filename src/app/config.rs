@@ -101,6 +101,7 @@ impl Config {
     /// endpoint accepts (up to `max_message_size`) can be sent, echoed say, to a connection
     /// whose queue is under `max_write_buffer`; one frame is at most the larger of the two
     /// plus a header. A queue so holds at most `max_write_buffer` + that frame.
+    #[inline]
     pub(crate) fn queue_admits(&self, queued: usize, frame: usize) -> bool {
         let max_frame = self.max_write_buffer.max(self.max_message_size);
         queued < self.max_write_buffer && frame <= max_frame.saturating_add(MAX_HEADER_LEN)

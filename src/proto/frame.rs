@@ -264,6 +264,7 @@ impl FrameHeader {
 }
 
 /// Appends one whole frame to `out`: header, then `payload` (masked with `mask` if given).
+#[inline]
 pub fn write_frame(
     out: &mut Vec<u8>,
     opcode: OpCode,
@@ -272,6 +273,14 @@ pub fn write_frame(
     mask: Option<[u8; 4]>,
     payload: &[u8],
 ) {
+    if mask.is_none() && payload.len() <= 125 {
+        // A server's small frame, the most common: two header bytes.
+        let b0 = (u8::from(fin) << 7) | (u8::from(rsv1) << 6) | opcode.bits();
+        out.reserve(2 + payload.len());
+        out.extend_from_slice(&[b0, payload.len() as u8]);
+        out.extend_from_slice(payload);
+        return;
+    }
     let header = FrameHeader {
         fin,
         rsv1,

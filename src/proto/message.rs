@@ -160,7 +160,7 @@ impl Decoder {
     /// handed out owned, so that no event borrows the decoder: a connection can go on being
     /// used (and this decoder with it) while its message is handled. Give the message's
     /// buffer back with [`reuse`](Self::reuse).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn step<'b>(&mut self, buf: &'b mut [u8]) -> Result<Step<'b>, ProtocolError> {
         if self.delivered {
             if let Some(fragments) = &mut self.fragments {
@@ -183,6 +183,12 @@ impl Decoder {
             let event = Some(event);
             return Ok(Step::Frame { len, event });
         }
+        self.step_general(buf)
+    }
+
+    /// [`step`](Self::step) for any frame, whole or not.
+    #[inline(never)]
+    fn step_general<'b>(&mut self, buf: &'b mut [u8]) -> Result<Step<'b>, ProtocolError> {
         let Some((header, header_len)) = FrameHeader::decode(buf)? else {
             return Ok(Step::Incomplete { frame_len: None });
         };

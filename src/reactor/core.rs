@@ -159,6 +159,7 @@ impl<S> Core<S> {
 
     /// Queues a message for `id`; a large one with nothing queued before it is written
     /// straight from `msg`'s bytes on a plain socket.
+    #[inline]
     pub(crate) fn send(
         &mut self,
         id: ConnId,

@@ -601,6 +601,7 @@ impl Connection {
     ///
     /// # Errors
     /// As [`send`](Self::send).
+    #[inline]
     pub fn send_direct(
         &mut self,
         ep: &mut Endpoint,
