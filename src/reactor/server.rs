@@ -613,6 +613,10 @@ impl<H: Handler> Server<H> {
             }
             let mut drained = Vec::new();
             for id in std::mem::take(&mut self.core.dirty) {
+                // Written already (answered right after its read, say).
+                if !self.core.get(id).is_some_and(|c| c.dirty) {
+                    continue;
+                }
                 match self.flush_one(id) {
                     Ok(true) => drained.push(id),
                     Ok(false) => {}
