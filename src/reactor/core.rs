@@ -80,7 +80,8 @@ impl<S> Core<S> {
 
     /// Marks `id` to be flushed at the end of the turn if it has bytes to write, or has said
     /// all and must shut its transport down.
-    fn mark_slot_dirty(slot: &mut Slot<S>, id: ConnId, dirty: &mut Vec<ConnId>) {
+    #[inline]
+    pub(crate) fn mark_slot_dirty(slot: &mut Slot<S>, id: ConnId, dirty: &mut Vec<ConnId>) {
         let shut_down = slot.conn.wants_shutdown() && !slot.write_shut;
         if !slot.dirty && (slot.conn.buffered() > 0 || shut_down) {
             slot.dirty = true;
@@ -89,7 +90,7 @@ impl<S> Core<S> {
     }
 
     /// Counts `id`'s buffers again in the reactor's total.
-    pub(crate) fn recharge(&mut self, id: ConnId) {
+    fn recharge(&mut self, id: ConnId) {
         if let Some(slot) = lookup(&mut self.slots, id) {
             recharge(slot, &mut self.buffered);
         }
@@ -98,7 +99,16 @@ impl<S> Core<S> {
     /// While the reactor buffers more than `max_buffered`, sheds the connection holding the
     /// most (see [`Connection::shed`](crate::proto::connection::Connection::shed)); its
     /// `on_close` follows with [`CloseReason::Overflow`].
+    #[inline]
     pub(crate) fn shed(&mut self) {
+        if self.buffered > self.ep.config.max_buffered {
+            self.shed_largest();
+        }
+    }
+
+    /// [`shed`](Self::shed)'s work, once the reactor buffers too much.
+    #[cold]
+    fn shed_largest(&mut self) {
         while self.buffered > self.ep.config.max_buffered {
             let largest = (self.slots.iter()).max_by_key(|(_, s)| s.charged);
             let Some((index, slot)) = largest.filter(|(_, s)| s.charged > 0) else {
@@ -114,13 +124,6 @@ impl<S> Core<S> {
             }
             self.recharge(id);
             self.settle_conn(id);
-        }
-    }
-
-    /// Marks `id` to be flushed at the end of the turn if it has something to write.
-    pub(crate) fn mark_dirty(&mut self, id: ConnId) {
-        if let Some(slot) = lookup(&mut self.slots, id) {
-            Self::mark_slot_dirty(slot, id, &mut self.dirty);
         }
     }
 
@@ -261,6 +264,7 @@ fn data_opcode(msg: Message<'_>) -> OpCode {
 }
 
 /// Counts `slot`'s buffers again in the reactor's `total`.
+#[inline]
 pub(crate) fn recharge<S>(slot: &mut Slot<S>, total: &mut usize) {
     let now = u32::try_from(slot.conn.memory()).unwrap_or(u32::MAX);
     *total = *total - slot.charged as usize + now as usize;

@@ -10,7 +10,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::accept::AcceptRetry;
-use super::core::{lookup, Core};
+use super::core::{lookup, recharge, Core};
 use super::handle::{Command, Commands, Handle, Shared};
 use super::slot::Slot;
 use super::timers::UNARMED;
@@ -523,7 +523,7 @@ impl<H: Handler> Server<H> {
                     let used = feed(core, get, kept.bytes_mut(), &mut frames, on_event);
                     kept.consume(used, &mut core.ep.pool);
                     match lookup(&mut core.slots, id) {
-                        Some(slot) => slot.conn.put_kept(kept, &mut core.ep),
+                        Some(slot) => slot.conn.put_kept(kept),
                         None => kept.release(&mut core.ep.pool),
                     }
                 }
@@ -531,13 +531,15 @@ impl<H: Handler> Server<H> {
                 // again (with no idle timeout no deadline may be armed at all), so arm it.
                 // Otherwise hearing from the peer only moves its deadlines later: the one
                 // armed comes early and is armed again then.
-                if rearm || core.get(id).is_some_and(|s| s.conn.phase() != phase) {
-                    core.settle_conn(id);
-                } else {
-                    core.mark_dirty(id);
+                if let Some(slot) = lookup(&mut core.slots, id) {
+                    // Input counts against the reactor-wide budget.
+                    recharge(slot, &mut core.buffered);
+                    if rearm || slot.conn.phase() != phase {
+                        core.settle_conn(id);
+                    } else {
+                        Core::mark_slot_dirty(slot, id, &mut core.dirty);
+                    }
                 }
-                // Input counts against the reactor-wide budget.
-                core.recharge(id);
                 core.shed();
             }
             budget = budget.saturating_sub(n + frames * FRAME_COST);
@@ -656,7 +658,7 @@ impl<H: Handler> Server<H> {
             }
         }
         // What was written no longer counts.
-        super::core::recharge(conn, &mut core.buffered);
+        recharge(conn, &mut core.buffered);
         if conn.conn.wants_shutdown() {
             // All said: TLS close_notify, then the FIN once the socket took everything.
             if !conn.write_shut {

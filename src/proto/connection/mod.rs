@@ -264,7 +264,7 @@ impl Connection {
             kept.append(bytes, &mut one.ep.pool);
             let used = feed(&mut one, get, kept.bytes_mut(), &mut 0, &mut deliver);
             kept.consume(used, &mut one.ep.pool);
-            one.conn.put_kept(kept, one.ep);
+            one.conn.put_kept(kept);
         }
     }
 
@@ -289,12 +289,8 @@ impl Connection {
     }
 
     /// Puts back what [`take_kept`](Self::take_kept) took, minus what [`feed`] used.
-    pub(crate) fn put_kept(&mut self, kept: RxBuf, ep: &mut Endpoint) {
-        let mut kept = kept;
-        if matches!(self.phase, Phase::Linger | Phase::Finished) {
-            // Nothing more is read (the connection may have been shed meanwhile).
-            kept.release(&mut ep.pool);
-        }
+    pub(crate) fn put_kept(&mut self, kept: RxBuf) {
+        // A connection that stopped reading meanwhile (shed, say) had all its bytes used.
         self.kept = kept;
     }
 
