@@ -515,6 +515,60 @@ fn a_ping_between_fragments_is_answered_and_the_message_still_arrives() {
     assert_eq!(pair.client.take(), [Got::Pong(b"p".to_vec())]);
 }
 
+#[test]
+fn fragmented_and_whole_messages_in_one_read_are_echoed_in_order_from_the_callback() {
+    let mut pair = Pair::with(quiet());
+    let mut frames = Vec::new();
+    let mask = Some([9, 8, 7, 6]);
+    let cont = OpCode::Continuation;
+    write_frame(&mut frames, OpCode::Binary, false, false, mask, b"ab");
+    write_frame(&mut frames, cont, true, false, mask, b"cd");
+    write_frame(&mut frames, OpCode::Text, true, false, mask, b"whole");
+    write_frame(
+        &mut frames,
+        OpCode::Text,
+        false,
+        false,
+        mask,
+        &"caf\u{e9}".as_bytes()[..4],
+    );
+    write_frame(
+        &mut frames,
+        cont,
+        false,
+        false,
+        mask,
+        &"caf\u{e9}".as_bytes()[4..],
+    );
+    write_frame(&mut frames, cont, true, false, mask, b"!");
+    write_frame(&mut frames, OpCode::Binary, false, false, mask, b"again");
+    write_frame(&mut frames, cont, true, false, mask, b"");
+    // Every split: the message gathered from fragments is sent back while the same
+    // connection goes on decoding what follows it.
+    for split in [1, 3, frames.len()] {
+        let now = pair.now();
+        let s = &mut pair.server;
+        for piece in frames.clone().chunks_mut(split) {
+            s.conn.recv(&mut s.ep, now, piece, |conn, ep, event| {
+                if let Event::Message(msg) = event {
+                    conn.send(ep, msg).unwrap();
+                }
+            });
+        }
+        pair.pump();
+        assert_eq!(
+            pair.client.take(),
+            [
+                Got::Binary(b"abcd".to_vec()),
+                Got::Text("whole".into()),
+                Got::Text("caf\u{e9}!".into()),
+                Got::Binary(b"again".to_vec()),
+            ],
+            "split {split}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The close handshake
 // ---------------------------------------------------------------------------------------------
