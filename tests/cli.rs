@@ -162,6 +162,54 @@ fn closed_loop_echo_is_verified_and_counted() {
     assert!(progress.contains(" msg/s, "), "{progress}");
 }
 
+/// Two threads, and 8 MiB messages, more than a loopback socket takes at once, so that a write
+/// blocks and resumes on writability (the server echoes nothing until the whole message is
+/// in): every echo comes back.
+#[test]
+fn threads_and_writes_that_block() {
+    let server = EchoServer::start("127.0.0.1:0", &["--no-deflate"]).expect("echo listens");
+    let args = [
+        "--conns",
+        "2",
+        "--threads",
+        "2",
+        "--size",
+        "8m",
+        "--binary",
+        "--seconds",
+        "1",
+    ];
+    let (out, v) = bench(&server.url, &args);
+    // Clean: nothing lost, so every message sent (one at least per connection) came back.
+    assert_clean(&out, &v, 2);
+    assert!(int(&v, "sent") >= 2, "{v}");
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        progress.contains("all connections established"),
+        "{progress}"
+    );
+}
+
+/// With one thread (the default) the bench starts no thread of its own: the worker runs on
+/// the main thread and prints the progress line itself.
+#[cfg(target_os = "linux")]
+#[test]
+fn one_thread_starts_no_thread() {
+    let server = EchoServer::start("127.0.0.1:0", &["--no-deflate"]).expect("echo listens");
+    let mut child = Command::new(WSLOOP)
+        .args(["bench", &server.url, "--conns", "2", "--seconds", "1.5"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(700));
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .map(Iterator::count)
+        .unwrap_or(0);
+    assert!(child.wait().unwrap().success());
+    assert_eq!(tasks, 1, "threads of a one-thread bench");
+}
+
 #[test]
 fn open_loop_deflate_and_binary() {
     let server = EchoServer::start("127.0.0.1:0", &[]).expect("echo listens");

@@ -96,16 +96,10 @@ pub struct Sender<'a> {
 }
 
 impl Sender<'_> {
-    /// Queues one message of `len` bytes, written by `fill` (then masked, and compressed if
-    /// negotiated).
-    pub fn send(
-        &mut self,
-        binary: bool,
-        len: usize,
-        fill: impl FnOnce(&mut [u8]),
-    ) -> Result<(), String> {
+    /// Queues one message, which `fill` appends to an empty buffer (then masked, and
+    /// compressed if negotiated).
+    pub fn send(&mut self, binary: bool, fill: impl FnOnce(&mut Vec<u8>)) -> Result<(), String> {
         self.payload.clear();
-        self.payload.resize(len, 0);
         fill(self.payload);
         let msg = if binary {
             Message::Binary(self.payload)
@@ -193,7 +187,7 @@ impl Conn {
         self.conn.advance(&mut codec.ep, n);
     }
 
-    /// Handles `n` bytes just read into [`Codec::read_space`]: the handshake answer, then
+    /// Handles `n` bytes read at `now` into [`Codec::read_space`]: the handshake answer, then
     /// frames, calling `on` for the handshake's completion and for every data message.
     /// `Ok(false)` once the server's close frame answered ours; an error for anything else
     /// that ends the connection (a refused handshake, a protocol error, the server's close,
@@ -201,6 +195,7 @@ impl Conn {
     pub fn received(
         &mut self,
         n: usize,
+        now: Instant,
         codec: &mut Codec,
         mut on: impl FnMut(Event<'_>, &mut Sender<'_>) -> Result<(), String>,
     ) -> Result<bool, String> {
@@ -210,7 +205,6 @@ impl Conn {
             payload,
         } = codec;
         let bytes = &mut scratch[..n];
-        let now = Instant::now();
         let mut result = Ok(true);
         if let Some(rx) = self.raw_rx.as_mut() {
             let conn = &mut self.conn;

@@ -235,6 +235,45 @@ pub fn run(args: BenchArgs) -> i32 {
     crate::sys::raise_fd_limit(args.conns as u64 + 64, "wsloop bench");
     let live = Arc::new(Live::new());
     let threads = args.threads.min(args.conns);
+    let outcomes = if threads == 1 {
+        run_here(&args, &plan, &live)
+    } else {
+        run_threads(&args, &plan, &live, threads)
+    };
+    let outcomes = match outcomes {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("wsloop bench: {e}");
+            return 1;
+        }
+    };
+    let summary = report::Summary::new(&args, &plan, &outcomes);
+    if args.json {
+        println!("{}", summary.json());
+    } else {
+        summary.print();
+    }
+    i32::from(summary.errors > 0)
+}
+
+/// Runs the only worker on this thread, which also prints the progress line: a process that
+/// never starts a thread makes cheaper syscalls (glibc then skips the cancellation bookkeeping
+/// around every `send` and `recv`).
+fn run_here(args: &BenchArgs, plan: &Plan, live: &Live) -> Result<Vec<Outcome>, String> {
+    let mut progress = Progress::new(args);
+    let mut tick = |live: &Live| progress.tick(live);
+    let worker = worker::Worker::new(plan, live, (0..args.conns).collect())
+        .map_err(|e| format!("poll: {e}"))?;
+    Ok(vec![worker.progress(&mut tick).run(&Barrier::new(1))])
+}
+
+/// Runs `threads` workers on threads of their own; this one prints the progress line.
+fn run_threads(
+    args: &BenchArgs,
+    plan: &Arc<Plan>,
+    live: &Arc<Live>,
+    threads: usize,
+) -> Result<Vec<Outcome>, String> {
     let barrier = Arc::new(Barrier::new(threads));
     let mut handles = Vec::with_capacity(threads);
     for t in 0..threads {
@@ -255,79 +294,72 @@ pub fn run(args: BenchArgs) -> i32 {
                     }
                 }
             });
-        match spawned {
-            Ok(h) => handles.push(h),
-            Err(e) => {
-                eprintln!("wsloop bench: cannot start a thread: {e}");
-                return 1;
-            }
-        }
+        handles.push(spawned.map_err(|e| format!("cannot start a thread: {e}"))?);
     }
-    progress(&args, &live, &handles);
-    let mut outcomes = Vec::with_capacity(threads);
-    for h in handles {
-        match h.join() {
-            Ok(Ok(o)) => outcomes.push(o),
-            Ok(Err(e)) => {
-                eprintln!("wsloop bench: {e}");
-                return 1;
-            }
-            Err(_) => {
-                eprintln!("wsloop bench: a thread panicked");
-                return 1;
-            }
-        }
-    }
-    let summary = report::Summary::new(&args, &plan, &outcomes);
-    if args.json {
-        println!("{}", summary.json());
-    } else {
-        summary.print();
-    }
-    i32::from(summary.errors > 0)
-}
-
-/// Prints a progress line on stderr once a second until every thread is done.
-fn progress<T>(args: &BenchArgs, live: &Live, handles: &[std::thread::JoinHandle<T>]) {
-    let began = Instant::now();
-    let mut last = (began, 0u64);
-    let mut connected_at = None;
-    let what = if args.mode == Mode::Fanout {
-        "deliveries"
-    } else {
-        "msg"
-    };
+    let mut progress = Progress::new(args);
     while !handles.iter().all(|h| h.is_finished()) {
         std::thread::sleep(Duration::from_millis(50));
+        progress.tick(live);
+    }
+    handles
+        .into_iter()
+        .map(|h| h.join().map_err(|_| "a thread panicked".to_string())?)
+        .collect()
+}
+
+/// The progress line on stderr: once when every connection is open (or failed), then once a
+/// second.
+struct Progress<'a> {
+    args: &'a BenchArgs,
+    began: Instant,
+    /// When the last line was printed, and the echoes verified then.
+    last: (Instant, u64),
+    connected_at: Option<Instant>,
+}
+
+impl<'a> Progress<'a> {
+    fn new(args: &'a BenchArgs) -> Self {
+        let began = Instant::now();
+        Progress {
+            args,
+            began,
+            last: (began, 0),
+            connected_at: None,
+        }
+    }
+
+    /// Prints a line if one is due.
+    fn tick(&mut self, live: &Live) {
+        let args = self.args;
         let now = Instant::now();
         let (open, failed) = (
             live.established.load(Ordering::Relaxed),
             live.failed.load(Ordering::Relaxed),
         );
-        if connected_at.is_none() && open + failed >= args.conns {
-            connected_at = Some(now);
-            last = (now, live.verified.load(Ordering::Relaxed));
+        if self.connected_at.is_none() && open + failed >= args.conns {
+            self.connected_at = Some(now);
+            self.last = (now, live.verified.load(Ordering::Relaxed));
             eprintln!(
                 "all connections established: {open} open, {failed} failed, in {:.2} s",
-                (now - began).as_secs_f64()
+                (now - self.began).as_secs_f64()
             );
-            continue;
+            return;
         }
-        if now - last.0 < Duration::from_secs(1) {
-            continue;
+        if now - self.last.0 < Duration::from_secs(1) {
+            return;
         }
         let errors = live.errors.load(Ordering::Relaxed);
-        let Some(t0) = connected_at else {
+        let Some(t0) = self.connected_at else {
             eprintln!(
                 "[{:5.1}s] connecting: {open} open, {failed} failed of {}, {errors} errors",
-                (now - began).as_secs_f64(),
+                (now - self.began).as_secs_f64(),
                 args.conns
             );
-            last.0 = now;
-            continue;
+            self.last.0 = now;
+            return;
         };
         let verified = live.verified.load(Ordering::Relaxed);
-        let rate = (verified - last.1) as f64 / (now - last.0).as_secs_f64();
+        let rate = (verified - self.last.1) as f64 / (now - self.last.0).as_secs_f64();
         let (p50, p99) = match live.interval.lock() {
             Ok(mut h) => {
                 let p = (h.value_at_quantile(0.5), h.value_at_quantile(0.99));
@@ -337,6 +369,11 @@ fn progress<T>(args: &BenchArgs, live: &Live, handles: &[std::thread::JoinHandle
             Err(_) => (0, 0),
         };
         if args.mode != Mode::Connect {
+            let what = if args.mode == Mode::Fanout {
+                "deliveries"
+            } else {
+                "msg"
+            };
             eprintln!(
                 "[{:5.1}s] {rate:.0} {what}/s, {:.2} MB/s, p50 {:.1} us, p99 {:.1} us, {open} \
                  conns, {errors} errors",
@@ -351,6 +388,6 @@ fn progress<T>(args: &BenchArgs, live: &Live, handles: &[std::thread::JoinHandle
                 (now - t0).as_secs_f64()
             );
         }
-        last = (now, verified);
+        self.last = (now, verified);
     }
 }

@@ -121,6 +121,11 @@ impl Transport {
         Ok(n)
     }
 
+    /// Whether TLS has records queued that the socket did not take (plain TCP: never).
+    pub fn wants_write(&self) -> bool {
+        matches!(self, Transport::Tls(t) if t.1.wants_write())
+    }
+
     /// Writes what TLS has queued (the handshake, encrypted records); a no-op for plain TCP.
     pub fn flush(&mut self) -> io::Result<()> {
         if let Transport::Tls(t) = self {

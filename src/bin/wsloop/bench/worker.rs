@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::conn::{Codec, Conn, Event, Phase, Sender};
 use super::message::since;
@@ -69,6 +69,10 @@ struct Track {
 /// One connection: socket, protocol state (once connected) and bookkeeping.
 struct Client {
     io: Transport,
+    /// Its token in the poll (its slot in `Worker::clients`).
+    token: Token,
+    /// Registered for writability too: while connecting, and while a write is unfinished.
+    writable: bool,
     conn: Option<Conn>,
     track: Track,
 }
@@ -127,6 +131,8 @@ impl Stats {
 pub struct Worker<'a> {
     plan: &'a Plan,
     live: &'a Live,
+    /// Called after every publication (when this thread prints the progress line).
+    progress: Option<&'a mut dyn FnMut(&Live)>,
     poll: Poll,
     events: Events,
     codec: Codec,
@@ -149,6 +155,7 @@ impl<'a> Worker<'a> {
         Ok(Worker {
             plan,
             live,
+            progress: None,
             poll: Poll::new()?,
             events: Events::with_capacity(1024),
             codec: Codec::new(&plan.opts),
@@ -175,12 +182,26 @@ impl<'a> Worker<'a> {
         })
     }
 
+    /// Calls `progress` after every publication of the counters (every `PUBLISH`).
+    pub fn progress(mut self, progress: &'a mut dyn FnMut(&Live)) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Adds the thread's counters to the live ones.
+    fn publish(&mut self) {
+        self.stats.publish(self.live);
+        if let Some(progress) = self.progress.as_mut() {
+            progress(self.live);
+        }
+    }
+
     /// Runs every phase; `barrier` lines the threads up before and after the window.
     pub fn run(mut self, barrier: &std::sync::Barrier) -> Outcome {
         let connect_began = Instant::now();
         self.connect();
         let connect_secs = connect_began.elapsed();
-        self.stats.publish(self.live);
+        self.publish();
         barrier.wait();
         let start = Instant::now();
         let window = match self.plan.mode {
@@ -223,7 +244,7 @@ impl<'a> Worker<'a> {
         }
         let sent = self.sent(Role::Publisher) + self.sent(Role::Echo);
         self.close_all();
-        self.stats.publish(self.live);
+        self.publish();
         Outcome {
             latency: self.stats.latency,
             handshakes: self.stats.handshakes,
@@ -336,6 +357,8 @@ impl<'a> Worker<'a> {
         match opened {
             Ok(io) => self.clients.push(Some(Client {
                 io,
+                token,
+                writable: true,
                 conn: None,
                 track: Track {
                     index,
@@ -457,7 +480,7 @@ impl<'a> Worker<'a> {
                 continue;
             };
             client.track.dirty = false;
-            if let Err(e) = client.flush(&mut self.codec) {
+            if let Err(e) = client.flush(&mut self.codec, self.poll.registry()) {
                 self.stats
                     .error(format!("conn {}: write: {e}", client.track.index));
                 *slot = None;
@@ -500,7 +523,7 @@ impl<'a> Worker<'a> {
             match client.conn.as_mut() {
                 Some(conn) if conn.phase() == Phase::Open && !self.plan.opts.raw => {
                     conn.close(&mut self.codec);
-                    if client.flush(&mut self.codec).is_err() {
+                    if client.flush(&mut self.codec, self.poll.registry()).is_err() {
                         *slot = None;
                     }
                 }
@@ -539,7 +562,7 @@ impl<'a> Worker<'a> {
                 end: self.end,
                 now,
             };
-            match client.service(&mut ctx, &mut self.codec, readable) {
+            match client.service(&mut ctx, &mut self.codec, self.poll.registry(), readable) {
                 Ok(true) => {}
                 Ok(false) => *slot = None,
                 Err(e) => {
@@ -553,7 +576,7 @@ impl<'a> Worker<'a> {
             }
         }
         if now - self.stats.last_publish >= PUBLISH {
-            self.stats.publish(self.live);
+            self.publish();
         }
     }
 }
@@ -568,6 +591,7 @@ impl Client {
         &mut self,
         ctx: &mut Ctx<'_>,
         codec: &mut Codec,
+        registry: &Registry,
         readable: bool,
     ) -> Result<bool, String> {
         if self.conn.is_none() {
@@ -591,7 +615,8 @@ impl Client {
         if readable && !self.read(ctx, codec)? {
             return Ok(false);
         }
-        self.flush(codec).map_err(|e| format!("write: {e}"))?;
+        self.flush(codec, registry)
+            .map_err(|e| format!("write: {e}"))?;
         Ok(true)
     }
 
@@ -613,7 +638,7 @@ impl Client {
                         ctx: &mut *ctx,
                         track: &mut self.track,
                     };
-                    let alive = conn.received(n, codec, |ev, s| h.event(ev, s))?;
+                    let alive = conn.received(n, h.ctx.now, codec, |ev, s| h.event(ev, s))?;
                     if !alive {
                         return Ok(false);
                     }
@@ -629,20 +654,37 @@ impl Client {
         }
     }
 
-    /// Writes what is queued until done or the socket is full.
-    fn flush(&mut self, codec: &mut Codec) -> io::Result<()> {
+    /// Writes what is queued until done or the socket is full, and keeps the socket registered
+    /// for writability only while something is left (as uSockets and wsloop's server do):
+    /// otherwise only readable, so that the edge-triggered poll reports nothing else.
+    fn flush(&mut self, codec: &mut Codec, registry: &Registry) -> io::Result<()> {
+        let mut blocked = self.conn.is_none();
         if let Some(conn) = self.conn.as_mut() {
             while !conn.pending().is_empty() {
                 match self.io.write(conn.pending()) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => conn.written(codec, n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        blocked = true;
+                        break;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
                 }
             }
         }
-        self.io.flush()
+        self.io.flush()?;
+        let writable = blocked || self.io.wants_write();
+        if writable != self.writable {
+            let interest = if writable {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            registry.reregister(self.io.socket(), self.token, interest)?;
+            self.writable = writable;
+        }
+        Ok(())
     }
 }
 
@@ -667,13 +709,9 @@ fn send_one(
     let msgs = &plan.messages;
     if track.role == Role::Publisher {
         let t = since(plan.base, at);
-        sender.send(plan.binary, msgs.size, |out| {
-            msgs.fill_timed(track.index, seq, t, out)
-        })?;
+        sender.send(plan.binary, |out| msgs.fill_timed(track.index, seq, t, out))?;
     } else {
-        sender.send(plan.binary, msgs.size, |out| {
-            msgs.fill(track.index, seq, out)
-        })?;
+        sender.send(plan.binary, |out| msgs.fill(track.index, seq, out))?;
         track.sent_at.push_back(at);
     }
     track.sent += 1;
