@@ -175,12 +175,7 @@ impl Decoder {
             if let Some(key) = header.mask {
                 apply_mask(payload, key, 0);
             }
-            let event = if header.opcode == OpCode::Text {
-                Event::Text(std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?)
-            } else {
-                Event::Binary(payload)
-            };
-            let event = Some(event);
+            let event = Some(message_event(payload, header.opcode == OpCode::Text)?);
             return Ok(Step::Frame { len, event });
         }
         self.step_general(buf)
@@ -450,6 +445,7 @@ impl Assembled {
 }
 
 /// A whole message's `bytes` as a text or binary event.
+#[inline]
 fn message_event(bytes: &[u8], text: bool) -> Result<Event<'_>, ProtocolError> {
     if text {
         let text = std::str::from_utf8(bytes).map_err(|_| ProtocolError::InvalidUtf8)?;
