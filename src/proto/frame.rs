@@ -273,12 +273,24 @@ pub fn write_frame(
     mask: Option<[u8; 4]>,
     payload: &[u8],
 ) {
-    if mask.is_none() && payload.len() <= 125 {
-        // A server's small frame, the most common: two header bytes.
+    if payload.len() <= 125 {
+        // A small frame, the most common: two header bytes, and the key if masked.
         let b0 = (u8::from(fin) << 7) | (u8::from(rsv1) << 6) | opcode.bits();
-        out.reserve(2 + payload.len());
-        out.extend_from_slice(&[b0, payload.len() as u8]);
-        out.extend_from_slice(payload);
+        let len = payload.len() as u8;
+        match mask {
+            None => {
+                out.reserve(2 + payload.len());
+                out.extend_from_slice(&[b0, len]);
+                out.extend_from_slice(payload);
+            }
+            Some(key) => {
+                out.reserve(6 + payload.len());
+                out.extend_from_slice(&[b0, 0x80 | len, key[0], key[1], key[2], key[3]]);
+                let start = out.len();
+                out.extend_from_slice(payload);
+                apply_mask(&mut out[start..], key, 0);
+            }
+        }
         return;
     }
     let header = FrameHeader {
@@ -570,6 +582,38 @@ mod tests {
                 apply_mask(&mut buf[split..], key, offset + split);
                 for (i, (&m, &d)) in buf.iter().zip(&data).enumerate() {
                     assert_eq!(m, d ^ key[(offset + i) % 4]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn small_frames_are_written_as_the_general_encoder_writes_them() {
+        // write_frame's short path (payloads up to 125 bytes) against FrameHeader::encode.
+        let payload: Vec<u8> = (0..=130u8).collect();
+        for len in 0..=130 {
+            for mask in [None, Some([0x12, 0x34, 0x56, 0x78])] {
+                for (fin, rsv1) in [(true, false), (false, true)] {
+                    let body = &payload[..len];
+                    let mut out = Vec::new();
+                    write_frame(&mut out, OpCode::Binary, fin, rsv1, mask, body);
+                    let header = FrameHeader {
+                        fin,
+                        rsv1,
+                        opcode: OpCode::Binary,
+                        mask,
+                        payload_len: len as u64,
+                    };
+                    let mut head = [0u8; MAX_HEADER_LEN];
+                    let n = header.encode(&mut head);
+                    let mut want = head[..n].to_vec();
+                    want.extend_from_slice(body);
+                    if let Some(key) = mask {
+                        for (i, b) in want[n..].iter_mut().enumerate() {
+                            *b ^= key[i % 4];
+                        }
+                    }
+                    assert_eq!(out, want, "len {len} mask {mask:?} fin {fin}");
                 }
             }
         }

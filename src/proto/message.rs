@@ -513,30 +513,59 @@ pub(crate) fn random_u64() -> u64 {
 /// How many random bytes one `getrandom` call fetches.
 const RANDOM_BATCH: usize = 512;
 
-/// Random bytes fetched from the OS and not handed out yet: `bytes[used..]`.
-struct RandomPool {
+/// Random bytes fetched from the OS and not handed out yet: `bytes[used..]`. One per thread
+/// (for [`mask_key`] and [`random_u64`]), and one in every
+/// [`Endpoint`](super::connection::Endpoint), whose connections mask with it without the
+/// thread-local lookup.
+pub(crate) struct RandomPool {
     bytes: [u8; RANDOM_BATCH],
     used: usize,
 }
 
-thread_local! {
-    static RANDOM: std::cell::RefCell<RandomPool> = const {
-        std::cell::RefCell::new(RandomPool { bytes: [0; RANDOM_BATCH], used: RANDOM_BATCH })
-    };
-}
+impl RandomPool {
+    /// An empty pool: the first take fetches.
+    pub(crate) const fn new() -> RandomPool {
+        RandomPool {
+            bytes: [0; RANDOM_BATCH],
+            used: RANDOM_BATCH,
+        }
+    }
 
-/// `N` bytes from this thread's pool of OS random bytes, refilled when it runs short.
-fn random_bytes<const N: usize>() -> [u8; N] {
-    RANDOM.with_borrow_mut(|pool| {
-        if pool.used + N > RANDOM_BATCH {
-            getrandom::getrandom(&mut pool.bytes).expect("the OS random source failed");
-            pool.used = 0;
+    /// `N` bytes never handed out before, refilling the pool from the OS when it runs short.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system has no random source to give.
+    #[inline]
+    pub(crate) fn take<const N: usize>(&mut self) -> [u8; N] {
+        if self.used + N > RANDOM_BATCH {
+            getrandom::getrandom(&mut self.bytes).expect("the OS random source failed");
+            self.used = 0;
         }
         let mut out = [0u8; N];
-        out.copy_from_slice(&pool.bytes[pool.used..pool.used + N]);
-        pool.used += N;
+        out.copy_from_slice(&self.bytes[self.used..self.used + N]);
+        self.used += N;
         out
-    })
+    }
+}
+
+/// Shows how much is left, never the bytes (they are future masking keys).
+impl std::fmt::Debug for RandomPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RandomPool")
+            .field("left", &(RANDOM_BATCH - self.used))
+            .finish()
+    }
+}
+
+thread_local! {
+    static RANDOM: std::cell::RefCell<RandomPool> =
+        const { std::cell::RefCell::new(RandomPool::new()) };
+}
+
+/// `N` bytes from this thread's pool of OS random bytes.
+fn random_bytes<const N: usize>() -> [u8; N] {
+    RANDOM.with_borrow_mut(RandomPool::take)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use super::Compressors;
 use crate::proto::buffer::BufPool;
 use crate::proto::clock::{span, Millis};
+use crate::proto::message::RandomPool;
 use crate::Config;
 
 /// What the connections of one endpoint share: the limits, a pool of buffers, the shared
@@ -18,9 +19,14 @@ pub struct Endpoint {
     pub(crate) config: Config,
     pub(crate) pool: BufPool,
     pub(crate) compressors: Compressors,
+    /// Masking keys for the client role's frames, from the OS CSPRNG.
+    pub(crate) random: RandomPool,
     epoch: Instant,
     /// The current time, in milliseconds since `epoch`.
     pub(crate) now: Millis,
+    /// When the millisecond after `now` begins: an earlier time leaves `now` as it is, so
+    /// that setting the time per read costs a comparison, not a conversion.
+    next_tick: Instant,
     /// The config's durations in milliseconds, worked out once (they are read per read).
     pub(crate) spans: Spans,
 }
@@ -48,9 +54,11 @@ impl Endpoint {
             spans,
             pool: BufPool::new(16 * 1024, 64, config.buffer_pool_size),
             compressors: Compressors::new(config.deflate.as_ref()),
+            random: RandomPool::new(),
             config,
             epoch: now,
             now: 0,
+            next_tick: now + Duration::from_millis(1),
         }
     }
 
@@ -60,8 +68,12 @@ impl Endpoint {
     }
 
     /// Sets the current time (it never goes back).
+    #[inline]
     pub fn set_now(&mut self, now: Instant) {
-        self.now = self.now.max(self.millis(now));
+        if now >= self.next_tick {
+            self.now = self.now.max(self.millis(now));
+            self.next_tick = self.instant(self.now + 1);
+        }
     }
 
     /// `at` in milliseconds since the clock's origin, rounded down.
@@ -72,5 +84,29 @@ impl Endpoint {
     /// The instant of `at` milliseconds since the clock's origin.
     pub(crate) fn instant(&self, at: Millis) -> Instant {
         self.epoch + Duration::from_millis(at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_moves_by_whole_milliseconds_and_never_back() {
+        let t0 = Instant::now();
+        let mut ep = Endpoint::new(Config::default(), t0);
+        let at = |us: u64| t0 + Duration::from_micros(us);
+        for (set, want) in [
+            (999, 0),
+            (1_000, 1),
+            (1_999, 1),
+            (7_500, 7),
+            (3_000, 7), // earlier: ignored
+            (7_999, 7),
+            (8_000, 8),
+        ] {
+            ep.set_now(at(set));
+            assert_eq!(ep.now, want, "after set_now({set} us)");
+        }
     }
 }

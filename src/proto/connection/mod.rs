@@ -81,7 +81,7 @@ use crate::proto::handshake::{
     check_response, new_key, write_accept, write_request, HeadScanner, HttpResponse, ParseError,
     Rejection, Request, ResponseError, MAX_HEADERS,
 };
-use crate::proto::message::{self, mask_key, Decoder, Step};
+use crate::proto::message::{self, Decoder, Step};
 use crate::proto::{CloseCode, ProtocolError, Role};
 use crate::Overflow;
 
@@ -662,7 +662,7 @@ impl Connection {
                 }
             }
             _ => {
-                let mask = (role == Role::Client).then(mask_key);
+                let mask = (role == Role::Client).then(|| ep.random.take());
                 let tx = self.tx.vec(MAX_HEADER_LEN + body.len(), &mut ep.pool);
                 write_frame(tx, opcode, true, rsv1, mask, body);
             }
@@ -725,7 +725,7 @@ impl Connection {
 
     /// Queues a control frame, past the queue bound (control frames are tiny).
     fn queue_frame(&mut self, ep: &mut Endpoint, opcode: OpCode, payload: &[u8]) {
-        let mask = (self.role() == Role::Client).then(mask_key);
+        let mask = (self.role() == Role::Client).then(|| ep.random.take());
         let tx = self.tx.vec(MAX_HEADER_LEN + payload.len(), &mut ep.pool);
         write_frame(tx, opcode, true, false, mask, payload);
     }

@@ -15,6 +15,11 @@ use wsloop::{CloseCode, Config, Message};
 
 /// Size of the thread's read buffer, and so of one read.
 const READ_BUFFER: usize = 64 * 1024;
+/// Where reads land in the read buffer: 6 bytes in, so that the payload of a small server
+/// frame (after its 2-byte header) starts on an 8-byte boundary. std's UTF-8 check goes a
+/// word at a time only from an aligned address: a 16 B text echo then costs ~20 instructions
+/// to validate instead of ~150, and a longer one the same either way.
+const READ_OFFSET: usize = 6;
 
 /// How every connection of a run speaks.
 #[derive(Debug, Clone)]
@@ -52,14 +57,14 @@ impl Codec {
             .idle_timeout(None);
         Codec {
             ep: Endpoint::new(config, Instant::now()),
-            scratch: vec![0; READ_BUFFER],
+            scratch: vec![0; READ_OFFSET + READ_BUFFER],
             payload: Vec::new(),
         }
     }
 
     /// Where to read into.
     pub fn read_space(&mut self) -> &mut [u8] {
-        &mut self.scratch
+        &mut self.scratch[READ_OFFSET..]
     }
 }
 
@@ -204,7 +209,7 @@ impl Conn {
             scratch,
             payload,
         } = codec;
-        let bytes = &mut scratch[..n];
+        let bytes = &mut scratch[READ_OFFSET..READ_OFFSET + n];
         let mut result = Ok(true);
         if let Some(rx) = self.raw_rx.as_mut() {
             let conn = &mut self.conn;

@@ -5,9 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-/// Bytes of the stamp (connection and sequence number in hex).
+/// Bytes of the stamp (connection and sequence number in base-16 letters).
 pub const STAMP: usize = 16;
-/// Bytes of a fan-out message's send time (nanoseconds since the run's base, in hex).
+/// Bytes of a fan-out message's send time (nanoseconds since the run's base, in base-16
+/// letters).
 pub const TIME: usize = 16;
 /// How many different cuts of the pattern messages are taken from.
 pub const SHIFTS: usize = 61;
@@ -23,29 +24,32 @@ pub struct Messages {
     pattern: Vec<u8>,
 }
 
-/// `v` as 16 hex digits, low nibble first (computed on all 16 at once: it runs twice per
+/// `v` as 16 base-16 digits written as the letters `a` to `p`, low nibble first: ASCII (so
+/// text messages can carry it) and cheap, each half worked on as one word (it runs twice per
 /// message).
-fn hex(v: u64) -> [u8; 16] {
-    /// `b` in every byte.
-    const fn bytes(b: u8) -> u128 {
-        u128::from_le_bytes([b; 16])
+fn digits(v: u64) -> [u8; 16] {
+    /// Nibble i of `x` into byte i, plus `'a'`.
+    fn spread(x: u32) -> [u8; 8] {
+        let mut x = u64::from(x);
+        x = (x | x << 16) & 0x0000_ffff_0000_ffff;
+        x = (x | x << 8) & 0x00ff_00ff_00ff_00ff;
+        x = (x | x << 4) & 0x0f0f_0f0f_0f0f_0f0f;
+        (x + 0x6161_6161_6161_6161).to_le_bytes()
     }
-    // Nibble i of `v` into byte i: halves, quarters, ... apart.
-    let mut x = u128::from(v);
-    x = (x | x << 32) & 0x0000_0000_ffff_ffff_0000_0000_ffff_ffff;
-    x = (x | x << 16) & 0x0000_ffff_0000_ffff_0000_ffff_0000_ffff;
-    x = (x | x << 8) & 0x00ff_00ff_00ff_00ff_00ff_00ff_00ff_00ff;
-    x = (x | x << 4) & bytes(0x0f);
-    // Bytes of 10 or more get `'a' - 10` instead of `'0'` added (39 more).
-    let letters = ((x + bytes(6)) >> 4) & bytes(1);
-    (x + bytes(b'0') + letters * 39).to_le_bytes()
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&spread(v as u32));
+    out[8..].copy_from_slice(&spread((v >> 32) as u32));
+    out
 }
 
-/// The value of 16 hex digits written by [`hex`].
-fn unhex(digits: &[u8]) -> Option<u64> {
+/// The value of 16 digits written by [`digits`].
+fn undigits(digits: &[u8]) -> Option<u64> {
     let mut v = 0u64;
     for (i, &d) in digits.iter().enumerate().take(16) {
-        let n = (d as char).to_digit(16)?;
+        let n = d.wrapping_sub(b'a');
+        if n >= 16 {
+            return None;
+        }
         v |= u64::from(n) << (4 * i);
     }
     Some(v)
@@ -64,7 +68,7 @@ impl Messages {
     }
 
     fn stamp(conn: usize, seq: u64) -> [u8; STAMP] {
-        hex(seq ^ ((conn as u64) << SEQ_BITS))
+        digits(seq ^ ((conn as u64) << SEQ_BITS))
     }
 
     /// Message `seq` of connection `conn` from byte `from` on: its cut of the pattern.
@@ -75,9 +79,13 @@ impl Messages {
 
     /// Appends message `seq` of connection `conn` to `out` (`size` bytes).
     pub fn fill(&self, conn: usize, seq: u64, out: &mut Vec<u8>) {
-        let k = self.size.min(STAMP);
-        out.extend_from_slice(&Self::stamp(conn, seq)[..k]);
-        out.extend_from_slice(self.rest(conn, seq, k));
+        let stamp = Self::stamp(conn, seq);
+        if self.size <= STAMP {
+            out.extend_from_slice(&stamp[..self.size]);
+        } else {
+            out.extend_from_slice(&stamp);
+            out.extend_from_slice(self.rest(conn, seq, STAMP));
+        }
     }
 
     /// Whether `payload` is exactly message `seq` of connection `conn`.
@@ -100,7 +108,7 @@ impl Messages {
     /// `out` (`size` is at least `STAMP + TIME`).
     pub fn fill_timed(&self, publisher: usize, seq: u64, at: Duration, out: &mut Vec<u8>) {
         out.extend_from_slice(&Self::stamp(publisher, seq));
-        out.extend_from_slice(&hex(at.as_nanos() as u64));
+        out.extend_from_slice(&digits(at.as_nanos() as u64));
         out.extend_from_slice(self.rest(publisher, seq, STAMP + TIME));
     }
 
@@ -110,9 +118,9 @@ impl Messages {
         if payload.len() != self.size || self.size < STAMP + TIME {
             return None;
         }
-        let v = unhex(&payload[..STAMP])?;
+        let v = undigits(&payload[..STAMP])?;
         let (publisher, seq) = ((v >> SEQ_BITS) as usize, v & ((1 << SEQ_BITS) - 1));
-        let at = Duration::from_nanos(unhex(&payload[STAMP..STAMP + TIME])?);
+        let at = Duration::from_nanos(undigits(&payload[STAMP..STAMP + TIME])?);
         let rest = STAMP + TIME;
         (payload[..STAMP] == Self::stamp(publisher, seq)
             && payload[rest..] == *self.rest(publisher, seq, rest))
@@ -130,13 +138,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hex_digits_low_nibble_first() {
-        assert_eq!(&hex(0x0123_4567_89ab_cdef), b"fedcba9876543210");
-        assert_eq!(&hex(0), b"0000000000000000");
-        assert_eq!(&hex(u64::MAX), b"ffffffffffffffff");
-        for v in [1, 0x9a, 0xa9, 1 << 63, 0xdead_beef] {
-            assert_eq!(unhex(&hex(v)), Some(v));
+    fn digits_are_letters_low_nibble_first() {
+        assert_eq!(&digits(0x0123_4567_89ab_cdef), b"ponmlkjihgfedcba");
+        assert_eq!(&digits(0), b"aaaaaaaaaaaaaaaa");
+        assert_eq!(&digits(u64::MAX), b"pppppppppppppppp");
+        for v in [1, 0x9a, 0xa9, 1 << 63, 0xdead_beef, 0x8000_0001_0000_0000] {
+            assert_eq!(undigits(&digits(v)), Some(v));
         }
+        assert_eq!(undigits(b"aaaaaaaaaaaaaaaq"), None);
+        assert_eq!(undigits(b"aaaaaaaaaaaaaaa0"), None);
     }
 
     #[test]

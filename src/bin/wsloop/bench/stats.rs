@@ -10,7 +10,7 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Counters the threads add to (every 100 ms) and the progress line reads.
+/// Counters the threads add to (every 250 ms) and the progress line reads.
 pub struct Live {
     /// Connections open, and failed.
     pub established: AtomicUsize,

@@ -18,7 +18,7 @@ use super::{Mode, Plan};
 /// How long, after the window, outstanding echoes and deliveries are awaited.
 const DRAIN: Duration = Duration::from_secs(3);
 /// How often the thread's counters are added to the live ones.
-const PUBLISH: Duration = Duration::from_millis(100);
+const PUBLISH: Duration = Duration::from_millis(250);
 /// Longest wait in one poll.
 const TURN: Duration = Duration::from_millis(100);
 
