@@ -39,6 +39,7 @@ impl BufPool {
 
     /// A buffer with at least `min_capacity` bytes of capacity: a kept one if one fits, else
     /// a new one. Its length is whatever it had: callers clear it or fill it to its capacity.
+    #[inline]
     pub(crate) fn take(&mut self, min_capacity: usize) -> Vec<u8> {
         if min_capacity <= self.buf_size {
             self.small
@@ -62,6 +63,7 @@ impl BufPool {
 
     /// Returns a buffer to be kept if its kind has room. Large ones over the budget push out
     /// the smallest kept ones (grown buffers are worth more the larger they are).
+    #[inline]
     pub(crate) fn give(&mut self, buf: Vec<u8>) {
         let capacity = buf.capacity();
         if capacity < self.buf_size {
@@ -221,7 +223,21 @@ impl TxBuf {
     /// ones (so each byte is moved at most once per byte written), or when the new bytes would
     /// not fit otherwise (growing would move them too): a queue that never drains completely
     /// (a slow but steady reader) holds about what is pending, not all it was ever sent.
+    #[inline]
     pub(crate) fn vec(&mut self, additional: usize, pool: &mut BufPool) -> &mut Vec<u8> {
+        if self.data.capacity() == 0 {
+            // An empty queue (its buffer went back when it drained): nothing to move.
+            self.data = pool.take(additional);
+            self.data.clear();
+        } else if self.pos > 0 || self.data.capacity() - self.data.len() < additional {
+            self.make_room(additional, pool);
+        }
+        &mut self.data
+    }
+
+    /// [`vec`](Self::vec) for a queue that holds a buffer: drops written bytes from the
+    /// front, or moves to a kept large buffer, as `vec` says.
+    fn make_room(&mut self, additional: usize, pool: &mut BufPool) {
         if self.pos > 0
             && (self.pos >= self.len() || self.data.capacity() - self.data.len() < additional)
         {
@@ -229,10 +245,7 @@ impl TxBuf {
             self.data.truncate(self.len());
             self.pos = 0;
         }
-        if self.data.capacity() == 0 {
-            self.data = pool.take(additional);
-            self.data.clear();
-        } else if self.data.capacity() - self.data.len() < additional {
+        if self.data.capacity() - self.data.len() < additional {
             // Without a kept buffer that fits, the vector grows by itself (amortised).
             if let Some(mut bigger) = pool.take_large(self.len() + additional) {
                 bigger.clear();
@@ -241,7 +254,6 @@ impl TxBuf {
                 self.pos = 0;
             }
         }
-        &mut self.data
     }
 
     /// Queues `bytes` as the whole queue, in place of an empty one's buffer.

@@ -103,6 +103,7 @@ pub struct Sender<'a> {
 impl Sender<'_> {
     /// Queues one message, which `fill` appends to an empty buffer (then masked, and
     /// compressed if negotiated).
+    #[inline]
     pub fn send(&mut self, binary: bool, fill: impl FnOnce(&mut Vec<u8>)) -> Result<(), String> {
         self.payload.clear();
         fill(self.payload);

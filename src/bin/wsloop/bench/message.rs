@@ -78,6 +78,7 @@ impl Messages {
     }
 
     /// Appends message `seq` of connection `conn` to `out` (`size` bytes).
+    #[inline]
     pub fn fill(&self, conn: usize, seq: u64, out: &mut Vec<u8>) {
         let stamp = Self::stamp(conn, seq);
         if self.size <= STAMP {
@@ -89,6 +90,7 @@ impl Messages {
     }
 
     /// Whether `payload` is exactly message `seq` of connection `conn`.
+    #[inline]
     pub fn verify(&self, conn: usize, seq: u64, payload: &[u8]) -> bool {
         if payload.len() != self.size {
             return false;

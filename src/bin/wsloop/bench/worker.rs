@@ -699,6 +699,7 @@ struct Ctx<'a> {
 }
 
 /// Queues one message on a connection, meant to be sent at `at`.
+#[inline]
 fn send_one(
     plan: &Plan,
     track: &mut Track,
@@ -745,6 +746,7 @@ struct Handling<'a, 'b> {
 }
 
 impl Handling<'_, '_> {
+    #[inline]
     fn event(&mut self, event: Event<'_>, sender: &mut Sender<'_>) -> Result<(), String> {
         match event {
             Event::Open => {
