@@ -237,7 +237,7 @@ impl FrameHeader {
     /// Encodes this header into `out` and returns how many bytes it wrote.
     #[inline]
     pub fn encode(&self, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
-        out[0] = (u8::from(self.fin) << 7) | (u8::from(self.rsv1) << 6) | self.opcode.bits();
+        out[0] = first_byte(self.fin, self.rsv1, self.opcode);
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
         let mut len = match self.payload_len {
             n @ 0..=125 => {
@@ -263,6 +263,12 @@ impl FrameHeader {
     }
 }
 
+/// A frame's first byte: FIN, RSV1 and the opcode.
+#[inline]
+fn first_byte(fin: bool, rsv1: bool, opcode: OpCode) -> u8 {
+    (u8::from(fin) << 7) | (u8::from(rsv1) << 6) | opcode.bits()
+}
+
 /// Appends one whole frame to `out`: header, then `payload` (masked with `mask` if given).
 #[inline]
 pub fn write_frame(
@@ -275,7 +281,7 @@ pub fn write_frame(
 ) {
     if payload.len() <= 125 {
         // A small frame, the most common: two header bytes, and the key if masked.
-        let b0 = (u8::from(fin) << 7) | (u8::from(rsv1) << 6) | opcode.bits();
+        let b0 = first_byte(fin, rsv1, opcode);
         let len = payload.len() as u8;
         match mask {
             None => {

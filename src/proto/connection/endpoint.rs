@@ -71,7 +71,8 @@ impl Endpoint {
     #[inline]
     pub fn set_now(&mut self, now: Instant) {
         if now >= self.next_tick {
-            self.now = self.now.max(self.millis(now));
+            // At or past the next tick, so at least one millisecond later than `now`.
+            self.now = self.millis(now);
             self.next_tick = self.instant(self.now + 1);
         }
     }
