@@ -111,6 +111,16 @@ impl RxBuf {
         self.data.len()
     }
 
+    /// How many bytes are kept.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The free tail after the kept bytes, as [`spare`](Self::spare) last made it.
+    pub(crate) fn spare_tail(&mut self) -> &mut [u8] {
+        &mut self.data[self.len..]
+    }
+
     /// The kept bytes.
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         &mut self.data[..self.len]

@@ -7,7 +7,6 @@ use super::slot::Slot;
 use super::timers::Timers;
 use crate::app::topics::Topics;
 use crate::proto::connection::Endpoint;
-use crate::proto::frame::{write_frame, OpCode};
 use crate::{CloseReason, Config, ConnId, Message, Relay, SendError};
 
 /// Everything about connections that the application may touch through a [`Context`].
@@ -131,11 +130,23 @@ impl<S> Core<S> {
     /// what it queued at the end of the turn and arms its next deadline.
     pub(crate) fn settle_conn(&mut self, id: ConnId) {
         if let Some(slot) = lookup(&mut self.slots, id) {
-            Self::mark_slot_dirty(slot, id, &mut self.dirty);
-            if let Some(at) = slot.conn.next_deadline(&self.ep) {
-                self.timers
-                    .arm(&mut slot.armed, id.index, slot.generation, at);
-            }
+            Self::settle_slot(slot, id, &mut self.dirty, &mut self.timers, &self.ep);
+        }
+    }
+
+    /// [`settle_conn`](Self::settle_conn) for a slot at hand. A deadline later than the one
+    /// armed is not armed: the armed one comes early, and arms it then.
+    #[inline]
+    pub(crate) fn settle_slot(
+        slot: &mut Slot<S>,
+        id: ConnId,
+        dirty: &mut Vec<ConnId>,
+        timers: &mut Timers,
+        ep: &Endpoint,
+    ) {
+        Self::mark_slot_dirty(slot, id, dirty);
+        if let Some(at) = slot.conn.poll_deadline(ep) {
+            timers.arm(&mut slot.armed, id.index, slot.generation, at);
         }
     }
 
@@ -209,18 +220,14 @@ impl<S> Core<S> {
         audience: Audience<'_>,
         except: Option<ConnId>,
     ) -> usize {
-        let opcode = data_opcode(msg);
-        let payload = msg.as_bytes();
-        self.frame.clear();
-        write_frame(&mut self.frame, opcode, true, false, None, payload);
-        self.ep.compressors.begin_broadcast();
+        let message = self.ep.broadcast(msg, &mut self.frame);
         let mut sent = 0;
         let mut overflowed = Vec::new();
         let mut deliver = |slot: &mut Slot<S>, id: ConnId, ep: &mut Endpoint| {
             if Some(id) == except || !slot.conn.is_open() {
                 return;
             }
-            match slot.conn.send_broadcast(ep, opcode, payload, &self.frame) {
+            match slot.conn.send_broadcast(ep, &message) {
                 Ok(()) => {
                     Self::mark_slot_dirty(slot, id, &mut self.dirty);
                     recharge(slot, &mut self.buffered);
@@ -252,14 +259,6 @@ impl<S> Core<S> {
         }
         self.shed();
         sent
-    }
-}
-
-/// The opcode of a data message.
-fn data_opcode(msg: Message<'_>) -> OpCode {
-    match msg {
-        Message::Text(_) => OpCode::Text,
-        Message::Binary(_) => OpCode::Binary,
     }
 }
 

@@ -2,9 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::Compressors;
+use super::{data_opcode, Compressors, Message};
 use crate::proto::buffer::BufPool;
 use crate::proto::clock::{span, Millis};
+use crate::proto::frame::{write_frame, OpCode};
 use crate::proto::message::RandomPool;
 use crate::Config;
 
@@ -77,15 +78,44 @@ impl Endpoint {
         }
     }
 
+    /// The current time (the last one set), in milliseconds since the clock's origin.
+    pub fn now_millis(&self) -> Millis {
+        self.now
+    }
+
     /// `at` in milliseconds since the clock's origin, rounded down.
-    pub(crate) fn millis(&self, at: Instant) -> Millis {
+    pub fn millis(&self, at: Instant) -> Millis {
         at.saturating_duration_since(self.epoch).as_millis() as Millis
     }
 
     /// The instant of `at` milliseconds since the clock's origin.
-    pub(crate) fn instant(&self, at: Millis) -> Instant {
+    pub fn instant(&self, at: Millis) -> Instant {
         self.epoch + Duration::from_millis(at)
     }
+
+    /// Encodes `msg` once for many connections of this endpoint (a broadcast, a topic's
+    /// subscribers), into `frame`: see [`Connection::send_broadcast`](super::Connection::send_broadcast).
+    /// Compressed copies are made once per shared compressor as recipients need them.
+    pub fn broadcast<'a>(&mut self, msg: Message<'a>, frame: &'a mut Vec<u8>) -> Broadcast<'a> {
+        let opcode = data_opcode(msg);
+        frame.clear();
+        write_frame(frame, opcode, true, false, None, msg.as_bytes());
+        self.compressors.begin_broadcast();
+        Broadcast {
+            opcode,
+            payload: msg.as_bytes(),
+            frame,
+        }
+    }
+}
+
+/// A message encoded once for many connections of one endpoint, by [`Endpoint::broadcast`].
+#[derive(Debug, Clone, Copy)]
+pub struct Broadcast<'a> {
+    pub(super) opcode: OpCode,
+    pub(super) payload: &'a [u8],
+    /// The uncompressed frame.
+    pub(super) frame: &'a [u8],
 }
 
 #[cfg(test)]
