@@ -103,7 +103,7 @@ impl<S: Read + Write> Client<S> {
         protocols: &[&str],
         config: Config,
     ) -> io::Result<Client<S>> {
-        let mut ep = Endpoint::new(config, Instant::now());
+        let mut ep = Endpoint::new(config.connection, Instant::now());
         let conn = Connection::client(&mut ep, host, path, protocols);
         let mut client = Client {
             stream,

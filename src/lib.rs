@@ -45,16 +45,17 @@ pub mod proto;
 mod reactor;
 mod scale;
 
-pub use app::config::{Config, Overflow};
-pub use app::context::Context;
-pub use app::handler::{ConnId, Handler, Upgrade};
 pub use app::router::Router;
 pub use error::Error;
-pub use proto::connection::{CloseReason, Message, SendError};
+pub use proto::connection::{CloseReason, ConnectionConfig, Message, Overflow, SendError};
 pub use proto::deflate::DeflateConfig;
 pub use proto::handshake::{HttpResponse, Request};
 pub use proto::{CloseCode, ProtocolError};
+pub use reactor::config::Config;
+pub use reactor::context::Context;
 pub use reactor::handle::{Handle, HandleError};
+pub use reactor::handler::{ConnId, Handler, Upgrade};
+pub use reactor::relay::Relay;
 pub use reactor::server::Server;
 pub use reactor::tls::TlsConfig;
 /// The rustls version wsloop is built with, for [`TlsConfig::from_server_config`].
@@ -62,4 +63,3 @@ pub use rustls;
 pub use scale::cluster::{Cluster, ClusterHandle};
 #[cfg(feature = "redis")]
 pub use scale::redis::{RedisOptions, RedisRelay};
-pub use scale::relay::Relay;

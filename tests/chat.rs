@@ -1018,8 +1018,8 @@ fn the_command_line() {
         .contains("origin"));
     assert!(parse(&["--port", "1"]).unwrap_err().contains("--port"));
     let config = chat::config(&args.origins);
-    assert_eq!(config.max_message_size, chat::MAX_MESSAGE_SIZE);
-    assert_eq!(config.allowed_origins, args.origins);
+    assert_eq!(config.connection.max_message_size, chat::MAX_MESSAGE_SIZE);
+    assert_eq!(config.connection.allowed_origins, args.origins);
 
     // --redis: only in a build with the `redis` feature, which the error names.
     let redis = parse(&["--redis", "redis://127.0.0.1:6379", "--heartbeat", "0.5"]);

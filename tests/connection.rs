@@ -14,7 +14,7 @@ use wsloop::proto::connection::{CloseReason, Connection, Endpoint, Event, Phase,
 use wsloop::proto::deflate::DeflateConfig;
 use wsloop::proto::frame::{write_frame, OpCode};
 use wsloop::proto::handshake::{Request, ResponseError};
-use wsloop::{CloseCode, Config, HttpResponse, Message, Overflow, ProtocolError};
+use wsloop::{CloseCode, ConnectionConfig, HttpResponse, Message, Overflow, ProtocolError};
 
 // ---------------------------------------------------------------------------------------------
 // The pair harness
@@ -158,7 +158,12 @@ struct Pair {
 impl Pair {
     /// A client offering `protocols` and a server that answers with `decide`; the client's
     /// request is queued, nothing has moved yet.
-    fn new(client: Config, server: Config, protocols: &[&str], decide: Decide) -> Pair {
+    fn new(
+        client: ConnectionConfig,
+        server: ConnectionConfig,
+        protocols: &[&str],
+        decide: Decide,
+    ) -> Pair {
         let base = Instant::now();
         let mut cep = Endpoint::new(client, base);
         let cconn = Connection::client(&mut cep, "example.com", "/chat", protocols);
@@ -175,7 +180,7 @@ impl Pair {
     }
 
     /// An open pair (no subprotocol), with what each side saw and wrote so far forgotten.
-    fn open(client: Config, server: Config) -> Pair {
+    fn open(client: ConnectionConfig, server: ConnectionConfig) -> Pair {
         let mut pair = Pair::new(client, server, &[], Box::new(|_| Ok(None)));
         pair.pump();
         assert!(
@@ -190,7 +195,7 @@ impl Pair {
     }
 
     /// An open pair with the same config on both sides.
-    fn with(config: Config) -> Pair {
+    fn with(config: ConnectionConfig) -> Pair {
         Pair::open(config.clone(), config)
     }
 
@@ -292,8 +297,10 @@ fn head(wire: &[u8]) -> String {
 }
 
 /// Both roles without keepalive or idle timeout, so that time passes quietly.
-fn quiet() -> Config {
-    Config::default().ping_interval(None).idle_timeout(None)
+fn quiet() -> ConnectionConfig {
+    ConnectionConfig::default()
+        .ping_interval(None)
+        .idle_timeout(None)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -739,7 +746,7 @@ fn close_timeout_when_the_peer_never_answers() {
 
 /// A server that pings after 30 s of silence and drops after 60 s, and a quiet client.
 fn keepalive_pair() -> Pair {
-    let server = Config::default()
+    let server = ConnectionConfig::default()
         .ping_interval(Some(secs(30)))
         .idle_timeout(Some(secs(60)))
         .close_timeout(secs(5));
@@ -826,7 +833,7 @@ fn idle_timeout_without_pings_spares_an_active_peer() {
 // Overflow
 // ---------------------------------------------------------------------------------------------
 
-fn small_queue(on_overflow: Overflow) -> Config {
+fn small_queue(on_overflow: Overflow) -> ConnectionConfig {
     quiet().max_write_buffer(1024).on_overflow(on_overflow)
 }
 
@@ -906,7 +913,7 @@ fn a_peer_that_pings_without_reading_its_pongs_overflows() {
 // permessage-deflate
 // ---------------------------------------------------------------------------------------------
 
-fn deflate() -> Config {
+fn deflate() -> ConnectionConfig {
     quiet().deflate(Some(DeflateConfig::default()))
 }
 

@@ -5,7 +5,7 @@ use slab::Slab;
 
 use super::slot::Slot;
 use super::timers::Timers;
-use crate::app::topics::Topics;
+use super::topics::Topics;
 use crate::proto::connection::Endpoint;
 use crate::{CloseReason, Config, ConnId, Message, Relay, SendError};
 
@@ -14,6 +14,8 @@ pub(crate) struct Core<S> {
     pub(crate) slots: Slab<Slot<S>>,
     /// The limits, the buffer pool, the shared compressors and the time of this turn.
     pub(crate) ep: Endpoint,
+    /// The server's configuration (the endpoint holds its connections' part).
+    config: Config,
     pub(crate) timers: Timers,
     /// Connections with bytes to flush at the end of the turn.
     pub(crate) dirty: Vec<ConnId>,
@@ -34,7 +36,8 @@ impl<S> Core<S> {
     pub(crate) fn new(config: Config) -> Core<S> {
         Core {
             slots: Slab::new(),
-            ep: Endpoint::new(config, std::time::Instant::now()),
+            ep: Endpoint::new(config.connection.clone(), std::time::Instant::now()),
+            config,
             timers: Timers::default(),
             dirty: Vec::new(),
             closed: Vec::new(),
@@ -48,7 +51,7 @@ impl<S> Core<S> {
 
     /// The configuration.
     pub(crate) fn config(&self) -> &Config {
-        self.ep.config()
+        &self.config
     }
 
     /// A fresh generation for a new connection.
@@ -59,10 +62,9 @@ impl<S> Core<S> {
 
     /// The id of the connection at `index`.
     pub(crate) fn id(&self, index: usize) -> Option<ConnId> {
-        self.slots.get(index).map(|c| ConnId {
-            index: index as u32,
-            generation: c.generation,
-        })
+        self.slots
+            .get(index)
+            .map(|c| ConnId::new(index, c.generation))
     }
 
     /// The connection `id`, if it still exists.
@@ -100,7 +102,7 @@ impl<S> Core<S> {
     /// `on_close` follows with [`CloseReason::Overflow`].
     #[inline]
     pub(crate) fn shed(&mut self) {
-        if self.buffered > self.ep.config.max_buffered {
+        if self.buffered > self.config.max_buffered {
             self.shed_largest();
         }
     }
@@ -108,15 +110,12 @@ impl<S> Core<S> {
     /// [`shed`](Self::shed)'s work, once the reactor buffers too much.
     #[cold]
     fn shed_largest(&mut self) {
-        while self.buffered > self.ep.config.max_buffered {
+        while self.buffered > self.config.max_buffered {
             let largest = (self.slots.iter()).max_by_key(|(_, s)| s.charged);
             let Some((index, slot)) = largest.filter(|(_, s)| s.charged > 0) else {
                 return;
             };
-            let id = ConnId {
-                index: index as u32,
-                generation: slot.generation,
-            };
+            let id = ConnId::new(index, slot.generation);
             log::warn!("{id}: closed, holding {} B over max_buffered", slot.charged);
             if self.slots[index].conn.shed(&mut self.ep).is_some() {
                 self.closed.push((id, CloseReason::Overflow));
@@ -195,7 +194,7 @@ impl<S> Core<S> {
             slot.conn.send_uncompressed(&mut self.ep, msg)
         };
         recharge(slot, &mut self.buffered);
-        if slot.conn.is_open() && self.buffered <= self.ep.config.max_buffered {
+        if slot.conn.is_open() && self.buffered <= self.config.max_buffered {
             // The usual case, without a second lookup.
             Self::mark_slot_dirty(slot, id, &mut self.dirty);
             return result;
@@ -239,10 +238,7 @@ impl<S> Core<S> {
         match audience {
             Audience::All => {
                 for (index, slot) in self.slots.iter_mut() {
-                    let id = ConnId {
-                        index: index as u32,
-                        generation: slot.generation,
-                    };
+                    let id = ConnId::new(index, slot.generation);
                     deliver(slot, id, &mut self.ep);
                 }
             }

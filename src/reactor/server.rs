@@ -15,8 +15,8 @@ use super::handle::{Command, Commands, Handle, Shared};
 use super::slot::Slot;
 use super::timers::UNARMED;
 use super::tls::TlsConfig;
+use super::topics::Subscriptions;
 use super::transport::Transport;
-use crate::app::topics::Subscriptions;
 use crate::proto::connection::{Connection, Event, Phase};
 use crate::proto::handshake::HttpResponse;
 use crate::proto::CloseCode;
@@ -216,7 +216,7 @@ impl<H: Handler> Server<H> {
         while !self.shutdown_requested() {
             self.turn(None)?;
         }
-        self.shutdown(self.core.config().close_timeout)
+        self.shutdown(self.core.config().connection.close_timeout)
     }
 
     /// Shuts down gracefully: carries out pending handle commands, stops accepting, closes
@@ -228,10 +228,7 @@ impl<H: Handler> Server<H> {
             let _ = self.poll.registry().deregister(&mut listener.socket);
         }
         let ids: Vec<ConnId> = (self.core.slots.iter())
-            .map(|(index, c)| ConnId {
-                index: index as u32,
-                generation: c.generation,
-            })
+            .map(|(index, c)| ConnId::new(index, c.generation))
             .collect();
         for id in ids {
             match self.core.get(id).map(|c| c.conn.phase()) {
@@ -449,10 +446,7 @@ impl<H: Handler> Server<H> {
                 write_shut: false,
                 charged: 0,
             });
-            self.core.settle_conn(ConnId {
-                index: index as u32,
-                generation,
-            });
+            self.core.settle_conn(ConnId::new(index, generation));
         }
     }
 
@@ -555,7 +549,7 @@ impl<H: Handler> Server<H> {
     fn expire(&mut self, now: Instant) {
         let due = self.core.ep.now_millis();
         while let Some((at, index, generation)) = self.core.timers.pop_due(due) {
-            let id = ConnId { index, generation };
+            let id = ConnId::new(index as usize, generation);
             let core = &mut self.core;
             let Some(slot) = lookup(&mut core.slots, id) else {
                 continue;

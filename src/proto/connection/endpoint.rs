@@ -2,12 +2,12 @@
 
 use std::time::{Duration, Instant};
 
+use super::ConnectionConfig;
 use super::{data_opcode, Compressors, Message};
 use crate::proto::buffer::BufPool;
 use crate::proto::clock::{span, Millis};
 use crate::proto::frame::{write_frame, OpCode};
 use crate::proto::message::RandomPool;
-use crate::Config;
 
 /// What the connections of one endpoint share: the limits, a pool of buffers, the shared
 /// permessage-deflate compressors, and the clock's origin and current time.
@@ -17,7 +17,7 @@ use crate::Config;
 /// time, and the other calls use the last time given.
 #[derive(Debug)]
 pub struct Endpoint {
-    pub(crate) config: Config,
+    pub(crate) config: ConnectionConfig,
     pub(crate) pool: BufPool,
     pub(crate) compressors: Compressors,
     /// Masking keys for the client role's frames, from the OS CSPRNG.
@@ -43,8 +43,8 @@ pub(crate) struct Spans {
 
 impl Endpoint {
     /// An endpoint with the limits of `config` (not validated here: see
-    /// [`Config::validate`]) whose clock starts at `now`.
-    pub fn new(config: Config, now: Instant) -> Endpoint {
+    /// [`ConnectionConfig::validate`]) whose clock starts at `now`.
+    pub fn new(config: ConnectionConfig, now: Instant) -> Endpoint {
         let spans = Spans {
             handshake: span(config.handshake_timeout),
             close: span(config.close_timeout),
@@ -64,7 +64,7 @@ impl Endpoint {
     }
 
     /// The configuration.
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &ConnectionConfig {
         &self.config
     }
 
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn the_clock_moves_by_whole_milliseconds_and_never_back() {
         let t0 = Instant::now();
-        let mut ep = Endpoint::new(Config::default(), t0);
+        let mut ep = Endpoint::new(ConnectionConfig::default(), t0);
         let at = |us: u64| t0 + Duration::from_micros(us);
         for (set, want) in [
             (999, 0),

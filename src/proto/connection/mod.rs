@@ -61,6 +61,7 @@
 //! ```
 
 mod compress;
+mod config;
 mod endpoint;
 mod events;
 mod input;
@@ -70,6 +71,8 @@ use std::time::Instant;
 
 pub use crate::proto::clock::Millis;
 pub(crate) use compress::{Compress, Compressors};
+pub(crate) use config::options;
+pub use config::{ConnectionConfig, Overflow};
 pub use endpoint::{Broadcast, Endpoint};
 pub use events::{CloseReason, Event, Message, SendError};
 pub use input::Input;
@@ -85,7 +88,6 @@ use crate::proto::handshake::{
 };
 use crate::proto::message::{self, take_front, Decoder, Step};
 use crate::proto::{CloseCode, ProtocolError, Role};
-use crate::Overflow;
 
 /// Messages at least this large are written straight from the sender's bytes when nothing is
 /// queued before them (see [`Connection::send_direct`]); smaller ones are queued.
