@@ -1,8 +1,14 @@
 //! A client [`Connection`] and a server [`Connection`] in memory, each with its own
 //! [`Endpoint`], on one simulated clock: the handshake, messages, the close handshake, and the
 //! protocol's timing (close, keepalive, idle and handshake deadlines) without sockets or sleeps.
-//! `tests/keepalive.rs` and `tests/close.rs` keep one real-socket test per timer, for the
-//! reactor's wiring of them.
+//!
+//! Each side is driven the way the server's reactor drives its connections: reads land in
+//! [`Input::room`] (a small shared buffer, or the room after a partial frame's kept bytes),
+//! events are pulled with `poll_event` and the input handed back with `end_input`; deadlines
+//! are armed in a timer that keeps only the earliest one (a later one is armed when the
+//! earlier fires, as the reactor's heap does) and handled with `handle_timeout`.
+//! `tests/keepalive.rs` and `tests/close.rs` keep one real-socket smoke test per timer, for
+//! the reactor's wiring of them.
 
 mod common;
 
@@ -10,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use common::{client_frame_raw, unmasked_frame};
 
-use wsloop::proto::connection::{CloseReason, Connection, Endpoint, Event, Phase, SendError};
+use wsloop::proto::connection::{
+    CloseReason, Connection, Endpoint, Event, Input, Phase, SendError,
+};
 use wsloop::proto::deflate::DeflateConfig;
 use wsloop::proto::frame::{write_frame, OpCode};
 use wsloop::proto::handshake::{Request, ResponseError};
@@ -86,6 +94,11 @@ struct Side {
     wire: Vec<u8>,
     /// What this side writes is lost on the way: a peer that went silent.
     mute: bool,
+    /// The read buffer shared by "all connections", as the reactor's.
+    scratch: Vec<u8>,
+    /// The deadline armed in this side's timer, as in the reactor's heap: only an earlier
+    /// one replaces it; when it fires the next one is armed.
+    armed: Option<Instant>,
 }
 
 impl Side {
@@ -96,27 +109,51 @@ impl Side {
             got: Vec::new(),
             wire: Vec::new(),
             mute: false,
+            scratch: vec![0; 100],
+            armed: None,
         }
     }
 
-    /// Feeds `bytes` read at `now`; a request is answered with `decide`.
-    fn recv(&mut self, now: Instant, bytes: &mut [u8], decide: &mut Decide) {
-        let got = &mut self.got;
-        self.conn.recv(&mut self.ep, now, bytes, |conn, ep, event| {
-            if let Event::Request(head) = event {
-                got.push(Got::of(Event::Request(head)));
-                conn.answer(ep, head, |req| decide(req));
-            } else {
-                got.push(Got::of(event));
+    /// Reads `bytes` at `now` as the reactor does: into the input's room, as many reads as
+    /// that takes; a request is answered with `decide`.
+    fn recv(&mut self, now: Instant, mut bytes: &[u8], decide: &mut Decide) {
+        self.ep.set_now(now);
+        while !bytes.is_empty() {
+            let mut input: Input<'_> = self.conn.input(&mut self.ep, &mut self.scratch);
+            let room = input.room();
+            let n = room.len().min(bytes.len());
+            room[..n].copy_from_slice(&bytes[..n]);
+            input.filled(n);
+            bytes = &bytes[n..];
+            while let Some(event) = self.conn.poll_event(&mut self.ep, &mut input) {
+                if let Event::Request(head) = event {
+                    self.got.push(Got::of(Event::Request(head)));
+                    self.conn.answer(&mut self.ep, head, |req| decide(req));
+                } else {
+                    self.got.push(Got::of(event));
+                }
             }
-        });
+            self.conn.end_input(&mut self.ep, input);
+        }
+        self.settle();
     }
 
-    /// The connection's deadlines due at `now`.
-    fn tick(&mut self, now: Instant) {
-        if let Some(event) = self.conn.handle_timeout(&mut self.ep, now) {
-            self.got.push(Got::of(event));
+    /// Arms the connection's deadline unless an earlier one is armed.
+    fn settle(&mut self) {
+        if let Some(at) = self.conn.poll_timeout(&self.ep) {
+            self.armed = Some(self.armed.map_or(at, |armed| armed.min(at)));
         }
+    }
+
+    /// The armed deadline fired at `now`: handle what is due, arm the next one.
+    fn tick(&mut self, now: Instant) {
+        if self.armed.is_some_and(|at| at <= now) {
+            self.armed = None;
+            if let Some(event) = self.conn.handle_timeout(&mut self.ep, now) {
+                self.got.push(Got::of(event));
+            }
+        }
+        self.settle();
     }
 
     /// What the side saw since the last call.
@@ -135,11 +172,12 @@ fn carry(from: &mut Side, to: &mut Side, now: Instant, split: usize, decide: &mu
         from.wire.extend_from_slice(&bytes);
         moved = true;
         if !from.mute {
-            for piece in bytes.chunks_mut(split) {
+            for piece in bytes.chunks(split) {
                 to.recv(now, piece, decide);
             }
         }
     }
+    from.settle();
     moved
 }
 
@@ -235,7 +273,7 @@ impl Pair {
     /// The server reads `bytes` as if the client had written them.
     fn server_reads(&mut self, bytes: &[u8]) {
         let now = self.now();
-        for piece in bytes.to_vec().chunks_mut(self.split) {
+        for piece in bytes.chunks(self.split) {
             self.server.recv(now, piece, &mut self.decide);
         }
     }
@@ -245,14 +283,19 @@ impl Pair {
         (side.conn.poll_timeout(&side.ep)).map(|at| at.duration_since(self.base))
     }
 
-    /// Lets `d` of simulated time pass: every deadline on the way is handled when it comes (both
-    /// sides' `handle_timeout` at `poll_timeout`), and what it queues is delivered at once.
+    /// Lets `d` of simulated time pass: every armed deadline on the way fires when it comes
+    /// (`handle_timeout`, then the next deadline is armed), and what it queues is delivered at
+    /// once.
     fn run_for(&mut self, d: Duration) {
         let end = self.elapsed + d;
+        // What the test did to either side (a send, a close) may have moved its deadline.
+        self.client.settle();
+        self.server.settle();
         for _ in 0..100_000 {
-            let next = [self.deadline(&self.client), self.deadline(&self.server)]
+            let next = [self.client.armed, self.server.armed]
                 .into_iter()
                 .flatten()
+                .map(|at| at.duration_since(self.base))
                 .min();
             match next {
                 Some(at) if at <= end => {
@@ -1062,4 +1105,50 @@ fn a_client_refuses_a_masked_frame_from_the_server() {
     assert_eq!(pair.client.take(), [Got::Closed(Why::Protocol(error))]);
     pair.carry_to_server();
     assert_eq!(pair.server.take(), [closed(1002, error.as_str())]);
+}
+
+#[test]
+fn a_lingering_server_is_finished_after_close_timeout_if_the_peer_never_closes() {
+    let mut pair = Pair::with(quiet().close_timeout(ms(300)));
+    pair.client.mute = true;
+    // A protocol error: the server sends 1002 and lingers, waiting for the peer to close.
+    pair.server_reads(&client_frame_raw(0x83, b"bad opcode"));
+    assert_eq!(
+        pair.server.take(),
+        [Got::Closed(Why::Protocol(ProtocolError::ReservedOpcode))]
+    );
+    pair.pump();
+    assert_eq!(pair.server.conn.phase(), Phase::Linger);
+    assert!(
+        pair.server.conn.wants_shutdown(),
+        "all said: shut down writing"
+    );
+    pair.run_for(ms(300));
+    assert_eq!(pair.server.conn.phase(), Phase::Linger);
+    pair.run_for(TICK);
+    assert!(pair.server.conn.is_finished());
+    assert_eq!(
+        pair.server.take(),
+        [],
+        "nothing more is owed to the application"
+    );
+    assert_eq!(pair.server.conn.handle_disconnect(), None);
+}
+
+#[test]
+fn a_request_left_unanswered_is_refused_with_500() {
+    let config = quiet();
+    let now = Instant::now();
+    let mut ep = Endpoint::new(config.clone(), now);
+    let mut client_ep = Endpoint::new(config, now);
+    let client = Connection::client(&mut client_ep, "example.com", "/", &[]);
+    let mut request = client.transmit().to_vec();
+    let mut server = Connection::server(&mut ep);
+    let mut input = server.input_from(&mut ep, &mut request);
+    let event = server.poll_event(&mut ep, &mut input);
+    assert!(matches!(event, Some(Event::Request(_))), "{event:?}");
+    assert!(server.poll_event(&mut ep, &mut input).is_none());
+    server.end_input(&mut ep, input);
+    assert!(head(server.transmit()).starts_with("HTTP/1.1 500"));
+    assert_eq!(server.phase(), Phase::Linger);
 }

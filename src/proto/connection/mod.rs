@@ -17,7 +17,7 @@
 //! the protocol gets the close code RFC 6455 calls for, and a peer silent for too long is
 //! pinged and then closed.
 //!
-//! What connections of one endpoint share (the limits of a [`Config`](crate::Config), a buffer
+//! What connections of one endpoint share (the limits of a [`ConnectionConfig`], a buffer
 //! pool, permessage-deflate compressors, the clock) is an [`Endpoint`], passed to each call. A
 //! connection with nothing pending owns no buffer; only the bytes of an unfinished frame are
 //! kept (copied) between reads, and an unfragmented message is handed out where it was read.
@@ -25,10 +25,10 @@
 //! ```
 //! use std::time::Instant;
 //! use wsloop::proto::connection::{Connection, Endpoint, Event};
-//! use wsloop::{Config, Message};
+//! use wsloop::{ConnectionConfig, Message};
 //!
 //! let now = Instant::now();
-//! let mut ep = Endpoint::new(Config::default(), now);
+//! let mut ep = Endpoint::new(ConnectionConfig::default(), now);
 //! let mut client = Connection::client(&mut ep, "example.com", "/", &[]);
 //! let mut server = Connection::server(&mut ep);
 //!
