@@ -35,8 +35,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-// The layers, each on the ones before it: the sans-IO protocol core (`proto`), the reactor
-// that drives it over mio (`reactor`), the application's API (`app`), scaling out (`scale`).
+// The layers, each built only on the ones before it: the sans-IO protocol core (`proto`: a
+// connection's state machine and the `ConnectionConfig` it follows), the reactor that drives
+// it over mio (`reactor`: the `Server`, its `Config`, the `Handler` it calls, the `Context`
+// handlers act through, topics and the `Relay` trait), what applications build on it
+// (`app`: the `Router`), and scaling out (`scale`: `Cluster`, the Redis relay).
 mod app;
 pub mod client;
 mod error;
