@@ -880,20 +880,23 @@ fn small_queue(on_overflow: Overflow) -> ConnectionConfig {
     quiet().max_write_buffer(1024).on_overflow(on_overflow)
 }
 
-/// The bound is on what is queued before a send: a queue under it takes one more message (any
-/// message up to `max_message_size` can so be echoed); a queue at or over it refuses.
+/// The bound holds to the byte, but for one frame header: a send that would pass it
+/// overflows. The close frame 1008 follows what is queued if it fits; if even it does not, the
+/// connection is dropped at once.
 #[test]
 fn overflow_close_refuses_the_send_and_closes_with_1008() {
     let mut pair = Pair::open(quiet(), small_queue(Overflow::Close));
     let s = &mut pair.server;
-    s.conn.send(&mut s.ep, Message::Binary(&[1; 600])).unwrap();
-    s.conn.send(&mut s.ep, Message::Binary(&[2; 600])).unwrap();
-    assert_eq!(s.conn.buffered(), 2 * (4 + 600));
+    s.conn.send(&mut s.ep, Message::Binary(&[1; 500])).unwrap();
+    s.conn.send(&mut s.ep, Message::Binary(&[2; 500])).unwrap();
+    assert_eq!(s.conn.buffered(), 2 * (4 + 500));
     assert_eq!(
-        s.conn.send(&mut s.ep, Message::Binary(&[3; 10])),
+        s.conn.send(&mut s.ep, Message::Binary(&[3; 40])),
         Err(SendError::Full)
     );
     assert!(!s.conn.is_open());
+    assert_eq!(s.conn.phase(), Phase::Linger);
+    assert!(!s.conn.wants_read(), "nothing more is read from it");
     assert_eq!(
         s.conn.send(&mut s.ep, Message::Binary(&[4; 10])),
         Err(SendError::NotOpen)
@@ -902,10 +905,29 @@ fn overflow_close_refuses_the_send_and_closes_with_1008() {
     assert_eq!(
         pair.client.take(),
         [
-            Got::Binary(vec![1; 600]),
-            Got::Binary(vec![2; 600]),
+            Got::Binary(vec![1; 500]),
+            Got::Binary(vec![2; 500]),
             closed(1008, "write buffer overflow")
         ]
+    );
+}
+
+#[test]
+fn overflow_with_no_room_for_the_close_frame_drops_the_connection_at_once() {
+    let mut pair = Pair::open(quiet(), small_queue(Overflow::Close));
+    let s = &mut pair.server;
+    s.conn.send(&mut s.ep, Message::Binary(&[1; 1030])).unwrap();
+    assert_eq!(s.conn.buffered(), 4 + 1030);
+    assert_eq!(
+        s.conn.send(&mut s.ep, Message::Binary(&[2; 1])),
+        Err(SendError::Full)
+    );
+    assert!(s.conn.is_finished());
+    assert_eq!(s.conn.buffered(), 0, "its queue is freed");
+    assert_eq!(
+        s.conn.handle_disconnect(),
+        None,
+        "its end was told with the send's error"
     );
 }
 
@@ -931,8 +953,9 @@ fn overflow_refuse_refuses_the_send_and_stays_open() {
 fn a_peer_that_pings_without_reading_its_pongs_overflows() {
     let mut pair = Pair::open(quiet(), small_queue(Overflow::Close));
     let c = &mut pair.client;
+    // Pongs of 92 bytes: the 1008 close frame (25 bytes) fits after the last that does.
     for _ in 0..20 {
-        c.conn.ping(&mut c.ep, &[0x55; 100]).unwrap();
+        c.conn.ping(&mut c.ep, &[0x55; 90]).unwrap();
     }
     // The server reads the pings but cannot write its pongs.
     pair.carry_to_server();
@@ -940,14 +963,14 @@ fn a_peer_that_pings_without_reading_its_pongs_overflows() {
     let (last, pings) = got.split_last().expect("events");
     assert_eq!(*last, Got::Closed(Why::Overflow), "{got:?}");
     assert!(!pings.is_empty() && pings.len() < 20, "{got:?}");
-    assert!(pings.iter().all(|g| *g == Got::Ping(vec![0x55; 100])));
+    assert!(pings.iter().all(|g| *g == Got::Ping(vec![0x55; 90])));
     assert!(!pair.server.conn.is_open());
     pair.carry_to_client();
     let got = pair.client.take();
     assert_eq!(got.len(), pings.len() + 1, "{got:?}");
     assert_eq!(
         got[..pings.len()],
-        vec![Got::Pong(vec![0x55; 100]); pings.len()][..]
+        vec![Got::Pong(vec![0x55; 90]); pings.len()][..]
     );
     assert_eq!(got[pings.len()], closed(1008, "write buffer overflow"));
 }

@@ -332,7 +332,7 @@ impl<H: Handler> Server<H> {
             };
             let closed = event.is_read_closed() || event.is_error();
             if event.is_readable() || closed {
-                self.read(id, closed);
+                self.read(id, closed, closed);
             }
             if event.is_writable() {
                 if let Some(slot) = self.core.get_mut(id) {
@@ -346,7 +346,7 @@ impl<H: Handler> Server<H> {
         self.events = events;
         for id in backlog {
             if !self.backlog.contains(&id) {
-                self.read(id, true);
+                self.read(id, false, true);
             }
         }
         self.expire(now);
@@ -459,13 +459,22 @@ impl<H: Handler> Server<H> {
     /// skipped, since new bytes raise a new edge. That saves a syscall per message batch.
     /// Then what the connection was sent meanwhile is written at once, not at the end of the
     /// turn (other connections' sends to it later in the turn still go out then).
-    fn read(&mut self, id: ConnId, drain: bool) {
+    fn read(&mut self, id: ConnId, peer_closed: bool, drain: bool) {
         let mut budget = READ_BUDGET;
         loop {
             let core = &mut self.core;
             let Some(slot) = lookup(&mut core.slots, id) else {
                 return;
             };
+            if !slot.conn.wants_read() {
+                // Lingering: what the peer sends is not read; its end of stream ends it
+                // (after a last try at writing what is queued: a half-closed peer reads it).
+                if peer_closed {
+                    let _ = self.flush_one(id);
+                    self.drop_conn(id);
+                }
+                return;
+            }
             let mut input = slot.conn.input(&mut core.ep, &mut self.scratch);
             let room = input.room();
             let asked = room.len();
@@ -507,6 +516,11 @@ impl<H: Handler> Server<H> {
             }
             let frames = input.frames();
             match lookup(&mut core.slots, id) {
+                Some(slot) if slot.conn.is_finished() => {
+                    input.release(&mut core.ep);
+                    self.remove(id);
+                    return;
+                }
                 Some(slot) => {
                     slot.conn.end_input(&mut core.ep, input);
                     // Input counts against the reactor-wide budget.
@@ -575,6 +589,10 @@ impl<H: Handler> Server<H> {
     fn settle(&mut self) {
         while let Some((id, why)) = self.core.closed.pop() {
             notify_close(&mut self.core, &mut self.handler, id, why);
+            // Dropped at once (an overflow with no room left for its close frame).
+            if self.core.get(id).is_some_and(|c| c.conn.is_finished()) {
+                self.remove(id);
+            }
         }
     }
 

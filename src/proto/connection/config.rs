@@ -11,7 +11,9 @@ use crate::proto::frame::MAX_HEADER_LEN;
 /// What happens when a send would push a connection's write queue past `max_write_buffer`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overflow {
-    /// Close the connection with 1008 (policy violation); other connections are unaffected.
+    /// Close the connection with 1008 (policy violation) and read nothing more from it; the
+    /// close frame follows what is queued, or if even it does not fit, the connection is
+    /// dropped at once. Other connections are unaffected.
     Close,
     /// Refuse the send with [`SendError::Full`](crate::SendError::Full) and keep the connection.
     Refuse,
@@ -61,10 +63,10 @@ options! {
         /// Largest message, whole or fragmented; a larger one is refused with 1009 as soon as a
         /// frame header announces it (default 16 MiB).
         max_message_size: usize = 16 * 1024 * 1024,
-        /// Most bytes queued for one connection before a send: a send to a queue holding this
-        /// much is refused (see `on_overflow`), one to a queue holding less is taken if it is at
-        /// most this or `max_message_size` (plus a frame header), so that any message the server
-        /// accepts can be echoed (default 16 MiB).
+        /// Most bytes queued for one connection, to the byte but for one frame header; a send
+        /// that would pass it overflows (see `on_overflow`). A message up to
+        /// `max_message_size` is taken by an empty queue all the same, so that any message the
+        /// server accepts can be echoed (see [`max_queue`](Self::max_queue)) (default 16 MiB).
         max_write_buffer: usize = 16 * 1024 * 1024,
         /// What a send beyond `max_write_buffer` does (default: close with 1008).
         on_overflow: Overflow = Overflow::Close,
@@ -90,16 +92,26 @@ options! {
 }
 
 impl ConnectionConfig {
-    /// Whether a frame of `frame` bytes may join a write queue of `queued` bytes.
-    ///
-    /// The bound is checked on what is queued before the send, so that any message the
-    /// endpoint accepts (up to `max_message_size`) can be sent, echoed say, to a connection
-    /// whose queue is under `max_write_buffer`; one frame is at most the larger of the two
-    /// plus a header. A queue so holds at most `max_write_buffer` + that frame.
+    /// Whether a frame of `frame` bytes may join a write queue of `queued` bytes: if the
+    /// queue then holds at most `max_write_buffer` plus a frame header, or, for an empty
+    /// queue, if the frame carries at most `max_message_size` (so that any message the
+    /// endpoint accepts can be echoed to a connection that keeps up).
     #[inline]
     pub(crate) fn queue_admits(&self, queued: usize, frame: usize) -> bool {
-        let max_frame = self.max_write_buffer.max(self.max_message_size);
-        queued < self.max_write_buffer && frame <= max_frame.saturating_add(MAX_HEADER_LEN)
+        let bound = if queued == 0 {
+            self.max_queue()
+        } else {
+            self.max_write_buffer.saturating_add(MAX_HEADER_LEN)
+        };
+        queued.saturating_add(frame) <= bound
+    }
+
+    /// The most bytes a connection's write queue holds: `max_write_buffer`, or
+    /// `max_message_size` if that is larger (a largest message, queued alone), plus one frame
+    /// header.
+    #[inline]
+    pub fn max_queue(&self) -> usize {
+        (self.max_write_buffer.max(self.max_message_size)).saturating_add(MAX_HEADER_LEN)
     }
 
     /// Checks every option; the error names the first one that is out of range.
@@ -165,6 +177,28 @@ mod tests {
         let config = ConnectionConfig::default().max_write_buffer(usize::MAX);
         assert!(config.validate().is_ok());
         assert!(config.queue_admits(0, 1 << 30));
-        assert!(!ConnectionConfig::default().queue_admits(16 << 20, 10));
+        assert!(config.queue_admits(usize::MAX - 10, 1 << 30));
+    }
+
+    #[test]
+    fn a_queue_holds_its_bound_to_the_byte() {
+        let config = ConnectionConfig::default();
+        let max = 16 << 20;
+        assert_eq!(config.max_queue(), max + MAX_HEADER_LEN);
+        assert!(
+            config.queue_admits(0, max + MAX_HEADER_LEN),
+            "a largest message"
+        );
+        assert!(!config.queue_admits(0, max + MAX_HEADER_LEN + 1));
+        assert!(config.queue_admits(max, MAX_HEADER_LEN));
+        assert!(!config.queue_admits(max, MAX_HEADER_LEN + 1));
+        assert!(!config.queue_admits(max - 1000, 2000));
+        let small = ConnectionConfig::default().max_write_buffer(64 << 10);
+        assert!(
+            small.queue_admits(0, max + MAX_HEADER_LEN),
+            "alone, a largest message"
+        );
+        assert!(small.queue_admits(1, (64 << 10) + MAX_HEADER_LEN - 1));
+        assert!(!small.queue_admits(1, (64 << 10) + MAX_HEADER_LEN));
     }
 }

@@ -53,7 +53,8 @@ impl Endpoint {
         };
         Endpoint {
             spans,
-            pool: BufPool::new(16 * 1024, 64, config.buffer_pool_size),
+            pool: BufPool::new(16 * 1024, 64, config.buffer_pool_size)
+                .with_max_queue(config.max_queue()),
             compressors: Compressors::new(config.deflate.as_ref()),
             random: RandomPool::new(),
             config,

@@ -132,7 +132,7 @@ impl Connection {
             return None;
         }
         let mut kept = std::mem::take(&mut self.kept);
-        if matches!(self.phase, Phase::Linger | Phase::Finished) {
+        if !self.wants_read() {
             kept.release(&mut ep.pool);
             return None;
         }
@@ -217,7 +217,7 @@ impl Connection {
     pub fn end_input(&mut self, ep: &mut Endpoint, mut input: Input<'_>) {
         self.settle_input(ep, &mut input);
         let (pos, len) = (input.pos, input.len);
-        let reads = !matches!(self.phase, Phase::Linger | Phase::Finished);
+        let reads = self.wants_read();
         match input.bytes {
             Bytes::Lent(buf) if reads && pos < len => {
                 let want = self.parser.want as usize;

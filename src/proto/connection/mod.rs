@@ -110,7 +110,9 @@ pub enum Phase {
     /// We sent a close frame and wait for the peer's; its data is discarded.
     Closing,
     /// Done as far as the application knows: our last bytes are written, then the transport
-    /// shuts down writing and waits for the peer to close (what it sends is discarded).
+    /// shuts down writing and waits for the peer to close, at most `close_timeout`. Nothing
+    /// more is read (see [`Connection::wants_read`]): what the peer sends can no longer be
+    /// answered.
     Linger,
     /// Nothing more to do: drop the connection and its transport.
     Finished,
@@ -225,6 +227,14 @@ impl Connection {
     /// Whether nothing more will happen: drop the connection and its transport.
     pub fn is_finished(&self) -> bool {
         self.phase == Phase::Finished
+    }
+
+    /// Whether the peer's bytes are still wanted. Once lingering they can no longer be
+    /// answered: an owner stops reading (so that a peer that keeps sending is held back by
+    /// the transport's flow control, not read and discarded) and only watches for the peer's
+    /// end of stream, then calls [`handle_disconnect`](Self::handle_disconnect).
+    pub fn wants_read(&self) -> bool {
+        !matches!(self.phase, Phase::Linger | Phase::Finished)
     }
 
     fn role(&self) -> Role {
@@ -651,10 +661,20 @@ impl Connection {
     }
 
     /// A send did not fit: refuse it, or close the connection, per `on_overflow`.
+    /// The peer does not read its queue fast enough: with `Overflow::Close` the close frame
+    /// 1008 follows what is queued (nothing more is read meanwhile, see
+    /// [`Phase::Linger`]), or if even it would pass the bound, the connection ends at once.
     fn overflow(&mut self, ep: &mut Endpoint) -> SendError {
         if ep.config.on_overflow == Overflow::Close {
-            log::debug!("write queue over max_write_buffer, closing with 1008");
-            self.fail(ep, CloseCode::POLICY, "write buffer overflow");
+            const REASON: &str = "write buffer overflow";
+            if ep.config.queue_admits(self.tx.len(), 4 + REASON.len()) {
+                log::debug!("write queue over its bound, closing with 1008");
+                self.fail(ep, CloseCode::POLICY, REASON);
+            } else {
+                log::debug!("write queue over its bound, with no room for a close frame: dropped");
+                self.tx.release(&mut ep.pool);
+                self.phase = Phase::Finished;
+            }
         }
         SendError::Full
     }
