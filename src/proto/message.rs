@@ -116,6 +116,7 @@ impl Decoder {
     /// Frees what the decoder holds for a message that was already handed out: the buffer of
     /// a fragmented or compressed message, and an inflater's state that the next message
     /// does not need. Call it when the bytes at hand are used up.
+    #[inline]
     pub fn release(&mut self) {
         if self.delivered {
             self.fragments = None;

@@ -47,6 +47,7 @@ enum Bytes<'b> {
 }
 
 impl<'b> Input<'b> {
+    #[inline]
     fn new(bytes: Bytes<'b>, len: usize) -> Input<'b> {
         Input {
             bytes,
@@ -60,6 +61,7 @@ impl<'b> Input<'b> {
     }
 
     /// Where to read the next bytes (all of it may be used).
+    #[inline]
     pub fn room(&mut self) -> &mut [u8] {
         match &mut self.bytes {
             Bytes::Lent(buf) => &mut buf[self.len..],
@@ -68,6 +70,7 @@ impl<'b> Input<'b> {
     }
 
     /// `n` bytes were read into [`room`](Self::room).
+    #[inline]
     pub fn filled(&mut self, n: usize) {
         if let Bytes::Kept(kept) = &mut self.bytes {
             kept.filled(n);
@@ -77,8 +80,15 @@ impl<'b> Input<'b> {
     }
 
     /// Frames (and request or response heads) decoded from this input so far.
+    #[inline]
     pub fn frames(&self) -> usize {
         self.frames
+    }
+
+    /// Whether nothing is owed before the next event (see `Connection::settle_input`).
+    #[inline(always)]
+    fn is_settled(&self) -> bool {
+        !self.fresh && !self.asked && self.assembled.is_none()
     }
 
     /// Gives back what the input holds, for a connection that is gone.
@@ -95,6 +105,7 @@ impl Connection {
     /// the room after those bytes (so that a large frame is not copied again). Read into it,
     /// then call [`Input::filled`], [`poll_event`](Self::poll_event) until `None`, and
     /// [`end_input`](Self::end_input).
+    #[inline]
     pub fn input<'b>(&mut self, ep: &mut Endpoint, buf: &'b mut [u8]) -> Input<'b> {
         match self.take_kept(ep, MIN_READ.min(buf.len())) {
             Some(kept) => {
@@ -127,10 +138,17 @@ impl Connection {
     /// The kept bytes, taken out with room for `min_read` more (or more towards the frame's
     /// size, at most twice what is kept); `None` if there are none, or if the connection no
     /// longer reads (then they are dropped).
+    #[inline]
     fn take_kept(&mut self, ep: &mut Endpoint, min_read: usize) -> Option<RxBuf> {
         if self.kept.is_empty() {
             return None;
         }
+        self.take_kept_bytes(ep, min_read)
+    }
+
+    /// [`take_kept`](Self::take_kept) when there are kept bytes.
+    #[inline(never)]
+    fn take_kept_bytes(&mut self, ep: &mut Endpoint, min_read: usize) -> Option<RxBuf> {
         let mut kept = std::mem::take(&mut self.kept);
         if !self.wants_read() {
             kept.release(&mut ep.pool);
@@ -153,6 +171,19 @@ impl Connection {
     /// call; one left unanswered is refused with 500.
     #[inline]
     pub fn poll_event<'i>(
+        &mut self,
+        ep: &mut Endpoint,
+        input: &'i mut Input<'_>,
+    ) -> Option<Event<'i>> {
+        // The usual end of an input, in few instructions.
+        if input.pos == input.len && input.is_settled() {
+            return None;
+        }
+        self.decode_input(ep, input)
+    }
+
+    /// [`poll_event`](Self::poll_event)'s work.
+    fn decode_input<'i>(
         &mut self,
         ep: &mut Endpoint,
         input: &'i mut Input<'_>,
@@ -214,8 +245,11 @@ impl Connection {
     /// Ends a read: keeps the bytes of an unfinished frame or head that `input` ends with
     /// (copied if they were the caller's) for the next one, and frees what the decoder holds
     /// for a message already handed out.
+    #[inline]
     pub fn end_input(&mut self, ep: &mut Endpoint, mut input: Input<'_>) {
-        self.settle_input(ep, &mut input);
+        if !input.is_settled() {
+            self.settle_input(ep, &mut input);
+        }
         let (pos, len) = (input.pos, input.len);
         let reads = self.wants_read();
         match input.bytes {
