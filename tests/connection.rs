@@ -167,7 +167,7 @@ impl Side {
 fn carry(from: &mut Side, to: &mut Side, now: Instant, split: usize, decide: &mut Decide) -> bool {
     let mut moved = false;
     while !from.conn.transmit().is_empty() {
-        let mut bytes = from.conn.transmit().to_vec();
+        let bytes = from.conn.transmit().to_vec();
         from.conn.advance(&mut from.ep, bytes.len());
         from.wire.extend_from_slice(&bytes);
         moved = true;
@@ -1121,7 +1121,7 @@ fn a_client_refuses_a_masked_frame_from_the_server() {
     let now = pair.now();
     pair.client.recv(
         now,
-        &mut client_frame_raw(0x81, b"masked"),
+        &client_frame_raw(0x81, b"masked"),
         &mut pair.decide,
     );
     let error = ProtocolError::BadMasking;
