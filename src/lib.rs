@@ -58,6 +58,7 @@ pub use reactor::config::Config;
 pub use reactor::context::Context;
 pub use reactor::handle::{Handle, HandleError};
 pub use reactor::handler::{ConnId, Handler, Upgrade};
+pub use reactor::metrics::Metrics;
 pub use reactor::relay::Relay;
 pub use reactor::server::Server;
 pub use reactor::tls::TlsConfig;

@@ -1119,11 +1119,8 @@ fn protocol_errors_close_with_the_code_they_call_for() {
 fn a_client_refuses_a_masked_frame_from_the_server() {
     let mut pair = Pair::with(quiet());
     let now = pair.now();
-    pair.client.recv(
-        now,
-        &client_frame_raw(0x81, b"masked"),
-        &mut pair.decide,
-    );
+    pair.client
+        .recv(now, &client_frame_raw(0x81, b"masked"), &mut pair.decide);
     let error = ProtocolError::BadMasking;
     assert_eq!(pair.client.take(), [Got::Closed(Why::Protocol(error))]);
     pair.carry_to_server();

@@ -3,11 +3,12 @@
 
 use slab::Slab;
 
+use super::metrics::Counters;
 use super::slot::Slot;
 use super::timers::Timers;
 use super::topics::Topics;
 use crate::proto::connection::Endpoint;
-use crate::{CloseReason, Config, ConnId, Message, Relay, SendError};
+use crate::{CloseReason, Config, ConnId, Message, Metrics, Relay, SendError};
 
 /// Everything about connections that the application may touch through a [`Context`].
 pub(crate) struct Core<S> {
@@ -27,6 +28,8 @@ pub(crate) struct Core<S> {
     pub(crate) relays: Vec<Box<dyn Relay>>,
     /// Bytes buffered by all connections: the sum of their `charged`.
     pub(crate) buffered: usize,
+    /// What the reactor counts for [`Metrics`](crate::Metrics).
+    pub(crate) counters: Counters,
     /// A broadcast's uncompressed frame, encoded once.
     frame: Vec<u8>,
     next_generation: u32,
@@ -43,10 +46,18 @@ impl<S> Core<S> {
             closed: Vec::new(),
             frame: Vec::new(),
             buffered: 0,
+            counters: Counters::default(),
             next_generation: 0,
             topics: Topics::default(),
             relays: Vec::new(),
         }
+    }
+
+    /// The metrics' snapshot.
+    pub(crate) fn metrics(&self) -> Metrics {
+        let open = self.slots.iter().filter(|(_, s)| s.conn.is_open()).count();
+        let refusals = self.ep.refusals();
+        (self.counters).snapshot(refusals, open as u64, self.buffered as u64)
     }
 
     /// The configuration.
@@ -117,6 +128,7 @@ impl<S> Core<S> {
             };
             let id = ConnId::new(index, slot.generation);
             log::warn!("{id}: closed, holding {} B over max_buffered", slot.charged);
+            self.counters.shed += 1;
             if self.slots[index].conn.shed(&mut self.ep).is_some() {
                 self.closed.push((id, CloseReason::Overflow));
             }
@@ -184,8 +196,13 @@ impl<S> Core<S> {
         };
         let result = if slot.io.is_plain() {
             let io = &mut slot.io;
+            let bytes_out = &mut self.counters.bytes_out;
             // An error shows again, and is handled, when the rest is flushed.
-            let mut write = |bufs: &[std::io::IoSlice<'_>]| io.write_vectored(bufs).unwrap_or(0);
+            let mut write = |bufs: &[std::io::IoSlice<'_>]| {
+                let n = io.write_vectored(bufs).unwrap_or(0);
+                *bytes_out += n as u64;
+                n
+            };
             slot.conn
                 .send_direct(&mut self.ep, msg, compress, &mut write)
         } else if compress {
@@ -194,6 +211,7 @@ impl<S> Core<S> {
             slot.conn.send_uncompressed(&mut self.ep, msg)
         };
         recharge(slot, &mut self.buffered);
+        self.counters.messages_out += u64::from(result.is_ok());
         if slot.conn.is_open() && self.buffered <= self.config.max_buffered {
             // The usual case, without a second lookup.
             Self::mark_slot_dirty(slot, id, &mut self.dirty);
@@ -250,6 +268,7 @@ impl<S> Core<S> {
                 }
             }
         }
+        self.counters.messages_out += sent as u64;
         for id in overflowed {
             let _ = self.sent(id, Err(SendError::Full));
         }

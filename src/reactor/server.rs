@@ -20,7 +20,7 @@ use super::transport::Transport;
 use crate::proto::connection::{Connection, Event, Phase};
 use crate::proto::handshake::HttpResponse;
 use crate::proto::CloseCode;
-use crate::{CloseReason, Config, ConnId, Context, Error, Handler, Relay, Upgrade};
+use crate::{CloseReason, Config, ConnId, Context, Error, Handler, Metrics, Relay, Upgrade};
 
 /// Wakes the reactor for commands from [`Handle`]s.
 const WAKER: Token = Token(usize::MAX);
@@ -199,6 +199,11 @@ impl<H: Handler> Server<H> {
         self.core.relays.push(Box::new(relay));
     }
 
+    /// What the server counted so far, and its connections and buffers now.
+    pub fn metrics(&self) -> Metrics {
+        self.core.metrics()
+    }
+
     /// A handle for other threads: send, publish, close, shut down.
     pub fn handle(&self) -> Handle {
         self.commands.handle.clone()
@@ -296,6 +301,9 @@ impl<H: Handler> Server<H> {
                 }
                 Command::Close(id, code, reason) => {
                     let _ = ctx.close(id, code, &reason);
+                }
+                Command::Metrics(reply) => {
+                    let _ = reply.send(self.core.metrics());
                 }
             }
         }
@@ -418,7 +426,9 @@ impl<H: Handler> Server<H> {
             };
             let generation = self.core.generation();
             let mut conn = Connection::server(&mut self.core.ep);
+            self.core.counters.accepted += 1;
             if open >= max {
+                self.core.counters.refused_limit += 1;
                 log::warn!("{peer}: refused, max_connections reached");
                 let refusal = HttpResponse::text(503, "too many connections");
                 conn.reject(&mut self.core.ep, &refusal);
@@ -502,12 +512,14 @@ impl<H: Handler> Server<H> {
                 result => {
                     if let Err(e) = result {
                         log::debug!("{id}: read failed: {e}");
+                        core.counters.tls_failed += u64::from(slot.io.handshaking());
                     }
                     slot.conn.end_input(&mut core.ep, input);
                     return self.drop_conn(id);
                 }
             };
             input.filled(n);
+            core.counters.bytes_in += n as u64;
             while let Some(slot) = lookup(&mut core.slots, id) {
                 let Some(event) = slot.conn.poll_event(&mut core.ep, &mut input) else {
                     break;
@@ -643,7 +655,10 @@ impl<H: Handler> Server<H> {
         while conn.conn.buffered() > 0 {
             match conn.io.write(conn.conn.transmit()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => conn.conn.advance(&mut core.ep, n),
+                Ok(n) => {
+                    core.counters.bytes_out += n as u64;
+                    conn.conn.advance(&mut core.ep, n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -713,6 +728,7 @@ fn notify_close<H: Handler>(
     id: ConnId,
     why: CloseReason<'_>,
 ) {
+    core.counters.closed(&why);
     handler.on_close(&mut Context { core: &mut *core }, id, why);
     if let Some(slot) = lookup(&mut core.slots, id) {
         slot.state = None;
@@ -738,6 +754,7 @@ impl<H: Handler> Drop for Server<H> {
 fn on_event<H: Handler>(core: &mut Core<H::State>, handler: &mut H, id: ConnId, event: Event<'_>) {
     match event {
         Event::Message(msg) => {
+            core.counters.messages_in += 1;
             handler.on_message(&mut Context { core }, id, msg);
             return;
         }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::{Config, Error, Handle, HandleError, Handler, Message, Relay, Server, TlsConfig};
+use crate::{
+    Config, Error, Handle, HandleError, Handler, Message, Metrics, Relay, Server, TlsConfig,
+};
 
 /// Backlog of each listening socket (as `mio` uses).
 const BACKLOG: i32 = 1024;
@@ -340,6 +342,20 @@ impl ClusterHandle {
         self.each(|h| h.broadcast(msg))
     }
 
+    /// The [`Metrics`] of every reactor, summed (see [`Handle::metrics`]; `timeout` is for
+    /// each reactor).
+    ///
+    /// # Errors
+    ///
+    /// The first reactor's refusal or silence.
+    pub fn metrics(&self, timeout: std::time::Duration) -> Result<Metrics, HandleError> {
+        let mut sum = Metrics::default();
+        for handle in self.handles.iter() {
+            sum.add(&handle.metrics(timeout)?);
+        }
+        Ok(sum)
+    }
+
     /// Asks every reactor to shut down gracefully (see [`Handle::shutdown`]);
     /// [`Cluster::run`] returns once all have. Every reactor is asked; the first refusal is
     /// returned (`Stopped` for a reactor that has already ended).
@@ -392,7 +408,7 @@ impl Relay for PeerRelay {
             match handle.publish_local(topic, msg) {
                 Ok(()) => {}
                 // The peer is shutting down or gone: its subscribers are being closed anyway.
-                Err(HandleError::Stopped) => {}
+                Err(HandleError::Stopped | HandleError::TimedOut) => {}
                 Err(HandleError::Full) => {
                     self.dropped += 1;
                     let now = Instant::now();

@@ -30,6 +30,29 @@ pub struct Endpoint {
     next_tick: Instant,
     /// The config's durations in milliseconds, worked out once (they are read per read).
     pub(crate) spans: Spans,
+    /// Upgrade requests refused so far.
+    pub(crate) refusals: Refusals,
+}
+
+/// Upgrade requests an endpoint's server-role connections refused (see
+/// [`Endpoint::refusals`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Refusals {
+    /// Refusals by HTTP status, in the order first seen.
+    pub by_status: Vec<(u16, u64)>,
+    /// Of those, requests from an `Origin` not in `allowed_origins` (403).
+    pub origin: u64,
+}
+
+impl Refusals {
+    /// Counts a refusal with `status`.
+    pub(crate) fn count(&mut self, status: u16) {
+        match self.by_status.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => self.by_status.push((status, 1)),
+        }
+    }
 }
 
 /// The config's durations as [`Millis`] (see [`span`]).
@@ -58,6 +81,7 @@ impl Endpoint {
             compressors: Compressors::new(config.deflate.as_ref()),
             random: RandomPool::new(),
             config,
+            refusals: Refusals::default(),
             epoch: now,
             now: 0,
             next_tick: now + Duration::from_millis(1),
@@ -77,6 +101,11 @@ impl Endpoint {
             self.now = self.millis(now);
             self.next_tick = self.instant(self.now + 1);
         }
+    }
+
+    /// The upgrade requests refused so far by this endpoint's connections.
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
     }
 
     /// The current time (the last one set), in milliseconds since the clock's origin.

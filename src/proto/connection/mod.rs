@@ -73,7 +73,7 @@ pub use crate::proto::clock::Millis;
 pub(crate) use compress::{Compress, Compressors};
 pub(crate) use config::options;
 pub use config::{ConnectionConfig, Overflow};
-pub use endpoint::{Broadcast, Endpoint};
+pub use endpoint::{Broadcast, Endpoint, Refusals};
 pub use events::{CloseReason, Event, Message, SendError};
 pub use input::Input;
 
@@ -455,6 +455,7 @@ impl Connection {
                 .iter()
                 .any(|o| o.eq_ignore_ascii_case(origin.trim()))
             {
+                ep.refusals.origin += 1;
                 self.reject(ep, &HttpResponse::text(403, "origin not allowed"));
                 return false;
             }
@@ -501,6 +502,9 @@ impl Connection {
     /// most `close_timeout`). Anything it sends meanwhile is discarded.
     pub fn reject(&mut self, ep: &mut Endpoint, resp: &HttpResponse) {
         log::debug!("answered {}", resp.status());
+        if resp.status() >= 400 {
+            ep.refusals.count(resp.status());
+        }
         let mut out = Vec::new();
         resp.write_to(&mut out);
         self.tx.vec(out.len(), &mut ep.pool).extend_from_slice(&out);
