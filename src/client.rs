@@ -7,9 +7,21 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! `wss://` URLs speak TLS through rustls, trusting the system's CA bundle by default, or the
-//! roots of a [`ConnectOptions::tls`] config (see [`tls_config`] and [`load_roots`] for a CA
-//! file of your own).
+//! `wss://` URLs speak TLS through rustls, trusting the system's CA bundle by default, or as
+//! the [`ConnectOptions::tls`] config says: the CAs of a file of your own, say.
+//!
+//! ```no_run
+//! use wsloop::client::{load_roots, tls_config, Client, ConnectOptions};
+//!
+//! let options = ConnectOptions {
+//!     tls: Some(tls_config(load_roots("ca.pem".as_ref())?)),
+//!     headers: vec![("Authorization".into(), "Bearer 123".into())],
+//!     ..ConnectOptions::default()
+//! };
+//! let client = Client::connect_with_options("wss://localhost:9443/chat?room=1", &options)?;
+//! println!("subprotocol: {:?}", client.protocol());
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};

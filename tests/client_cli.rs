@@ -10,7 +10,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -85,8 +85,8 @@ impl Drop for Peer {
     }
 }
 
-/// Runs `wsloop client ARGS` with `input` on its stdin (then its end), at most 30 s.
-fn client(args: &[&str], input: &[u8]) -> Output {
+/// Starts `wsloop client ARGS` with its stdin, stdout and stderr piped; returns its stdin.
+fn spawn_client(args: &[&str]) -> (Child, ChildStdin) {
     let mut child = Command::new(WSLOOP)
         .arg("client")
         .args(args)
@@ -95,7 +95,13 @@ fn client(args: &[&str], input: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("wsloop client starts");
-    let mut stdin = child.stdin.take().expect("piped stdin");
+    let stdin = child.stdin.take().expect("piped stdin");
+    (child, stdin)
+}
+
+/// Runs `wsloop client ARGS` with `input` on its stdin (then its end), at most 30 s.
+fn client(args: &[&str], input: &[u8]) -> Output {
+    let (child, mut stdin) = spawn_client(args);
     stdin.write_all(input).expect("write stdin");
     drop(stdin);
     wait(child)
@@ -275,15 +281,7 @@ fn url(server: &Peer, scheme: &str, path: &str) -> String {
 /// ends its stdin, or with `hold` keeps it open until the client ends (the server's doing).
 /// Returns every line printed on stdout and the output (stderr, status).
 fn converse(args: &[&str], first: usize, lines: &[&str], hold: bool) -> (Vec<String>, Output) {
-    let mut child = Command::new(WSLOOP)
-        .arg("client")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("wsloop client starts");
-    let mut stdin = child.stdin.take().expect("piped stdin");
+    let (mut child, mut stdin) = spawn_client(args);
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
