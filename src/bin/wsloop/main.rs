@@ -14,6 +14,7 @@ mod bench;
 mod chat;
 mod client;
 mod echo;
+mod metrics;
 mod sys;
 mod units;
 

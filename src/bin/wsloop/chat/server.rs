@@ -96,12 +96,13 @@ pub const NEEDS_REDIS_FEATURE: &str = "--redis needs the `redis` feature: \
     cargo run --features cli,redis -- chat --redis URL";
 /// The command line.
 pub const USAGE: &str = "usage: chat [--addr HOST:PORT] [--threads N] [--origin ORIGIN]... \
-    [--redis URL [--heartbeat SECS]]\n\
+    [--metrics ADDR] [--redis URL [--heartbeat SECS]]\n\
     \n  --addr HOST:PORT   listen here (default 127.0.0.1:8080); the page is http://HOST:PORT/\
     \n  --threads N        N reactors on N threads sharing the port (default 1)\
     \n  --origin ORIGIN    allow WebSockets from pages of this origin (e.g. https://chat.example);\
     \n                     repeatable. Default: only the page's own origin (Origin must match Host).\
     \n                     Clients that send no Origin (non-browsers) are always allowed.\
+    \n  --metrics ADDR     serve the server's metrics (Prometheus text) at http://ADDR/metrics\
     \n  --redis URL        join the other chat processes on this Redis (redis://host:port): rooms,\
     \n                     private messages and the online list span them (cargo feature `redis`)\
     \n  --heartbeat SECS   with --redis: send this process's roster every SECS seconds (default 5);\
@@ -142,6 +143,8 @@ pub struct Args {
     pub redis: Option<String>,
     /// `--heartbeat`: how often this process sends its roster to the others.
     pub heartbeat: Duration,
+    /// `--metrics`: where to serve the server's metrics (`GET /metrics`).
+    pub metrics: Option<String>,
 }
 
 impl Default for Args {
@@ -152,6 +155,7 @@ impl Default for Args {
             threads: 1,
             redis: None,
             heartbeat: directory::DEFAULT_HEARTBEAT,
+            metrics: None,
         }
     }
 }
@@ -180,6 +184,7 @@ impl Args {
                     }
                     out.origins.push(origin.trim_end_matches('/').to_owned());
                 }
+                "--metrics" => out.metrics = Some(value()?),
                 "--redis" if cfg!(feature = "redis") => out.redis = Some(value()?),
                 "--redis" => return Err(NEEDS_REDIS_FEATURE.into()),
                 "--heartbeat" => {
