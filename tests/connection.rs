@@ -736,7 +736,7 @@ fn an_open_connection_that_loses_its_transport_is_told_so() {
 }
 
 #[test]
-fn data_after_our_close_frame_is_discarded_until_the_peer_answers() {
+fn data_sent_before_the_peers_close_still_arrives_after_ours() {
     let mut pair = Pair::with(quiet());
     let s = &mut pair.server;
     s.conn
@@ -747,7 +747,10 @@ fn data_after_our_close_frame_is_discarded_until_the_peer_answers() {
         .send(&mut c.ep, Message::Text("crossed in flight"))
         .unwrap();
     pair.pump();
-    assert_eq!(pair.server.take(), [closed(1000, "")]);
+    assert_eq!(
+        pair.server.take(),
+        [Got::Text("crossed in flight".into()), closed(1000, "")]
+    );
     assert_eq!(pair.client.take(), [closed(1000, "server bye")]);
 }
 

@@ -217,8 +217,7 @@ impl Connection {
                 }
                 Polled::Assembled(message) => {
                     *frames += 1;
-                    if self.phase != Phase::Open {
-                        // Closing: data is discarded.
+                    if !matches!(self.phase, Phase::Open | Phase::Closing) {
                         self.parser.decoder.reuse(message);
                         continue;
                     }

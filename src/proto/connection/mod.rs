@@ -107,7 +107,8 @@ pub enum Phase {
     Handshake,
     /// Upgraded: messages flow both ways.
     Open,
-    /// We sent a close frame and wait for the peer's; its data is discarded.
+    /// We sent a close frame and wait for the peer's; its messages still arrive meanwhile
+    /// (nothing more may be sent), its pings go unanswered.
     Closing,
     /// Done as far as the application knows: our last bytes are written, then the transport
     /// shuts down writing and waits for the peer to close, at most `close_timeout`. Nothing
@@ -318,9 +319,14 @@ impl Connection {
         event: message::Event<'a>,
     ) -> Option<Event<'a>> {
         let open = self.phase == Phase::Open;
+        // After our close frame the peer's data still arrives until its own close (RFC 6455
+        // section 1.4: only data after *receiving* a close is discarded).
+        let receiving = open || self.phase == Phase::Closing;
         match event {
-            message::Event::Text(text) if open => Some(Event::Message(Message::Text(text))),
-            message::Event::Binary(bytes) if open => Some(Event::Message(Message::Binary(bytes))),
+            message::Event::Text(text) if receiving => Some(Event::Message(Message::Text(text))),
+            message::Event::Binary(bytes) if receiving => {
+                Some(Event::Message(Message::Binary(bytes)))
+            }
             message::Event::Ping(payload) if open => {
                 // A peer that pings without reading its pongs fills its queue like any other.
                 if !ep
@@ -336,7 +342,7 @@ impl Connection {
                 }
                 Some(Event::Ping(payload))
             }
-            message::Event::Pong(payload) if open => Some(Event::Pong(payload)),
+            message::Event::Pong(payload) if receiving => Some(Event::Pong(payload)),
             message::Event::Close(code, reason) => {
                 // Echo the peer's code (RFC 6455 section 5.5.1); none if it sent none.
                 self.close_frame(ep, code, "", Phase::Linger);
