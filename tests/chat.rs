@@ -1235,7 +1235,7 @@ fn pages_chat_in_chromium() {
         "ok control characters get an error, the connection stays; a text over the limit is kept with a warning",
         "ok leaving one's only room with the keyboard shows how to join one, with the focus on it",
         "ok after a reload the page rejoins with its nickname and shows the room's history",
-        "ok a reconnect merges the room's history with what the page shows, nothing twice",
+        "ok a reconnect merges the room's history with what the page shows, nothing twice; the flood's refusals make one row",
         "ok messages of another day show their date, today's only the time",
         "ok on a phone the sidebar folds away behind a button; its buttons are 44 px high, its fields 16 px",
         "ok axe-core: no violation (",
