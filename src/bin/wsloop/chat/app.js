@@ -494,6 +494,9 @@ function renderOtherRooms() {
   }));
 }
 
+// "1 message", "3 messages".
+const plural = (n, what) => `${n} ${what}${n === 1 ? "" : "s"}`;
+
 // Text for screen readers only.
 function srOnly(text) {
   const span = document.createElement("span");
@@ -526,7 +529,7 @@ function avatar(name) {
   const a = document.createElement("span");
   a.className = "avatar";
   a.setAttribute("aria-hidden", "true");
-  a.textContent = name.slice(0, 1).toUpperCase();
+  a.textContent = [...name][0].toUpperCase();
   a.style.backgroundColor = color(name);
   return a;
 }
@@ -698,7 +701,7 @@ let unseenBelow = 0;
 
 function showJump() {
   unseenBelow += 1;
-  el.jump.textContent = `${unseenBelow} new ${unseenBelow === 1 ? "message" : "messages"} ↓`;
+  el.jump.textContent = `${plural(unseenBelow, "new message")} ↓`;
   el.jump.hidden = false;
 }
 
@@ -717,15 +720,13 @@ el.log.addEventListener("scroll", () => { if (!el.jump.hidden && isAtBottom()) h
 // The arrow keys (and Home, End) move the focus through the log's items; a follow-up message
 // shows its time when it has the focus.
 el.log.addEventListener("keydown", (event) => {
-  const step = { ArrowUp: -1, ArrowDown: 1, Home: -Infinity, End: Infinity }[event.key];
-  if (!step) return;
   const items = [...el.log.querySelectorAll(".messages > li")];
-  if (!items.length) return;
+  const last = items.length - 1;
   const at = items.indexOf(document.activeElement.closest(".messages > li"));
-  const from = at < 0 ? (step < 0 ? items.length : -1) : at;
-  const to = Math.max(0, Math.min(items.length - 1, from + (Number.isFinite(step) ? step : step * items.length)));
+  const to = { Home: 0, End: last, ArrowUp: at < 0 ? last : at - 1, ArrowDown: at < 0 ? 0 : at + 1 }[event.key];
+  if (to === undefined || !items.length) return;
   event.preventDefault();
-  items[to].focus();
+  items[Math.max(0, Math.min(last, to))].focus();
 });
 
 document.addEventListener("visibilitychange", () => {
@@ -773,7 +774,7 @@ function markFailed(sent, why) {
   row.sent.push(sent);
   row.querySelector(".failed-list").append(li);
   const n = row.sent.length;
-  row.querySelector(".failed-why").textContent = `${n === 1 ? "1 message" : `${n} messages`} ${why}`;
+  row.querySelector(".failed-why").textContent = `${plural(n, "message")} ${why}`;
   row.querySelector(".retry").textContent = n === 1 ? "Retry" : `Retry all ${n}`;
   announceFailure(why);
 }
@@ -814,7 +815,7 @@ function announceFailure(why) {
   announceTimer = setTimeout(() => {
     const n = failuresUnannounced;
     failuresUnannounced = 0;
-    el.announce.textContent = `${n === 1 ? "1 message" : `${n} messages`} ${why}`;
+    el.announce.textContent = `${plural(n, "message")} ${why}`;
   }, 300);
 }
 
