@@ -456,7 +456,7 @@ impl Refusal {
 }
 
 /// Checks a room name: 1 to 24 characters of `A-Z a-z 0-9 _ - .`.
-pub fn valid_name(name: &str) -> Result<(), String> {
+pub fn valid_room_name(name: &str) -> Result<(), String> {
     check_length(name)?;
     if let Some(c) = name
         .chars()
@@ -599,7 +599,8 @@ fn new_token() -> u128 {
 }
 
 fn room_name(room: &str) -> Result<String, Refusal> {
-    valid_name(room).map_err(|e| Refusal::new(ErrorCode::RoomInvalid, format_args!("room {e}")))?;
+    valid_room_name(room)
+        .map_err(|e| Refusal::new(ErrorCode::RoomInvalid, format_args!("room {e}")))?;
     Ok(room.to_ascii_lowercase())
 }
 
