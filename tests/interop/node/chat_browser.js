@@ -148,6 +148,10 @@ async function checks(browser, opts, pass, logs) {
   // A nickname in another script, typed decomposed (NFD): joined as its NFC form; one with a
   // space is refused with the server's reason.
   const e = await open(browser, opts.url, 'emile', logs, DESKTOP);
+  await e.page.fill('#nick', 'e\u0301'.repeat(25)); // 50 code points, 25 characters in NFC
+  await e.page.click('#join-button');
+  await until(e.page, 'the page says a nickname of 25 characters is too long',
+    () => document.getElementById('join-error').textContent === 'A nickname has at most 24 characters; this one has 25.');
   await e.page.fill('#nick', 'two words');
   await e.page.click('#join-button');
   await until(e.page, 'the server\'s reason for refusing "two words"',
