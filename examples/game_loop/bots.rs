@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use wsloop::proto::connection::{CloseReason, Connection, Endpoint, Event, Phase};
 use wsloop::proto::CloseCode;
-use wsloop::{Config, Message};
+use wsloop::{ConnectionConfig, Message};
 
 use crate::game::{DOWN, LEFT, RIGHT, SNAPSHOT, UP};
 
@@ -144,7 +144,7 @@ impl Swarm {
             counters,
             stop,
             ep: Endpoint::new(
-                Config::default().max_message_size(MAX_MESSAGE),
+                ConnectionConfig::default().max_message_size(MAX_MESSAGE),
                 Instant::now(),
             ),
             scratch: vec![0; 256 * 1024],
