@@ -83,7 +83,9 @@ where
     ///
     /// `make_handler(i)` makes reactor `i`'s handler (`i` in `0..threads`). Every limit of
     /// `config` applies per reactor: the cluster takes up to `threads * max_connections`
-    /// connections. Reactors share nothing but the listening port and the publishes.
+    /// connections. On Linux `max_connections` is lowered, with a warning, to each reactor's
+    /// share of what the open-files limit leaves, so that the reactors together stay within
+    /// it. Reactors share nothing but the listening port and the publishes.
     ///
     /// Every listener is bound with `SO_REUSEPORT`, so another process that also sets it
     /// (under the same user) could bind the same port; use a port your own processes own.
@@ -162,6 +164,8 @@ where
             listeners.push(reuseport_listener(local).map_err(bind_err)?);
         }
 
+        // The reactors share the process's descriptors: each gets its part of them.
+        let config = config.within_fd_share(threads);
         let mut servers = Vec::with_capacity(threads);
         for (i, listener) in listeners.into_iter().enumerate() {
             let mut server = Server::new(config.clone(), make_handler(i))?;
