@@ -76,7 +76,8 @@ for i in "${!pids[@]}"; do
     fi
 done
 
-# Lines of wsloop's own src/ reached by a target's corpus and seeds, as "covered/total (pct)".
+# Lines of wsloop's own src/ reached by a target's corpus and seeds: in all ("covered/total
+# (pct)"), then per file reached at all.
 line_coverage() {
     local target=$1 bin profile llvm_bin
     llvm_bin=${LLVM_BIN:-$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin}
@@ -87,12 +88,16 @@ line_coverage() {
     profile="coverage/$target/coverage.profdata"
     "$llvm_bin/llvm-cov" report "$bin" -instr-profile="$profile" \
         -ignore-filename-regex='/(\.cargo|rustc|fuzz)/' |
-        awk '/^TOTAL/ { printf "%d/%d (%s)\n", $8 - $9, $8, $10 }'
+        awk '/^TOTAL/ { total = sprintf("%d/%d (%s)", $8 - $9, $8, $10) }
+             /^[^-T]/ && NR > 2 && $8 > $9 { sub(".*/src/", "", $1); files = files " " $1 " " $10 }
+             END { print total ";" files }'
 }
 
 failed=0
-printf '%-10s %8s %12s %8s %7s %7s %7s  %s\n' \
-    target seconds executions "exec/s" cov ft corpus result
+if [ "$SECONDS_EACH" -gt 0 ]; then
+    printf '%-10s %8s %12s %8s %7s %7s %7s  %s\n' \
+        target seconds executions "exec/s" cov ft corpus result
+fi
 for target in $TARGETS; do
     log="logs/$target.log"
     if [ "$SECONDS_EACH" -gt 0 ]; then
