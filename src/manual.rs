@@ -97,24 +97,24 @@ pub mod _02_limits {
     //! [`Connection`](crate::proto::connection::Connection) takes); [`Config`](crate::Config) holds one
     //! beside the reactor's own options. The defaults are written once, on those two types' fields.
     //!
-    //! | option | default | what a client gets when it crosses it |
-    //! |---|---|---|
-    //! | `max_handshake_size` | 8 KiB | `431 Request Header Fields Too Large` (also for more than 64 headers) |
-    //! | `handshake_timeout` | 10 s | no complete request head in time: the connection is dropped |
-    //! | `max_message_size` | 16 MiB | close `1009`, sent as soon as a frame header announces too much (fragments count together) |
-    //! | `max_fragments` | 16,384 | frames one message may take (control frames between them do not count): the frame past it gets close `1008`, as soon as its header arrives; it bounds the work of a flood of empty continuation frames, which never grows the message |
-    //! | `max_write_buffer` | 16 MiB | bytes queued for one connection, held to the byte but for one frame header (an empty queue takes any one message up to `max_message_size`, so every accepted message can be echoed): a send that would pass it gets `SendError::Full`, and with `on_overflow = Close` the connection is closed, see "Slow readers" below |
-    //! | `on_overflow` | `Close` | see above |
-    //! | `max_buffered` | 256 MiB | bytes the whole reactor buffers (kept input, unfinished messages, write queues, by capacity): past it, the connection holding the most is shed: what it holds is dropped and it gets close `1013` (try again later), or is closed without a close frame if it had unwritten output; `on_close` says `Overflow`. At least twice the larger of `max_message_size` and `max_write_buffer` |
-    //! | `ping_interval` | 30 s | a ping after this much silence from the client |
-    //! | `idle_timeout` | 60 s | close `1001` "idle timeout" and drop after this much silence |
-    //! | `close_timeout` | 5 s | after our close frame (or an HTTP error), the wait for the peer's close / TCP close |
-    //! | `max_connections` | 10,000 | `503 Service Unavailable`, then closed (it lingers like any refusal; past 64 such at once, closed without one). Lowered at start-up, with a warning, to the open-files limit less 96 (Linux). If `accept` still fails (out of descriptors), it is retried whenever a connection closes and every 100 ms, with one warning per 5 s |
-    //! | `read_buffer_size` | 64 KiB | the one reactor-wide read buffer (not per connection) |
-    //! | `buffer_pool_size` | 4 MiB | large buffers (over 64 KiB, grown for big messages) kept for reuse; 0 keeps none |
-    //! | `allowed_origins` | empty (any) | another browser `Origin` gets 403 (requests without `Origin` pass) |
-    //! | `handle_queue` | 16 MiB | bytes of commands waiting from `Handle`s (each message, topic or reason, plus 64): beyond it a call returns `HandleError::Full` |
-    //! | `deflate` | `None` (off) | permessage-deflate settings, see [Compression](super::_04_compression) |
+    //! | option | what a client gets when it crosses it |
+    //! |---|---|
+    //! | `max_handshake_size` | `431 Request Header Fields Too Large` (also for more than 64 headers) |
+    //! | `handshake_timeout` | no complete request head in time: the connection is dropped |
+    //! | `max_message_size` | close `1009`, sent as soon as a frame header announces too much (fragments count together) |
+    //! | `max_fragments` | frames one message may take (control frames between them do not count): the frame past it gets close `1008`, as soon as its header arrives; it bounds the work of a flood of empty continuation frames, which never grows the message |
+    //! | `max_write_buffer` | bytes queued for one connection, held to the byte but for one frame header (an empty queue takes any one message up to `max_message_size`, so every accepted message can be echoed): a send that would pass it gets `SendError::Full`, and with `on_overflow = Close` the connection is closed, see "Slow readers" below |
+    //! | `on_overflow` | see above |
+    //! | `max_buffered` | bytes the whole reactor buffers (kept input, unfinished messages, write queues, by capacity): past it, the connection holding the most is shed: what it holds is dropped and it gets close `1013` (try again later), or is closed without a close frame if it had unwritten output; `on_close` says `Overflow`. At least twice the larger of `max_message_size` and `max_write_buffer` |
+    //! | `ping_interval` | a ping after this much silence from the client |
+    //! | `idle_timeout` | close `1001` "idle timeout" and drop after this much silence |
+    //! | `close_timeout` | after our close frame (or an HTTP error), the wait for the peer's close / TCP close |
+    //! | `max_connections` | `503 Service Unavailable`, then closed (it lingers like any refusal; past 64 such at once, closed without one). Lowered at start-up, with a warning, to the open-files limit less 96, or to each reactor's share of it in a `Cluster` (Linux). If `accept` still fails (out of descriptors), it is retried whenever a connection closes and every 100 ms, with one warning per 5 s |
+    //! | `read_buffer_size` | the one reactor-wide read buffer (not per connection) |
+    //! | `buffer_pool_size` | large buffers (over 64 KiB, grown for big messages) kept for reuse; 0 keeps none |
+    //! | `allowed_origins` | another browser `Origin` gets 403 (requests without `Origin` pass) |
+    //! | `handle_queue` | bytes of commands waiting from `Handle`s (each message, topic or reason, plus 64): beyond it a call returns `HandleError::Full` |
+    //! | `deflate` | permessage-deflate settings, see [Compression](super::_04_compression) |
     //!
     //! **Slow readers.** A client that does not read what it is sent fills the kernel's buffers, then
     //! its write queue. The send that would pass `max_write_buffer` is refused and (`on_overflow =
@@ -129,8 +129,12 @@ pub mod _02_limits {
     //! max(`max_message_size`, `max_write_buffer`) (one read or send may pass the budget before the
     //! largest connection is shed) + `buffer_pool_size` + 4 MiB (small pooled buffers) +
     //! `read_buffer_size` + `handle_queue` + `max_connections` x about 0.5 KiB (each connection's own
-    //! state), plus the zlib state of connections that negotiated permessage-deflate with context
-    //! takeover. With the defaults: 256 + 32 + 4 + 4 + 0.06 + 16 + 4.9 = about 317 MiB.
+    //! state) + 64 KiB for each connection inside a compressed message (its inflater's state) +
+    //! 512 KiB per compressor (one per reactor and window size without context takeover, one per
+    //! connection with it). With the defaults and no compression: 256 + 32 + 4 + 4 + 0.06 + 16 +
+    //! 4.9 = about 317 MiB. `tests/memory_bound.rs` holds a reactor to this figure while clients
+    //! that never read, unfinished fragmented messages and unfinished compressed messages press on
+    //! it at once (with an 8 MiB `max_buffered`: 8.7 MiB of RSS against a bound of 18.7 MiB).
     //!
     //! Protocol errors and what they get (RFC 6455):
     //!
@@ -296,8 +300,8 @@ pub mod _06_embedding {
     //! `examples/game_loop.rs` is the full version: a 60 Hz field of players to watch and play in the
     //! browser (`cargo run --release --example game_loop`, then `http://127.0.0.1:8090/`, arrow keys or
     //! WASD, or the touch pad on a phone; the page says when it is offline and reconnects by
-    //! itself), `--bots N` bot players on one extra thread (4 by default, `--bots 0` for none), and tick-time figures (the work of each
-    //! tick: turn, simulation, broadcast, flush). Screenshots: `examples/game_loop/screenshot*.png`
+    //! itself), `--bots N` bot players on one extra thread (4 by default, `--bots 0` for none),
+    //! and tick-time figures (the work of each tick: turn, simulation, broadcast, flush). Screenshots: `examples/game_loop/screenshot*.png`
     //! (1440x900 and a 390x844 phone).
     //!
     //! Measured 2026-11-22 on this project's machine (2 vCPU AMD EPYC KVM guest, kernel 6.18, bots on
