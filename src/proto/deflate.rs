@@ -14,12 +14,17 @@
 //!   allocate. Measured: a deflate state takes about 250 KB at 9 window bits and 380 KB at 15
 //!   (flate2 fixes zlib's `memLevel` at 8), an inflate state 48 KB; deflating with 9 bits is
 //!   several times slower than with 15. [`Deflater::release_if_idle`] is what saves memory.
+//! - Every `Compress::reset` clears a 128 KiB hash table and a 48 KiB symbol buffer, whatever the
+//!   window: more work than deflating a 1 KiB message. So a message compressed on its own at
+//!   level 1 and short enough goes through `fixed`, which keeps no state between messages.
 
 use std::fmt::{self, Write as _};
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use super::Role;
+
+mod fixed;
 
 const NAME: &[u8] = b"permessage-deflate";
 /// The end of every sync-flushed block: stripped by the sender (RFC 7692 7.2.1), appended back by
@@ -42,7 +47,9 @@ pub struct DeflateConfig {
     /// Whether the client must compress each message on its own (default true): then an idle
     /// connection keeps no inflate state (about 48 KB otherwise).
     pub client_no_context_takeover: bool,
-    /// zlib compression level, 0..=9 (default 1).
+    /// zlib compression level, 0..=9 (default 1). At level 1, a message of up to 16 KiB that is
+    /// compressed on its own (no context takeover) goes through wsloop's own fixed-Huffman
+    /// encoder instead, the same kind of output as zlib's level 1 without its per-message reset.
     pub level: u32,
     /// Messages shorter than this many bytes are sent uncompressed (default 64).
     pub threshold: usize,
@@ -447,6 +454,8 @@ pub struct Inflater {
     fed: bool,
     /// The peer ended its deflate stream (BFINAL, RFC 7692 7.2.3.4) in the current message.
     ended: bool,
+    /// The one `00` octet allowed after the final block has come.
+    padded: bool,
 }
 
 impl Inflater {
@@ -463,6 +472,7 @@ impl Inflater {
             no_context_takeover,
             fed: false,
             ended: false,
+            padded: false,
         }
     }
 
@@ -486,8 +496,8 @@ impl Inflater {
         let mut result = self.run(input, out, max_total);
         if fin {
             // A message with no compressed bytes at all is empty: appending the tail alone would
-            // leave the stream inside a stored block.
-            if result.is_ok() && self.fed {
+            // leave the stream inside a stored block. After the final block it is not needed.
+            if result.is_ok() && self.fed && !self.ended {
                 result = self.run(&TAIL, out, max_total);
             }
             if self.no_context_takeover || self.ended {
@@ -495,12 +505,26 @@ impl Inflater {
                     d.reset(false);
                 }
             }
-            (self.fed, self.ended) = (false, false);
+            (self.fed, self.ended, self.padded) = (false, false, false);
         }
         if result.is_err() {
-            (self.state, self.fed, self.ended) = (None, false, false);
+            (self.state, self.fed, self.ended, self.padded) = (None, false, false, false);
         }
         result
+    }
+
+    /// Bytes of the message after its final deflate block: only the `00` octet that RFC 7692
+    /// 7.2.3.4 puts there (the header of the empty stored block that the tail completes), once.
+    /// Anything else is not part of a deflate stream: [`InflateError::Corrupt`].
+    fn after_end(&mut self, input: &[u8]) -> Result<(), InflateError> {
+        match input {
+            [] => Ok(()),
+            [0] if !self.padded => {
+                self.padded = true;
+                Ok(())
+            }
+            _ => Err(InflateError::Corrupt),
+        }
     }
 
     fn run(
@@ -509,7 +533,10 @@ impl Inflater {
         out: &mut Vec<u8>,
         limit: usize,
     ) -> Result<(), InflateError> {
-        if input.is_empty() || self.ended {
+        if self.ended {
+            return self.after_end(input);
+        }
+        if input.is_empty() {
             return Ok(());
         }
         let d = self
@@ -535,9 +562,8 @@ impl Inflater {
             match status {
                 Err(_) => return Err(InflateError::Corrupt),
                 Ok(Status::StreamEnd) => {
-                    // Whatever follows the final block in this message is padding.
                     self.ended = true;
-                    return Ok(());
+                    return self.after_end(input);
                 }
                 // zlib leaves output space unused only once it has used up its input.
                 Ok(_) if produced < want && input.is_empty() => return Ok(()),
@@ -589,6 +615,9 @@ impl Deflater {
     /// Appends the compressed payload of one whole message to `out` (sync flush, without the
     /// trailing `00 00 ff ff`). An empty message becomes `00`, an empty stored block.
     pub fn deflate(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        if self.no_context_takeover && self.level == 1 && input.len() <= fixed::MAX_LEN {
+            return fixed::deflate(input, self.bits, out);
+        }
         let (bits, level) = (self.bits, self.level);
         let c = self.state.get_or_insert_with(|| {
             Box::new(Compress::new_with_window_bits(
@@ -699,6 +728,40 @@ mod tests {
             (BFINAL, b"Hello"), (HELLO, b"Hello"), (&[0x00], b""), (&[], b""), (STORED, b"Hello")];
         for (wire, want) in messages {
             assert_eq!(inflate_frames(&mut inf, &[wire]).unwrap(), *want, "{wire:x?}");
+        }
+    }
+
+    #[test]
+    fn only_the_padding_octet_may_follow_the_final_block() {
+        // "Hello" in a final fixed-Huffman block (RFC 7692 7.2.3.4 without its 00 octet).
+        const FINAL: &[u8] = &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let cases: &[(&[&[u8]], bool)] = &[
+            (&[FINAL], true),
+            (&[FINAL, &[0]], true),
+            (&[&[FINAL, &[0]].concat()], true),
+            (&[FINAL, &[], &[0], &[]], true),
+            (&[&[FINAL, &[0, 0]].concat()], false),
+            (&[FINAL, &[0], &[0]], false),
+            (&[&[FINAL, &[1]].concat()], false),
+            (&[FINAL, &[0xff]], false),
+            (&[&[FINAL, &TAIL].concat()], false),
+            // A second stream after the first.
+            (&[&[FINAL, FINAL].concat()], false),
+            (&[FINAL, FINAL], false),
+        ];
+        for (frames, ok) in cases {
+            for nct in [false, true] {
+                let mut inf = Inflater::new(params(15, nct), Role::Server);
+                let got = inflate_frames(&mut inf, frames);
+                let want = if *ok {
+                    Ok(b"Hello".to_vec())
+                } else {
+                    Err(InflateError::Corrupt)
+                };
+                assert_eq!(got, want, "{frames:x?} nct {nct}");
+                // Either way the next message starts a fresh stream.
+                assert_eq!(inflate_frames(&mut inf, &[FINAL]).unwrap(), b"Hello");
+            }
         }
     }
 
