@@ -692,6 +692,37 @@ fn corrupt_compressed_binary_is_1002() {
     expect_error(&mut ws, ProtocolError::BadCompression);
 }
 
+#[test]
+fn bytes_after_the_final_deflate_block_fail_the_connection() {
+    // "Hello" in a final block (BFINAL), then RFC 7692 7.2.3.4's 00 octet.
+    const FINAL: &[u8] = &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+    let server = server_threshold_0();
+    let (mut ws, _) = offer(&server, "permessage-deflate");
+    ws.send_raw(&compressed(OpCode::Text, FINAL));
+    expect_compressed_text(&mut ws, "Hello");
+    // The 00 octet in a continuation frame of its own.
+    ws.send_raw(&frame(OpCode::Text, false, true, FINAL));
+    ws.send_raw(&frame(OpCode::Continuation, true, false, &[0x00]));
+    expect_compressed_text(&mut ws, "Hello");
+    // A second deflate stream after the final block: invalid compressed data, as text (1007)
+    // and as binary (1002), in the same frame or the next.
+    let (mut ws, _) = offer(&server, "permessage-deflate");
+    ws.send_raw(&compressed(OpCode::Text, &[FINAL, FINAL].concat()));
+    expect_error(&mut ws, ProtocolError::BadCompressedText);
+    assert_eq!(
+        server.wait_closed(),
+        Why::ProtocolError(ProtocolError::BadCompressedText)
+    );
+    let (mut ws, _) = offer(&server, "permessage-deflate");
+    ws.send_raw(&frame(OpCode::Binary, false, true, &[FINAL, &[0x00]].concat()));
+    ws.send_raw(&frame(OpCode::Continuation, true, false, &[0x00]));
+    expect_error(&mut ws, ProtocolError::BadCompression);
+    // One stray byte other than the padding octet.
+    let (mut ws, _) = offer(&server, "permessage-deflate");
+    ws.send_raw(&compressed(OpCode::Text, &[FINAL, &[0x01]].concat()));
+    expect_error(&mut ws, ProtocolError::BadCompressedText);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Context takeover
 // ---------------------------------------------------------------------------------------------
