@@ -491,6 +491,36 @@ fn client_window_of_9_bits_is_inflated() {
     expect_compressed_text(&mut ws, &text);
 }
 
+#[test]
+fn a_window_wider_than_client_max_window_bits_fails_the_connection() {
+    let server = server();
+    // 600 random letters twice: the second copy refers 600 bytes back, beyond a 256-byte window.
+    let mut msg: Vec<u8> = noise(600, 5).iter().map(|b| b'a' + b % 26).collect();
+    msg.extend_from_within(..);
+    for (opcode, error) in [
+        (OpCode::Text, ProtocolError::BadCompressedText),
+        (OpCode::Binary, ProtocolError::BadCompression),
+    ] {
+        let (mut ws, ext) = offer(&server, "permessage-deflate; client_max_window_bits=8");
+        let want = format!("{DEFAULT_ANSWER}; client_max_window_bits=8");
+        assert_eq!(ext.as_deref(), Some(want.as_str()));
+        ws.send_raw(&compressed(
+            opcode,
+            &deflate_with(&mut compressor(15), &msg),
+        ));
+        expect_error(&mut ws, error);
+        assert_eq!(server.wait_closed(), Why::ProtocolError(error));
+    }
+    // Within 9 bits: fine with client_max_window_bits=9 (and zlib's 9 bits never go past 250).
+    let (mut ws, _) = offer(&server, "permessage-deflate; client_max_window_bits=9");
+    let text = text_of(2000);
+    ws.send_raw(&compressed(
+        OpCode::Text,
+        &deflate_with(&mut compressor(9), text.as_bytes()),
+    ));
+    expect_compressed_text(&mut ws, &text);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fragmented compressed messages and RSV1 rules
 // ---------------------------------------------------------------------------------------------
@@ -714,7 +744,12 @@ fn bytes_after_the_final_deflate_block_fail_the_connection() {
         Why::ProtocolError(ProtocolError::BadCompressedText)
     );
     let (mut ws, _) = offer(&server, "permessage-deflate");
-    ws.send_raw(&frame(OpCode::Binary, false, true, &[FINAL, &[0x00]].concat()));
+    ws.send_raw(&frame(
+        OpCode::Binary,
+        false,
+        true,
+        &[FINAL, &[0x00]].concat(),
+    ));
     ws.send_raw(&frame(OpCode::Continuation, true, false, &[0x00]));
     expect_error(&mut ws, ProtocolError::BadCompression);
     // One stray byte other than the padding octet.

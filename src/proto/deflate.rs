@@ -4,8 +4,8 @@
 //! What `flate2` 1.1 with the `zlib-rs` backend does, read in both crates' source:
 //! - zlib-rs gives every inflate state a 32 KiB window whatever the window bits, and lets a
 //!   back-reference reach anything in it: for raw inflate the window bits change neither memory nor
-//!   what is accepted. So [`Inflater`] always inflates with 15 bits, which accepts every stream made
-//!   with a smaller window, 8 bits included (flate2 cannot even open a raw 8-bit inflater).
+//!   what is accepted. So [`Inflater`] always inflates with 15 bits (flate2 cannot even open a raw
+//!   8-bit inflater) and, when fewer were agreed, checks the distances itself (`window`).
 //! - `Decompress::reset(false)`: before flate2 1.1.11 it reset the window to 15 bits whatever the
 //!   constructor said (zlib-rs' `Inflate::reset` restores the default configuration); from 1.1.11
 //!   on it keeps the window bits by re-creating, i.e. re-allocating, the state unless they are 15.
@@ -25,6 +25,9 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 use super::Role;
 
 mod fixed;
+mod window;
+
+use window::WindowCheck;
 
 const NAME: &[u8] = b"permessage-deflate";
 /// The end of every sync-flushed block: stripped by the sender (RFC 7692 7.2.1), appended back by
@@ -448,7 +451,9 @@ impl std::error::Error for InflateError {}
 /// when the peer compresses each message on its own.
 #[derive(Debug)]
 pub struct Inflater {
-    state: Option<Box<Decompress>>,
+    state: Option<Box<InflateState>>,
+    /// The window (log2) the peer agreed to compress within.
+    window_bits: u8,
     no_context_takeover: bool,
     /// The current message has had compressed bytes.
     fed: bool,
@@ -458,17 +463,41 @@ pub struct Inflater {
     padded: bool,
 }
 
+/// The zlib state of a message in progress (or of the stream, with context takeover).
+#[derive(Debug)]
+struct InflateState {
+    zlib: Decompress,
+    /// Under 15 window bits: the peer's back-references, checked against the window.
+    window: Option<WindowCheck>,
+}
+
+impl InflateState {
+    fn new(window_bits: u8) -> Self {
+        Self {
+            zlib: Decompress::new_with_window_bits(false, 15),
+            window: (window_bits < 15).then(|| WindowCheck::new(window_bits)),
+        }
+    }
+}
+
 impl Inflater {
     /// An inflater for the peer's direction: as [`Role::Server`] we inflate what the client
     /// compressed (`client_*` parameters apply), as [`Role::Client`] what the server compressed.
-    /// The window bits need not be known: see the module documentation.
+    /// A back-reference beyond the agreed window is [`InflateError::Corrupt`].
     pub fn new(params: Params, role: Role) -> Self {
-        let no_context_takeover = match role {
-            Role::Server => params.client_no_context_takeover,
-            Role::Client => params.server_no_context_takeover,
+        let (window_bits, no_context_takeover) = match role {
+            Role::Server => (
+                params.client_max_window_bits,
+                params.client_no_context_takeover,
+            ),
+            Role::Client => (
+                params.server_max_window_bits,
+                params.server_no_context_takeover,
+            ),
         };
         Self {
             state: None,
+            window_bits,
             no_context_takeover,
             fed: false,
             ended: false,
@@ -501,8 +530,12 @@ impl Inflater {
                 result = self.run(&TAIL, out, max_total);
             }
             if self.no_context_takeover || self.ended {
-                if let Some(d) = self.state.as_deref_mut() {
-                    d.reset(false);
+                if let Some(state) = self.state.as_deref_mut() {
+                    state.zlib.reset(false);
+                    state.window = state
+                        .window
+                        .take()
+                        .map(|_| WindowCheck::new(self.window_bits));
                 }
             }
             (self.fed, self.ended, self.padded) = (false, false, false);
@@ -539,9 +572,16 @@ impl Inflater {
         if input.is_empty() {
             return Ok(());
         }
-        let d = self
+        let bits = self.window_bits;
+        let state = self
             .state
-            .get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, 15)));
+            .get_or_insert_with(|| Box::new(InflateState::new(bits)));
+        if let Some(window) = &mut state.window {
+            if !window.scan(input) {
+                return Err(InflateError::Corrupt);
+            }
+        }
+        let d = &mut state.zlib;
         let mut chunk = input.len().saturating_mul(4).clamp(256, MAX_CHUNK);
         loop {
             let start = out.len();
@@ -844,17 +884,39 @@ mod tests {
     }
 
     #[test]
-    fn inflater_accepts_any_window_and_resets_in_place() {
-        // Made with 15 bits though 9 were agreed: zlib-rs accepts it (see the module docs).
+    fn inflater_refuses_a_wider_window_and_resets_in_place() {
+        // Repeats 1000 bytes back: within 10 window bits, not 9 (nor 8: client_max_window_bits).
         let msg = pseudo_random(1000, 3).repeat(2);
-        let wire = deflate(&mut Deflater::new(params(15, true), Role::Client, 1), &msg);
-        let frames = [&wire[..wire.len() - 8], &wire[wire.len() - 8..]];
-        let mut inf = Inflater::new(params(9, true), Role::Server);
-        assert!(inflate_frames(&mut inf, &frames).unwrap() == msg);
-        // No context takeover: the next message starts afresh in the same allocation.
-        let before = inf.state.as_deref().map(|d| d as *const Decompress);
-        assert!(inflate_frames(&mut inf, &frames).unwrap() == msg);
-        assert_eq!(inf.state.as_deref().map(|d| d as *const Decompress), before);
+        for level in [1, 6] {
+            let wire = deflate(
+                &mut Deflater::new(params(15, true), Role::Client, level),
+                &msg,
+            );
+            let frames = [&wire[..wire.len() - 8], &wire[wire.len() - 8..]];
+            for (bits, ok) in [(8, false), (9, false), (10, true), (15, true)] {
+                let p = Params {
+                    client_max_window_bits: bits,
+                    ..params(15, true)
+                };
+                let mut inf = Inflater::new(p, Role::Server);
+                let want = if ok {
+                    Ok(msg.clone())
+                } else {
+                    Err(InflateError::Corrupt)
+                };
+                assert_eq!(inflate_frames(&mut inf, &frames), want, "{bits} {level}");
+                // Either way the next message starts afresh.
+                let small = deflate(&mut Deflater::new(p, Role::Client, level), &msg);
+                assert!(inflate_frames(&mut inf, &[&small]).unwrap() == msg);
+                // No context takeover: in the same allocation.
+                let before = inf.state.as_deref().map(|s| s as *const InflateState);
+                assert!(inflate_frames(&mut inf, &[&small]).unwrap() == msg);
+                assert_eq!(
+                    inf.state.as_deref().map(|s| s as *const InflateState),
+                    before
+                );
+            }
+        }
     }
 
     #[test]
