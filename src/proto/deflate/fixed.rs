@@ -31,21 +31,22 @@ pub(super) fn deflate(input: &[u8], window_bits: u8, out: &mut Vec<u8>) {
         len: 0,
     };
     bits.put(0b010, 3); // BFINAL 0, BTYPE 01 (fixed Huffman codes)
+    let word =
+        |at: usize| u32::from_le_bytes([input[at], input[at + 1], input[at + 2], input[at + 3]]);
     let mut pos = 0;
     while pos + MIN_MATCH <= input.len() {
-        let word = u32::from_le_bytes([input[pos], input[pos + 1], input[pos + 2], input[pos + 3]]);
-        let slot = &mut head[(word.wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize];
+        let next = word(pos);
+        let slot = &mut head[(next.wrapping_mul(0x9E37_79B1) >> (32 - HASH_BITS)) as usize];
         let candidate = usize::from(*slot);
         *slot = (pos + 1) as u16;
-        if candidate > 0 && pos + 1 - candidate <= max_dist {
+        if candidate > 0 && pos + 1 - candidate <= max_dist && word(candidate - 1) == next {
             let from = candidate - 1;
-            let len = common_prefix(&input[from..], &input[pos..]);
-            if len >= MIN_MATCH {
-                bits.length(len);
-                bits.distance(pos - from);
-                pos += len;
-                continue;
-            }
+            let len =
+                MIN_MATCH + common_prefix(&input[from + MIN_MATCH..], &input[pos + MIN_MATCH..]);
+            bits.length(len);
+            bits.distance(pos - from);
+            pos += len;
+            continue;
         }
         bits.literal(input[pos]);
         pos += 1;
@@ -58,9 +59,10 @@ pub(super) fn deflate(input: &[u8], window_bits: u8, out: &mut Vec<u8>) {
     bits.finish();
 }
 
-/// How many leading bytes `a` and `b` share, at most [`MAX_MATCH`].
+/// How many leading bytes `a` and `b` share, at most [`MAX_MATCH`] - [`MIN_MATCH`].
 fn common_prefix(a: &[u8], b: &[u8]) -> usize {
-    let (a, b) = (&a[..a.len().min(MAX_MATCH)], &b[..b.len().min(MAX_MATCH)]);
+    const MAX: usize = MAX_MATCH - MIN_MATCH;
+    let (a, b) = (&a[..a.len().min(MAX)], &b[..b.len().min(MAX)]);
     let mut n = 0;
     for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
         let diff =
