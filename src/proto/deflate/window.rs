@@ -10,7 +10,7 @@
 #[derive(Debug)]
 pub(super) struct WindowCheck {
     max_dist: usize,
-    /// Bytes from the start of the unfinished item on.
+    /// Bytes from the start of the unfinished item on (a few hundred at most).
     pending: Vec<u8>,
     /// Bits of `pending[0]` already scanned.
     skip: usize,
@@ -53,10 +53,17 @@ impl WindowCheck {
         if matches!(self.block, Block::Done) {
             return true;
         }
-        let mut pending = std::mem::take(&mut self.pending);
-        pending.extend_from_slice(input);
+        // Only the unfinished item is copied between calls (and joined with the next input).
+        let joined;
+        let data = if self.pending.is_empty() {
+            input
+        } else {
+            self.pending.extend_from_slice(input);
+            joined = std::mem::take(&mut self.pending);
+            &joined[..]
+        };
         let mut r = Reader {
-            data: &pending,
+            data,
             pos: self.skip,
         };
         let mut done = r.pos;
@@ -73,8 +80,7 @@ impl WindowCheck {
             self.block = Block::Done;
             return false;
         }
-        pending.drain(..done / 8);
-        (self.pending, self.skip) = (pending, done % 8);
+        (self.pending, self.skip) = (data[done / 8..].to_vec(), done % 8);
         true
     }
 
@@ -282,6 +288,7 @@ mod tests {
         for (bits, ok) in [(9, false), (11, false), (12, true), (15, true)] {
             let mut whole = WindowCheck::new(bits);
             assert_eq!(whole.scan(&stream), ok, "{bits}");
+            assert!(whole.pending.capacity() < 400);
             let mut bytes = WindowCheck::new(bits);
             let verdict = stream.iter().all(|b| bytes.scan(&[*b]));
             assert_eq!(verdict, ok, "{bits}, a byte at a time");
