@@ -197,9 +197,14 @@ fn dynamic_codes(r: &mut Reader<'_>) -> Result<(Huffman, Huffman), Stop> {
     Ok((Huffman::new(lit), Huffman::new(dist)))
 }
 
-/// A canonical Huffman code (RFC 1951 3.2.2), decoded a bit at a time.
+/// Codes up to this long are decoded with one table lookup.
+const FAST_BITS: u32 = 8;
+
+/// A canonical Huffman code (RFC 1951 3.2.2).
 #[derive(Debug)]
 struct Huffman {
+    /// By the next [`FAST_BITS`] of input: symbol << 4 | code length, or 0 for a longer code.
+    fast: Vec<u16>,
     /// How many codes have each length, 0..=15.
     count: [u16; 16],
     /// The symbols, by code.
@@ -217,11 +222,40 @@ impl Huffman {
             .filter(|&s| lengths[usize::from(s)] > 0)
             .collect();
         symbols.sort_by_key(|&s| lengths[usize::from(s)]);
-        Huffman { count, symbols }
+        // The first code of each length; codes are sent from their most significant bit.
+        let mut next = [0u32; 16];
+        for len in 1..16 {
+            next[len] = (next[len - 1] + u32::from(count[len - 1])) << 1;
+        }
+        let mut fast = vec![0u16; 1 << FAST_BITS];
+        for &symbol in &symbols {
+            let len = u32::from(lengths[usize::from(symbol)]);
+            let code = next[len as usize];
+            next[len as usize] += 1;
+            if len <= FAST_BITS && code < 1 << len {
+                let reversed = (code.reverse_bits() >> (32 - len)) as usize;
+                for entry in fast.iter_mut().skip(reversed).step_by(1 << len) {
+                    *entry = symbol << 4 | len as u16;
+                }
+            }
+        }
+        Huffman {
+            fast,
+            count,
+            symbols,
+        }
     }
 
     /// The next symbol; a code the table does not have (an incomplete code) is [`Stop::Bad`].
     fn decode(&self, r: &mut Reader<'_>) -> Result<usize, Stop> {
+        if let Some(bits) = r.peek(FAST_BITS) {
+            let entry = self.fast[bits as usize];
+            if entry != 0 {
+                r.pos += usize::from(entry & 15);
+                return Ok(usize::from(entry >> 4));
+            }
+        }
+        // A longer code, or near the end of the input: a bit at a time.
         let (mut code, mut first, mut index) = (0usize, 0usize, 0usize);
         for &count in &self.count[1..] {
             code |= r.bits(1)? as usize;
@@ -249,15 +283,22 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn bits(&mut self, n: u32) -> Result<u32, Stop> {
-        let end = self.pos + n as usize;
-        if end > self.data.len() * 8 {
-            return Err(Stop::More);
+    /// The next `n` (at most 16) bits, if the input has them.
+    fn peek(&self, n: u32) -> Option<u32> {
+        if self.pos + n as usize > self.data.len() * 8 {
+            return None;
         }
-        let value = (self.pos..end).rev().fold(0, |v, p| {
-            v << 1 | u32::from(self.data[p / 8] >> (p % 8) & 1)
-        });
-        self.pos = end;
+        let start = self.pos / 8;
+        let word = match self.data.get(start..start + 4) {
+            Some(bytes) => u32::from_le_bytes(bytes.try_into().unwrap()),
+            None => (self.data[start..].iter().rev()).fold(0, |w, &b| w << 8 | u32::from(b)),
+        };
+        Some((word >> (self.pos % 8)) & ((1 << n) - 1))
+    }
+
+    fn bits(&mut self, n: u32) -> Result<u32, Stop> {
+        let value = self.peek(n).ok_or(Stop::More)?;
+        self.pos += n as usize;
         Ok(value)
     }
 }
