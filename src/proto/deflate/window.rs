@@ -343,6 +343,19 @@ mod tests {
         // What follows a final block is not scanned.
         assert!(check.scan(&[0x03, 0x00]) && matches!(check.block, Block::Done));
         assert!(check.scan(&stream));
+        // Damaged streams, cut anywhere: a verdict, never a panic.
+        let mut seed = 7u64;
+        for _ in 0..2000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut damaged = stream.clone();
+            let at = seed as usize % damaged.len();
+            damaged[at] ^= (seed >> 32) as u8 | 1;
+            let mut check = WindowCheck::new(9 + (seed >> 40) as u8 % 6);
+            let (a, b) = damaged.split_at((seed >> 48) as usize % damaged.len());
+            let _ = check.scan(a) && check.scan(b);
+        }
         // Not deflate: a reserved block type, a stored block whose length check fails.
         assert!(!WindowCheck::new(9).scan(&[0x07]));
         assert!(!WindowCheck::new(9).scan(&[0x00, 0x05, 0x00, 0x05, 0x00]));
