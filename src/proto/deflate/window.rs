@@ -6,6 +6,8 @@
 //! by keeping the bytes of the unfinished item (a block header or one symbol, a few hundred bytes
 //! at most).
 
+use std::sync::OnceLock;
+
 /// Scans one direction's deflate stream for distances beyond the window.
 #[derive(Debug)]
 pub(super) struct WindowCheck {
@@ -22,8 +24,9 @@ enum Block {
     Header,
     /// Inside a stored block with this many bytes left; `true` for the final block.
     Stored(usize, bool),
-    /// Inside a Huffman-coded block: literal/length and distance codes; `true` for the final one.
-    Coded(Box<(Huffman, Huffman)>, bool),
+    /// Inside a Huffman-coded block: its literal/length and distance codes (`None`: the fixed
+    /// ones); `true` for the final block.
+    Coded(Option<Box<(Huffman, Huffman)>>, bool),
     /// After the final block, or after an error: nothing more is scanned.
     Done,
 }
@@ -98,8 +101,8 @@ impl WindowCheck {
                         }
                         Block::Stored(len as usize, last)
                     }
-                    1 => Block::Coded(Box::new(fixed_codes()), last),
-                    2 => Block::Coded(Box::new(dynamic_codes(r)?), last),
+                    1 => Block::Coded(None, last),
+                    2 => Block::Coded(Some(Box::new(dynamic_codes(r)?)), last),
                     _ => return Err(Stop::Bad),
                 };
             }
@@ -114,7 +117,7 @@ impl WindowCheck {
                 }
             }
             Block::Coded(codes, last) => {
-                let (lengths, distances) = &**codes;
+                let (lengths, distances) = codes.as_deref().unwrap_or_else(|| fixed_codes());
                 match lengths.decode(r)? {
                     0..=255 => {}
                     256 => self.block = end_of_block(*last),
@@ -152,12 +155,15 @@ fn end_of_block(last: bool) -> Block {
     }
 }
 
-/// RFC 1951 3.2.6.
-fn fixed_codes() -> (Huffman, Huffman) {
-    let mut lengths = [8; 288];
-    lengths[144..256].fill(9);
-    lengths[256..280].fill(7);
-    (Huffman::new(&lengths), Huffman::new(&[5; 30]))
+/// RFC 1951 3.2.6, made once.
+fn fixed_codes() -> &'static (Huffman, Huffman) {
+    static FIXED: OnceLock<(Huffman, Huffman)> = OnceLock::new();
+    FIXED.get_or_init(|| {
+        let mut lengths = [8; 288];
+        lengths[144..256].fill(9);
+        lengths[256..280].fill(7);
+        (Huffman::new(&lengths), Huffman::new(&[5; 30]))
+    })
 }
 
 /// RFC 1951 3.2.7: the code lengths of a dynamic block's codes, themselves Huffman-coded.
