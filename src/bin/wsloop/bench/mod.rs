@@ -9,6 +9,11 @@
 //! - `connect`: opens `--conns` connections as fast as `--connect-concurrency` allows or at
 //!   `--connect-rate` per second, reports handshakes/s and handshake latency, holds them idle
 //!   for `--hold` seconds and closes them.
+//! - `churn`: for `--seconds`, keeps up to `--conns` connections cycling, each opened (as fast
+//!   as they finish, or `--rate` per second in all), upgraded, sent one message and closed once
+//!   its echo came back; reports connections/s, handshake latency and failures by cause. On
+//!   IPv4 loopback the connections come from 32 source addresses (127.0.0.2 to 127.0.0.33;
+//!   `--source` chooses others), so that one address's ephemeral ports do not run out.
 //! - `fanout`: for a server that relays every message to every other client (`wsloop echo
 //!   --broadcast`): the first `--publishers` connections publish at `--rate` messages/s in all,
 //!   the others subscribe; every delivery is verified and timed from its intended send time, and
@@ -27,6 +32,7 @@ mod transport;
 mod url;
 mod worker;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
@@ -49,6 +55,8 @@ pub enum Mode {
     Connect,
     /// Fan-out delivery latency and loss (publishers and subscribers).
     Fanout,
+    /// Connections opened, upgraded, used once and closed, continuously.
+    Churn,
 }
 
 /// Options of `wsloop bench`.
@@ -59,13 +67,15 @@ pub struct BenchArgs {
     /// What to measure.
     #[arg(long, value_enum, default_value = "echo")]
     mode: Mode,
-    /// Connections (in fan-out: publishers and subscribers together).
+    /// Connections (in fan-out: publishers and subscribers together; in churn: at most this
+    /// many at once).
     #[arg(long, value_name = "N", value_parser = units::count, default_value = "100")]
     conns: usize,
     /// Closed loop: messages in flight on each connection.
     #[arg(long, value_name = "K", value_parser = units::count, default_value = "1")]
     inflight: usize,
-    /// Open loop: messages per second in all (fan-out: published; default 1000 there).
+    /// Open loop: messages per second in all (fan-out: published; default 1000 there; churn:
+    /// connections opened).
     #[arg(long, value_name = "N", value_parser = units::count)]
     rate: Option<usize>,
     /// Message size (fan-out: at least 32 B, for the stamp and the send time).
@@ -99,6 +109,10 @@ pub struct BenchArgs {
     /// Give up on connections not open after this long.
     #[arg(long, value_name = "S", value_parser = units::seconds, default_value = "60")]
     connect_timeout: Duration,
+    /// Local addresses to connect from, in turn (comma-separated; default: one the kernel picks,
+    /// and in churn on IPv4 loopback 127.0.0.2 to 127.0.0.33).
+    #[arg(long, value_name = "IP,...", value_delimiter = ',')]
+    source: Vec<IpAddr>,
     /// wss: accept any certificate (for self-signed test servers).
     #[arg(long)]
     insecure: bool,
@@ -119,7 +133,7 @@ pub struct BenchArgs {
 /// Everything the threads share, read-only.
 pub struct Plan {
     mode: Mode,
-    addr: std::net::SocketAddr,
+    addr: SocketAddr,
     tls: Option<Tls>,
     opts: conn::Options,
     messages: Messages,
@@ -136,6 +150,8 @@ pub struct Plan {
     connect_concurrency: usize,
     connect_timeout: Duration,
     server_pid: Option<u32>,
+    /// Local addresses to connect from, in turn (none: the kernel picks).
+    sources: Vec<IpAddr>,
     /// Fan-out send times are offsets from this.
     base: Instant,
 }
@@ -170,6 +186,27 @@ impl BenchArgs {
             }
         }
         Ok(())
+    }
+
+    /// `--source`, or by default in churn on IPv4 loopback 32 addresses of 127/8.
+    fn sources(&self, target: SocketAddr) -> Result<Vec<IpAddr>, String> {
+        if let Some(ip) = self
+            .source
+            .iter()
+            .find(|ip| ip.is_ipv4() != target.is_ipv4())
+        {
+            return Err(format!("--source {ip}: not of the target's address family"));
+        }
+        Ok(match target.ip() {
+            IpAddr::V4(ip)
+                if self.source.is_empty() && self.mode == Mode::Churn && ip.is_loopback() =>
+            {
+                (2..34)
+                    .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+                    .collect()
+            }
+            _ => self.source.clone(),
+        })
     }
 
     fn plan(&self) -> Result<Plan, String> {
@@ -211,6 +248,7 @@ impl BenchArgs {
             connect_concurrency: self.connect_concurrency,
             connect_timeout: self.connect_timeout,
             server_pid: self.server_pid,
+            sources: self.sources(target.addr)?,
             base: Instant::now(),
         })
     }
@@ -369,10 +407,10 @@ impl<'a> Progress<'a> {
             Err(_) => (0, 0),
         };
         if args.mode != Mode::Connect {
-            let what = if args.mode == Mode::Fanout {
-                "deliveries"
-            } else {
-                "msg"
+            let what = match args.mode {
+                Mode::Fanout => "deliveries",
+                Mode::Churn => "conns (echoes)",
+                _ => "msg",
             };
             eprintln!(
                 "[{:5.1}s] {rate:.0} {what}/s, {:.2} MB/s, p50 {:.1} us, p99 {:.1} us, {open} \
