@@ -176,3 +176,20 @@ impl From<String> for Failure {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_errors_by_cause() {
+        let cause = |kind: io::ErrorKind| Cause::of(&io::Error::from(kind));
+        assert_eq!(cause(io::ErrorKind::AddrNotAvailable), Cause::NoPort);
+        assert_eq!(cause(io::ErrorKind::AddrInUse), Cause::NoPort);
+        assert_eq!(cause(io::ErrorKind::ConnectionRefused), Cause::Refused);
+        assert_eq!(cause(io::ErrorKind::ConnectionReset), Cause::Reset);
+        assert_eq!(Cause::of(&io::Error::from_raw_os_error(24)), Cause::NoFile);
+        assert_eq!(Cause::of(&io::Error::from_raw_os_error(99)), Cause::NoPort);
+        assert_eq!(Failure::from("bad echo".to_string()).cause, Cause::Protocol);
+    }
+}
