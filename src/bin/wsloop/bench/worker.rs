@@ -463,11 +463,7 @@ impl<'a> Worker<'a> {
                 self.clients[slot] = self.open(slot, began);
                 opened += 1;
             }
-            let mut wait = TURN.min(self.end - now);
-            if let Some(at) = next(opened) {
-                wait = wait.min(whole_ms(at.saturating_duration_since(now)));
-            }
-            self.turn(wait);
+            self.turn_until(next(opened));
         }
     }
 
@@ -486,20 +482,25 @@ impl<'a> Worker<'a> {
             if now >= self.end {
                 break;
             }
-            let mut wait = TURN.min(self.end - now);
             if let Some(interval) = self.plan.rate {
                 self.send_due(now, interval);
-                wait = wait.min(self.next_send.saturating_duration_since(Instant::now()));
-                if wait < Duration::from_millis(1) {
-                    // epoll waits whole milliseconds: look for events without waiting, then
-                    // sleep the rest, so that sends are neither late nor spinning.
-                    self.turn(Duration::ZERO);
-                    let rest = self.next_send.saturating_duration_since(Instant::now());
-                    std::thread::sleep(rest.min(self.end.saturating_duration_since(now)));
-                    continue;
-                }
             }
-            self.turn(wait);
+            self.turn_until(self.plan.rate.map(|_| self.next_send));
+        }
+    }
+
+    /// Services events for up to `TURN`, not past `end`, nor past `at` (when the next send or
+    /// connect is due). epoll waits whole milliseconds: under one, it looks for events without
+    /// waiting and sleeps the rest, so that what is due is neither late nor spinning.
+    fn turn_until(&mut self, at: Option<Instant>) {
+        let now = Instant::now();
+        let end = self.end.saturating_duration_since(now);
+        let wait = at.map_or(end, |at| at.saturating_duration_since(now).min(end));
+        if wait < Duration::from_millis(1) {
+            self.turn(Duration::ZERO);
+            std::thread::sleep(wait.saturating_sub(now.elapsed()));
+        } else {
+            self.turn(wait.min(TURN));
         }
     }
 
