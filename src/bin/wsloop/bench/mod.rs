@@ -362,7 +362,8 @@ impl<'a> Progress<'a> {
             args,
             began,
             last: (began, 0),
-            connected_at: None,
+            // Churn connects all along: its window starts at once.
+            connected_at: (args.mode == Mode::Churn).then_some(began),
         }
     }
 
@@ -406,11 +407,19 @@ impl<'a> Progress<'a> {
             }
             Err(_) => (0, 0),
         };
-        if args.mode != Mode::Connect {
-            let what = match args.mode {
-                Mode::Fanout => "deliveries",
-                Mode::Churn => "conns (echoes)",
-                _ => "msg",
+        if args.mode == Mode::Churn {
+            eprintln!(
+                "[{:5.1}s] {rate:.0} connections/s (echoed once), echo p50 {:.1} us, p99 {:.1} us, \
+                 {open} opened, {failed} failed, {errors} errors",
+                (now - t0).as_secs_f64(),
+                p50 as f64 / 1e3,
+                p99 as f64 / 1e3,
+            );
+        } else if args.mode != Mode::Connect {
+            let what = if args.mode == Mode::Fanout {
+                "deliveries"
+            } else {
+                "msg"
             };
             eprintln!(
                 "[{:5.1}s] {rate:.0} {what}/s, {:.2} MB/s, p50 {:.1} us, p99 {:.1} us, {open} \
