@@ -7,35 +7,49 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Descriptors the process's table was grown to hold by [`reserve_descriptors`], in all.
-static RESERVED: AtomicUsize = AtomicUsize::new(0);
-
-/// Grows the process's descriptor table by room for `count` more descriptors, at once rather
-/// than while connections are accepted.
+/// Grows the process's descriptor table to hold `count` more descriptors than the lowest free
+/// one, at once rather than while connections are accepted (Linux; elsewhere it does nothing).
 ///
 /// Linux doubles the table as descriptors are opened, and in a process with more than one
 /// thread each doubling waits for an RCU grace period (`synchronize_rcu` in
 /// `expand_fdtable`): 5 to 13 ms measured on a 2-core VM, during which `accept4` blocks and
-/// every handshake in flight waits (the p99 of a burst of 5,000 handshakes was 15-25 ms for
+/// every handshake in flight waits (the p99 of a burst of 5,000 handshakes was 13-21 ms for
 /// that alone). The table never shrinks, so opening copies of `fd` up to the number needed and
-/// closing them again leaves it grown. It costs two syscalls per descriptor, once (about
-/// 10 ms for 10,000), and stops early at the descriptor limit (`EMFILE`).
+/// closing them again leaves it grown: two syscalls per descriptor, once (about 10 ms for
+/// 10,000); nothing when the table (`FDSize` in /proc/self/status) is large enough already;
+/// it stops early at the descriptor limit (`EMFILE`).
 // To be called by `Server::add_listener` for the first listener (src/reactor/server.rs is
 // being rewritten elsewhere; the call is described in issue 23's report).
 #[allow(dead_code)]
 pub(crate) fn reserve_descriptors(fd: impl AsFd, count: usize) {
-    let target = RESERVED.fetch_add(count, Ordering::Relaxed) + count;
-    let mut copies = Vec::new();
-    while copies.len() < target {
+    let Some(size) = fd_table_size() else {
+        return;
+    };
+    let Ok(lowest) = fd.as_fd().try_clone_to_owned() else {
+        return;
+    };
+    let target = lowest.as_raw_fd() as usize + count;
+    if size >= target {
+        return;
+    }
+    // Dropped (closed) on return.
+    let mut copies = vec![lowest];
+    loop {
         match fd.as_fd().try_clone_to_owned() {
-            Ok(copy) if copy.as_raw_fd() as usize + 1 >= target => break,
+            Ok(copy) if copy.as_raw_fd() as usize + 1 >= target => return,
             Ok(copy) => copies.push(copy),
-            Err(_) => break,
+            Err(_) => return,
         }
     }
+}
+
+/// The size of the process's descriptor table (`FDSize` in /proc/self/status, Linux).
+fn fd_table_size() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("FDSize:"))?;
+    line["FDSize:".len()..].trim().parse().ok()
 }
 
 /// How soon accepting is tried again while it fails.
@@ -107,13 +121,6 @@ mod tests {
         assert_eq!(retry.timeout(t0), None);
     }
 
-    /// The descriptor table's size, from /proc (Linux).
-    fn fd_table_size() -> Option<usize> {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find(|l| l.starts_with("FDSize:"))?;
-        line["FDSize:".len()..].trim().parse().ok()
-    }
-
     /// The soft limit on open descriptors, from /proc (Linux).
     fn fd_limit() -> Option<usize> {
         let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
@@ -131,9 +138,13 @@ mod tests {
         assert!(want > before, "limit {limit} too low to test with");
         let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         reserve_descriptors(&socket, want);
-        assert!(fd_table_size().unwrap() >= want.min(limit));
+        let grown = fd_table_size().unwrap();
+        assert!(grown >= want, "{grown} < {want}");
         // The copies are closed: the next descriptor is a low one again.
         let next = socket.try_clone().unwrap();
         assert!((next.as_raw_fd() as usize) < before, "{}", next.as_raw_fd());
+        // Large enough already: nothing more.
+        reserve_descriptors(&socket, want / 2);
+        assert_eq!(fd_table_size(), Some(grown));
     }
 }
