@@ -99,6 +99,7 @@ pub mod _02_limits {
     //! | `max_handshake_size` | 8 KiB | `431 Request Header Fields Too Large` (also for more than 64 headers) |
     //! | `handshake_timeout` | 10 s | no complete request head in time: the connection is dropped |
     //! | `max_message_size` | 16 MiB | close `1009`, sent as soon as a frame header announces too much (fragments count together) |
+    //! | `max_fragments` | 16,384 | frames one message may take (control frames between them do not count): the frame past it gets close `1008`, as soon as its header arrives; it bounds the work of a flood of empty continuation frames, which never grows the message |
     //! | `max_write_buffer` | 16 MiB | bytes queued for one connection before a send: a send to a queue this full gets close `1008` (`on_overflow = Close`) or `SendError::Full` (`Refuse`); a queue under it takes any one message up to this or `max_message_size`, so every accepted message can be echoed |
     //! | `on_overflow` | `Close` | see above |
     //! | `max_buffered` | 256 MiB | bytes the whole reactor buffers (kept input, unfinished messages, write queues, by capacity): past it, the connection holding the most is shed: what it holds is dropped and it gets close `1013` (try again later), or is closed without a close frame if it had unwritten output; `on_close` says `Overflow`. At least twice the larger of `max_message_size` and `max_write_buffer` |

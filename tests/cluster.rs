@@ -6,7 +6,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::TcpStream;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -237,6 +238,59 @@ fn bind_errors_name_the_cause() {
     assert!(matches!(nonsense, Err(Error::Bind { .. })));
 }
 
+/// Binds a socket with SO_REUSEPORT (as another program sharing ports would) to `addr`.
+#[cfg(unix)]
+fn reuseport_bind(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(16)?;
+    Ok(socket)
+}
+
+#[test]
+fn only_the_reactors_of_one_cluster_share_a_port() {
+    for (first, second) in [(1, 1), (1, 2), (2, 1), (2, 2)] {
+        let (url, handle, done) = start(first);
+        let addr: SocketAddr = url["ws://".len()..url.len() - 1].parse().unwrap();
+        let what = format!("a {second}-reactor cluster on a {first}-reactor cluster's port");
+
+        let clash = Cluster::bind(&addr.to_string(), second, config(), Rooms::new);
+        match &clash {
+            Err(e @ Error::Bind { addr: a, source }) => {
+                assert_eq!(a, &addr.to_string(), "{what}");
+                assert_eq!(source.kind(), ErrorKind::AddrInUse, "{what}: {e}");
+                assert!(e.to_string().contains(&addr.to_string()), "{what}: {e}");
+            }
+            other => panic!("{what}: expected a bind error, got {other:?}"),
+        }
+        drop(clash);
+        // Neither an ordinary listener nor (with one reactor) a socket that sets
+        // SO_REUSEPORT itself gets in.
+        assert!(std::net::TcpListener::bind(addr).is_err(), "{what}");
+        #[cfg(unix)]
+        if first == 1 {
+            assert!(reuseport_bind(addr).is_err(), "{what}: SO_REUSEPORT");
+        }
+
+        // Every connection reaches the first cluster.
+        let clients = joined(&url, 8, "here");
+        assert!(clients.iter().all(|(_, r)| *r < first), "{what}");
+        drop(clients);
+        handle.shutdown().unwrap();
+        assert!(matches!(
+            done.recv_timeout(Duration::from_secs(10)),
+            Ok(Ok(()))
+        ));
+
+        // Once it has ended, the port is free again.
+        let again = Cluster::bind(&addr.to_string(), second, config(), Rooms::new);
+        assert!(again.is_ok(), "{what}: rebinding after the end: {again:?}");
+    }
+}
+
 #[test]
 fn tls_cluster_serves_wss_on_every_reactor() {
     let cert = Cert::new();
@@ -294,4 +348,113 @@ fn tls_cluster_serves_wss_on_every_reactor() {
         done.recv_timeout(Duration::from_secs(10)),
         Ok(Ok(()))
     ));
+}
+
+const FD_CHILD: &str = "WSLOOP_CLUSTER_FD_CHILD";
+const FD_LIMIT: usize = 256;
+
+/// Issue 27, item 8: each reactor of a cluster clamped `max_connections` to the whole
+/// process's open-files limit, so two reactors together could pass it and `accept` failed
+/// with EMFILE, leaving clients unanswered. Now the reactors split it: a 2-reactor cluster in
+/// a child process with 256 descriptors answers every one of 300 clients, 101 or 503, and
+/// warns once about the lowered limit.
+///
+/// The cluster runs in a child process (this test binary again) so that the low limit does not
+/// touch the other tests; the clients run here.
+#[test]
+fn reactors_split_the_open_files_limit() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+    if std::env::var_os(FD_CHILD).is_some() {
+        return fd_limited_cluster();
+    }
+    common::memory::raise_fd_limit(4096);
+    // The shell lowers the child's limit; the child is this test binary, running this test.
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n {FD_LIMIT} && exec \"$0\" \"$@\""))
+        .arg(exe)
+        .args([
+            "reactors_split_the_open_files_limit",
+            "--exact",
+            "--nocapture",
+        ])
+        .envs([(FD_CHILD, "1"), ("RUST_LOG", "warn")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the child cluster");
+    let to_child = child.stdin.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = stderr.read_to_string(&mut log);
+        log
+    });
+    let mut from_child = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr: std::net::SocketAddr = from_child
+        .find_map(|line| line.ok()?.strip_prefix("ADDR ")?.parse().ok())
+        .expect("the child's address");
+
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for i in 0..300 {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream
+            .write_all(common::upgrade_request("/", &[]).as_bytes())
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        match head.split(' ').nth(1) {
+            Some("101") => open.push(stream),
+            Some("503") => refused += 1,
+            _ => panic!(
+                "client {i} got {head:?} with {} open: the cluster ran out of descriptors",
+                open.len()
+            ),
+        }
+    }
+    drop(to_child);
+    let log = log.join().unwrap();
+    assert!(child.wait().unwrap().success(), "the child failed: {log}");
+    let held = open.len();
+    println!("{held} connections held, {refused} refused with 503 (limit {FD_LIMIT})");
+    // Both reactors' connections, and their 64 refusal slots each, fit in the limit.
+    assert!(held + 2 * 64 <= FD_LIMIT - 16, "{held} held");
+    assert!(held >= FD_LIMIT / 4, "only {held} held");
+    assert!(refused > 0);
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("max_connections lowered"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("per reactor (2 reactors share it)"),
+        "{log}"
+    );
+}
+
+/// The child of [`reactors_split_the_open_files_limit`]: a 2-reactor cluster (with the
+/// 256-descriptor limit the shell set), until its stdin closes.
+fn fd_limited_cluster() {
+    use std::io::Read;
+    let _ = env_logger::builder().is_test(false).try_init();
+    let (url, handle, done) = start(2);
+    println!(
+        "ADDR {}",
+        url.trim_start_matches("ws://").trim_end_matches('/')
+    );
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    handle.shutdown().unwrap();
+    let _ = done.recv_timeout(Duration::from_secs(10));
 }

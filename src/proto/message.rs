@@ -75,7 +75,19 @@ pub struct Decoder {
     inflater: Option<Box<Inflater>>,
     /// The message in progress is compressed (its first frame had RSV1).
     compressed: bool,
+    /// Data frames of the fragmented message in progress received so far.
+    frames: u32,
+    /// Most data frames one message may take (see [`DEFAULT_MAX_FRAGMENTS`]); 32 bits keep
+    /// the decoder, which every connection holds, small.
+    max_fragments: u32,
 }
+
+/// How many frames one message may take unless [`Decoder::with_max_fragments`] says otherwise:
+/// 16,384, Node ws's default. Real senders fragment only to stream a message they do not hold
+/// whole, in chunks of kilobytes; this lets the largest default message (16 MiB) arrive in
+/// pieces of 1 KiB, and cuts a flood of empty continuation frames (which never grows the
+/// message, so `max_message_size` never stops it) after 96 KiB of input.
+pub const DEFAULT_MAX_FRAGMENTS: usize = 16 * 1024;
 
 impl Decoder {
     /// A decoder for `role` that refuses messages larger than `max_message_size` bytes.
@@ -90,7 +102,18 @@ impl Decoder {
             delivered: false,
             inflater: None,
             compressed: false,
+            frames: 0,
+            max_fragments: DEFAULT_MAX_FRAGMENTS as u32,
         }
+    }
+
+    /// This decoder, refusing a message of more than `max_fragments` frames with
+    /// [`ProtocolError::TooManyFragments`] as soon as the header of the frame past the limit
+    /// arrives. Control frames between fragments do not count; 1 allows no fragmentation.
+    #[must_use]
+    pub fn with_max_fragments(mut self, max_fragments: usize) -> Decoder {
+        self.max_fragments = u32::try_from(max_fragments).unwrap_or(u32::MAX);
+        self
     }
 
     /// Turns on permessage-deflate: RSV1 on a message's first frame now means "compressed".
@@ -116,6 +139,7 @@ impl Decoder {
     /// Frees what the decoder holds for a message that was already handed out: the buffer of
     /// a fragmented or compressed message, and an inflater's state that the next message
     /// does not need. Call it when the bytes at hand are used up.
+    #[inline]
     pub fn release(&mut self) {
         if self.delivered {
             self.fragments = None;
@@ -139,8 +163,8 @@ impl Decoder {
     ///
     /// The [`ProtocolError`] of the first violation of RFC 6455 (or RFC 7692), to be answered with
     /// its close code.
-    pub fn decode<'a>(&'a mut self, buf: &'a mut [u8]) -> Result<Decoded<'a>, ProtocolError> {
-        match self.step(buf)? {
+    pub fn decode<'a>(&'a mut self, mut buf: &'a mut [u8]) -> Result<Decoded<'a>, ProtocolError> {
+        match self.step(&mut buf)? {
             Step::Incomplete { frame_len } => Ok(Decoded::Incomplete { frame_len }),
             Step::Frame { len, event } => Ok(Decoded::Frame { len, event }),
             Step::Assembled { len, message } => {
@@ -161,7 +185,7 @@ impl Decoder {
     /// used (and this decoder with it) while its message is handled. Give the message's
     /// buffer back with [`reuse`](Self::reuse).
     #[inline(always)]
-    pub(crate) fn step<'b>(&mut self, buf: &'b mut [u8]) -> Result<Step<'b>, ProtocolError> {
+    pub(crate) fn step<'b>(&mut self, buf: &mut &'b mut [u8]) -> Result<Step<'b>, ProtocolError> {
         if self.delivered {
             if let Some(fragments) = &mut self.fragments {
                 fragments.clear();
@@ -171,7 +195,8 @@ impl Decoder {
         if let Some((header, header_len)) = self.whole_message(buf) {
             // whole_message saw all `len` bytes.
             let len = header_len + header.payload_len as usize;
-            let payload = &mut buf[header_len..len];
+            let frame = take_front(buf, len);
+            let payload = &mut frame[header_len..];
             if let Some(key) = header.mask {
                 apply_mask(payload, key, 0);
             }
@@ -183,7 +208,7 @@ impl Decoder {
 
     /// [`step`](Self::step) for any frame, whole or not.
     #[inline(never)]
-    fn step_general<'b>(&mut self, buf: &'b mut [u8]) -> Result<Step<'b>, ProtocolError> {
+    fn step_general<'b>(&mut self, buf: &mut &'b mut [u8]) -> Result<Step<'b>, ProtocolError> {
         let Some((header, header_len)) = FrameHeader::decode(buf)? else {
             return Ok(Step::Incomplete { frame_len: None });
         };
@@ -191,18 +216,17 @@ impl Decoder {
         // check_header bounds the length by `max_message_size`, a usize.
         let payload_len = header.payload_len as usize;
         let frame_len = header_len + payload_len;
-        let available = buf.len().min(frame_len);
         let compressed = header.rsv1 || (header.opcode == OpCode::Continuation && self.compressed);
         // Compressed text is validated once inflated, frame by frame.
         let text = !compressed
             && (header.opcode == OpCode::Text
                 || (header.opcode == OpCode::Continuation && self.open == Open::Text));
-        let payload = &mut buf[header_len..available];
-        let fresh = &mut payload[self.progress..];
-        if let Some(key) = header.mask {
-            apply_mask(fresh, key, self.progress);
-        }
-        if available < frame_len {
+        if buf.len() < frame_len {
+            let payload = &mut buf[header_len..];
+            let fresh = &mut payload[self.progress..];
+            if let Some(key) = header.mask {
+                apply_mask(fresh, key, self.progress);
+            }
             // Validate the text that has arrived, so that bad UTF-8 fails fast.
             if text {
                 self.utf8
@@ -215,6 +239,10 @@ impl Decoder {
             return Ok(Step::Incomplete {
                 frame_len: Some(frame_len),
             });
+        }
+        let payload = &mut take_front(buf, frame_len)[header_len..];
+        if let Some(key) = header.mask {
+            apply_mask(&mut payload[self.progress..], key, self.progress);
         }
         let validated = if text { self.progress } else { 0 };
         self.progress = 0;
@@ -262,6 +290,9 @@ impl Decoder {
         }
         match (header.opcode, self.open) {
             (OpCode::Continuation, Open::None) => Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Continuation, _) if self.frames >= self.max_fragments => {
+                Err(ProtocolError::TooManyFragments)
+            }
             (OpCode::Text | OpCode::Binary, Open::Text | Open::Binary) => {
                 Err(ProtocolError::ExpectedContinuation)
             }
@@ -372,10 +403,12 @@ impl Decoder {
     /// After a data frame was added to `fragments`: the whole message, if that was the last.
     fn assembled(&mut self, fin: bool) -> Result<Completed<'static>, ProtocolError> {
         if !fin {
+            self.frames += 1;
             return Ok(Completed::Event(None));
         }
         let open = std::mem::replace(&mut self.open, Open::None);
         self.compressed = false;
+        self.frames = 0;
         let text = open == Open::Text;
         if text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -442,6 +475,15 @@ impl Assembled {
     pub(crate) fn event(&self) -> Result<Event<'_>, ProtocolError> {
         message_event(&self.bytes, self.text)
     }
+}
+
+/// Splits the first `len` bytes off the front of `buf` (which keeps the rest), so that what
+/// borrows them does not hold the rest.
+#[inline(always)]
+pub(crate) fn take_front<'b>(buf: &mut &'b mut [u8], len: usize) -> &'b mut [u8] {
+    let (front, rest) = std::mem::take(buf).split_at_mut(len);
+    *buf = rest;
+    front
 }
 
 /// A whole message's `bytes` as a text or binary event.
@@ -834,6 +876,101 @@ mod tests {
         }
         assert_eq!(got, Some(64 * 1001));
         assert_eq!(start, bytes.len());
+    }
+
+    /// A binary message in `frames` frames of `size` bytes each, as a client sends it.
+    fn fragmented(frames: usize, size: usize) -> Vec<u8> {
+        let mut bytes = client_frame(OpCode::Binary, frames == 1, &vec![7; size]);
+        for i in 1..frames {
+            bytes.extend(client_frame(
+                OpCode::Continuation,
+                i + 1 == frames,
+                &vec![7; size],
+            ));
+        }
+        bytes
+    }
+
+    #[test]
+    fn max_fragments_counts_the_frames_of_one_message() {
+        let decode = |bytes: &[u8], max: usize| {
+            let mut d = Decoder::new(Role::Server, 1 << 20).with_max_fragments(max);
+            decode_with(&mut d, bytes)
+        };
+        let at_limit = fragmented(5, 3);
+        let message = format!("{:?}", Event::Binary(&[7; 15]));
+        assert_eq!(decode(&at_limit, 5), Ok(vec![message]));
+        assert_eq!(decode(&at_limit, 4), Err(ProtocolError::TooManyFragments));
+        // 1 allows no fragmentation, but any number of whole messages.
+        assert_eq!(
+            decode(&fragmented(2, 1), 1),
+            Err(ProtocolError::TooManyFragments)
+        );
+        let mut whole = fragmented(1, 4);
+        whole.extend(fragmented(1, 4));
+        assert_eq!(decode(&whole, 1).map(|events| events.len()), Ok(2));
+        // Control frames between fragments do not count, and the count starts again with
+        // each message.
+        let mut bytes = client_frame(OpCode::Text, false, b"a");
+        bytes.extend(client_frame(OpCode::Ping, true, b""));
+        bytes.extend(client_frame(OpCode::Ping, true, b""));
+        bytes.extend(client_frame(OpCode::Continuation, true, b"b"));
+        bytes.extend(client_frame(OpCode::Text, false, b"c"));
+        bytes.extend(client_frame(OpCode::Continuation, true, b"d"));
+        let events = decode(&bytes, 2).unwrap();
+        assert_eq!(events[2..], ["Text(\"ab\")", "Text(\"cd\")"]);
+    }
+
+    #[test]
+    fn empty_continuation_flood_is_refused_at_the_default_limit() {
+        let mut bytes = client_frame(OpCode::Binary, false, b"x");
+        let empty = client_frame(OpCode::Continuation, false, b"");
+        for _ in 1..DEFAULT_MAX_FRAGMENTS {
+            bytes.extend(&empty);
+        }
+        // DEFAULT_MAX_FRAGMENTS frames: taken, the message still open.
+        let mut d = Decoder::new(Role::Server, 1 << 20);
+        assert_eq!(decode_with(&mut d, &bytes), Ok(vec![]));
+        assert!(d.in_message());
+        // One more, before its payload or the header's end has any effect: refused.
+        assert_eq!(
+            decode_with(&mut d, &empty),
+            Err(ProtocolError::TooManyFragments)
+        );
+        assert_eq!(
+            ProtocolError::TooManyFragments.close_code(),
+            CloseCode::POLICY
+        );
+        // So is a final frame past the limit; the limit's number of frames is one message.
+        let mut d = Decoder::new(Role::Server, 1 << 20);
+        bytes.extend(client_frame(OpCode::Continuation, true, b""));
+        let err = decode_with(&mut d, &bytes);
+        assert_eq!(err, Err(ProtocolError::TooManyFragments));
+        bytes.truncate(bytes.len() - 2 * empty.len());
+        bytes.extend(client_frame(OpCode::Continuation, true, b"y"));
+        let mut d = Decoder::new(Role::Server, 1 << 20);
+        assert_eq!(
+            decode_with(&mut d, &bytes),
+            Ok(vec!["Binary([120, 121])".to_string()])
+        );
+    }
+
+    #[test]
+    fn compressed_messages_count_their_frames_too() {
+        let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let mut bytes = compressed_frame(OpCode::Text, false, &hello[..3]);
+        bytes.extend(client_frame(OpCode::Continuation, false, &hello[3..5]));
+        bytes.extend(client_frame(OpCode::Continuation, true, &hello[5..]));
+        let mut d = deflate_decoder(100).with_max_fragments(3);
+        assert_eq!(
+            decode_with(&mut d, &bytes),
+            Ok(vec!["Text(\"Hello\")".to_string()])
+        );
+        let mut d = deflate_decoder(100).with_max_fragments(2);
+        assert_eq!(
+            decode_with(&mut d, &bytes),
+            Err(ProtocolError::TooManyFragments)
+        );
     }
 
     #[test]
