@@ -166,6 +166,9 @@ impl<H: Handler> Server<H> {
             .register(&mut socket, token, Interest::READABLE)?;
         if self.listeners.is_empty() {
             self.first = (addr, tls.is_some());
+            // Room for every connection's descriptor now, not while accepting them.
+            let room = self.core.config().max_connections + REFUSAL_SLOTS;
+            super::accept::reserve_descriptors(&socket, room);
         }
         self.listeners.push(Listener { socket, tls });
         Ok(addr)
