@@ -7,6 +7,7 @@
 pub(crate) mod accept;
 pub(crate) mod core;
 pub(crate) mod handle;
+pub(crate) mod log_limit;
 pub(crate) mod server;
 pub(crate) mod slot;
 pub(crate) mod timers;
