@@ -424,7 +424,9 @@ impl Publisher {
                 outage.dropped
             );
         } else {
-            log::info!("redis at {addr} {how} after {down:.1?}; {held} held publishes are sent now");
+            log::info!(
+                "redis at {addr} {how} after {down:.1?}; {held} held publishes are sent now"
+            );
         }
         self.wait = (self.receivers > 0).then(|| Wait {
             receivers: self.receivers,

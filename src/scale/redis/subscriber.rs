@@ -273,4 +273,3 @@ fn deliver(life: &Life, channel: &[u8], payload: &[u8], full: &mut u64) -> Deliv
         Delivery::Done
     }
 }
-

@@ -173,6 +173,9 @@ function onMessage(msg) {
     case "error":
       onError(msg);
       break;
+    case "undelivered":
+      onUndelivered(msg);
+      break;
     case "user_online":
       online.add(msg.nick);
       renderUsers();
@@ -276,6 +279,13 @@ function onError(msg) {
   }
   const conv = convs.get(active);
   if (conv) system(conv, `Error: ${msg.message}`, "error");
+}
+
+// One of our messages (delivered here) did not reach the chat's other servers.
+function onUndelivered(msg) {
+  const conv = convs.get(msg.room ? `#${msg.room}` : `@${msg.to}`);
+  const text = msg.text.length > 60 ? `${msg.text.slice(0, 60)}…` : msg.text;
+  if (conv) system(conv, `Your message "${text}" (${time(msg.ts)}) ${msg.message}.`, "error");
 }
 
 // ---------------------------------------------------------------------------------------------
