@@ -39,6 +39,8 @@ const MAX_BATCH_BYTES: usize = 1 << 20;
 const HEADER_LEN: usize = 1 + 16;
 /// At most one warning of the same kind per this interval.
 const WARN_EVERY: Duration = Duration::from_secs(1);
+/// While Redis is unreachable, how often the publisher says how it stands.
+const OUTAGE_WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// Options of a [`RedisRelay`]. Start from `RedisOptions::default()` and change what you need
 /// with the chainable setters of the same names.
@@ -704,17 +706,21 @@ struct Outage {
     since: Instant,
     attempts: u32,
     dropped: u64,
-    /// Failed attempts, reported at most once per [`WARN_EVERY`].
+    /// Failed attempts, reported at most once per [`OUTAGE_WARN_EVERY`] after the warning
+    /// that started the outage.
     warned: RepeatWarn,
 }
 
 impl Outage {
     fn new() -> Outage {
+        let since = Instant::now();
+        let mut warned = RepeatWarn::new(OUTAGE_WARN_EVERY);
+        let _ = warned.add(1, since); // the loss itself was logged
         Outage {
-            since: Instant::now(),
+            since,
             attempts: 0,
             dropped: 0,
-            warned: RepeatWarn::new(WARN_EVERY),
+            warned,
         }
     }
 }
