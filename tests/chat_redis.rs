@@ -526,6 +526,61 @@ fn a_stopped_process_says_goodbye() {
 
 #[test]
 #[ignore = "needs redis-server (bash tests/run.sh)"]
+fn a_redis_outage_mid_conversation_loses_no_message_and_is_logged_once() {
+    let mut redis = Redis::start(&[]);
+    let a = ChatProcess::start("a", &redis);
+    let b = ChatProcess::start("b", &redis);
+    let (mut bob, _, _) = Peer::join_lobby(b.addr, "bob");
+    let (mut alice, _, _) = Peer::join_lobby(a.addr, "alice");
+    assert_eq!(bob.expect("user_online")["nick"], "alice");
+    assert_eq!(bob.expect("member_joined")["nick"], "alice");
+    catch_up(&mut bob, &mut alice);
+
+    // alice talks on (at the rate limit's pace) while Redis is killed and restarted.
+    let say = |alice: &mut Peer, i: usize| {
+        let text = format!("m{i}");
+        alice.send(json!({"type": "say", "room": "lobby", "text": text}));
+        alice.wait_until("her own message", Duration::from_secs(5), |m| {
+            m["type"] == "message" && m["text"] == text.as_str()
+        });
+        thread::sleep(Duration::from_millis(250));
+    };
+    say(&mut alice, 0);
+    redis.kill();
+    for i in 1..25 {
+        say(&mut alice, i);
+    }
+    redis.spawn();
+    for i in 25..33 {
+        say(&mut alice, i);
+    }
+    // bob gets every one of them, in order, once (around presence notices of the outage).
+    for i in 0..33 {
+        let got = bob.wait_until("a message", PRESENCE_LIMIT, |m| m["type"] == "message");
+        assert_eq!(got["text"], format!("m{i}"), "{got}");
+    }
+    bob.client
+        .stream()
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    while let Ok(wsloop::client::Received::Text(more)) = bob.client.recv() {
+        assert!(
+            !more.contains("\"type\":\"message\""),
+            "a duplicate: {more}"
+        );
+    }
+
+    // A's log: the history's Redis outage in a line or two, not one per message (24 of them).
+    let log = std::fs::read_to_string(&a.log).unwrap();
+    let history_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("history: redis"))
+        .collect();
+    assert!((1..=3).contains(&history_lines.len()), "{history_lines:#?}");
+}
+
+#[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
 fn room_history_is_kept_in_redis_for_every_process_and_bounded() {
     let redis = Redis::start(&[]);
     let a = ChatProcess::start("a", &redis);
