@@ -703,10 +703,20 @@ pub fn connect_redis(
     directory: &SharedDirectory,
     heartbeat: Duration,
 ) -> Result<(wsloop::RedisRelay, Link), wsloop::Error> {
-    use wsloop::{RedisOptions, RedisRelay};
+    let options = wsloop::RedisOptions::default();
+    connect_redis_with(url, handles, directory, heartbeat, options)
+}
 
-    let relay =
-        RedisRelay::connect_with(url, handles, super::REDIS_PREFIX, RedisOptions::default())?;
+/// [`connect_redis`] with the relay's `options` (the tests' shorter bounds).
+#[cfg(feature = "redis")]
+pub fn connect_redis_with(
+    url: &str,
+    handles: &[Handle],
+    directory: &SharedDirectory,
+    heartbeat: Duration,
+    options: wsloop::RedisOptions,
+) -> Result<(wsloop::RedisRelay, Link), wsloop::Error> {
+    let relay = wsloop::RedisRelay::connect_with(url, handles, super::REDIS_PREFIX, options)?;
     let node = relay.origin().to_owned();
     lock(directory).attach(node, Box::new(relay.clone()), heartbeat);
     let (shared, targets) = (directory.clone(), handles.to_vec());
