@@ -313,6 +313,16 @@ fn rooms_span_two_servers_and_survive_a_redis_restart() {
     });
 }
 
+/// A client of each node in "room", once a first message went from `a_node`'s to `b_node`'s.
+fn pair(a_node: &Node, b_node: &Node) -> (Client, Client) {
+    let (mut a, mut b) = (client(&a_node.url), client(&b_node.url));
+    join(&mut a, "room");
+    join(&mut b, "room");
+    a.send(Message::Text("say room hello")).unwrap();
+    assert_eq!(text(&mut b), "hello");
+    (a, b)
+}
+
 /// Options that notice a stall within about a second (the defaults take 5 s).
 fn quick() -> RedisOptions {
     RedisOptions::default()
@@ -328,11 +338,7 @@ fn a_frozen_redis_loses_nothing() {
     let redis = Redis::start(&[]);
     let a_node = Node::start_with(&redis.url(), "frozen:", quick());
     let b_node = Node::start_with(&redis.url(), "frozen:", quick());
-    let (mut a, mut b) = (client(&a_node.url), client(&b_node.url));
-    join(&mut a, "room");
-    join(&mut b, "room");
-    a.send(Message::Text("say room hello")).unwrap();
-    assert_eq!(text(&mut b), "hello");
+    let (mut a, mut b) = pair(&a_node, &b_node);
 
     // Redis is frozen (SIGSTOP): its connections stay open and silent. The relays notice it
     // (no answers) instead of taking it as up, and hold what is said meanwhile.
@@ -383,11 +389,7 @@ fn publishes_past_the_outbox_bound_are_dropped_counted_and_reported() {
         let text = String::from_utf8_lossy(msg.as_bytes()).into_owned();
         seen.lock().unwrap().push(format!("{topic}: {text}"));
     });
-    let (mut a, mut b) = (client(&a_node.url), client(&b_node.url));
-    join(&mut a, "room");
-    join(&mut b, "room");
-    a.send(Message::Text("say room hello")).unwrap();
-    assert_eq!(text(&mut b), "hello");
+    let (mut a, mut b) = pair(&a_node, &b_node);
 
     redis.kill();
     wait_for("the relays to see redis down", TIMEOUT, || {

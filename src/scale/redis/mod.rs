@@ -452,8 +452,9 @@ impl RedisRelay {
     }
 
     /// How many messages were lost so far: publishes not sent to Redis (the queue was full,
-    /// Redis was unreachable, or the connection broke before Redis confirmed them) and
-    /// messages from Redis that a full reactor queue refused.
+    /// they were held past [`RedisOptions::outbox_time`] or [`RedisOptions::outbox_bytes`],
+    /// Redis refused them, or the relay stopped with them) and messages from Redis that a full
+    /// reactor queue refused.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }
@@ -523,8 +524,9 @@ impl RedisRelay {
         *slot = Some(Box::new(f));
     }
 
-    /// Stops both threads (within about 100 ms, or `io_timeout` / `keepalive` if Redis is slow
-    /// to take a batch or answer a PING); what is still queued is dropped and counted.
+    /// Stops both threads (within about 100 ms, or `connect_timeout + io_timeout` while Redis is
+    /// slow to take a batch or answer a check); what is still held is dropped, counted and
+    /// handed to the [`on_dropped`](Self::on_dropped) callback.
     /// Publishes after this are counted as dropped.
     pub fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::Release);

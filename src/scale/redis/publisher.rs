@@ -167,6 +167,7 @@ impl Publisher {
         }
         let left: Vec<Pending> = self.outbox.drain().collect();
         if !left.is_empty() {
+            (self.shared().dropped).fetch_add(left.len() as u64, Ordering::Relaxed);
             log::warn!(
                 "redis relay stopped: dropped {} publishes not confirmed by redis",
                 left.len()
