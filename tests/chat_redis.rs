@@ -529,7 +529,21 @@ fn a_stopped_process_says_goodbye() {
 
 #[test]
 #[ignore = "needs redis-server (bash tests/run.sh)"]
-fn a_redis_outage_mid_conversation_loses_no_message_and_is_logged_once() {
+fn a_redis_restart_mid_conversation_loses_no_message_and_is_logged_once() {
+    talk_through_an_outage(Redis::kill, Redis::spawn, 10);
+}
+
+#[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
+fn a_frozen_redis_mid_conversation_loses_no_message() {
+    talk_through_an_outage(|redis| redis.pause(), |redis| redis.resume(), 8);
+}
+
+/// alice (on process A) talks to bob (on B) in the lobby, 4 messages a second (the rate
+/// limit's pace), while `outage` takes Redis away for `secs` seconds and `back` brings it back:
+/// bob gets every message, in order, once, and A's log tells of the history's outage in a line
+/// or two, not one per message.
+fn talk_through_an_outage(outage: fn(&mut Redis), back: fn(&mut Redis), secs: usize) {
     let mut redis = Redis::start(&[]);
     let a = ChatProcess::start("a", &redis);
     let b = ChatProcess::start("b", &redis);
@@ -539,7 +553,6 @@ fn a_redis_outage_mid_conversation_loses_no_message_and_is_logged_once() {
     assert_eq!(bob.expect("member_joined")["nick"], "alice");
     catch_up(&mut bob, &mut alice);
 
-    // alice talks on (at the rate limit's pace) while Redis is killed and restarted.
     let say = |alice: &mut Peer, i: usize| {
         let text = format!("m{i}");
         alice.send(json!({"type": "say", "room": "lobby", "text": text}));
@@ -549,16 +562,17 @@ fn a_redis_outage_mid_conversation_loses_no_message_and_is_logged_once() {
         thread::sleep(Duration::from_millis(250));
     };
     say(&mut alice, 0);
-    redis.kill();
-    for i in 1..25 {
+    outage(&mut redis);
+    let during = 1 + 4 * secs;
+    for i in 1..during {
         say(&mut alice, i);
     }
-    redis.spawn();
-    for i in 25..33 {
+    back(&mut redis);
+    let all = during + 8;
+    for i in during..all {
         say(&mut alice, i);
     }
-    // bob gets every one of them, in order, once (around presence notices of the outage).
-    for i in 0..33 {
+    for i in 0..all {
         let got = bob.wait_until("a message", PRESENCE_LIMIT, |m| m["type"] == "message");
         assert_eq!(got["text"], format!("m{i}"), "{got}");
     }
@@ -572,8 +586,6 @@ fn a_redis_outage_mid_conversation_loses_no_message_and_is_logged_once() {
             "a duplicate: {more}"
         );
     }
-
-    // A's log: the history's Redis outage in a line or two, not one per message (24 of them).
     let log = std::fs::read_to_string(&a.log).unwrap();
     let history_lines: Vec<&str> = log
         .lines()
