@@ -628,6 +628,8 @@ fn describe(e: &RedisError) -> String {
         format!("AUTH refused: {e}")
     } else if e.code() == Some("NOAUTH") {
         format!("{e} (give the password: redis://:PASSWORD@host:port)")
+    } else if e.is_timeout() {
+        "no answer in time".to_owned()
     } else {
         e.to_string()
     }
@@ -715,7 +717,11 @@ struct Outage {
 
 impl Outage {
     fn new() -> Outage {
-        let since = Instant::now();
+        Outage::since(Instant::now())
+    }
+
+    /// An outage that began at `since` (when Redis was last heard from).
+    fn since(since: Instant) -> Outage {
         let mut warned = RepeatWarn::new(OUTAGE_WARN_EVERY);
         let _ = warned.add(1, since); // the loss itself was logged
         Outage {

@@ -301,7 +301,11 @@ impl Publisher {
                 let silent = wire.heard.elapsed();
                 if !wire.stalled && silent >= self.options.io_timeout {
                     wire.stalled = true;
-                    self.down(&format!("no answer for {silent:.1?}; waiting for it"));
+                    let heard = wire.heard;
+                    self.down(
+                        &format!("no answer for {silent:.1?}; waiting for it"),
+                        heard,
+                    );
                 }
             }
             Err(e) => self.broken(&describe(&e)),
@@ -386,8 +390,9 @@ impl Publisher {
         }
     }
 
-    /// The connection stalled or broke: the relay is down until it is back.
-    fn down(&mut self, e: &str) {
+    /// The connection stalled or broke (Redis last heard from at `since`): the relay is down
+    /// until it is back.
+    fn down(&mut self, e: &str, since: Instant) {
         let shared = &*self.life.shared;
         shared.publisher_up.store(false, Ordering::Release);
         if self.outage.is_none() {
@@ -396,7 +401,7 @@ impl Publisher {
                  RedisOptions::outbox_time and outbox_bytes) and sent when it is back",
                 shared.addr
             );
-            self.outage = Some(Outage::new());
+            self.outage = Some(Outage::since(since));
         }
     }
 
@@ -405,7 +410,10 @@ impl Publisher {
         self.wire = None;
         self.outbox.sent = 0;
         self.retry_at = Instant::now();
-        self.down(&format!("lost the publishing connection ({e})"));
+        self.down(
+            &format!("lost the publishing connection ({e})"),
+            Instant::now(),
+        );
     }
 
     /// Connected again (or the stalled connection answered): wait for the subscribers, then

@@ -121,7 +121,7 @@ impl Subscriber {
                         match probe(&self.life.shared, &self.options) {
                             Ok(()) => probe_due = Some(Instant::now() + keepalive),
                             Err(e) => {
-                                self.stalled(&describe(&e));
+                                self.stalled(&describe(&e), last_heard);
                                 last_heard = Instant::now();
                             }
                         }
@@ -135,14 +135,14 @@ impl Subscriber {
 
     /// No fresh connection gets an answer from Redis: the subscription is kept, and counted
     /// as down until it hears from Redis again.
-    fn stalled(&mut self, e: &str) {
+    fn stalled(&mut self, e: &str, since: Instant) {
         let shared = &*self.life.shared;
         if self.outage.is_none() {
             log::warn!(
                 "redis at {} does not answer ({e}); keeping the subscription until it does",
                 shared.addr
             );
-            self.outage = Some(Outage::new());
+            self.outage = Some(Outage::since(since));
         }
         shared.subscriber_up.store(false, Ordering::Release);
     }

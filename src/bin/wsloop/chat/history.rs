@@ -220,6 +220,15 @@ pub mod redis {
         Ok(conn)
     }
 
+    /// What went wrong, for the log.
+    fn describe(e: &::redis::RedisError) -> String {
+        if e.is_timeout() {
+            format!("no answer within {TIMEOUT:?}")
+        } else {
+            e.to_string()
+        }
+    }
+
     /// Redis unreachable: since when, the last error, the jobs skipped since the last warning,
     /// and when it was last tried and last reported. One warning when it goes, one per
     /// [`WARN_EVERY`] with the count, one when it is back: not one per chat message.
@@ -282,7 +291,7 @@ pub mod redis {
             };
             let stored = result.unwrap_or_else(|e| {
                 self.conn = None;
-                self.failed(e.to_string(), 1);
+                self.failed(describe(&e), 1);
                 Vec::new()
             });
             if let Job::Replay { room, conn: to } = job {
@@ -304,7 +313,7 @@ pub mod redis {
                     }
                     _ => match connect(&self.client) {
                         Ok(conn) => self.conn = Some(conn),
-                        Err(e) => self.failed(e.to_string(), 1),
+                        Err(e) => self.failed(describe(&e), 1),
                     },
                 }
             }
