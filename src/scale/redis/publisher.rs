@@ -279,13 +279,12 @@ impl Publisher {
                 wire.heard = now;
                 // The answers the crate skipped came before this one.
                 let skipped = std::mem::take(&mut wire.skips);
-                let asked: Vec<Asked> = wire.owed.drain(..=skipped).collect();
+                let before = wire.owed.drain(..skipped);
+                let publishes = before.filter(|a| *a == Asked::Publish).count();
+                let last = wire.owed.pop_front().expect("an answer was owed");
                 let resumed = std::mem::take(&mut wire.stalled);
-                let (last, before) = asked.split_last().expect("one answer at least");
-                for &a in before {
-                    if a == Asked::Publish {
-                        self.answered(None);
-                    }
+                for _ in 0..publishes {
+                    self.answered(None);
                 }
                 match last {
                     Asked::Publish => self.answered(Some(value)),
