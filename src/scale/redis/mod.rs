@@ -64,8 +64,10 @@ pub struct RedisOptions {
     /// or it is replaced. While Redis does not answer at all (down, or stalled), the
     /// subscription is kept and checked again (default 5 s).
     pub keepalive: Duration,
-    /// Most bytes of publishes held for Redis (waiting, or sent and not confirmed), as while
-    /// Redis is down or stalled; past it the oldest are dropped (default 8 MiB).
+    /// Most bytes of publishes held while Redis is down or stalled (or its subscribers are
+    /// awaited after an outage), sent or not; past it the oldest are dropped (default 8 MiB).
+    /// While Redis keeps up, publishes wait in the queue instead, bounded by
+    /// [`queue`](Self::queue).
     pub outbox_bytes: usize,
     /// Longest a publish is held for Redis; past it, it is dropped (default 30 s). A connection
     /// that does not confirm a publish in that time is replaced.

@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, PoisonError};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use redis::{Connection, RedisError, Value};
@@ -150,13 +151,19 @@ impl Publisher {
     pub(super) fn run(mut self, rx: Receiver<Outgoing>) {
         while !self.life.over() {
             self.report_full();
-            match rx.recv_timeout(self.idle_wait()) {
-                Ok(outgoing) => self.take(outgoing),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-            while let Ok(outgoing) = rx.try_recv() {
-                self.take(outgoing);
+            let wait = self.idle_wait();
+            if self.wants_more() {
+                match rx.recv_timeout(wait) {
+                    Ok(outgoing) => self.take(outgoing),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+                while self.wants_more() {
+                    let Ok(outgoing) = rx.try_recv() else { break };
+                    self.take(outgoing);
+                }
+            } else {
+                thread::sleep(wait);
             }
             self.expire();
             self.step();
@@ -179,6 +186,14 @@ impl Publisher {
 
     fn take(&mut self, (bytes, channel, at): Outgoing) {
         self.outbox.push(Pending { bytes, channel, at });
+    }
+
+    /// Whether to take publishes from the queue now: all of them while Redis is down, stalled,
+    /// or its subscribers are awaited (they wait in the outbox, within its bounds); otherwise
+    /// a batch ahead of what is in flight (the queue holds the rest, within `queue`).
+    fn wants_more(&self) -> bool {
+        let flowing = self.wire.as_ref().is_some_and(|w| !w.stalled) && self.wait.is_none();
+        !flowing || self.outbox.len() - self.outbox.sent < MAX_BATCH
     }
 
     /// How long to wait for publishes before the next step: not at all when there is
@@ -209,8 +224,9 @@ impl Publisher {
         };
         let result = if !wire.owed.is_empty() {
             if wire.all_skipped() {
-                // Ask again, now and then, whether it answers at all.
-                if now.duration_since(wire.asked) < IDLE_CHECK {
+                // Ask whether it answers at all: at once, then now and then.
+                let pinged = wire.owed.contains(&Asked::Ping);
+                if pinged && now.duration_since(wire.asked) < IDLE_CHECK {
                     return;
                 }
                 wire.asked = now;
@@ -268,10 +284,15 @@ impl Publisher {
         }
     }
 
-    /// Reads one answer (waiting at most [`TICK`]).
+    /// Reads the answers owed, until a read times out (after [`TICK`]) or none is left to read.
     fn read(&mut self) {
+        while self.wire.as_ref().is_some_and(|w| !w.all_skipped()) && self.read_one() {}
+    }
+
+    /// Reads one answer; false if none came.
+    fn read_one(&mut self) -> bool {
         let Some(wire) = &mut self.wire else {
-            return;
+            return false;
         };
         match wire.conn.recv_response() {
             Ok(value) => {
@@ -294,6 +315,7 @@ impl Publisher {
                 if resumed {
                     self.back(now, "answers again");
                 }
+                true
             }
             Err(e) if e.is_timeout() => {
                 wire.skips += 1;
@@ -306,8 +328,12 @@ impl Publisher {
                         heard,
                     );
                 }
+                false
             }
-            Err(e) => self.broken(&describe(&e)),
+            Err(e) => {
+                self.broken(&describe(&e));
+                false
+            }
         }
     }
 
