@@ -389,7 +389,7 @@ pub mod _08_redis {
     //! |---|---|---|
     //! | Redis killed and restarted | reconnects with a backoff (`min_backoff` doubling to `max_backoff`), resubscribes, then waits (at most `2 × max_backoff`) until a probe's `PUBLISH` reaches as many subscribers as before, and sends what it held | in order, nothing lost within the bounds; a publish written just before the connection broke, unanswered, is sent again (may arrive twice) |
     //! | Redis frozen (SIGSTOP) or too slow | keeps both connections: the publishing one counts as down after `io_timeout` without an answer; the subscription, silent for `keepalive`, is checked with a probe from a fresh connection, and kept while no fresh connection gets an answer either | in order, once, when Redis wakes up within `outbox_time` |
-    //! | a connection dead but Redis fine (a network or NAT drop) | the subscription is replaced when a fresh connection's probe does not come back on it; the publishing connection when a publish waited `outbox_time` for its answer | messages others published to us meanwhile are missed |
+    //! | a connection dead but Redis fine (a network or NAT drop) | each connection, once silent, is checked with a fresh one every `keepalive`: the subscription is replaced when a fresh connection's probe does not come back on it, the publishing connection when a fresh one gets answers | ours: sent again on the new connection (may arrive twice); others' published to us meanwhile: missed |
     //! | past `outbox_time` or `outbox_bytes` | the oldest are dropped and reported | counted, logged, `on_dropped` |
     //! | the queue to the thread full (`queue`) | refused on the reactor's thread | counted, logged (not `on_dropped`) |
     //!

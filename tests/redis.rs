@@ -16,8 +16,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Mutex, Once};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use common::cert::Cert;
@@ -372,6 +373,114 @@ fn a_frozen_redis_loses_nothing() {
     b_node.stop();
 }
 
+/// A TCP proxy in front of Redis that can cut the connections it carries: they stay open and
+/// go silent both ways (what comes is read and thrown away), as after a network or NAT drop,
+/// while new connections are carried as before.
+struct Proxy {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    cut_below: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(redis_port: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (accepted, cut_below) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let proxy = Proxy {
+            port,
+            accepted: accepted.clone(),
+            cut_below: cut_below.clone(),
+            stop: stop.clone(),
+        };
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let id = accepted.fetch_add(1, Ordering::SeqCst);
+                let (Ok(client), false) = (client, stop.load(Ordering::SeqCst)) else {
+                    break;
+                };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", redis_port)) else {
+                    continue;
+                };
+                let ends = [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ];
+                for (mut from, mut to) in ends {
+                    let cut_below = cut_below.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            let live = id >= cut_below.load(Ordering::SeqCst);
+                            if live && to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        proxy
+    }
+
+    /// `redis://` through the proxy.
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts every connection carried now.
+    fn cut(&self) {
+        let accepted = self.accepted.load(Ordering::SeqCst);
+        self.cut_below.store(accepted, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port)); // wakes the accept loop
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
+fn dead_connections_are_replaced_while_redis_answers() {
+    init_log();
+    let redis = Redis::start(&[]);
+    let proxy = Proxy::start(redis.port);
+    let a_node = Node::start_with(&proxy.url(), "cut:", quick());
+    let b_node = Node::start_with(&redis.url(), "cut:", quick());
+    let (mut a, mut b) = pair(&a_node, &b_node);
+
+    // a's two connections go dead; Redis is fine. What a says meanwhile is held, and sent on
+    // the new connection once a fresh one gets answers where the old one does not.
+    proxy.cut();
+    for i in 0..10 {
+        a.send(Message::Text(&format!("say room held from a {i}")))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_for("a's connections replaced", Duration::from_secs(15), || {
+        !logged(
+            log::Level::Warn,
+            &["answers a new connection", &proxy.url()[8..]],
+        )
+        .is_empty()
+            && !logged(log::Level::Warn, &["a probe did not come back"]).is_empty()
+    });
+    expect_in_order(&mut b, "a", 0..10);
+    assert_eq!(a_node.relay.dropped(), 0);
+    // And a hears b again (what b said while a's subscription was dead is missed: pub/sub).
+    let heard = say_until_heard(&mut b, &mut a, "room", "back", Duration::from_secs(15));
+    assert!(heard.starts_with("back"), "{heard}");
+    drop((a, b));
+    a_node.stop();
+    b_node.stop();
+}
+
 #[test]
 #[ignore = "needs redis-server (bash tests/run.sh)"]
 fn publishes_past_the_outbox_bound_are_dropped_counted_and_reported() {
@@ -383,7 +492,7 @@ fn publishes_past_the_outbox_bound_are_dropped_counted_and_reported() {
         RedisOptions::default().outbox_time(Duration::from_millis(500)),
     );
     let b_node = Node::start(&redis, "bound:");
-    let dropped = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let dropped = Arc::new(Mutex::new(Vec::new()));
     let seen = dropped.clone();
     a_node.relay.on_dropped(move |topic, msg| {
         let text = String::from_utf8_lossy(msg.as_bytes()).into_owned();

@@ -204,7 +204,8 @@ impl RedisOptions {
 /// [`RedisOptions::outbox_time`] and [`RedisOptions::outbox_bytes`], and are sent in order on
 /// the next connection. A broken connection's unconfirmed publishes are sent again, so around
 /// one a message may arrive twice; a stalled connection is kept (what it holds is delivered
-/// when Redis wakes up) until a publish has waited `outbox_time` for its answer. After an
+/// when Redis wakes up) unless a fresh connection gets answers (then the stalled one is dead
+/// and replaced), or until a publish has waited `outbox_time` for its answer. After an
 /// outage the relay sends again once as many subscribers listen as before it (a `PUBLISH` of
 /// an empty probe says how many; at most `2 × max_backoff`), since Redis keeps nothing for a
 /// subscriber that has not subscribed again yet. The subscribed connection is kept through a

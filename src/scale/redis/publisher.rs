@@ -5,7 +5,9 @@
 //! it had not answered is sent again on the next one, in order (so a publish whose answer was
 //! lost with the connection may arrive twice). A connection that stalls (Redis frozen, or too
 //! busy to answer within `io_timeout`) is kept, and counted as down, until it answers again: the
-//! batch written to it is still in Redis' hands. Either way, before sending again the thread
+//! batch written to it is still in Redis' hands. Every `keepalive` meanwhile a fresh connection
+//! is tried: if Redis answers it, the stalled one is dead instead (a network or NAT drop) and is
+//! replaced, its unanswered publishes sent again. Either way, before sending again the thread
 //! waits until as many subscribers listen as before (see [`Wait`]). Only what outlives the
 //! outbox's bounds is dropped, counted, reported to the [`RedisRelay::on_dropped`] callback,
 //! and logged once per second with the count.
@@ -54,6 +56,8 @@ struct Wire {
     asked: Instant,
     /// No answer for `io_timeout`: counted as down until one comes.
     stalled: bool,
+    /// When a fresh connection was last tried, while stalled.
+    checked: Instant,
 }
 
 impl Wire {
@@ -67,6 +71,7 @@ impl Wire {
             heard: now,
             asked: now,
             stalled: false,
+            checked: now,
         }
     }
 
@@ -222,6 +227,10 @@ impl Publisher {
             }
             return;
         };
+        if wire.stalled && now.duration_since(wire.checked) >= self.options.keepalive {
+            wire.checked = now;
+            return self.try_fresh();
+        }
         let result = if !wire.owed.is_empty() {
             if wire.all_skipped() {
                 // Ask whether it answers at all: at once, then now and then.
@@ -322,6 +331,7 @@ impl Publisher {
                 let silent = wire.heard.elapsed();
                 if !wire.stalled && silent >= self.options.io_timeout {
                     wire.stalled = true;
+                    wire.checked = Instant::now();
                     let heard = wire.heard;
                     self.down(
                         &format!("no answer for {silent:.1?}; waiting for it"),
@@ -335,6 +345,25 @@ impl Publisher {
                 false
             }
         }
+    }
+
+    /// The connection stalled: if a fresh one gets an answer, Redis is fine and this one is
+    /// dead (a network or NAT drop); what it did not answer is sent again on the fresh one.
+    fn try_fresh(&mut self) {
+        let shared = self.life.shared.clone();
+        let Ok(conn) = open(&shared, &self.options) else {
+            return; // Redis itself does not answer: wait on
+        };
+        log::warn!(
+            "redis at {} answers a new connection but not the publishing one: replaced ({} \
+             unanswered publishes are sent again)",
+            shared.addr,
+            self.outbox.sent
+        );
+        let now = Instant::now();
+        self.wire = Some(Wire::new(conn, now));
+        self.outbox.sent = 0;
+        self.back(now, "answers on a new connection");
     }
 
     /// Redis answered the oldest publish sent: `None` when the crate skipped the answer (it
