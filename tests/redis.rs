@@ -455,6 +455,10 @@ fn dead_connections_are_replaced_while_redis_answers() {
     let b_node = Node::start_with(&redis.url(), "cut:", quick());
     let (mut a, mut b) = pair(&a_node, &b_node);
 
+    // (Once Redis has confirmed it: a publish whose answer is cut off is sent again.)
+    wait_for("the first publish confirmed", TIMEOUT, || {
+        a_node.relay.published() == 1
+    });
     // a's two connections go dead; Redis is fine. What a says meanwhile is held, and sent on
     // the new connection once a fresh one gets answers where the old one does not.
     proxy.cut();

@@ -354,6 +354,11 @@ impl Publisher {
         let Ok(conn) = open(&shared, &self.options) else {
             return; // Redis itself does not answer: wait on
         };
+        // Redis may just have woken up, and answer the stalled connection too: one more
+        // chance, or what it held would be sent twice.
+        if self.answers_within(self.options.io_timeout) {
+            return;
+        }
         log::warn!(
             "redis at {} answers a new connection but not the publishing one: replaced ({} \
              unanswered publishes are sent again)",
@@ -364,6 +369,29 @@ impl Publisher {
         self.wire = Some(Wire::new(conn, now));
         self.outbox.sent = 0;
         self.back(now, "answers on a new connection");
+    }
+
+    /// Whether the stalled connection answers within `limit` (asking with a PING if nothing
+    /// else is owed that the crate has not given up on).
+    fn answers_within(&mut self, limit: Duration) -> bool {
+        let Some(wire) = &mut self.wire else {
+            return false;
+        };
+        if wire.all_skipped() {
+            wire.asked = Instant::now();
+            if wire
+                .send(&redis::cmd("PING").get_packed_command(), Asked::Ping, 1)
+                .is_err()
+            {
+                return false;
+            }
+        }
+        let _ = wire.conn.set_read_timeout(Some(limit));
+        let answered = self.read_one();
+        if let Some(wire) = &self.wire {
+            let _ = wire.conn.set_read_timeout(Some(TICK));
+        }
+        answered
     }
 
     /// Redis answered the oldest publish sent: `None` when the crate skipped the answer (it
