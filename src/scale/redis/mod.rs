@@ -56,8 +56,9 @@ pub struct RedisOptions {
     pub max_backoff: Duration,
     /// Time allowed to open a TCP connection to Redis (default 2 s).
     pub connect_timeout: Duration,
-    /// Time allowed to write a batch, and for Redis to answer a command (default 5 s); past
-    /// it the connection is taken as broken.
+    /// Time allowed to write a batch, and for Redis to answer (default 5 s). A write past it
+    /// breaks the connection; an answer past it makes the publishing connection count as
+    /// stalled (down, its publishes held) until Redis answers.
     pub io_timeout: Duration,
     /// After this much silence the subscribed connection is checked: a fresh connection
     /// publishes an empty probe, which the subscription must bring back within as much again,
