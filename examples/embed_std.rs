@@ -16,7 +16,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::Instant;
 
 use wsloop::proto::connection::{Connection, Endpoint, Event};
-use wsloop::Config;
+use wsloop::ConnectionConfig;
 
 fn main() -> io::Result<()> {
     let addr = std::env::args().nth(1);
@@ -25,7 +25,7 @@ fn main() -> io::Result<()> {
     for stream in listener.incoming() {
         let stream = stream?;
         std::thread::spawn(move || {
-            if let Err(e) = serve(stream, Config::default()) {
+            if let Err(e) = serve(stream, ConnectionConfig::default()) {
                 eprintln!("connection failed: {e}");
             }
         });
@@ -37,7 +37,7 @@ fn main() -> io::Result<()> {
 ///
 /// # Errors
 /// An I/O error on the stream.
-pub fn serve(mut stream: TcpStream, config: Config) -> io::Result<()> {
+pub fn serve(mut stream: TcpStream, config: ConnectionConfig) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut ep = Endpoint::new(config, Instant::now());
     let mut conn = Connection::server(&mut ep);

@@ -15,7 +15,8 @@
 //! overruns= …`; an overrun is a tick whose work took more than the 16.7 ms budget, and
 //! `dropped=` counts the ticks skipped when the loop fell more than a tick behind).
 //!
-//! `--bots N` plays N bots from one other thread (see `game_loop/bots.rs`). `--seconds S`
+//! `--bots N` plays N bots from one other thread (see `game_loop/bots.rs`): [`DEFAULT_BOTS`]
+//! by default, so that someone alone on the page has company; `--bots 0` plays none. `--seconds S`
 //! stops after S seconds; SIGINT / SIGTERM stop at once. Either way the server shuts down
 //! gracefully: no more accepts, a 1001 close to everyone, and a wait for the close handshakes.
 
@@ -31,11 +32,12 @@ use fd_limit::raise_fd_limit;
 
 use std::time::{Duration, Instant};
 
-use bots::{Bots, Totals};
+use bots::{Bots, Totals, DEFAULT_BOTS};
 use game::Game;
 use wsloop::{Config, Message, Server};
 
-const USAGE: &str = "usage: game_loop [--addr HOST:PORT] [--bots N] [--seconds S]";
+const USAGE: &str =
+    "usage: game_loop [--addr HOST:PORT] [--bots N (default 4; 0: none)] [--seconds S]";
 /// The simulation's period: 60 Hz.
 const TICK: Duration = Duration::from_nanos(1_000_000_000 / 60);
 /// How often the tick-time distribution is printed.
@@ -68,7 +70,7 @@ fn main() {
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut args = Args {
         addr: "127.0.0.1:8090".into(),
-        bots: 0,
+        bots: DEFAULT_BOTS,
         seconds: None,
     };
     while let Some(arg) = it.next() {

@@ -6,17 +6,293 @@
 //! let echo = client.recv()?;
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! `wss://` URLs speak TLS through rustls, trusting the system's CA bundle by default, or as
+//! the [`ConnectOptions::tls`] config says: the CAs of a file of your own, say.
+//!
+//! ```no_run
+//! use wsloop::client::{load_roots, tls_config, Client, ConnectOptions};
+//!
+//! let options = ConnectOptions {
+//!     tls: Some(tls_config(load_roots("ca.pem".as_ref())?)),
+//!     headers: vec![("Authorization".into(), "Bearer 123".into())],
+//!     ..ConnectOptions::default()
+//! };
+//! let client = Client::connect_with_options("wss://localhost:9443/chat?room=1", &options)?;
+//! println!("subprotocol: {:?}", client.protocol());
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::time::Instant;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use crate::proto::connection::{CloseReason, Connection, Endpoint, Event, SendError};
 use crate::proto::frame::{write_frame, OpCode};
 use crate::proto::message::mask_key;
 use crate::proto::CloseCode;
 use crate::{Config, Message};
+
+/// A `ws://` or `wss://` URL, parsed: `ws[s]://host[:port][/path][?query]`.
+///
+/// The scheme is case-insensitive; the port defaults to 80 (`ws`) or 443 (`wss`); an IPv6
+/// host is written in brackets (`ws://[::1]:9001/`). User info (`user@`), fragments (`#`),
+/// spaces and control characters are refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientUrl {
+    /// `wss://`: TLS.
+    pub tls: bool,
+    /// The host, without an IPv6 address's brackets: what to resolve, and the name the
+    /// server's certificate must carry.
+    pub host: String,
+    /// The port as written, or the scheme's default.
+    pub port: u16,
+    /// The `Host` header: host and port as written.
+    pub authority: String,
+    /// The request target: path and query, at least `/`.
+    pub path: String,
+}
+
+impl ClientUrl {
+    /// Parses `url`.
+    ///
+    /// # Errors
+    /// `InvalidInput`, naming the URL and what is wrong with it.
+    pub fn parse(url: &str) -> io::Result<ClientUrl> {
+        let bad =
+            |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{url:?}: {why}"));
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad("not a ws:// or wss:// URL"))?;
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "ws" => false,
+            "wss" => true,
+            _ => return Err(bad("the scheme must be ws:// or wss://")),
+        };
+        if rest.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(bad("spaces and control characters must be percent-encoded"));
+        }
+        if rest.contains('#') {
+            return Err(bad("a WebSocket URL has no fragment (#)"));
+        }
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) if rest[i..].starts_with('?') => (&rest[..i], format!("/{}", &rest[i..])),
+            Some(i) => (&rest[..i], rest[i..].to_owned()),
+            None => (rest, "/".to_owned()),
+        };
+        if authority.contains('@') {
+            return Err(bad("user info (user@) is not supported"));
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("unclosed [ in the host"))?;
+            let port = match after.strip_prefix(':') {
+                Some(port) => port,
+                None if after.is_empty() => "",
+                None => return Err(bad("junk after the IPv6 address")),
+            };
+            (host, port)
+        } else {
+            authority.rsplit_once(':').unwrap_or((authority, ""))
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port = match port {
+            "" if tls => 443,
+            "" => 80,
+            port => port
+                .parse()
+                .map_err(|_| bad(&format!("bad port {port:?}")))?,
+        };
+        Ok(ClientUrl {
+            tls,
+            host: host.to_owned(),
+            port,
+            authority: authority.to_owned(),
+            path,
+        })
+    }
+}
+
+/// A rustls client config trusting `roots`: the `ring` provider, TLS 1.2 and 1.3, ALPN
+/// `http/1.1`.
+///
+/// # Panics
+/// Never in practice: the `ring` provider supports the default protocol versions.
+pub fn tls_config(roots: RootCertStore) -> Arc<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// The CA certificates of the PEM file at `path`, to trust with [`tls_config`].
+///
+/// # Errors
+/// The file cannot be read, holds a bad certificate, or none (`InvalidData`); the message
+/// names the file.
+pub fn load_roots(path: &Path) -> io::Result<RootCertStore> {
+    let bad = |e: &dyn std::fmt::Display| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
+        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(&"no certificate found"));
+    }
+    Ok(roots)
+}
+
+/// Where the system's CA bundle usually is (Debian, Fedora, openSUSE, Alpine, the BSDs and
+/// macOS's `/etc/ssl/cert.pem`).
+const SYSTEM_CAS: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The system's CA bundle: the file `SSL_CERT_FILE` names, or the first of the usual places
+/// that exists.
+///
+/// # Errors
+/// `NotFound` when there is none (give a config of your own); else as [`load_roots`].
+pub fn system_roots() -> io::Result<RootCertStore> {
+    let path = std::env::var_os("SSL_CERT_FILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            SYSTEM_CAS
+                .iter()
+                .map(Into::into)
+                .find(|p: &std::path::PathBuf| p.exists())
+        })
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "no system CA bundle found (set SSL_CERT_FILE, or give a TLS config)",
+            )
+        })?;
+    load_roots(&path)
+}
+
+/// The stream of a client made by [`Client::connect`]: TCP, or TLS over TCP for `wss://`.
+#[derive(Debug)]
+pub enum ClientStream {
+    /// `ws://`.
+    Plain(TcpStream),
+    /// `wss://`.
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl ClientStream {
+    /// The TCP socket.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            ClientStream::Plain(s) => s,
+            ClientStream::Tls(t) => &t.sock,
+        }
+    }
+
+    /// Sets the TCP socket's read timeout ([`TcpStream::set_read_timeout`]).
+    ///
+    /// # Errors
+    /// As [`TcpStream::set_read_timeout`].
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.tcp().set_read_timeout(timeout)
+    }
+}
+
+impl Read for ClientStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ClientStream::Plain(s) => s.read(buf),
+            ClientStream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for ClientStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            ClientStream::Plain(s) => s.write(buf),
+            ClientStream::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.flush(),
+            ClientStream::Tls(t) => t.flush(),
+        }
+    }
+}
+
+/// How [`Client::connect_with_options`] connects.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Subprotocols to offer, in order of preference.
+    pub protocols: Vec<String>,
+    /// More request headers (`Origin`, `Authorization`, `Cookie`...). The names the
+    /// handshake writes itself (`Host`, `Upgrade`, `Connection`, `Sec-WebSocket-*`) are refused.
+    pub headers: Vec<(String, String)>,
+    /// The limits (`max_message_size`...); permessage-deflate is offered if it has `deflate`.
+    pub config: Config,
+    /// For `wss://`: the rustls config (its roots, or a verifier of your own); `None` trusts
+    /// the [`system_roots`].
+    pub tls: Option<Arc<ClientConfig>>,
+}
+
+/// Headers the upgrade request writes itself.
+const OWN_HEADERS: &[&str] = &[
+    "host",
+    "upgrade",
+    "connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+];
+
+/// `request` (an upgrade request's head) with `headers` added at its end.
+fn with_headers(request: &[u8], headers: &[(String, String)]) -> io::Result<Vec<u8>> {
+    let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+    let mut out = request[..request.len() - 2].to_vec(); // before the blank line
+    for (name, value) in headers {
+        let bad = |why: &str| invalid(format!("header {name:?}: {why}"));
+        if name.is_empty() || !name.bytes().all(token) {
+            return Err(bad("not a header name"));
+        }
+        if OWN_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(bad("the handshake sets it itself"));
+        }
+        if value.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
+            return Err(bad("control characters in the value"));
+        }
+        for part in [name, ": ", value, "\r\n"] {
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(out)
+}
 
 /// An owned event received by the [`Client`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,11 +309,41 @@ pub enum Received {
     Close(Option<CloseCode>, String),
 }
 
-/// A blocking WebSocket client over a `std` TCP stream, or any other byte stream (a TLS
-/// stream, say), driving a client-role [`Connection`]: it masks what it sends, answers pings
-/// and close frames, and refuses messages over `max_message_size` (16 MiB by default).
+impl Received {
+    /// What a client-role [`Connection`]'s `event` amounts to: a message or control frame, or
+    /// the error that ended the connection (`InvalidData`: a refused upgrade, a protocol
+    /// error, whose source is the [`ProtocolError`](crate::ProtocolError), an overflow or a
+    /// timeout; `ConnectionAborted`: the server went away without a close frame). `None` for
+    /// [`Event::Opened`] and the server role's [`Event::Request`].
+    pub fn from_event(event: Event<'_>) -> Option<io::Result<Received>> {
+        Some(match event {
+            Event::Message(Message::Text(t)) => Ok(Received::Text(t.to_owned())),
+            Event::Message(Message::Binary(b)) => Ok(Received::Binary(b.to_vec())),
+            Event::Ping(p) => Ok(Received::Ping(p.to_vec())),
+            Event::Pong(p) => Ok(Received::Pong(p.to_vec())),
+            Event::Closed(CloseReason::Closed { code, reason }) => {
+                Ok(Received::Close(code, reason.to_owned()))
+            }
+            Event::Closed(CloseReason::ProtocolError(e)) => {
+                Err(io::Error::new(io::ErrorKind::InvalidData, e))
+            }
+            Event::Closed(CloseReason::Disconnected) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the server went away without a close frame (1006)",
+            )),
+            Event::Closed(why) => Err(invalid(format!("connection ended: {why:?}"))),
+            Event::Refused(why) => Err(invalid(why)),
+            Event::Opened { .. } | Event::Request(_) => return None,
+        })
+    }
+}
+
+/// A blocking WebSocket client over a TCP or TLS stream ([`ClientStream`], made by
+/// [`connect`](Client::connect)), or any other byte stream ([`handshake`](Client::handshake)),
+/// driving a client-role [`Connection`]: it masks what it sends, answers pings and close
+/// frames, and refuses messages over `max_message_size` (16 MiB by default).
 #[derive(Debug)]
-pub struct Client<S = TcpStream> {
+pub struct Client<S = ClientStream> {
     stream: S,
     ep: Endpoint,
     conn: Connection,
@@ -46,15 +352,31 @@ pub struct Client<S = TcpStream> {
     protocol: Option<String>,
 }
 
+/// A [`Client`] taken apart by [`Client::into_parts`], to drive its connection yourself (in
+/// an event loop, say).
+#[derive(Debug)]
+pub struct Parts<S> {
+    /// The stream, after the handshake.
+    pub stream: S,
+    /// The connection's endpoint.
+    pub endpoint: Endpoint,
+    /// The open connection.
+    pub connection: Connection,
+    /// What was received and not yet handed out by [`Client::recv`], oldest first.
+    pub received: VecDeque<io::Result<Received>>,
+}
+
 fn invalid(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error)
 }
 
-impl Client<TcpStream> {
-    /// Connects to a `ws://host:port/path` URL and completes the handshake.
+impl Client<ClientStream> {
+    /// Connects to a `ws://` or `wss://` URL (see [`ClientUrl`]) and completes the handshake;
+    /// `wss://` trusts the [`system_roots`].
     ///
     /// # Errors
-    /// A URL that is not `ws://`, a connection error, or a refused handshake (`InvalidData`).
+    /// A bad URL (`InvalidInput`), a connection or TLS error, or a refused handshake
+    /// (`InvalidData`).
     pub fn connect(url: &str) -> io::Result<Client> {
         Client::connect_with(url, &[])
     }
@@ -64,16 +386,42 @@ impl Client<TcpStream> {
     /// # Errors
     /// As [`connect`](Client::connect).
     pub fn connect_with(url: &str, protocols: &[&str]) -> io::Result<Client> {
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| invalid(format!("not a ws:// URL: {url}")))?;
-        let (host, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
+        let options = ConnectOptions {
+            protocols: protocols.iter().map(|p| (*p).to_owned()).collect(),
+            ..ConnectOptions::default()
         };
-        let stream = TcpStream::connect(host)?;
-        stream.set_nodelay(true)?;
-        Client::handshake(stream, host, path, protocols)
+        Client::connect_with_options(url, &options)
+    }
+
+    /// Connects as `options` say: subprotocols, headers, limits and deflate, TLS config.
+    ///
+    /// # Errors
+    /// As [`connect`](Client::connect); a header that may not be sent is `InvalidData`.
+    pub fn connect_with_options(url: &str, options: &ConnectOptions) -> io::Result<Client> {
+        let url = ClientUrl::parse(url)?;
+        let tcp = TcpStream::connect((url.host.as_str(), url.port))?;
+        tcp.set_nodelay(true)?;
+        let stream = if url.tls {
+            let config = match &options.tls {
+                Some(config) => config.clone(),
+                None => tls_config(system_roots()?),
+            };
+            let name = ServerName::try_from(url.host.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let tls = ClientConnection::new(config, name).map_err(io::Error::other)?;
+            ClientStream::Tls(Box::new(StreamOwned::new(tls, tcp)))
+        } else {
+            ClientStream::Plain(tcp)
+        };
+        let protocols: Vec<&str> = options.protocols.iter().map(String::as_str).collect();
+        Client::open(
+            stream,
+            &url.authority,
+            &url.path,
+            &protocols,
+            &options.headers,
+            options.config.clone(),
+        )
     }
 }
 
@@ -103,7 +451,19 @@ impl<S: Read + Write> Client<S> {
         protocols: &[&str],
         config: Config,
     ) -> io::Result<Client<S>> {
-        let mut ep = Endpoint::new(config, Instant::now());
+        Client::open(stream, host, path, protocols, &[], config)
+    }
+
+    /// The handshake for `path` on `host`, with `headers` added to the request.
+    fn open(
+        stream: S,
+        host: &str,
+        path: &str,
+        protocols: &[&str],
+        headers: &[(String, String)],
+        config: Config,
+    ) -> io::Result<Client<S>> {
+        let mut ep = Endpoint::new(config.connection, Instant::now());
         let conn = Connection::client(&mut ep, host, path, protocols);
         let mut client = Client {
             stream,
@@ -112,6 +472,13 @@ impl<S: Read + Write> Client<S> {
             received: VecDeque::new(),
             protocol: None,
         };
+        if !headers.is_empty() {
+            // The connection writes no headers of the caller's: they go in on the way out.
+            let request = with_headers(client.conn.transmit(), headers)?;
+            client.stream.write_all(&request)?;
+            let n = client.conn.transmit().len();
+            client.conn.advance(&mut client.ep, n);
+        }
         client.flush()?;
         // Messages (even a close) may follow the answer in the same read: they stay queued.
         loop {
@@ -125,6 +492,16 @@ impl<S: Read + Write> Client<S> {
                     _ => Err(invalid("the handshake failed")),
                 };
             }
+        }
+    }
+
+    /// Takes the client apart, to drive its connection without it.
+    pub fn into_parts(self) -> Parts<S> {
+        Parts {
+            stream: self.stream,
+            endpoint: self.ep,
+            connection: self.conn,
+            received: self.received,
         }
     }
 
@@ -206,27 +583,9 @@ impl<S: Read + Write> Client<S> {
             &mut self.ep,
             Instant::now(),
             &mut chunk[..n],
-            |_, _, event| {
-                let item = match event {
-                    Event::Message(Message::Text(t)) => Ok(Received::Text(t.to_owned())),
-                    Event::Message(Message::Binary(b)) => Ok(Received::Binary(b.to_vec())),
-                    Event::Ping(p) => Ok(Received::Ping(p.to_vec())),
-                    Event::Pong(p) => Ok(Received::Pong(p.to_vec())),
-                    Event::Closed(CloseReason::Closed { code, reason }) => {
-                        Ok(Received::Close(code, reason.to_owned()))
-                    }
-                    Event::Closed(CloseReason::ProtocolError(e)) => {
-                        Err(io::Error::new(io::ErrorKind::InvalidData, e))
-                    }
-                    Event::Closed(why) => Err(invalid(format!("connection ended: {why:?}"))),
-                    Event::Refused(why) => Err(invalid(why)),
-                    Event::Opened { protocol } => {
-                        opened = Some(protocol.map(str::to_owned));
-                        return;
-                    }
-                    Event::Request(_) => return,
-                };
-                received.push_back(item);
+            |_, _, event| match event {
+                Event::Opened { protocol } => opened = Some(protocol.map(str::to_owned)),
+                event => received.extend(Received::from_event(event)),
             },
         );
         self.flush()?;
@@ -243,5 +602,104 @@ impl<S: Read + Write> Client<S> {
             self.conn.advance(&mut self.ep, n);
         }
         self.stream.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> ClientUrl {
+        ClientUrl::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn error(s: &str) -> String {
+        let e = ClientUrl::parse(s).expect_err(s);
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{s}");
+        e.to_string()
+    }
+
+    #[test]
+    fn urls_with_default_ports_queries_and_ipv6() {
+        let u = url("ws://example.com");
+        assert_eq!(
+            u,
+            ClientUrl {
+                tls: false,
+                host: "example.com".into(),
+                port: 80,
+                authority: "example.com".into(),
+                path: "/".into(),
+            }
+        );
+        assert_eq!(
+            (url("wss://example.com/").port, url("wss://x").tls),
+            (443, true)
+        );
+        assert_eq!(url("WSS://example.com:8443/").port, 8443);
+        assert_eq!(url("ws://h:/").port, 80);
+        let u = url("ws://127.0.0.1:9001/chat/room?x=1&y=%20");
+        assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 9001));
+        assert_eq!(u.path, "/chat/room?x=1&y=%20");
+        assert_eq!(url("ws://127.0.0.1?a=b").path, "/?a=b");
+        let u = url("wss://[::1]:9443/p");
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9443));
+        assert_eq!(
+            (u.authority.as_str(), u.path.as_str()),
+            ("[::1]:9443", "/p")
+        );
+        assert_eq!(url("ws://[::1]").port, 80);
+    }
+
+    #[test]
+    fn bad_urls_say_what_is_wrong() {
+        let cases = [
+            ("http://example.com/", "the scheme must be ws:// or wss://"),
+            ("example.com:9001", "not a ws:// or wss:// URL"),
+            ("ws:/example.com", "not a ws:// or wss:// URL"),
+            ("ws://", "no host"),
+            ("ws://:9001/", "no host"),
+            ("ws://[::1/", "unclosed [ in the host"),
+            ("ws://[::1]x/", "junk after the IPv6 address"),
+            ("ws://host:99999/", "bad port \"99999\""),
+            ("ws://host:x/", "bad port \"x\""),
+            ("ws://user:pw@host/", "user info"),
+            ("ws://host/#top", "no fragment"),
+            ("ws://host/a b", "spaces and control characters"),
+            (
+                "ws://host/a\r\nX-Injected: 1",
+                "spaces and control characters",
+            ),
+        ];
+        for (bad, why) in cases {
+            let e = error(bad);
+            assert!(e.contains(why), "{bad:?}: {e}");
+            assert!(
+                e.contains(&format!("{bad:?}")),
+                "{bad:?}: the error names the URL: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn headers_go_before_the_blank_line_and_bad_ones_are_refused() {
+        let request = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+        let h = |n: &str, v: &str| vec![(n.to_owned(), v.to_owned())];
+        let out = with_headers(request, &h("Authorization", "Bearer a b\tc")).unwrap();
+        assert_eq!(
+            out,
+            b"GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer a b\tc\r\n\r\n"
+        );
+        for (name, value) in [
+            ("X-A", "1\r\nX-B: 2"),
+            ("X A", "1"),
+            ("", "1"),
+            ("X:A", "1"),
+            ("sec-websocket-key", "x"),
+            ("Host", "elsewhere"),
+        ] {
+            let e = with_headers(request, &h(name, value)).expect_err(name);
+            assert!(e.to_string().contains(&format!("{name:?}")), "{e}");
+        }
     }
 }

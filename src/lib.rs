@@ -35,8 +35,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-// The layers, each on the ones before it: the sans-IO protocol core (`proto`), the reactor
-// that drives it over mio (`reactor`), the application's API (`app`), scaling out (`scale`).
+// The layers, each built only on the ones before it: the sans-IO protocol core (`proto`: a
+// connection's state machine and the `ConnectionConfig` it follows), the reactor that drives
+// it over mio (`reactor`: the `Server`, its `Config`, the `Handler` it calls, the `Context`
+// handlers act through, topics and the `Relay` trait), what applications build on it
+// (`app`: the `Router`), and scaling out (`scale`: `Cluster`, the Redis relay).
 mod app;
 pub mod client;
 mod error;
@@ -45,16 +48,18 @@ pub mod proto;
 mod reactor;
 mod scale;
 
-pub use app::config::{Config, Overflow};
-pub use app::context::Context;
-pub use app::handler::{ConnId, Handler, Upgrade};
 pub use app::router::Router;
 pub use error::Error;
-pub use proto::connection::{CloseReason, Message, SendError};
+pub use proto::connection::{CloseReason, ConnectionConfig, Message, Overflow, SendError};
 pub use proto::deflate::DeflateConfig;
 pub use proto::handshake::{HttpResponse, Request};
 pub use proto::{CloseCode, ProtocolError};
+pub use reactor::config::Config;
+pub use reactor::context::Context;
 pub use reactor::handle::{Handle, HandleError};
+pub use reactor::handler::{ConnId, Handler, Upgrade};
+pub use reactor::metrics::Metrics;
+pub use reactor::relay::Relay;
 pub use reactor::server::Server;
 pub use reactor::tls::TlsConfig;
 /// The rustls version wsloop is built with, for [`TlsConfig::from_server_config`].
@@ -62,4 +67,3 @@ pub use rustls;
 pub use scale::cluster::{Cluster, ClusterHandle};
 #[cfg(feature = "redis")]
 pub use scale::redis::{RedisOptions, RedisRelay};
-pub use scale::relay::Relay;

@@ -129,9 +129,9 @@ fn buffered_reports_the_queue_while_blocked() {
     let server = server(Overflow::Refuse);
     let mut slow = server.connect();
     let (Flooded { id, sent }, queued) = flood_until_blocked(&server, &mut slow);
-    // The bound applies before a send: the last one taken may go past it by one frame.
+    // The bound holds to the byte, but for one frame header.
     assert!(
-        (1..MAX_WRITE_BUFFER + FLOOD_CHUNK + 14).contains(&queued),
+        (1..=MAX_WRITE_BUFFER + 14).contains(&queued),
         "queued {queued} bytes"
     );
     read_flood(&mut slow, sent);
@@ -152,4 +152,60 @@ fn on_drain_fires_once_the_slow_client_reads() {
         Ev::Drain(id)
     );
     slow.assert_echo("drained");
+}
+
+/// A client that sends binary messages (echoed) without ever reading, for at most `period`
+/// or until the socket has taken nothing for `stall`; returns the bytes the kernel took.
+fn send_without_reading(ws: &mut Ws, period: Duration, stall: Duration) -> usize {
+    use std::io::{ErrorKind, Write};
+    let frame = common::client_frame(OpCode::Binary, true, &[0x5a; 16 * 1024]);
+    ws.stream.set_nonblocking(true).unwrap();
+    let (start, mut last_progress, mut sent, mut at) = (Instant::now(), Instant::now(), 0, 0);
+    while start.elapsed() < period && last_progress.elapsed() < stall {
+        match ws.stream.write(&frame[at..]) {
+            Ok(n) => {
+                sent += n;
+                at = (at + n) % frame.len();
+                last_progress = Instant::now();
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(1)),
+            Err(_) => break, // reset: the server dropped it
+        }
+    }
+    ws.stream.set_nonblocking(false).unwrap();
+    sent
+}
+
+#[test]
+fn a_reader_that_never_reads_is_closed_and_no_longer_read() {
+    let config = Config::default()
+        .max_write_buffer(MAX_WRITE_BUFFER)
+        .close_timeout(Duration::from_secs(2));
+    let server = TestServer::start(config);
+    let mut other = server.connect();
+    let mut slow = server.connect();
+    let sent = send_without_reading(
+        &mut slow,
+        Duration::from_secs(8),
+        Duration::from_millis(500),
+    );
+    assert!(
+        matches!(server.wait_closed(), Why::Overflow),
+        "closed for overflowing its queue"
+    );
+    // Once over its bound nothing more is read from it: what it could send is its echoes'
+    // bound plus what the kernel buffers on both sides, not gigabytes read and dropped.
+    assert!(
+        sent < 64 << 20,
+        "{sent} bytes taken from a client that never reads"
+    );
+    other.assert_echo("unaffected");
+    // It ends within close_timeout: its echoes, then (the close frame fitting) 1008 or, if
+    // it did not, the end of stream.
+    let rest = slow.wait_for_eof();
+    let close = [0x88, 2 + "write buffer overflow".len() as u8, 0x03, 0xf0];
+    assert!(
+        rest.windows(4).any(|w| w == close) || rest.len() % (16 * 1024 + 4) == 0,
+        "the last bytes are a 1008 close frame or whole echoes"
+    );
 }

@@ -10,12 +10,16 @@
 //! offer Chromium made. A screenshot of the page goes to `target/browser-echo.png`.
 //!
 //! The game loop example's page (`examples/game_loop/game.rs`, included here) is played in
-//! Chromium too by `tests/interop/node/game_browser.js`, on a desktop and on a phone, against
-//! the game ticking on a thread of the test: see [`the_game_page_plays_on_desktop_and_phone`].
+//! Chromium too by `tests/interop/node/game_browser.js`, on a desktop and on a phone held both
+//! ways, against the game ticking on a thread of the test with the example's default bots
+//! (`examples/game_loop/bots.rs`): see [`the_game_page_plays_on_desktop_and_phone`].
 //!
 //! `tests/run.sh` installs Chromium (and playwright-core) and sets `WSLOOP_CHROMIUM`,
 //! `WSLOOP_NODE` and `WSLOOP_NODE_CLIENT_DIR`; without them this test fails, it never skips.
 
+#[allow(dead_code)] // the test starts the bots, it does not read their counts
+#[path = "../examples/game_loop/bots.rs"]
+mod bots;
 mod common;
 #[allow(dead_code)] // the test uses the handler, not every accessor
 #[path = "../examples/game_loop/game.rs"]
@@ -425,13 +429,15 @@ fn chromium_echoes_through_wsloop_with_context_takeover() {
 // The game loop example's page
 // ---------------------------------------------------------------------------------------------
 
-/// The game on a thread: a tick about every 16 ms (turn, step, snapshot to everyone, flush)
-/// until its handle asks it to stop, then a graceful shutdown.
+/// The game on a thread, with the example's default bots: a tick about every 16 ms (turn,
+/// step, snapshot to everyone, flush) until its handle asks it to stop, then a graceful
+/// shutdown (which ends the bots too).
 fn start_game() -> (SocketAddr, wsloop::Handle, thread::JoinHandle<()>) {
     let mut server =
         Server::bind("127.0.0.1:0", Config::default(), game::Game::new()).expect("bind");
     let addr = server.local_addr();
     let handle = server.handle();
+    let bots = bots::Bots::spawn(addr, bots::DEFAULT_BOTS).expect("start the bots");
     let thread = thread::spawn(move || {
         let mut snapshot = Vec::new();
         let mut last = Instant::now();
@@ -446,6 +452,7 @@ fn start_game() -> (SocketAddr, wsloop::Handle, thread::JoinHandle<()>) {
             server.flush();
         }
         server.shutdown(Duration::from_secs(2)).expect("shut down");
+        bots.join();
     });
     (addr, handle, thread)
 }
@@ -458,7 +465,14 @@ fn the_game_page_plays_on_desktop_and_phone() {
     let shots = artifact("game");
     let started = Instant::now();
     let url = format!("http://{addr}/");
-    let args = [url.as_ref(), "--screenshots".as_ref(), shots.as_os_str()];
+    let bots = bots::DEFAULT_BOTS.to_string();
+    let args = [
+        url.as_ref(),
+        "--bots".as_ref(),
+        bots.as_ref(),
+        "--screenshots".as_ref(),
+        shots.as_os_str(),
+    ];
     let mut child = node_script("game_browser.js", &args);
     let mut stdin = child.stdin.take().unwrap();
     let stderr = collect(child.stderr.take().unwrap());
@@ -489,15 +503,16 @@ fn the_game_page_plays_on_desktop_and_phone() {
         "the script never asked to stop the server:\n{output}"
     );
     for check in [
-        "ok the page loads and shows the players; no request is answered 4xx (favicon.ico included)",
+        "ok the page loads, connects (wss on https) and, alone, shows the ",
         "ok the arrow keys move the dot, which stays whole at the right edge",
         "ok on a phone the touch pad shows and moves the player",
+        "ok on a phone the pad is over the field's corner upright and beside it sideways",
         "ok while the server is down both pages say offline, with no players or rates over a frozen field",
-        "game browser: 4 passed, 0 failed",
+        "game browser: 5 passed, 0 failed",
     ] {
         assert!(output.lines().any(|l| l.starts_with(check)), "missing `{check}`:\n{output}");
     }
-    for name in ["game-1440x900.png", "game-390x844.png"] {
+    for name in ["game-1440x900.png", "game-390x844.png", "game-844x390.png"] {
         assert!(shots.join(name).is_file(), "no screenshot {name}");
     }
 }

@@ -231,27 +231,79 @@ fn join_welcomes_with_the_online_list_and_the_lobby() {
 fn nicknames_are_validated_and_unique_ignoring_case() {
     let server = start();
     let (_alice, _) = Peer::join(server.addr, "alice");
+    let (_emile, welcome) = join_as(server.addr, "E\u{301}mile"); // NFD
+    assert_eq!(welcome["nick"], "\u{c9}mile", "normalised to NFC");
     let mut peer = Peer::connect(server.addr, "newcomer");
-    let cases: [(Value, &str); 8] = [
-        (json!(""), "nick_invalid"),
-        (json!("a".repeat(25)), "nick_invalid"),
-        (json!("two words"), "nick_invalid"),
-        (json!("<b>x</b>"), "nick_invalid"),
-        (json!("zoë"), "nick_invalid"),
-        (json!("ALICE"), "nick_taken"),
-        (json!("Alice"), "nick_taken"),
-        (json!(42), "bad_message"),
+    let cases: [(Value, &str, &str); 16] = [
+        (json!(""), "nick_invalid", "empty"),
+        (
+            json!("a".repeat(25)),
+            "nick_invalid",
+            "at most 24 characters, got 25",
+        ),
+        (
+            json!("é".repeat(25)),
+            "nick_invalid",
+            "at most 24 characters, got 25",
+        ),
+        (json!("two words"), "nick_invalid", "not U+0020 ' '"),
+        (json!("<b>x</b>"), "nick_invalid", "not '<'"),
+        (json!("bell\u{7}"), "nick_invalid", "not U+0007"),
+        (json!("zero\u{200b}width"), "nick_invalid", "not U+200B"),
+        (json!("joi\u{200d}ner"), "nick_invalid", "not U+200D"),
+        (json!("rtl\u{202e}"), "nick_invalid", "not U+202E"),
+        (
+            json!("\u{1d41a}lice"),
+            "nick_invalid",
+            "styled letter or digit (U+1D41A",
+        ),
+        (
+            json!("\u{ff41}lice"),
+            "nick_invalid",
+            "styled letter or digit (U+FF41",
+        ),
+        (
+            json!("\u{430}lice"),
+            "nick_invalid",
+            "mixes Cyrillic and Latin letters",
+        ),
+        (json!("ALICE"), "nick_taken", "ALICE is taken"),
+        (json!("\u{c9}MILE"), "nick_taken", "is taken"),
+        (json!("\u{e9}mile"), "nick_taken", "is taken"),
+        (json!(42), "bad_message", ""),
     ];
-    for (nick, code) in cases {
+    for (nick, code, says) in cases {
         peer.send(json!({"type": "join", "nick": nick}));
         let message = peer.expect_error(code);
-        assert!(!message.is_empty());
+        assert!(message.contains(says), "{nick}: {message:?} lacks {says:?}");
+        assert!(!message.ends_with("please"), "{message}");
     }
-    let long = peer.expect_error_after(json!({"type": "join", "nick": "a".repeat(25)}));
-    assert!(long.contains("at most 24"), "{long}");
-    // Still open and not joined: a valid nickname of 24 characters works.
+    // Still open and not joined.
     peer.send(json!({"type": "say", "room": "lobby", "text": "hi"}));
     peer.expect_error("not_joined");
+    // Letters of any script, 24 characters at most (not bytes).
+    let longest = "Ž".repeat(24);
+    let names = [
+        "zoë",
+        "Дмитрий",
+        "Αλέξανδρος",
+        "山田太郎",
+        "สำราญ",
+        "محمد",
+        &longest,
+    ];
+    let peers: Vec<_> = (names.iter())
+        .map(|&nick| {
+            let (peer, welcome) = join_as(server.addr, nick);
+            assert_eq!(welcome["nick"], nick);
+            peer
+        })
+        .collect();
+    // A private message reaches a nickname in any case and form.
+    let (mut zed, _) = Peer::join(server.addr, "zed");
+    zed.send(json!({"type": "private", "to": "e\u{301}MILE", "text": "salut"}));
+    assert_eq!(zed.expect("private")["to"], "\u{c9}mile");
+    drop(peers);
     let nick = "Zed_the-1st.user_2345678";
     assert_eq!(nick.len(), 24);
     peer.send(json!({"type": "join", "nick": nick}));
@@ -261,13 +313,13 @@ fn nicknames_are_validated_and_unique_ignoring_case() {
     peer.expect_error("already_joined");
 }
 
-impl Peer {
-    /// Sends `msg` and returns the text of the `error` that must follow.
-    fn expect_error_after(&mut self, msg: Value) -> String {
-        self.send(msg);
-        let error = self.expect("error");
-        error["message"].as_str().unwrap().to_owned()
-    }
+/// Connects and joins as `nick` (which the welcome may spell otherwise); returns the welcome.
+fn join_as(addr: SocketAddr, nick: &str) -> (Peer, Value) {
+    let mut peer = Peer::connect(addr, "newcomer");
+    peer.send(json!({"type": "join", "nick": nick}));
+    let welcome = peer.expect("welcome");
+    peer.expect("room_joined");
+    (peer, welcome)
 }
 
 #[test]
@@ -1018,8 +1070,8 @@ fn the_command_line() {
         .contains("origin"));
     assert!(parse(&["--port", "1"]).unwrap_err().contains("--port"));
     let config = chat::config(&args.origins);
-    assert_eq!(config.max_message_size, chat::MAX_MESSAGE_SIZE);
-    assert_eq!(config.allowed_origins, args.origins);
+    assert_eq!(config.connection.max_message_size, chat::MAX_MESSAGE_SIZE);
+    assert_eq!(config.connection.allowed_origins, args.origins);
 
     // --redis: only in a build with the `redis` feature, which the error names.
     let redis = parse(&["--redis", "redis://127.0.0.1:6379", "--heartbeat", "0.5"]);
@@ -1167,6 +1219,7 @@ fn pages_chat_in_chromium() {
     assert_eq!(restarts, 2, "the script asks for two restarts:\n{output}");
     let checks = [
         "ok both pages join",
+        "ok a nickname in any script joins (normalised to NFC); a refused one gets the server's reason",
         "ok each sees the other in the online list",
         "ok typing shows in the other page",
         "ok a message sent in one page appears in the other",
@@ -1175,17 +1228,20 @@ fn pages_chat_in_chromium() {
         "ok Shift+Enter starts a new line, Enter sends",
         "ok a private message reaches the other page, with the unread count in the tab title",
         "ok keyboard access to people and conversations; typing shows in private conversations",
-        "ok other rooms are listed and joined in one step, with their history",
-        "ok a message over the rate limit stays as not sent (",
+        "ok other rooms are listed and joined in one step, with their history and a line where it ends",
+        "ok the messages over the rate limit make one row of ",
+        "ok scrolled up, new messages show a \"new messages ↓\" button that jumps to the bottom",
+        "ok follow-up messages show their time on hover and on keyboard focus (arrow keys in the log)",
         "ok control characters get an error, the connection stays; a text over the limit is kept with a warning",
-        "ok leaving one's only room shows how to join one, not a dead message box",
+        "ok leaving one's only room with the keyboard shows how to join one, with the focus on it",
         "ok after a reload the page rejoins with its nickname and shows the room's history",
-        "ok a reconnect merges the room's history with what the page shows, nothing twice",
-        "ok on a phone the sidebar folds away behind a button",
-        "ok axe-core: no serious or critical violation (join screen, desktop, no room, phone with its sidebar open)",
+        "ok a reconnect merges the room's history with what the page shows, nothing twice; the flood's refusals make one row",
+        "ok messages of another day show their date, today's only the time",
+        "ok on a phone the sidebar folds away behind a button; its buttons are 44 px high, its fields 16 px",
+        "ok axe-core: no violation (",
         "ok closing one page updates the other's list",
         "ok the page reconnects after a server restart and rejoins with the same nickname",
-        "ok a nickname taken during a restart: the page says so and another can be picked",
+        "ok a nickname taken during a restart: the page says so and another can be picked, then says it reconnected, focus in the message box",
     ];
     for check in checks {
         assert!(

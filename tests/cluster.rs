@@ -6,7 +6,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::TcpStream;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -235,6 +236,59 @@ fn bind_errors_name_the_cause() {
     }
     let nonsense = Cluster::bind("not an address", 2, Config::default(), |_| Rooms::new(0));
     assert!(matches!(nonsense, Err(Error::Bind { .. })));
+}
+
+/// Binds a socket with SO_REUSEPORT (as another program sharing ports would) to `addr`.
+#[cfg(unix)]
+fn reuseport_bind(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(16)?;
+    Ok(socket)
+}
+
+#[test]
+fn only_the_reactors_of_one_cluster_share_a_port() {
+    for (first, second) in [(1, 1), (1, 2), (2, 1), (2, 2)] {
+        let (url, handle, done) = start(first);
+        let addr: SocketAddr = url["ws://".len()..url.len() - 1].parse().unwrap();
+        let what = format!("a {second}-reactor cluster on a {first}-reactor cluster's port");
+
+        let clash = Cluster::bind(&addr.to_string(), second, config(), Rooms::new);
+        match &clash {
+            Err(e @ Error::Bind { addr: a, source }) => {
+                assert_eq!(a, &addr.to_string(), "{what}");
+                assert_eq!(source.kind(), ErrorKind::AddrInUse, "{what}: {e}");
+                assert!(e.to_string().contains(&addr.to_string()), "{what}: {e}");
+            }
+            other => panic!("{what}: expected a bind error, got {other:?}"),
+        }
+        drop(clash);
+        // Neither an ordinary listener nor (with one reactor) a socket that sets
+        // SO_REUSEPORT itself gets in.
+        assert!(std::net::TcpListener::bind(addr).is_err(), "{what}");
+        #[cfg(unix)]
+        if first == 1 {
+            assert!(reuseport_bind(addr).is_err(), "{what}: SO_REUSEPORT");
+        }
+
+        // Every connection reaches the first cluster.
+        let clients = joined(&url, 8, "here");
+        assert!(clients.iter().all(|(_, r)| *r < first), "{what}");
+        drop(clients);
+        handle.shutdown().unwrap();
+        assert!(matches!(
+            done.recv_timeout(Duration::from_secs(10)),
+            Ok(Ok(()))
+        ));
+
+        // Once it has ended, the port is free again.
+        let again = Cluster::bind(&addr.to_string(), second, config(), Rooms::new);
+        assert!(again.is_ok(), "{what}: rebinding after the end: {again:?}");
+    }
 }
 
 #[test]

@@ -1,8 +1,14 @@
 //! A client [`Connection`] and a server [`Connection`] in memory, each with its own
 //! [`Endpoint`], on one simulated clock: the handshake, messages, the close handshake, and the
 //! protocol's timing (close, keepalive, idle and handshake deadlines) without sockets or sleeps.
-//! `tests/keepalive.rs` and `tests/close.rs` keep one real-socket test per timer, for the
-//! reactor's wiring of them.
+//!
+//! Each side is driven the way the server's reactor drives its connections: reads land in
+//! [`Input::room`] (a small shared buffer, or the room after a partial frame's kept bytes),
+//! events are pulled with `poll_event` and the input handed back with `end_input`; deadlines
+//! are armed in a timer that keeps only the earliest one (a later one is armed when the
+//! earlier fires, as the reactor's heap does) and handled with `handle_timeout`.
+//! `tests/keepalive.rs` and `tests/close.rs` keep one real-socket smoke test per timer, for
+//! the reactor's wiring of them.
 
 mod common;
 
@@ -10,11 +16,13 @@ use std::time::{Duration, Instant};
 
 use common::{client_frame_raw, unmasked_frame};
 
-use wsloop::proto::connection::{CloseReason, Connection, Endpoint, Event, Phase, SendError};
+use wsloop::proto::connection::{
+    CloseReason, Connection, Endpoint, Event, Input, Phase, SendError,
+};
 use wsloop::proto::deflate::DeflateConfig;
 use wsloop::proto::frame::{write_frame, OpCode};
 use wsloop::proto::handshake::{Request, ResponseError};
-use wsloop::{CloseCode, Config, HttpResponse, Message, Overflow, ProtocolError};
+use wsloop::{CloseCode, ConnectionConfig, HttpResponse, Message, Overflow, ProtocolError};
 
 // ---------------------------------------------------------------------------------------------
 // The pair harness
@@ -86,6 +94,11 @@ struct Side {
     wire: Vec<u8>,
     /// What this side writes is lost on the way: a peer that went silent.
     mute: bool,
+    /// The read buffer shared by "all connections", as the reactor's.
+    scratch: Vec<u8>,
+    /// The deadline armed in this side's timer, as in the reactor's heap: only an earlier
+    /// one replaces it; when it fires the next one is armed.
+    armed: Option<Instant>,
 }
 
 impl Side {
@@ -96,27 +109,51 @@ impl Side {
             got: Vec::new(),
             wire: Vec::new(),
             mute: false,
+            scratch: vec![0; 100],
+            armed: None,
         }
     }
 
-    /// Feeds `bytes` read at `now`; a request is answered with `decide`.
-    fn recv(&mut self, now: Instant, bytes: &mut [u8], decide: &mut Decide) {
-        let got = &mut self.got;
-        self.conn.recv(&mut self.ep, now, bytes, |conn, ep, event| {
-            if let Event::Request(head) = event {
-                got.push(Got::of(Event::Request(head)));
-                conn.answer(ep, head, |req| decide(req));
-            } else {
-                got.push(Got::of(event));
+    /// Reads `bytes` at `now` as the reactor does: into the input's room, as many reads as
+    /// that takes; a request is answered with `decide`.
+    fn recv(&mut self, now: Instant, mut bytes: &[u8], decide: &mut Decide) {
+        self.ep.set_now(now);
+        while !bytes.is_empty() {
+            let mut input: Input<'_> = self.conn.input(&mut self.ep, &mut self.scratch);
+            let room = input.room();
+            let n = room.len().min(bytes.len());
+            room[..n].copy_from_slice(&bytes[..n]);
+            input.filled(n);
+            bytes = &bytes[n..];
+            while let Some(event) = self.conn.poll_event(&mut self.ep, &mut input) {
+                if let Event::Request(head) = event {
+                    self.got.push(Got::of(Event::Request(head)));
+                    self.conn.answer(&mut self.ep, head, |req| decide(req));
+                } else {
+                    self.got.push(Got::of(event));
+                }
             }
-        });
+            self.conn.end_input(&mut self.ep, input);
+        }
+        self.settle();
     }
 
-    /// The connection's deadlines due at `now`.
-    fn tick(&mut self, now: Instant) {
-        if let Some(event) = self.conn.handle_timeout(&mut self.ep, now) {
-            self.got.push(Got::of(event));
+    /// Arms the connection's deadline unless an earlier one is armed.
+    fn settle(&mut self) {
+        if let Some(at) = self.conn.poll_timeout(&self.ep) {
+            self.armed = Some(self.armed.map_or(at, |armed| armed.min(at)));
         }
+    }
+
+    /// The armed deadline fired at `now`: handle what is due, arm the next one.
+    fn tick(&mut self, now: Instant) {
+        if self.armed.is_some_and(|at| at <= now) {
+            self.armed = None;
+            if let Some(event) = self.conn.handle_timeout(&mut self.ep, now) {
+                self.got.push(Got::of(event));
+            }
+        }
+        self.settle();
     }
 
     /// What the side saw since the last call.
@@ -130,16 +167,17 @@ impl Side {
 fn carry(from: &mut Side, to: &mut Side, now: Instant, split: usize, decide: &mut Decide) -> bool {
     let mut moved = false;
     while !from.conn.transmit().is_empty() {
-        let mut bytes = from.conn.transmit().to_vec();
+        let bytes = from.conn.transmit().to_vec();
         from.conn.advance(&mut from.ep, bytes.len());
         from.wire.extend_from_slice(&bytes);
         moved = true;
         if !from.mute {
-            for piece in bytes.chunks_mut(split) {
+            for piece in bytes.chunks(split) {
                 to.recv(now, piece, decide);
             }
         }
     }
+    from.settle();
     moved
 }
 
@@ -158,7 +196,12 @@ struct Pair {
 impl Pair {
     /// A client offering `protocols` and a server that answers with `decide`; the client's
     /// request is queued, nothing has moved yet.
-    fn new(client: Config, server: Config, protocols: &[&str], decide: Decide) -> Pair {
+    fn new(
+        client: ConnectionConfig,
+        server: ConnectionConfig,
+        protocols: &[&str],
+        decide: Decide,
+    ) -> Pair {
         let base = Instant::now();
         let mut cep = Endpoint::new(client, base);
         let cconn = Connection::client(&mut cep, "example.com", "/chat", protocols);
@@ -175,7 +218,7 @@ impl Pair {
     }
 
     /// An open pair (no subprotocol), with what each side saw and wrote so far forgotten.
-    fn open(client: Config, server: Config) -> Pair {
+    fn open(client: ConnectionConfig, server: ConnectionConfig) -> Pair {
         let mut pair = Pair::new(client, server, &[], Box::new(|_| Ok(None)));
         pair.pump();
         assert!(
@@ -190,7 +233,7 @@ impl Pair {
     }
 
     /// An open pair with the same config on both sides.
-    fn with(config: Config) -> Pair {
+    fn with(config: ConnectionConfig) -> Pair {
         Pair::open(config.clone(), config)
     }
 
@@ -230,7 +273,7 @@ impl Pair {
     /// The server reads `bytes` as if the client had written them.
     fn server_reads(&mut self, bytes: &[u8]) {
         let now = self.now();
-        for piece in bytes.to_vec().chunks_mut(self.split) {
+        for piece in bytes.chunks(self.split) {
             self.server.recv(now, piece, &mut self.decide);
         }
     }
@@ -240,14 +283,19 @@ impl Pair {
         (side.conn.poll_timeout(&side.ep)).map(|at| at.duration_since(self.base))
     }
 
-    /// Lets `d` of simulated time pass: every deadline on the way is handled when it comes (both
-    /// sides' `handle_timeout` at `poll_timeout`), and what it queues is delivered at once.
+    /// Lets `d` of simulated time pass: every armed deadline on the way fires when it comes
+    /// (`handle_timeout`, then the next deadline is armed), and what it queues is delivered at
+    /// once.
     fn run_for(&mut self, d: Duration) {
         let end = self.elapsed + d;
+        // What the test did to either side (a send, a close) may have moved its deadline.
+        self.client.settle();
+        self.server.settle();
         for _ in 0..100_000 {
-            let next = [self.deadline(&self.client), self.deadline(&self.server)]
+            let next = [self.client.armed, self.server.armed]
                 .into_iter()
                 .flatten()
+                .map(|at| at.duration_since(self.base))
                 .min();
             match next {
                 Some(at) if at <= end => {
@@ -292,8 +340,10 @@ fn head(wire: &[u8]) -> String {
 }
 
 /// Both roles without keepalive or idle timeout, so that time passes quietly.
-fn quiet() -> Config {
-    Config::default().ping_interval(None).idle_timeout(None)
+fn quiet() -> ConnectionConfig {
+    ConnectionConfig::default()
+        .ping_interval(None)
+        .idle_timeout(None)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -686,7 +736,7 @@ fn an_open_connection_that_loses_its_transport_is_told_so() {
 }
 
 #[test]
-fn data_after_our_close_frame_is_discarded_until_the_peer_answers() {
+fn data_sent_before_the_peers_close_still_arrives_after_ours() {
     let mut pair = Pair::with(quiet());
     let s = &mut pair.server;
     s.conn
@@ -697,7 +747,10 @@ fn data_after_our_close_frame_is_discarded_until_the_peer_answers() {
         .send(&mut c.ep, Message::Text("crossed in flight"))
         .unwrap();
     pair.pump();
-    assert_eq!(pair.server.take(), [closed(1000, "")]);
+    assert_eq!(
+        pair.server.take(),
+        [Got::Text("crossed in flight".into()), closed(1000, "")]
+    );
     assert_eq!(pair.client.take(), [closed(1000, "server bye")]);
 }
 
@@ -739,7 +792,7 @@ fn close_timeout_when_the_peer_never_answers() {
 
 /// A server that pings after 30 s of silence and drops after 60 s, and a quiet client.
 fn keepalive_pair() -> Pair {
-    let server = Config::default()
+    let server = ConnectionConfig::default()
         .ping_interval(Some(secs(30)))
         .idle_timeout(Some(secs(60)))
         .close_timeout(secs(5));
@@ -826,24 +879,27 @@ fn idle_timeout_without_pings_spares_an_active_peer() {
 // Overflow
 // ---------------------------------------------------------------------------------------------
 
-fn small_queue(on_overflow: Overflow) -> Config {
+fn small_queue(on_overflow: Overflow) -> ConnectionConfig {
     quiet().max_write_buffer(1024).on_overflow(on_overflow)
 }
 
-/// The bound is on what is queued before a send: a queue under it takes one more message (any
-/// message up to `max_message_size` can so be echoed); a queue at or over it refuses.
+/// The bound holds to the byte, but for one frame header: a send that would pass it
+/// overflows. The close frame 1008 follows what is queued if it fits; if even it does not, the
+/// connection is dropped at once.
 #[test]
 fn overflow_close_refuses_the_send_and_closes_with_1008() {
     let mut pair = Pair::open(quiet(), small_queue(Overflow::Close));
     let s = &mut pair.server;
-    s.conn.send(&mut s.ep, Message::Binary(&[1; 600])).unwrap();
-    s.conn.send(&mut s.ep, Message::Binary(&[2; 600])).unwrap();
-    assert_eq!(s.conn.buffered(), 2 * (4 + 600));
+    s.conn.send(&mut s.ep, Message::Binary(&[1; 500])).unwrap();
+    s.conn.send(&mut s.ep, Message::Binary(&[2; 500])).unwrap();
+    assert_eq!(s.conn.buffered(), 2 * (4 + 500));
     assert_eq!(
-        s.conn.send(&mut s.ep, Message::Binary(&[3; 10])),
+        s.conn.send(&mut s.ep, Message::Binary(&[3; 40])),
         Err(SendError::Full)
     );
     assert!(!s.conn.is_open());
+    assert_eq!(s.conn.phase(), Phase::Linger);
+    assert!(!s.conn.wants_read(), "nothing more is read from it");
     assert_eq!(
         s.conn.send(&mut s.ep, Message::Binary(&[4; 10])),
         Err(SendError::NotOpen)
@@ -852,10 +908,29 @@ fn overflow_close_refuses_the_send_and_closes_with_1008() {
     assert_eq!(
         pair.client.take(),
         [
-            Got::Binary(vec![1; 600]),
-            Got::Binary(vec![2; 600]),
+            Got::Binary(vec![1; 500]),
+            Got::Binary(vec![2; 500]),
             closed(1008, "write buffer overflow")
         ]
+    );
+}
+
+#[test]
+fn overflow_with_no_room_for_the_close_frame_drops_the_connection_at_once() {
+    let mut pair = Pair::open(quiet(), small_queue(Overflow::Close));
+    let s = &mut pair.server;
+    s.conn.send(&mut s.ep, Message::Binary(&[1; 1030])).unwrap();
+    assert_eq!(s.conn.buffered(), 4 + 1030);
+    assert_eq!(
+        s.conn.send(&mut s.ep, Message::Binary(&[2; 1])),
+        Err(SendError::Full)
+    );
+    assert!(s.conn.is_finished());
+    assert_eq!(s.conn.buffered(), 0, "its queue is freed");
+    assert_eq!(
+        s.conn.handle_disconnect(),
+        None,
+        "its end was told with the send's error"
     );
 }
 
@@ -881,8 +956,9 @@ fn overflow_refuse_refuses_the_send_and_stays_open() {
 fn a_peer_that_pings_without_reading_its_pongs_overflows() {
     let mut pair = Pair::open(quiet(), small_queue(Overflow::Close));
     let c = &mut pair.client;
+    // Pongs of 92 bytes: the 1008 close frame (25 bytes) fits after the last that does.
     for _ in 0..20 {
-        c.conn.ping(&mut c.ep, &[0x55; 100]).unwrap();
+        c.conn.ping(&mut c.ep, &[0x55; 90]).unwrap();
     }
     // The server reads the pings but cannot write its pongs.
     pair.carry_to_server();
@@ -890,14 +966,14 @@ fn a_peer_that_pings_without_reading_its_pongs_overflows() {
     let (last, pings) = got.split_last().expect("events");
     assert_eq!(*last, Got::Closed(Why::Overflow), "{got:?}");
     assert!(!pings.is_empty() && pings.len() < 20, "{got:?}");
-    assert!(pings.iter().all(|g| *g == Got::Ping(vec![0x55; 100])));
+    assert!(pings.iter().all(|g| *g == Got::Ping(vec![0x55; 90])));
     assert!(!pair.server.conn.is_open());
     pair.carry_to_client();
     let got = pair.client.take();
     assert_eq!(got.len(), pings.len() + 1, "{got:?}");
     assert_eq!(
         got[..pings.len()],
-        vec![Got::Pong(vec![0x55; 100]); pings.len()][..]
+        vec![Got::Pong(vec![0x55; 90]); pings.len()][..]
     );
     assert_eq!(got[pings.len()], closed(1008, "write buffer overflow"));
 }
@@ -906,7 +982,7 @@ fn a_peer_that_pings_without_reading_its_pongs_overflows() {
 // permessage-deflate
 // ---------------------------------------------------------------------------------------------
 
-fn deflate() -> Config {
+fn deflate() -> ConnectionConfig {
     quiet().deflate(Some(DeflateConfig::default()))
 }
 
@@ -1046,13 +1122,56 @@ fn protocol_errors_close_with_the_code_they_call_for() {
 fn a_client_refuses_a_masked_frame_from_the_server() {
     let mut pair = Pair::with(quiet());
     let now = pair.now();
-    pair.client.recv(
-        now,
-        &mut client_frame_raw(0x81, b"masked"),
-        &mut pair.decide,
-    );
+    pair.client
+        .recv(now, &client_frame_raw(0x81, b"masked"), &mut pair.decide);
     let error = ProtocolError::BadMasking;
     assert_eq!(pair.client.take(), [Got::Closed(Why::Protocol(error))]);
     pair.carry_to_server();
     assert_eq!(pair.server.take(), [closed(1002, error.as_str())]);
+}
+
+#[test]
+fn a_lingering_server_is_finished_after_close_timeout_if_the_peer_never_closes() {
+    let mut pair = Pair::with(quiet().close_timeout(ms(300)));
+    pair.client.mute = true;
+    // A protocol error: the server sends 1002 and lingers, waiting for the peer to close.
+    pair.server_reads(&client_frame_raw(0x83, b"bad opcode"));
+    assert_eq!(
+        pair.server.take(),
+        [Got::Closed(Why::Protocol(ProtocolError::ReservedOpcode))]
+    );
+    pair.pump();
+    assert_eq!(pair.server.conn.phase(), Phase::Linger);
+    assert!(
+        pair.server.conn.wants_shutdown(),
+        "all said: shut down writing"
+    );
+    pair.run_for(ms(300));
+    assert_eq!(pair.server.conn.phase(), Phase::Linger);
+    pair.run_for(TICK);
+    assert!(pair.server.conn.is_finished());
+    assert_eq!(
+        pair.server.take(),
+        [],
+        "nothing more is owed to the application"
+    );
+    assert_eq!(pair.server.conn.handle_disconnect(), None);
+}
+
+#[test]
+fn a_request_left_unanswered_is_refused_with_500() {
+    let config = quiet();
+    let now = Instant::now();
+    let mut ep = Endpoint::new(config.clone(), now);
+    let mut client_ep = Endpoint::new(config, now);
+    let client = Connection::client(&mut client_ep, "example.com", "/", &[]);
+    let mut request = client.transmit().to_vec();
+    let mut server = Connection::server(&mut ep);
+    let mut input = server.input_from(&mut ep, &mut request);
+    let event = server.poll_event(&mut ep, &mut input);
+    assert!(matches!(event, Some(Event::Request(_))), "{event:?}");
+    assert!(server.poll_event(&mut ep, &mut input).is_none());
+    server.end_input(&mut ep, input);
+    assert!(head(server.transmit()).starts_with("HTTP/1.1 500"));
+    assert_eq!(server.phase(), Phase::Linger);
 }

@@ -11,11 +11,11 @@ use std::thread;
 use std::time::Duration;
 
 use wsloop::client::{Client, Received};
-use wsloop::{CloseCode, Config, Message};
+use wsloop::{CloseCode, ConnectionConfig, Message};
 
 /// Serves one connection with the example's `serve` on a thread; returns its URL and a channel
 /// that gets `serve`'s result.
-fn start(config: Config) -> (String, mpsc::Receiver<std::io::Result<()>>) {
+fn start(config: ConnectionConfig) -> (String, mpsc::Receiver<std::io::Result<()>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("ws://{}/", listener.local_addr().expect("address"));
     let (done, result) = mpsc::channel();
@@ -35,7 +35,7 @@ fn connect(url: &str) -> Client {
 
 #[test]
 fn echoes_messages_answers_pings_and_closes() {
-    let (url, result) = start(Config::default());
+    let (url, result) = start(ConnectionConfig::default());
     let mut client = connect(&url);
     let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 1000) as u8).collect();
     client.send(Message::Text("héllo")).unwrap();
@@ -59,7 +59,7 @@ fn echoes_messages_answers_pings_and_closes() {
 
 #[test]
 fn keepalive_ping_then_idle_close_from_the_connection_deadlines() {
-    let config = Config::default()
+    let config = ConnectionConfig::default()
         .ping_interval(Some(Duration::from_millis(50)))
         .idle_timeout(Some(Duration::from_millis(150)));
     let (url, result) = start(config);

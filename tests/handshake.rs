@@ -153,7 +153,7 @@ fn malformed_request_line_is_400() {
 #[test]
 fn header_block_over_the_limit_is_431() {
     let server = server();
-    let limit = Config::default().max_handshake_size;
+    let limit = Config::default().connection.max_handshake_size;
     let base = upgrade_request("/", &[]).len();
     // "X-Pad: " + value + "\r\n" makes the head exactly `size` bytes.
     let with_size = |size: usize| {

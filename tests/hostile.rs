@@ -567,8 +567,8 @@ fn messages_of_max_message_size_are_echoed() {
     let (stop, healthy) = Healthy::connect(&server).spawn();
     let before = rss_kib();
     let (mut ws, _) = server.upgraded(&[]);
-    let size = Config::default().max_message_size;
-    assert_eq!(size, Config::default().max_write_buffer);
+    let size = Config::default().connection.max_message_size;
+    assert_eq!(size, Config::default().connection.max_write_buffer);
     let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
     let frame = client_frame(OpCode::Binary, true, &payload);
     let t0 = Instant::now();

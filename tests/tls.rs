@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use common::cert::Cert;
 use common::handlers::Echo;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
-use wsloop::client::{Client, Received};
+use wsloop::client::{load_roots, tls_config, Client, ClientStream, ConnectOptions, Received};
 use wsloop::{CloseCode, Config, Message, Server};
 
 type TlsStream = StreamOwned<ClientConnection, TcpStream>;
@@ -167,4 +167,61 @@ fn python_websockets_over_wss_echoes_and_closes_cleanly() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("python interop: 9 passed"), "{stdout}");
+}
+
+#[test]
+fn client_connect_speaks_wss_with_a_ca_file_or_a_given_config() {
+    let cert = Cert::new();
+    let mut server =
+        Server::bind_tls("127.0.0.1:0", cert.server_config(), Config::default(), Echo).unwrap();
+    let plain = server.listen("127.0.0.1:0", None).unwrap();
+    let port = server.local_addr().port();
+    start(server);
+    let url = format!("wss://localhost:{port}/path?q=1");
+
+    // The roots of a CA file (the documented way), or a config of the caller's own.
+    let roots = load_roots(&cert.cert_path()).expect("the CA file");
+    for tls in [tls_config(roots), cert.client_config()] {
+        let options = ConnectOptions {
+            protocols: vec!["chat".into()],
+            tls: Some(tls),
+            ..ConnectOptions::default()
+        };
+        let mut client = Client::connect_with_options(&url, &options).expect("wss connect");
+        assert!(matches!(client.stream(), ClientStream::Tls(_)));
+        client
+            .stream()
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        echo_checks(&mut client);
+    }
+    // The same over an IP address (its certificate names 127.0.0.1 too).
+    let by_ip = format!("wss://127.0.0.1:{port}/");
+    let options = ConnectOptions {
+        tls: Some(cert.client_config()),
+        ..ConnectOptions::default()
+    };
+    echo_checks(&mut Client::connect_with_options(&by_ip, &options).expect("wss by IP"));
+
+    // The system's roots do not trust a certificate made now: the handshake fails, naming it.
+    let e = Client::connect(&url).expect_err("an untrusted certificate");
+    assert_eq!(e.kind(), ErrorKind::InvalidData, "{e}");
+    assert!(e.to_string().contains("certificate"), "{e}");
+
+    // A plain server spoken to in TLS fails; the same URL in ws:// works.
+    let e = Client::connect_with_options(&format!("wss://{plain}/"), &options)
+        .expect_err("TLS to a plain server");
+    assert!(!e.to_string().is_empty());
+    let mut ws = Client::connect(&format!("ws://{plain}/")).unwrap();
+    assert!(matches!(ws.stream(), ClientStream::Plain(_)));
+    echo_checks(&mut ws);
+}
+
+#[test]
+fn ca_files_that_hold_no_certificate_are_refused_naming_the_file() {
+    let e = load_roots(std::path::Path::new("/dev/null")).expect_err("no certificate");
+    assert!(e.to_string().contains("/dev/null"), "{e}");
+    let missing = std::path::Path::new("/nonexistent/ca.pem");
+    let e = load_roots(missing).expect_err("no file");
+    assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
 }

@@ -1,10 +1,10 @@
-//! Bot players: N WebSocket clients driven by one thread and one `mio::Poll`, on wsloop's
-//! sans-IO protocol core in the client role.
+//! Bot players: N WebSocket clients driven by one thread and one `mio::Poll`, each a
+//! client-role [`Connection`] (wsloop's sans-IO state machine, as `wsloop::Client` drives it).
 //!
 //! Each bot connects, sends a random key set every ~100 ms and reads the snapshots, counting
 //! them. At most [`CONNECTING`] handshakes are in flight at once, so the server's accept
-//! backlog is never overrun. A close frame from the server is echoed; the bot ends when the
-//! server closes TCP.
+//! backlog is never overrun. The connection answers the server's close frame; the bot ends
+//! when the server closes TCP.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -16,13 +16,14 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use wsloop::proto::frame::OpCode;
-use wsloop::proto::handshake::{check_response, new_key, write_request, HeadScanner};
-use wsloop::proto::message::{Decoded, Decoder, Encoder, Event};
-use wsloop::proto::{CloseCode, Role};
+use wsloop::proto::connection::{CloseReason, Connection, Endpoint, Event, Phase};
+use wsloop::proto::CloseCode;
+use wsloop::{ConnectionConfig, Message};
 
 use crate::game::{DOWN, LEFT, RIGHT, SNAPSHOT, UP};
 
+/// Bots the example plays unless told otherwise, so that someone alone on the page has company.
+pub const DEFAULT_BOTS: usize = 4;
 /// Most connections opening (TCP connect or handshake) at once.
 const CONNECTING: usize = 64;
 /// Mean time between two inputs of a bot.
@@ -86,7 +87,6 @@ impl Bots {
         self.stop.store(true, Ordering::Release);
     }
 
-    /// Waits for every bot to end (the server closes them on shutdown).
     /// Waits for every bot to end (the server closes them on shutdown) and tells what they
     /// counted.
     pub fn join(self) -> Totals {
@@ -101,27 +101,12 @@ impl Bots {
     }
 }
 
-/// Where a bot is in its life.
-enum Phase {
-    /// TCP connect in progress; the request goes out when the socket is writable.
-    Connecting,
-    /// Request sent, waiting for the `101`.
-    Handshake { key: String, scanner: HeadScanner },
-    /// Playing.
-    Open,
-    /// Close frame received and echoed; waiting for the server to close TCP.
-    Closing,
-}
-
 /// One bot connection.
 struct Bot {
     stream: TcpStream,
-    phase: Phase,
-    decoder: Decoder,
-    /// Received bytes not yet used (a partial head or frame).
-    rx: Vec<u8>,
-    /// Bytes the socket did not take yet.
-    tx: Vec<u8>,
+    /// The TCP connect completed (the upgrade request, queued in `conn`, can go out).
+    connected: bool,
+    conn: Connection,
     next_input: Instant,
     rng: u64,
 }
@@ -135,7 +120,8 @@ struct Swarm {
     started: usize,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
-    encoder: Encoder,
+    /// What the bots' connections share: limits, buffers, the clock.
+    ep: Endpoint,
     /// The read buffer shared by all bots.
     scratch: Vec<u8>,
     /// Snapshots counted since the last publication to `counters`.
@@ -157,7 +143,10 @@ impl Swarm {
             started: 0,
             counters,
             stop,
-            encoder: Encoder::new(Role::Client),
+            ep: Endpoint::new(
+                ConnectionConfig::default().max_message_size(MAX_MESSAGE),
+                Instant::now(),
+            ),
             scratch: vec![0; 256 * 1024],
             snapshots: 0,
         })
@@ -197,7 +186,7 @@ impl Swarm {
     /// Starts connections while fewer than [`CONNECTING`] are opening.
     fn open_more(&mut self) {
         let opening = (self.bots.iter())
-            .filter(|(_, b)| matches!(b.phase, Phase::Connecting | Phase::Handshake { .. }))
+            .filter(|(_, b)| b.conn.phase() == Phase::Handshake)
             .count();
         for _ in opening..CONNECTING {
             if self.started == self.n {
@@ -221,12 +210,11 @@ impl Swarm {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         let rng = crate::seed::seed();
+        let conn = Connection::client(&mut self.ep, &self.addr.to_string(), "/", &[]);
         entry.insert(Bot {
             stream,
-            phase: Phase::Connecting,
-            decoder: Decoder::new(Role::Client, MAX_MESSAGE),
-            rx: Vec::new(),
-            tx: Vec::new(),
+            connected: false,
+            conn,
             next_input: Instant::now() + INPUT_EVERY.mul_f64((rng % 1000) as f64 / 1000.0),
             rng,
         });
@@ -239,56 +227,59 @@ impl Swarm {
         let Some(bot) = self.bots.get_mut(key) else {
             return Ok(());
         };
-        if let Phase::Connecting = bot.phase {
+        if !bot.connected {
             if let Some(e) = bot.stream.take_error()? {
                 return Err(e);
             }
             if bot.stream.peer_addr().is_err() {
                 return Ok(()); // not connected yet
             }
-            let key = new_key();
-            write_request(&mut bot.tx, &self.addr.to_string(), "/", &key, &[], None);
-            bot.phase = Phase::Handshake {
-                key,
-                scanner: HeadScanner::default(),
-            };
+            bot.connected = true;
         }
-        write_pending(bot)?;
+        write_pending(bot, &mut self.ep)?;
+        let now = Instant::now();
         loop {
             let n = match bot.stream.read(&mut self.scratch) {
-                Ok(0) => return self.finish(key),
+                Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            self.snapshots += if bot.rx.is_empty() {
-                // The usual case: frames are used where they were read, only a tail is kept.
-                let bytes = &mut self.scratch[..n];
-                let (used, snapshots) = receive(bot, bytes, &self.encoder, &self.counters)?;
-                bot.rx.extend_from_slice(&bytes[used..]);
-                snapshots
-            } else {
-                let mut rx = std::mem::take(&mut bot.rx);
-                rx.extend_from_slice(&self.scratch[..n]);
-                let (used, snapshots) = receive(bot, &mut rx, &self.encoder, &self.counters)?;
-                rx.drain(..used);
-                bot.rx = rx;
-                snapshots
-            };
-            write_pending(bot)?;
-        }
-    }
-
-    /// The server closed TCP: a clean end after a close handshake, a failure otherwise.
-    fn finish(&mut self, key: usize) -> io::Result<()> {
-        match self.bots[key].phase {
-            Phase::Closing => {
-                self.end(key, None);
-                Ok(())
+            let (snapshots, counters) = (&mut self.snapshots, &self.counters);
+            let mut failure = None;
+            bot.conn.recv(
+                &mut self.ep,
+                now,
+                &mut self.scratch[..n],
+                |_, _, event| match event {
+                    Event::Message(Message::Binary(b)) if b.first() == Some(&SNAPSHOT) => {
+                        *snapshots += 1;
+                    }
+                    Event::Closed(CloseReason::Closed {
+                        code: Some(CloseCode::GOING_AWAY),
+                        ..
+                    }) => {
+                        counters.going_away.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Event::Closed(CloseReason::Closed { .. }) => {}
+                    Event::Closed(why) => failure = Some(format!("closed: {why:?}")),
+                    Event::Refused(e) => failure = Some(format!("refused: {e}")),
+                    _ => {}
+                },
+            );
+            if let Some(e) = failure {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
-            _ => Err(io::ErrorKind::UnexpectedEof.into()),
+            write_pending(bot, &mut self.ep)?;
         }
+        // The server closed TCP: a clean end after the close handshake, a failure otherwise.
+        let handshaking = bot.conn.phase() == Phase::Handshake;
+        if bot.conn.handle_disconnect().is_some() || handshaking {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.end(key, None);
+        Ok(())
     }
 
     /// Removes bot `key`, counting it as failed if `error` says so.
@@ -310,13 +301,15 @@ impl Swarm {
         let now = Instant::now();
         let mut failed = Vec::new();
         for (key, bot) in self.bots.iter_mut() {
-            if !matches!(bot.phase, Phase::Open) || bot.next_input > now {
+            if !bot.conn.is_open() || bot.next_input > now {
                 continue;
             }
             bot.next_input += INPUT_EVERY;
             let keys = random_keys(&mut bot.rng);
-            self.encoder.message(&mut bot.tx, OpCode::Binary, &[keys]);
-            if let Err(e) = write_pending(bot) {
+            let sent = (bot.conn.send(&mut self.ep, Message::Binary(&[keys])))
+                .map_err(|e| io::Error::other(format!("{e:?}")))
+                .and_then(|()| write_pending(bot, &mut self.ep));
+            if let Err(e) = sent {
                 failed.push((key, e));
             }
         }
@@ -334,63 +327,13 @@ impl Swarm {
     }
 }
 
-/// Uses `bytes`, the bot's unused received bytes: the handshake answer, then frames. Returns
-/// how many bytes it used (the rest is a partial head or frame) and the snapshots seen.
-fn receive(
-    bot: &mut Bot,
-    bytes: &mut [u8],
-    encoder: &Encoder,
-    counters: &Counters,
-) -> io::Result<(usize, u64)> {
-    let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
-    let mut pos = 0;
-    match &mut bot.phase {
-        Phase::Closing => return Ok((bytes.len(), 0)), // nothing may follow a close frame
-        Phase::Handshake { key, scanner } => {
-            let Some(end) = scanner.find_end(bytes) else {
-                return Ok((0, 0));
-            };
-            check_response(&bytes[..end], key, &[])
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            bot.phase = Phase::Open;
-            pos = end;
-        }
-        _ => {}
-    }
-    let mut snapshots = 0;
-    while pos < bytes.len() {
-        let decoded =
-            (bot.decoder.decode(&mut bytes[pos..])).map_err(|e| invalid(e.to_string()))?;
-        let Decoded::Frame { len, event } = decoded else {
-            break;
-        };
-        pos += len;
-        match event {
-            Some(Event::Binary(b)) if b.first() == Some(&SNAPSHOT) => snapshots += 1,
-            Some(Event::Ping(payload)) => encoder.frame(&mut bot.tx, OpCode::Pong, true, payload),
-            Some(Event::Close(code, _)) => {
-                if code == Some(CloseCode::GOING_AWAY) {
-                    counters.going_away.fetch_add(1, Ordering::Relaxed);
-                }
-                encoder.close(&mut bot.tx, code, "");
-                bot.phase = Phase::Closing;
-                pos = bytes.len();
-            }
-            _ => {}
-        }
-    }
-    bot.decoder.release();
-    Ok((pos, snapshots))
-}
-
-/// Writes what the socket takes of `bot.tx`; the rest waits for the next writable event.
-fn write_pending(bot: &mut Bot) -> io::Result<()> {
-    while !bot.tx.is_empty() {
-        match bot.stream.write(&bot.tx) {
+/// Writes what the socket takes of the bot's queued bytes; the rest waits for the next
+/// writable event.
+fn write_pending(bot: &mut Bot, ep: &mut Endpoint) -> io::Result<()> {
+    while bot.connected && !bot.conn.transmit().is_empty() {
+        match bot.stream.write(bot.conn.transmit()) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                bot.tx.drain(..n);
-            }
+            Ok(n) => bot.conn.advance(ep, n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),

@@ -46,8 +46,8 @@ use wsloop::proto::handshake::{
 use wsloop::proto::message::{Decoded, Decoder, Event};
 use wsloop::proto::{ProtocolError, Role};
 use wsloop::{
-    CloseCode, CloseReason, Config, ConnId, Context, Handler, HttpResponse, Message, Overflow,
-    Request, Server, Upgrade,
+    CloseCode, CloseReason, Config, ConnId, ConnectionConfig, Context, Handler, HttpResponse,
+    Message, Overflow, Request, Server, Upgrade,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1085,7 +1085,7 @@ fn happened(event: &ConnEvent<'_>, max: usize) -> Happened {
 /// has 0x20, writing out what it queues after every event; then its deadlines ten minutes
 /// later, then the end of the stream.
 pub fn serve<'b>(
-    config: &Config,
+    config: &ConnectionConfig,
     now: Instant,
     reads: impl IntoIterator<Item = &'b [u8]>,
     flags: u8,
@@ -1158,7 +1158,7 @@ pub fn connection(data: &[u8]) {
         0 => DeflateConfig::default(),
         _ => lenient_client_config(),
     };
-    let config = Config::default()
+    let config = ConnectionConfig::default()
         .max_message_size(max)
         .max_handshake_size(4096)
         .max_write_buffer(if knobs & 0x01 != 0 { 1024 } else { 256 << 10 })
@@ -1201,7 +1201,9 @@ pub fn connection(data: &[u8]) {
 /// permessage-deflate (0x02); its upgrade request is appended to `out`.
 fn our_client(flags: u8, path: &str, now: Instant, out: &mut Vec<u8>) -> (Endpoint, Connection) {
     let deflate = (flags & 0x02 != 0).then(lenient_client_config);
-    let config = Config::default().max_message_size(1 << 24).deflate(deflate);
+    let config = ConnectionConfig::default()
+        .max_message_size(1 << 24)
+        .deflate(deflate);
     let mut ep = Endpoint::new(config, now);
     let protocols: &[&str] = if flags & 0x40 != 0 { &["chat"] } else { &[] };
     let mut conn = Connection::client(&mut ep, "fuzz", path, protocols);

@@ -21,6 +21,9 @@ pub(crate) struct BufPool {
     large_budget: usize,
     /// Bytes of capacity kept in large buffers now.
     large_bytes: usize,
+    /// Most bytes a write queue may hold: growing one doubles its capacity up to this, not
+    /// past it, so that the memory a queue holds stays within its bound.
+    max_queue: usize,
 }
 
 impl BufPool {
@@ -34,7 +37,15 @@ impl BufPool {
             max_small,
             large_budget,
             large_bytes: 0,
+            max_queue: usize::MAX,
         }
+    }
+
+    /// The pool, with write queues grown to at most `max_queue` bytes of capacity (unless a
+    /// single send needs more).
+    pub(crate) fn with_max_queue(mut self, max_queue: usize) -> BufPool {
+        self.max_queue = max_queue;
+        self
     }
 
     /// A buffer with at least `min_capacity` bytes of capacity: a kept one if one fits, else
@@ -109,6 +120,16 @@ impl RxBuf {
     /// Bytes of memory the buffer holds.
     pub(crate) fn capacity(&self) -> usize {
         self.data.len()
+    }
+
+    /// How many bytes are kept.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The free tail after the kept bytes, as [`spare`](Self::spare) last made it.
+    pub(crate) fn spare_tail(&mut self) -> &mut [u8] {
+        &mut self.data[self.len..]
     }
 
     /// The kept bytes.
@@ -246,12 +267,16 @@ impl TxBuf {
             self.pos = 0;
         }
         if self.data.capacity() - self.data.len() < additional {
-            // Without a kept buffer that fits, the vector grows by itself (amortised).
             if let Some(mut bigger) = pool.take_large(self.len() + additional) {
                 bigger.clear();
                 bigger.extend_from_slice(self.pending());
                 pool.give(std::mem::replace(&mut self.data, bigger));
                 self.pos = 0;
+            } else {
+                // Doubling (amortised), but not past the queue's bound.
+                let needed = self.data.len() + additional;
+                let capacity = (2 * self.data.capacity()).min(pool.max_queue).max(needed);
+                self.data.reserve_exact(capacity - self.data.len());
             }
         }
     }
@@ -362,6 +387,17 @@ mod tests {
             assert!(tx.data.capacity() <= 512, "{}", tx.data.capacity());
         }
         assert_eq!(tx.pending(), expected.make_contiguous());
+    }
+
+    #[test]
+    fn a_growing_queue_stays_within_its_bound() {
+        let mut pool = BufPool::new(16, 4, 0).with_max_queue(1000);
+        let mut tx = TxBuf::default();
+        for _ in 0..10 {
+            tx.vec(90, &mut pool).extend_from_slice(&[7; 90]);
+            assert!(tx.capacity() <= 1000, "capacity {}", tx.capacity());
+        }
+        assert_eq!(tx.len(), 900);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-/// Milliseconds since the endpoint's clock started.
-pub(crate) type Millis = u64;
+/// Milliseconds since an endpoint's clock started (see
+/// [`Endpoint::instant`](crate::proto::connection::Endpoint::instant)).
+pub type Millis = u64;
 
 /// `d` in milliseconds, rounded up and one more, so that a deadline computed from a time
 /// rounded down never comes early.

@@ -116,6 +116,7 @@ impl Decoder {
     /// Frees what the decoder holds for a message that was already handed out: the buffer of
     /// a fragmented or compressed message, and an inflater's state that the next message
     /// does not need. Call it when the bytes at hand are used up.
+    #[inline]
     pub fn release(&mut self) {
         if self.delivered {
             self.fragments = None;
@@ -139,8 +140,8 @@ impl Decoder {
     ///
     /// The [`ProtocolError`] of the first violation of RFC 6455 (or RFC 7692), to be answered with
     /// its close code.
-    pub fn decode<'a>(&'a mut self, buf: &'a mut [u8]) -> Result<Decoded<'a>, ProtocolError> {
-        match self.step(buf)? {
+    pub fn decode<'a>(&'a mut self, mut buf: &'a mut [u8]) -> Result<Decoded<'a>, ProtocolError> {
+        match self.step(&mut buf)? {
             Step::Incomplete { frame_len } => Ok(Decoded::Incomplete { frame_len }),
             Step::Frame { len, event } => Ok(Decoded::Frame { len, event }),
             Step::Assembled { len, message } => {
@@ -161,7 +162,7 @@ impl Decoder {
     /// used (and this decoder with it) while its message is handled. Give the message's
     /// buffer back with [`reuse`](Self::reuse).
     #[inline(always)]
-    pub(crate) fn step<'b>(&mut self, buf: &'b mut [u8]) -> Result<Step<'b>, ProtocolError> {
+    pub(crate) fn step<'b>(&mut self, buf: &mut &'b mut [u8]) -> Result<Step<'b>, ProtocolError> {
         if self.delivered {
             if let Some(fragments) = &mut self.fragments {
                 fragments.clear();
@@ -171,7 +172,8 @@ impl Decoder {
         if let Some((header, header_len)) = self.whole_message(buf) {
             // whole_message saw all `len` bytes.
             let len = header_len + header.payload_len as usize;
-            let payload = &mut buf[header_len..len];
+            let frame = take_front(buf, len);
+            let payload = &mut frame[header_len..];
             if let Some(key) = header.mask {
                 apply_mask(payload, key, 0);
             }
@@ -183,7 +185,7 @@ impl Decoder {
 
     /// [`step`](Self::step) for any frame, whole or not.
     #[inline(never)]
-    fn step_general<'b>(&mut self, buf: &'b mut [u8]) -> Result<Step<'b>, ProtocolError> {
+    fn step_general<'b>(&mut self, buf: &mut &'b mut [u8]) -> Result<Step<'b>, ProtocolError> {
         let Some((header, header_len)) = FrameHeader::decode(buf)? else {
             return Ok(Step::Incomplete { frame_len: None });
         };
@@ -191,18 +193,17 @@ impl Decoder {
         // check_header bounds the length by `max_message_size`, a usize.
         let payload_len = header.payload_len as usize;
         let frame_len = header_len + payload_len;
-        let available = buf.len().min(frame_len);
         let compressed = header.rsv1 || (header.opcode == OpCode::Continuation && self.compressed);
         // Compressed text is validated once inflated, frame by frame.
         let text = !compressed
             && (header.opcode == OpCode::Text
                 || (header.opcode == OpCode::Continuation && self.open == Open::Text));
-        let payload = &mut buf[header_len..available];
-        let fresh = &mut payload[self.progress..];
-        if let Some(key) = header.mask {
-            apply_mask(fresh, key, self.progress);
-        }
-        if available < frame_len {
+        if buf.len() < frame_len {
+            let payload = &mut buf[header_len..];
+            let fresh = &mut payload[self.progress..];
+            if let Some(key) = header.mask {
+                apply_mask(fresh, key, self.progress);
+            }
             // Validate the text that has arrived, so that bad UTF-8 fails fast.
             if text {
                 self.utf8
@@ -215,6 +216,10 @@ impl Decoder {
             return Ok(Step::Incomplete {
                 frame_len: Some(frame_len),
             });
+        }
+        let payload = &mut take_front(buf, frame_len)[header_len..];
+        if let Some(key) = header.mask {
+            apply_mask(&mut payload[self.progress..], key, self.progress);
         }
         let validated = if text { self.progress } else { 0 };
         self.progress = 0;
@@ -442,6 +447,15 @@ impl Assembled {
     pub(crate) fn event(&self) -> Result<Event<'_>, ProtocolError> {
         message_event(&self.bytes, self.text)
     }
+}
+
+/// Splits the first `len` bytes off the front of `buf` (which keeps the rest), so that what
+/// borrows them does not hold the rest.
+#[inline(always)]
+pub(crate) fn take_front<'b>(buf: &mut &'b mut [u8], len: usize) -> &'b mut [u8] {
+    let (front, rest) = std::mem::take(buf).split_at_mut(len);
+    *buf = rest;
+    front
 }
 
 /// A whole message's `bytes` as a text or binary event.

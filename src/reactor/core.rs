@@ -3,18 +3,20 @@
 
 use slab::Slab;
 
+use super::metrics::Counters;
 use super::slot::Slot;
 use super::timers::Timers;
-use crate::app::topics::Topics;
+use super::topics::Topics;
 use crate::proto::connection::Endpoint;
-use crate::proto::frame::{write_frame, OpCode};
-use crate::{CloseReason, Config, ConnId, Message, Relay, SendError};
+use crate::{CloseReason, Config, ConnId, Message, Metrics, Relay, SendError};
 
 /// Everything about connections that the application may touch through a [`Context`].
 pub(crate) struct Core<S> {
     pub(crate) slots: Slab<Slot<S>>,
     /// The limits, the buffer pool, the shared compressors and the time of this turn.
     pub(crate) ep: Endpoint,
+    /// The server's configuration (the endpoint holds its connections' part).
+    config: Config,
     pub(crate) timers: Timers,
     /// Connections with bytes to flush at the end of the turn.
     pub(crate) dirty: Vec<ConnId>,
@@ -26,6 +28,8 @@ pub(crate) struct Core<S> {
     pub(crate) relays: Vec<Box<dyn Relay>>,
     /// Bytes buffered by all connections: the sum of their `charged`.
     pub(crate) buffered: usize,
+    /// What the reactor counts for [`Metrics`](crate::Metrics).
+    pub(crate) counters: Counters,
     /// A broadcast's uncompressed frame, encoded once.
     frame: Vec<u8>,
     next_generation: u32,
@@ -35,21 +39,30 @@ impl<S> Core<S> {
     pub(crate) fn new(config: Config) -> Core<S> {
         Core {
             slots: Slab::new(),
-            ep: Endpoint::new(config, std::time::Instant::now()),
+            ep: Endpoint::new(config.connection.clone(), std::time::Instant::now()),
+            config,
             timers: Timers::default(),
             dirty: Vec::new(),
             closed: Vec::new(),
             frame: Vec::new(),
             buffered: 0,
+            counters: Counters::default(),
             next_generation: 0,
             topics: Topics::default(),
             relays: Vec::new(),
         }
     }
 
+    /// The metrics' snapshot.
+    pub(crate) fn metrics(&self) -> Metrics {
+        let open = self.slots.iter().filter(|(_, s)| s.conn.is_open()).count();
+        let refusals = self.ep.refusals();
+        (self.counters).snapshot(refusals, open as u64, self.buffered as u64)
+    }
+
     /// The configuration.
     pub(crate) fn config(&self) -> &Config {
-        self.ep.config()
+        &self.config
     }
 
     /// A fresh generation for a new connection.
@@ -60,10 +73,9 @@ impl<S> Core<S> {
 
     /// The id of the connection at `index`.
     pub(crate) fn id(&self, index: usize) -> Option<ConnId> {
-        self.slots.get(index).map(|c| ConnId {
-            index: index as u32,
-            generation: c.generation,
-        })
+        self.slots
+            .get(index)
+            .map(|c| ConnId::new(index, c.generation))
     }
 
     /// The connection `id`, if it still exists.
@@ -101,7 +113,7 @@ impl<S> Core<S> {
     /// `on_close` follows with [`CloseReason::Overflow`].
     #[inline]
     pub(crate) fn shed(&mut self) {
-        if self.buffered > self.ep.config.max_buffered {
+        if self.buffered > self.config.max_buffered {
             self.shed_largest();
         }
     }
@@ -109,16 +121,14 @@ impl<S> Core<S> {
     /// [`shed`](Self::shed)'s work, once the reactor buffers too much.
     #[cold]
     fn shed_largest(&mut self) {
-        while self.buffered > self.ep.config.max_buffered {
+        while self.buffered > self.config.max_buffered {
             let largest = (self.slots.iter()).max_by_key(|(_, s)| s.charged);
             let Some((index, slot)) = largest.filter(|(_, s)| s.charged > 0) else {
                 return;
             };
-            let id = ConnId {
-                index: index as u32,
-                generation: slot.generation,
-            };
+            let id = ConnId::new(index, slot.generation);
             log::warn!("{id}: closed, holding {} B over max_buffered", slot.charged);
+            self.counters.shed += 1;
             if self.slots[index].conn.shed(&mut self.ep).is_some() {
                 self.closed.push((id, CloseReason::Overflow));
             }
@@ -131,11 +141,23 @@ impl<S> Core<S> {
     /// what it queued at the end of the turn and arms its next deadline.
     pub(crate) fn settle_conn(&mut self, id: ConnId) {
         if let Some(slot) = lookup(&mut self.slots, id) {
-            Self::mark_slot_dirty(slot, id, &mut self.dirty);
-            if let Some(at) = slot.conn.next_deadline(&self.ep) {
-                self.timers
-                    .arm(&mut slot.armed, id.index, slot.generation, at);
-            }
+            Self::settle_slot(slot, id, &mut self.dirty, &mut self.timers, &self.ep);
+        }
+    }
+
+    /// [`settle_conn`](Self::settle_conn) for a slot at hand. A deadline later than the one
+    /// armed is not armed: the armed one comes early, and arms it then.
+    #[inline]
+    pub(crate) fn settle_slot(
+        slot: &mut Slot<S>,
+        id: ConnId,
+        dirty: &mut Vec<ConnId>,
+        timers: &mut Timers,
+        ep: &Endpoint,
+    ) {
+        Self::mark_slot_dirty(slot, id, dirty);
+        if let Some(at) = slot.conn.poll_deadline(ep) {
+            timers.arm(&mut slot.armed, id.index, slot.generation, at);
         }
     }
 
@@ -174,8 +196,13 @@ impl<S> Core<S> {
         };
         let result = if slot.io.is_plain() {
             let io = &mut slot.io;
+            let bytes_out = &mut self.counters.bytes_out;
             // An error shows again, and is handled, when the rest is flushed.
-            let mut write = |bufs: &[std::io::IoSlice<'_>]| io.write_vectored(bufs).unwrap_or(0);
+            let mut write = |bufs: &[std::io::IoSlice<'_>]| {
+                let n = io.write_vectored(bufs).unwrap_or(0);
+                *bytes_out += n as u64;
+                n
+            };
             slot.conn
                 .send_direct(&mut self.ep, msg, compress, &mut write)
         } else if compress {
@@ -184,7 +211,8 @@ impl<S> Core<S> {
             slot.conn.send_uncompressed(&mut self.ep, msg)
         };
         recharge(slot, &mut self.buffered);
-        if slot.conn.is_open() && self.buffered <= self.ep.config.max_buffered {
+        self.counters.messages_out += u64::from(result.is_ok());
+        if slot.conn.is_open() && self.buffered <= self.config.max_buffered {
             // The usual case, without a second lookup.
             Self::mark_slot_dirty(slot, id, &mut self.dirty);
             return result;
@@ -209,18 +237,14 @@ impl<S> Core<S> {
         audience: Audience<'_>,
         except: Option<ConnId>,
     ) -> usize {
-        let opcode = data_opcode(msg);
-        let payload = msg.as_bytes();
-        self.frame.clear();
-        write_frame(&mut self.frame, opcode, true, false, None, payload);
-        self.ep.compressors.begin_broadcast();
+        let message = self.ep.broadcast(msg, &mut self.frame);
         let mut sent = 0;
         let mut overflowed = Vec::new();
         let mut deliver = |slot: &mut Slot<S>, id: ConnId, ep: &mut Endpoint| {
             if Some(id) == except || !slot.conn.is_open() {
                 return;
             }
-            match slot.conn.send_broadcast(ep, opcode, payload, &self.frame) {
+            match slot.conn.send_broadcast(ep, &message) {
                 Ok(()) => {
                     Self::mark_slot_dirty(slot, id, &mut self.dirty);
                     recharge(slot, &mut self.buffered);
@@ -232,10 +256,7 @@ impl<S> Core<S> {
         match audience {
             Audience::All => {
                 for (index, slot) in self.slots.iter_mut() {
-                    let id = ConnId {
-                        index: index as u32,
-                        generation: slot.generation,
-                    };
+                    let id = ConnId::new(index, slot.generation);
                     deliver(slot, id, &mut self.ep);
                 }
             }
@@ -247,19 +268,12 @@ impl<S> Core<S> {
                 }
             }
         }
+        self.counters.messages_out += sent as u64;
         for id in overflowed {
             let _ = self.sent(id, Err(SendError::Full));
         }
         self.shed();
         sent
-    }
-}
-
-/// The opcode of a data message.
-fn data_opcode(msg: Message<'_>) -> OpCode {
-    match msg {
-        Message::Text(_) => OpCode::Text,
-        Message::Binary(_) => OpCode::Binary,
     }
 }
 

@@ -2,12 +2,13 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
+use std::time::Duration;
 
 use mio::Waker;
 
-use crate::{CloseCode, ConnId, Message};
+use crate::{CloseCode, ConnId, Message, Metrics};
 
 /// What another thread asked the reactor to do.
 #[derive(Debug)]
@@ -17,6 +18,7 @@ pub(crate) enum Command {
     Publish(String, OwnedMessage),
     PublishLocal(String, OwnedMessage),
     Close(ConnId, CloseCode, String),
+    Metrics(SyncSender<Metrics>),
 }
 
 /// What a command counts against `Config::handle_queue` besides its bytes, so that empty
@@ -33,6 +35,7 @@ impl Command {
                     topic.len() + msg.bytes.len()
                 }
                 Command::Close(_, _, reason) => reason.len(),
+                Command::Metrics(_) => 0,
             }
     }
 }
@@ -70,6 +73,8 @@ pub enum HandleError {
     Full,
     /// The server is gone.
     Stopped,
+    /// The reactor did not answer in time (it is not turning, or far behind).
+    TimedOut,
 }
 
 impl fmt::Display for HandleError {
@@ -77,6 +82,7 @@ impl fmt::Display for HandleError {
         f.write_str(match self {
             HandleError::Full => "the server's command queue is full",
             HandleError::Stopped => "the server has stopped",
+            HandleError::TimedOut => "the server did not answer in time",
         })
     }
 }
@@ -182,6 +188,22 @@ impl Handle {
     /// when the server has stopped.
     pub fn close(&self, id: ConnId, code: CloseCode, reason: &str) -> Result<(), HandleError> {
         self.command(Command::Close(id, code, reason.to_owned()))
+    }
+
+    /// The server's [`Metrics`], as its reactor answers on its next turn: waits for it, at
+    /// most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`HandleError::Full`] when the reactor's command queue is full, [`HandleError::Stopped`]
+    /// when the server has stopped, [`HandleError::TimedOut`] when it did not answer in time.
+    pub fn metrics(&self, timeout: Duration) -> Result<Metrics, HandleError> {
+        let (reply, answer) = sync_channel(1);
+        self.command(Command::Metrics(reply))?;
+        answer.recv_timeout(timeout).map_err(|e| match e {
+            std::sync::mpsc::RecvTimeoutError::Timeout => HandleError::TimedOut,
+            std::sync::mpsc::RecvTimeoutError::Disconnected => HandleError::Stopped,
+        })
     }
 
     /// Asks the server to shut down gracefully: [`Server::run`](crate::Server::run) then

@@ -5,11 +5,17 @@
 //! reach it from other threads.
 
 pub(crate) mod accept;
+pub(crate) mod config;
+pub(crate) mod context;
 pub(crate) mod core;
 pub(crate) mod handle;
+pub(crate) mod handler;
 pub(crate) mod log_limit;
+pub(crate) mod metrics;
+pub(crate) mod relay;
 pub(crate) mod server;
 pub(crate) mod slot;
 pub(crate) mod timers;
 pub(crate) mod tls;
+pub(crate) mod topics;
 pub(crate) mod transport;

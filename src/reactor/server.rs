@@ -15,12 +15,12 @@ use super::handle::{Command, Commands, Handle, Shared};
 use super::slot::Slot;
 use super::timers::UNARMED;
 use super::tls::TlsConfig;
+use super::topics::Subscriptions;
 use super::transport::Transport;
-use crate::app::topics::Subscriptions;
-use crate::proto::connection::{feed, getter, Connection, Event, Phase};
+use crate::proto::connection::{Connection, Event, Phase};
 use crate::proto::handshake::HttpResponse;
 use crate::proto::CloseCode;
-use crate::{CloseReason, Config, ConnId, Context, Error, Handler, Relay, Upgrade};
+use crate::{CloseReason, Config, ConnId, Context, Error, Handler, Metrics, Relay, Upgrade};
 
 /// Wakes the reactor for commands from [`Handle`]s.
 const WAKER: Token = Token(usize::MAX);
@@ -36,8 +36,6 @@ const FRAME_COST: usize = 128;
 /// sound with epoll, which raises an edge for every arrival, so Linux only (kqueue and
 /// Windows' AFD polling make no such promise that mio documents).
 const SHORT_READ_DRAINS: bool = cfg!(target_os = "linux");
-/// The smallest read into a connection's own buffer.
-const MIN_READ: usize = 16 * 1024;
 /// Connections beyond `max_connections` that may linger while their 503 goes out.
 const REFUSAL_SLOTS: usize = 64;
 
@@ -201,6 +199,11 @@ impl<H: Handler> Server<H> {
         self.core.relays.push(Box::new(relay));
     }
 
+    /// What the server counted so far, and its connections and buffers now.
+    pub fn metrics(&self) -> Metrics {
+        self.core.metrics()
+    }
+
     /// A handle for other threads: send, publish, close, shut down.
     pub fn handle(&self) -> Handle {
         self.commands.handle.clone()
@@ -218,7 +221,7 @@ impl<H: Handler> Server<H> {
         while !self.shutdown_requested() {
             self.turn(None)?;
         }
-        self.shutdown(self.core.config().close_timeout)
+        self.shutdown(self.core.config().connection.close_timeout)
     }
 
     /// Shuts down gracefully: carries out pending handle commands, stops accepting, closes
@@ -230,10 +233,7 @@ impl<H: Handler> Server<H> {
             let _ = self.poll.registry().deregister(&mut listener.socket);
         }
         let ids: Vec<ConnId> = (self.core.slots.iter())
-            .map(|(index, c)| ConnId {
-                index: index as u32,
-                generation: c.generation,
-            })
+            .map(|(index, c)| ConnId::new(index, c.generation))
             .collect();
         for id in ids {
             match self.core.get(id).map(|c| c.conn.phase()) {
@@ -259,7 +259,13 @@ impl<H: Handler> Server<H> {
             .filter_map(|index| self.core.id(index))
             .collect();
         for id in rest {
-            self.drop_conn(id, CloseReason::TimedOut);
+            // Out of time, not disconnected: the application is told so.
+            if let Some(slot) = self.core.get_mut(id) {
+                if slot.conn.handle_disconnect().is_some() {
+                    notify_close(&mut self.core, &mut self.handler, id, CloseReason::TimedOut);
+                }
+            }
+            self.remove(id);
         }
         Ok(())
     }
@@ -296,6 +302,9 @@ impl<H: Handler> Server<H> {
                 Command::Close(id, code, reason) => {
                     let _ = ctx.close(id, code, &reason);
                 }
+                Command::Metrics(reply) => {
+                    let _ = reply.send(self.core.metrics());
+                }
             }
         }
     }
@@ -310,7 +319,8 @@ impl<H: Handler> Server<H> {
             Err(e) => return Err(e.into()),
             Ok(()) => {}
         }
-        self.core.ep.set_now(Instant::now());
+        let now = Instant::now();
+        self.core.ep.set_now(now);
         // Connections left over from the last turn; one read again by this turn's events has
         // had its budget and is not read twice.
         let backlog = std::mem::take(&mut self.backlog);
@@ -330,7 +340,7 @@ impl<H: Handler> Server<H> {
             };
             let closed = event.is_read_closed() || event.is_error();
             if event.is_readable() || closed {
-                self.read(id, closed);
+                self.read(id, closed, closed);
             }
             if event.is_writable() {
                 if let Some(slot) = self.core.get_mut(id) {
@@ -344,10 +354,10 @@ impl<H: Handler> Server<H> {
         self.events = events;
         for id in backlog {
             if !self.backlog.contains(&id) {
-                self.read(id, true);
+                self.read(id, false, true);
             }
         }
-        self.expire();
+        self.expire(now);
         self.settle();
         self.flush();
         // The listeners raise no new event for what waits in their queues.
@@ -416,7 +426,9 @@ impl<H: Handler> Server<H> {
             };
             let generation = self.core.generation();
             let mut conn = Connection::server(&mut self.core.ep);
+            self.core.counters.accepted += 1;
             if open >= max {
+                self.core.counters.refused_limit += 1;
                 log::warn!("{peer}: refused, max_connections reached");
                 let refusal = HttpResponse::text(503, "too many connections");
                 conn.reject(&mut self.core.ep, &refusal);
@@ -444,48 +456,47 @@ impl<H: Handler> Server<H> {
                 write_shut: false,
                 charged: 0,
             });
-            self.core.settle_conn(ConnId {
-                index: index as u32,
-                generation,
-            });
+            self.core.settle_conn(ConnId::new(index, generation));
         }
     }
 
-    /// Reads from `id` until `WouldBlock` (or its budget is spent) and handles what came.
+    /// Reads from `id` until `WouldBlock` (or its budget is spent) and handles what came: read
+    /// into the buffer, hand the bytes to the connection, dispatch its events, settle its
+    /// deadline and write interest.
     ///
     /// A plain TCP read that fills less than the buffer has drained the socket: unless the
     /// event said the peer closed (`drain`), the `WouldBlock` read that would follow is
     /// skipped, since new bytes raise a new edge. That saves a syscall per message batch.
     /// Then what the connection was sent meanwhile is written at once, not at the end of the
     /// turn (other connections' sends to it later in the turn still go out then).
-    fn read(&mut self, id: ConnId, drain: bool) {
+    fn read(&mut self, id: ConnId, peer_closed: bool, drain: bool) {
         let mut budget = READ_BUDGET;
         loop {
             let core = &mut self.core;
             let Some(slot) = lookup(&mut core.slots, id) else {
                 return;
             };
-            // Bytes go to the shared buffer unless the connection holds a partial frame.
-            let partial = slot
-                .conn
-                .partial()
-                .filter(|_| slot.conn.phase() != Phase::Linger);
-            let (result, asked) = match partial {
-                None => (slot.io.read(&mut self.scratch), self.scratch.len()),
-                Some(want) => {
-                    let spare = slot.conn.read_buf(want, MIN_READ, &mut core.ep);
-                    let asked = spare.len();
-                    (slot.io.read(spare), asked)
+            if !slot.conn.wants_read() {
+                // Lingering: what the peer sends is not read; its end of stream ends it
+                // (after a last try at writing what is queued: a half-closed peer reads it).
+                if peer_closed {
+                    let _ = self.flush_one(id);
+                    self.drop_conn(id);
                 }
-            };
+                return;
+            }
+            let mut input = slot.conn.input(&mut core.ep, &mut self.scratch);
+            let room = input.room();
+            let asked = room.len();
+            let result = slot.io.read(room);
             let drained = SHORT_READ_DRAINS
                 && !drain
                 && slot.io.is_plain()
                 && result.as_ref().is_ok_and(|&n| n < asked);
             let n = match result {
-                Ok(0) => return self.drop_conn(id, CloseReason::Disconnected),
-                Ok(n) => n,
+                Ok(n) if n > 0 => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    slot.conn.end_input(&mut core.ep, input);
                     // TLS handshake records that the socket did not take yet.
                     if slot.io.wants_write() && !slot.dirty {
                         slot.dirty = true;
@@ -494,54 +505,43 @@ impl<H: Handler> Server<H> {
                     // Drained without the shortcut: answer now all the same.
                     return self.answer_now(id);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::debug!("{id}: read failed: {e}");
-                    return self.drop_conn(id, CloseReason::Disconnected);
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    slot.conn.end_input(&mut core.ep, input);
+                    continue;
+                }
+                result => {
+                    if let Err(e) = result {
+                        log::debug!("{id}: read failed: {e}");
+                        core.counters.tls_failed += u64::from(slot.io.handshaking());
+                    }
+                    slot.conn.end_input(&mut core.ep, input);
+                    return self.drop_conn(id);
                 }
             };
-            let mut frames = 0;
-            let (rearm, phase) = (slot.conn.awaits_pong(), slot.conn.phase());
-            if phase != Phase::Linger {
-                let handler = &mut self.handler;
-                let get = getter(|core: &mut Core<H::State>| {
-                    let slot = lookup(&mut core.slots, id)?;
-                    Some((&mut slot.conn, &mut core.ep))
-                });
-                let on_event = |core: &mut Core<H::State>, event: Event<'_>| {
-                    on_event(core, handler, id, event);
+            input.filled(n);
+            core.counters.bytes_in += n as u64;
+            while let Some(slot) = lookup(&mut core.slots, id) {
+                let Some(event) = slot.conn.poll_event(&mut core.ep, &mut input) else {
+                    break;
                 };
-                if partial.is_none() {
-                    let bytes = &mut self.scratch[..n];
-                    let used = feed(core, get, bytes, &mut frames, on_event);
-                    if let (true, Some(slot)) = (used < n, lookup(&mut core.slots, id)) {
-                        slot.conn.keep(&self.scratch[used..n], &mut core.ep);
-                    }
-                } else {
-                    let mut kept = slot.conn.take_kept();
-                    kept.filled(n);
-                    let used = feed(core, get, kept.bytes_mut(), &mut frames, on_event);
-                    kept.consume(used, &mut core.ep.pool);
-                    match lookup(&mut core.slots, id) {
-                        Some(slot) => slot.conn.put_kept(kept),
-                        None => kept.release(&mut core.ep.pool),
-                    }
+                on_event(core, &mut self.handler, id, event);
+            }
+            let frames = input.frames();
+            match lookup(&mut core.slots, id) {
+                Some(slot) if slot.conn.is_finished() => {
+                    input.release(&mut core.ep);
+                    self.remove(id);
+                    return;
                 }
-                // A new phase has a new deadline; after a keepalive ping the next one is due
-                // again (with no idle timeout no deadline may be armed at all), so arm it.
-                // Otherwise hearing from the peer only moves its deadlines later: the one
-                // armed comes early and is armed again then.
-                if let Some(slot) = lookup(&mut core.slots, id) {
+                Some(slot) => {
+                    slot.conn.end_input(&mut core.ep, input);
                     // Input counts against the reactor-wide budget.
                     recharge(slot, &mut core.buffered);
-                    if rearm || slot.conn.phase() != phase {
-                        core.settle_conn(id);
-                    } else {
-                        Core::mark_slot_dirty(slot, id, &mut core.dirty);
-                    }
+                    Core::settle_slot(slot, id, &mut core.dirty, &mut core.timers, &core.ep);
                 }
-                core.shed();
+                None => input.release(&mut core.ep),
             }
+            core.shed();
             budget = budget.saturating_sub(n + frames * FRAME_COST);
             if budget == 0 {
                 // Once in the backlog is enough, however often the budget is spent (it only
@@ -566,16 +566,16 @@ impl<H: Handler> Server<H> {
         if self.core.get(id).is_some_and(|c| c.dirty && !c.backlogged) {
             if let Err(e) = self.flush_one(id) {
                 log::debug!("{id}: write failed: {e}");
-                self.drop_conn(id, CloseReason::Disconnected);
+                self.drop_conn(id);
             }
         }
     }
 
     /// Handles due deadlines: handshake and close timeouts, keepalive pings, idle timeouts.
-    fn expire(&mut self) {
-        let now = self.core.ep.now;
-        while let Some((at, index, generation)) = self.core.timers.pop_due(now) {
-            let id = ConnId { index, generation };
+    fn expire(&mut self, now: Instant) {
+        let due = self.core.ep.now_millis();
+        while let Some((at, index, generation)) = self.core.timers.pop_due(due) {
+            let id = ConnId::new(index as usize, generation);
             let core = &mut self.core;
             let Some(slot) = lookup(&mut core.slots, id) else {
                 continue;
@@ -584,7 +584,7 @@ impl<H: Handler> Server<H> {
                 continue;
             }
             slot.armed = UNARMED;
-            let event = slot.conn.expire(&mut core.ep);
+            let event = slot.conn.handle_timeout(&mut core.ep, now);
             let finished = slot.conn.is_finished();
             if let Some(Event::Closed(why)) = event {
                 notify_close(core, &mut self.handler, id, why);
@@ -601,6 +601,10 @@ impl<H: Handler> Server<H> {
     fn settle(&mut self) {
         while let Some((id, why)) = self.core.closed.pop() {
             notify_close(&mut self.core, &mut self.handler, id, why);
+            // Dropped at once (an overflow with no room left for its close frame).
+            if self.core.get(id).is_some_and(|c| c.conn.is_finished()) {
+                self.remove(id);
+            }
         }
     }
 
@@ -624,7 +628,7 @@ impl<H: Handler> Server<H> {
                     Ok(false) => {}
                     Err(e) => {
                         log::debug!("{id}: write failed: {e}");
-                        self.drop_conn(id, CloseReason::Disconnected);
+                        self.drop_conn(id);
                     }
                 }
             }
@@ -651,7 +655,10 @@ impl<H: Handler> Server<H> {
         while conn.conn.buffered() > 0 {
             match conn.io.write(conn.conn.transmit()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => conn.conn.advance(&mut core.ep, n),
+                Ok(n) => {
+                    core.counters.bytes_out += n as u64;
+                    conn.conn.advance(&mut core.ep, n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -692,10 +699,12 @@ impl<H: Handler> Server<H> {
     }
 
     /// Ends `id`: tells the application if it knew the connection as open, then removes it.
-    fn drop_conn(&mut self, id: ConnId, why: CloseReason<'_>) {
-        let owed = (self.core.get(id))
-            .is_some_and(|c| matches!(c.conn.phase(), Phase::Open | Phase::Closing));
-        if owed {
+    fn drop_conn(&mut self, id: ConnId) {
+        let owed = self
+            .core
+            .get_mut(id)
+            .and_then(|c| c.conn.handle_disconnect());
+        if let Some(Event::Closed(why)) = owed {
             notify_close(&mut self.core, &mut self.handler, id, why);
         }
         self.remove(id);
@@ -719,6 +728,7 @@ fn notify_close<H: Handler>(
     id: ConnId,
     why: CloseReason<'_>,
 ) {
+    core.counters.closed(&why);
     handler.on_close(&mut Context { core: &mut *core }, id, why);
     if let Some(slot) = lookup(&mut core.slots, id) {
         slot.state = None;
@@ -744,6 +754,7 @@ impl<H: Handler> Drop for Server<H> {
 fn on_event<H: Handler>(core: &mut Core<H::State>, handler: &mut H, id: ConnId, event: Event<'_>) {
     match event {
         Event::Message(msg) => {
+            core.counters.messages_in += 1;
             handler.on_message(&mut Context { core }, id, msg);
             return;
         }

@@ -1,8 +1,8 @@
 //! A connection's slot in the reactor: its transport, its protocol state machine, and what
 //! the reactor and the application keep beside them.
 
+use super::topics::Subscriptions;
 use super::transport::Transport;
-use crate::app::topics::Subscriptions;
 use crate::proto::clock::Millis;
 use crate::proto::connection::Connection;
 

@@ -104,7 +104,6 @@ impl Transport {
     }
 
     /// Whether the TLS handshake is still going on; always false for plain TCP.
-    #[cfg(test)]
     pub(crate) fn handshaking(&self) -> bool {
         matches!(self, Transport::Tls(tls) if tls.conn.is_handshaking())
     }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::{Config, Error, Handle, HandleError, Handler, Message, Relay, Server, TlsConfig};
+use crate::{
+    Config, Error, Handle, HandleError, Handler, Message, Metrics, Relay, Server, TlsConfig,
+};
 
 /// Backlog of each listening socket (as `mio` uses).
 const BACKLOG: i32 = 1024;
@@ -85,8 +87,10 @@ where
     /// `config` applies per reactor: the cluster takes up to `threads * max_connections`
     /// connections. Reactors share nothing but the listening port and the publishes.
     ///
-    /// Every listener is bound with `SO_REUSEPORT`, so another process that also sets it
-    /// (under the same user) could bind the same port; use a port your own processes own.
+    /// Only this cluster's reactors share the port: binding fails with [`Error::Bind`] if
+    /// anything listens there already, and a second cluster or server started on the same
+    /// address fails the same way. (With `threads > 1` the listeners set `SO_REUSEPORT`, so a
+    /// program of the same user that sets it too, and checks nothing, could still join them.)
     /// `SO_REUSEPORT` is a Unix option: elsewhere only `threads == 1` is accepted.
     ///
     /// # Errors
@@ -142,25 +146,19 @@ where
                 "several reactors need SO_REUSEPORT, which this platform lacks",
             )));
         }
-        // The first listener on the address as given (port 0 allowed), the others on the
-        // concrete address it got.
         let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address");
-        let mut first = None;
+        let mut listeners = None;
         for sa in addr.to_socket_addrs().map_err(bind_err)? {
-            match reuseport_listener(sa) {
+            match bind_listeners(sa, threads) {
                 Ok(l) => {
-                    first = Some(l);
+                    listeners = Some(l);
                     break;
                 }
                 Err(e) => last = e,
             }
         }
-        let first = first.ok_or_else(|| bind_err(last))?;
-        let local = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..threads {
-            listeners.push(reuseport_listener(local).map_err(bind_err)?);
-        }
+        let listeners = listeners.ok_or_else(|| bind_err(last))?;
+        let local = listeners[0].local_addr()?;
 
         let mut servers = Vec::with_capacity(threads);
         for (i, listener) in listeners.into_iter().enumerate() {
@@ -340,6 +338,20 @@ impl ClusterHandle {
         self.each(|h| h.broadcast(msg))
     }
 
+    /// The [`Metrics`] of every reactor, summed (see [`Handle::metrics`]; `timeout` is for
+    /// each reactor).
+    ///
+    /// # Errors
+    ///
+    /// The first reactor's refusal or silence.
+    pub fn metrics(&self, timeout: std::time::Duration) -> Result<Metrics, HandleError> {
+        let mut sum = Metrics::default();
+        for handle in self.handles.iter() {
+            sum.add(&handle.metrics(timeout)?);
+        }
+        Ok(sum)
+    }
+
     /// Asks every reactor to shut down gracefully (see [`Handle::shutdown`]);
     /// [`Cluster::run`] returns once all have. Every reactor is asked; the first refusal is
     /// returned (`Stopped` for a reactor that has already ended).
@@ -392,7 +404,7 @@ impl Relay for PeerRelay {
             match handle.publish_local(topic, msg) {
                 Ok(()) => {}
                 // The peer is shutting down or gone: its subscribers are being closed anyway.
-                Err(HandleError::Stopped) => {}
+                Err(HandleError::Stopped | HandleError::TimedOut) => {}
                 Err(HandleError::Full) => {
                     self.dropped += 1;
                     let now = Instant::now();
@@ -415,15 +427,42 @@ impl Relay for PeerRelay {
     }
 }
 
-/// A listening socket on `addr` with `SO_REUSEADDR` and (on Unix) `SO_REUSEPORT` set before
-/// `bind`, which neither `std` nor `mio` can do.
-fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// The `threads` listening sockets of one cluster on `addr` (port 0 allowed: they all get the
+/// port the first one got).
+///
+/// Only these may share the port: one listener is bound without `SO_REUSEPORT`, so that no
+/// other socket can join it. Several are bound with `SO_REUSEPORT` (the kernel spreads
+/// connections over them), after a guard socket without it has bound the address: the guard's
+/// bind fails if anyone listens there already (a second process), and while the guard holds
+/// the address (bound, not listening, both with `SO_REUSEADDR`) only our listeners can join.
+fn bind_listeners(addr: SocketAddr, threads: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    if threads == 1 {
+        return Ok(vec![listener(bound(addr, false)?)?]);
+    }
+    let guard = bound(addr, false)?;
+    let addr = guard.local_addr()?.as_socket().unwrap_or(addr);
+    (0..threads).map(|_| listener(bound(addr, true)?)).collect()
+}
+
+/// A TCP socket bound to `addr` with `SO_REUSEADDR` (a restart need not wait for the old
+/// connections' TIME_WAIT) and, if asked, `SO_REUSEPORT`, which neither `std` nor `mio` can
+/// set.
+fn bound(addr: SocketAddr, reuse_port: bool) -> io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     #[cfg(unix)]
-    socket.set_reuse_port(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuse_port; // `build` refuses several reactors there
     socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// `socket`, listening and non-blocking.
+fn listener(socket: socket2::Socket) -> io::Result<std::net::TcpListener> {
     socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())

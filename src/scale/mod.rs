@@ -5,4 +5,3 @@
 pub(crate) mod cluster;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
-pub(crate) mod relay;

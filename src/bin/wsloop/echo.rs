@@ -58,6 +58,9 @@ pub struct EchoArgs {
     /// Origin allowed to upgrade (repeatable); by default any.
     #[arg(long = "origin", value_name = "ORIGIN")]
     origins: Vec<String>,
+    /// Serve the server's metrics (Prometheus text format) at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 impl EchoArgs {
@@ -121,6 +124,16 @@ pub fn run(args: EchoArgs) -> i32 {
             return 1;
         }
     };
+    if let Some(addr) = &args.metrics {
+        let handle = cluster.handle();
+        match crate::metrics::serve(addr, move |timeout| handle.metrics(timeout)) {
+            Ok(at) => log::info!("metrics on http://{at}/metrics"),
+            Err(e) => {
+                eprintln!("wsloop echo: {e}");
+                return 1;
+            }
+        }
+    }
     let handle = cluster.handle();
     if let Err(e) = ctrlc::set_handler(move || {
         let _ = handle.shutdown();

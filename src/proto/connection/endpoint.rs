@@ -2,11 +2,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::Compressors;
+use super::ConnectionConfig;
+use super::{data_opcode, Compressors, Message};
 use crate::proto::buffer::BufPool;
 use crate::proto::clock::{span, Millis};
+use crate::proto::frame::{write_frame, OpCode};
 use crate::proto::message::RandomPool;
-use crate::Config;
 
 /// What the connections of one endpoint share: the limits, a pool of buffers, the shared
 /// permessage-deflate compressors, and the clock's origin and current time.
@@ -16,7 +17,7 @@ use crate::Config;
 /// time, and the other calls use the last time given.
 #[derive(Debug)]
 pub struct Endpoint {
-    pub(crate) config: Config,
+    pub(crate) config: ConnectionConfig,
     pub(crate) pool: BufPool,
     pub(crate) compressors: Compressors,
     /// Masking keys for the client role's frames, from the OS CSPRNG.
@@ -29,6 +30,29 @@ pub struct Endpoint {
     next_tick: Instant,
     /// The config's durations in milliseconds, worked out once (they are read per read).
     pub(crate) spans: Spans,
+    /// Upgrade requests refused so far.
+    pub(crate) refusals: Refusals,
+}
+
+/// Upgrade requests an endpoint's server-role connections refused (see
+/// [`Endpoint::refusals`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Refusals {
+    /// Refusals by HTTP status, in the order first seen.
+    pub by_status: Vec<(u16, u64)>,
+    /// Of those, requests from an `Origin` not in `allowed_origins` (403).
+    pub origin: u64,
+}
+
+impl Refusals {
+    /// Counts a refusal with `status`.
+    pub(crate) fn count(&mut self, status: u16) {
+        match self.by_status.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => self.by_status.push((status, 1)),
+        }
+    }
 }
 
 /// The config's durations as [`Millis`] (see [`span`]).
@@ -42,8 +66,8 @@ pub(crate) struct Spans {
 
 impl Endpoint {
     /// An endpoint with the limits of `config` (not validated here: see
-    /// [`Config::validate`]) whose clock starts at `now`.
-    pub fn new(config: Config, now: Instant) -> Endpoint {
+    /// [`ConnectionConfig::validate`]) whose clock starts at `now`.
+    pub fn new(config: ConnectionConfig, now: Instant) -> Endpoint {
         let spans = Spans {
             handshake: span(config.handshake_timeout),
             close: span(config.close_timeout),
@@ -52,10 +76,12 @@ impl Endpoint {
         };
         Endpoint {
             spans,
-            pool: BufPool::new(16 * 1024, 64, config.buffer_pool_size),
+            pool: BufPool::new(16 * 1024, 64, config.buffer_pool_size)
+                .with_max_queue(config.max_queue()),
             compressors: Compressors::new(config.deflate.as_ref()),
             random: RandomPool::new(),
             config,
+            refusals: Refusals::default(),
             epoch: now,
             now: 0,
             next_tick: now + Duration::from_millis(1),
@@ -63,7 +89,7 @@ impl Endpoint {
     }
 
     /// The configuration.
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &ConnectionConfig {
         &self.config
     }
 
@@ -77,15 +103,49 @@ impl Endpoint {
         }
     }
 
+    /// The upgrade requests refused so far by this endpoint's connections.
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
+    }
+
+    /// The current time (the last one set), in milliseconds since the clock's origin.
+    pub fn now_millis(&self) -> Millis {
+        self.now
+    }
+
     /// `at` in milliseconds since the clock's origin, rounded down.
-    pub(crate) fn millis(&self, at: Instant) -> Millis {
+    pub fn millis(&self, at: Instant) -> Millis {
         at.saturating_duration_since(self.epoch).as_millis() as Millis
     }
 
     /// The instant of `at` milliseconds since the clock's origin.
-    pub(crate) fn instant(&self, at: Millis) -> Instant {
+    pub fn instant(&self, at: Millis) -> Instant {
         self.epoch + Duration::from_millis(at)
     }
+
+    /// Encodes `msg` once for many connections of this endpoint (a broadcast, a topic's
+    /// subscribers), into `frame`: see [`Connection::send_broadcast`](super::Connection::send_broadcast).
+    /// Compressed copies are made once per shared compressor as recipients need them.
+    pub fn broadcast<'a>(&mut self, msg: Message<'a>, frame: &'a mut Vec<u8>) -> Broadcast<'a> {
+        let opcode = data_opcode(msg);
+        frame.clear();
+        write_frame(frame, opcode, true, false, None, msg.as_bytes());
+        self.compressors.begin_broadcast();
+        Broadcast {
+            opcode,
+            payload: msg.as_bytes(),
+            frame,
+        }
+    }
+}
+
+/// A message encoded once for many connections of one endpoint, by [`Endpoint::broadcast`].
+#[derive(Debug, Clone, Copy)]
+pub struct Broadcast<'a> {
+    pub(super) opcode: OpCode,
+    pub(super) payload: &'a [u8],
+    /// The uncompressed frame.
+    pub(super) frame: &'a [u8],
 }
 
 #[cfg(test)]
@@ -95,7 +155,7 @@ mod tests {
     #[test]
     fn the_clock_moves_by_whole_milliseconds_and_never_back() {
         let t0 = Instant::now();
-        let mut ep = Endpoint::new(Config::default(), t0);
+        let mut ep = Endpoint::new(ConnectionConfig::default(), t0);
         let at = |us: u64| t0 + Duration::from_micros(us);
         for (set, want) in [
             (999, 0),

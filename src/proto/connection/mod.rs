@@ -17,7 +17,7 @@
 //! the protocol gets the close code RFC 6455 calls for, and a peer silent for too long is
 //! pinged and then closed.
 //!
-//! What connections of one endpoint share (the limits of a [`Config`](crate::Config), a buffer
+//! What connections of one endpoint share (the limits of a [`ConnectionConfig`], a buffer
 //! pool, permessage-deflate compressors, the clock) is an [`Endpoint`], passed to each call. A
 //! connection with nothing pending owns no buffer; only the bytes of an unfinished frame are
 //! kept (copied) between reads, and an unfragmented message is handed out where it was read.
@@ -25,10 +25,10 @@
 //! ```
 //! use std::time::Instant;
 //! use wsloop::proto::connection::{Connection, Endpoint, Event};
-//! use wsloop::{Config, Message};
+//! use wsloop::{ConnectionConfig, Message};
 //!
 //! let now = Instant::now();
-//! let mut ep = Endpoint::new(Config::default(), now);
+//! let mut ep = Endpoint::new(ConnectionConfig::default(), now);
 //! let mut client = Connection::client(&mut ep, "example.com", "/", &[]);
 //! let mut server = Connection::server(&mut ep);
 //!
@@ -61,18 +61,23 @@
 //! ```
 
 mod compress;
+mod config;
 mod endpoint;
 mod events;
+mod input;
 
 use std::io::IoSlice;
 use std::time::Instant;
 
+pub use crate::proto::clock::Millis;
 pub(crate) use compress::{Compress, Compressors};
-pub use endpoint::Endpoint;
+pub(crate) use config::options;
+pub use config::{ConnectionConfig, Overflow};
+pub use endpoint::{Broadcast, Endpoint, Refusals};
 pub use events::{CloseReason, Event, Message, SendError};
+pub use input::Input;
 
 use crate::proto::buffer::{RxBuf, TxBuf};
-use crate::proto::clock::Millis;
 use crate::proto::deflate::{
     self, client_offer, parse_server_response, ExtensionResponseError, Inflater,
 };
@@ -81,9 +86,8 @@ use crate::proto::handshake::{
     check_response, new_key, write_accept, write_request, HeadScanner, HttpResponse, ParseError,
     Rejection, Request, ResponseError, MAX_HEADERS,
 };
-use crate::proto::message::{self, Decoder, Step};
+use crate::proto::message::{self, take_front, Decoder, Step};
 use crate::proto::{CloseCode, ProtocolError, Role};
-use crate::Overflow;
 
 /// Messages at least this large are written straight from the sender's bytes when nothing is
 /// queued before them (see [`Connection::send_direct`]); smaller ones are queued.
@@ -103,10 +107,13 @@ pub enum Phase {
     Handshake,
     /// Upgraded: messages flow both ways.
     Open,
-    /// We sent a close frame and wait for the peer's; its data is discarded.
+    /// We sent a close frame and wait for the peer's; its messages still arrive meanwhile
+    /// (nothing more may be sent), its pings go unanswered.
     Closing,
     /// Done as far as the application knows: our last bytes are written, then the transport
-    /// shuts down writing and waits for the peer to close (what it sends is discarded).
+    /// shuts down writing and waits for the peer to close, at most `close_timeout`. Nothing
+    /// more is read (see [`Connection::wants_read`]): what the peer sends can no longer be
+    /// answered.
     Linger,
     /// Nothing more to do: drop the connection and its transport.
     Finished,
@@ -152,12 +159,12 @@ pub struct Connection {
 /// What [`Connection::poll_event`] made of the bytes at hand.
 #[derive(Debug)]
 enum Polled<'a> {
-    /// `used` bytes were consumed, completing `event` if any (a fragment or a frame handled
+    /// A frame or head was used, completing `event` if any (a fragment or a frame handled
     /// inside the connection completes none).
-    Used(usize, Option<Event<'a>>),
-    /// `used` bytes were consumed, completing a message gathered from several frames (or
-    /// inflated), handed out owned.
-    Assembled(usize, message::Assembled),
+    Used(Option<Event<'a>>),
+    /// A frame was used, completing a message gathered from several frames (or inflated),
+    /// handed out owned.
+    Assembled(message::Assembled),
     /// The bytes hold only part of a frame or head: keep them and read more.
     Partial,
     /// Nothing more is read from this peer: drop the bytes, after `event` if any.
@@ -223,6 +230,14 @@ impl Connection {
         self.phase == Phase::Finished
     }
 
+    /// Whether the peer's bytes are still wanted. Once lingering they can no longer be
+    /// answered: an owner stops reading (so that a peer that keeps sending is held back by
+    /// the transport's flow control, not read and discarded) and only watches for the peer's
+    /// end of stream, then calls [`handle_disconnect`](Self::handle_disconnect).
+    pub fn wants_read(&self) -> bool {
+        !matches!(self.phase, Phase::Linger | Phase::Finished)
+    }
+
     fn role(&self) -> Role {
         self.parser.decoder.role()
     }
@@ -234,7 +249,10 @@ impl Connection {
     /// endpoint so that it can answer. Bytes of an unfinished frame are kept (copied) for the
     /// next call; nothing else is copied.
     ///
-    /// Call it after every read, then write out [`transmit`](Self::transmit).
+    /// Call it after every read, then write out [`transmit`](Self::transmit). It is
+    /// [`input_from`](Self::input_from), [`poll_event`](Self::poll_event) until `None`, and
+    /// [`end_input`](Self::end_input): an owner that must reach other connections while it
+    /// handles an event (a server's handler) makes those calls itself.
     pub fn recv(
         &mut self,
         ep: &mut Endpoint,
@@ -243,35 +261,11 @@ impl Connection {
         mut on_event: impl FnMut(&mut Connection, &mut Endpoint, Event<'_>),
     ) {
         ep.set_now(now);
-        let mut one = One { conn: self, ep };
-        let get = getter(|one: &mut One<'_>| Some((&mut *one.conn, &mut *one.ep)));
-        let mut deliver = |one: &mut One<'_>, event: Event<'_>| on_event(one.conn, one.ep, event);
-        if one.conn.kept.is_empty() {
-            let used = feed(&mut one, get, bytes, &mut 0, &mut deliver);
-            if used < bytes.len() {
-                one.conn.keep(&bytes[used..], one.ep);
-            }
-        } else {
-            // Room first, as the reactor's reads get it (towards the frame's size, at most
-            // twice what is kept; at least 4 bytes asked, so that a full buffer grows even for
-            // a 1-byte read): a large frame arriving in small reads is not copied anew on each.
-            let want = match one.conn.parser.want {
-                0 => usize::MAX,
-                n => n as usize,
-            };
-            let mut kept = one.conn.take_kept();
-            kept.spare(want, bytes.len().max(4), &mut one.ep.pool);
-            kept.append(bytes, &mut one.ep.pool);
-            let used = feed(&mut one, get, kept.bytes_mut(), &mut 0, &mut deliver);
-            kept.consume(used, &mut one.ep.pool);
-            one.conn.put_kept(kept);
+        let mut input = self.input_from(ep, bytes);
+        while let Some(event) = self.poll_event(ep, &mut input) {
+            on_event(self, ep, event);
         }
-    }
-
-    /// Whether a keepalive ping went out and nothing was heard since: hearing from the peer
-    /// then brings the next ping's deadline back, so the owner must arm it again.
-    pub(crate) fn awaits_pong(&self) -> bool {
-        self.ping_sent
+        self.end_input(ep, input);
     }
 
     /// Notes that bytes arrived at the endpoint's current time.
@@ -282,48 +276,13 @@ impl Connection {
         self.ping_sent = false;
     }
 
-    /// Takes the kept bytes out, so that events borrowing them can be handled while the
-    /// connection is used (see [`feed`]); put them back with [`put_kept`](Self::put_kept).
-    pub(crate) fn take_kept(&mut self) -> RxBuf {
-        std::mem::take(&mut self.kept)
-    }
-
-    /// Puts back what [`take_kept`](Self::take_kept) took, minus what [`feed`] used.
-    pub(crate) fn put_kept(&mut self, kept: RxBuf) {
-        // A connection that stopped reading meanwhile (shed, say) had all its bytes used.
-        self.kept = kept;
-    }
-
-    /// Keeps `bytes`, the front of an unfinished frame or head that [`feed`] left, for the
-    /// next read.
-    pub(crate) fn keep(&mut self, bytes: &[u8], ep: &mut Endpoint) {
-        let want = self.parser.want as usize;
-        self.kept.keep(bytes, want, &mut ep.pool);
-    }
-
-    /// Room to read into after the kept bytes (at least `min_read` bytes, more for a frame
-    /// of `want` bytes), for a reactor that reads straight into them; see [`feed`].
-    pub(crate) fn read_buf(
-        &mut self,
-        want: usize,
-        min_read: usize,
-        ep: &mut Endpoint,
-    ) -> &mut [u8] {
-        self.kept.spare(want, min_read, &mut ep.pool)
-    }
-
-    /// Whether bytes of an unfinished frame or head are kept, and the size of what they wait
-    /// to complete (0 if not known).
-    pub(crate) fn partial(&self) -> Option<usize> {
-        (!self.kept.is_empty()).then_some(self.parser.want as usize)
-    }
-
     /// Decodes what the front of `bytes` holds: a request or response head while
-    /// handshaking, then one frame. Protocol duties are done here: pings are answered, a close
-    /// frame is answered, a protocol error queues the close frame it calls for. The event
-    /// borrows `bytes` only, so that the connection can be used while it is handled.
+    /// handshaking, then one frame, and moves `bytes` past what it used. Protocol duties are
+    /// done here: pings are answered, a close frame is answered, a protocol error queues the
+    /// close frame it calls for. The event borrows the bytes it came from only, so that the
+    /// connection (and the rest of `bytes`) can be used while it is handled.
     #[inline(always)]
-    fn poll_event<'b>(&mut self, ep: &mut Endpoint, bytes: &'b mut [u8]) -> Polled<'b> {
+    fn poll_bytes<'b>(&mut self, ep: &mut Endpoint, bytes: &mut &'b mut [u8]) -> Polled<'b> {
         match self.phase {
             Phase::Linger | Phase::Finished => Polled::Discard(None),
             Phase::Handshake => match self.role() {
@@ -337,10 +296,10 @@ impl Connection {
                         frame_len.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
                     Polled::Partial
                 }
-                Ok(Step::Frame { len, event }) => {
-                    Polled::Used(len, event.and_then(|e| self.on_frame_event(ep, e)))
+                Ok(Step::Frame { event, .. }) => {
+                    Polled::Used(event.and_then(|e| self.on_frame_event(ep, e)))
                 }
-                Ok(Step::Assembled { len, message }) => Polled::Assembled(len, message),
+                Ok(Step::Assembled { message, .. }) => Polled::Assembled(message),
             },
         }
     }
@@ -360,9 +319,14 @@ impl Connection {
         event: message::Event<'a>,
     ) -> Option<Event<'a>> {
         let open = self.phase == Phase::Open;
+        // After our close frame the peer's data still arrives until its own close (RFC 6455
+        // section 1.4: only data after *receiving* a close is discarded).
+        let receiving = open || self.phase == Phase::Closing;
         match event {
-            message::Event::Text(text) if open => Some(Event::Message(Message::Text(text))),
-            message::Event::Binary(bytes) if open => Some(Event::Message(Message::Binary(bytes))),
+            message::Event::Text(text) if receiving => Some(Event::Message(Message::Text(text))),
+            message::Event::Binary(bytes) if receiving => {
+                Some(Event::Message(Message::Binary(bytes)))
+            }
             message::Event::Ping(payload) if open => {
                 // A peer that pings without reading its pongs fills its queue like any other.
                 if !ep
@@ -378,7 +342,7 @@ impl Connection {
                 }
                 Some(Event::Ping(payload))
             }
-            message::Event::Pong(payload) if open => Some(Event::Pong(payload)),
+            message::Event::Pong(payload) if receiving => Some(Event::Pong(payload)),
             message::Event::Close(code, reason) => {
                 // Echo the peer's code (RFC 6455 section 5.5.1); none if it sent none.
                 self.close_frame(ep, code, "", Phase::Linger);
@@ -389,13 +353,12 @@ impl Connection {
     }
 
     /// Server role, handshaking: waits for a whole request head, within the size limit.
-    fn poll_request<'a>(&mut self, ep: &mut Endpoint, bytes: &'a mut [u8]) -> Polled<'a> {
-        let bytes: &'a [u8] = bytes;
+    fn poll_request<'a>(&mut self, ep: &mut Endpoint, bytes: &mut &'a mut [u8]) -> Polled<'a> {
         let max = ep.config.max_handshake_size;
         match self.parser.scanner.find_end(bytes) {
             Some(end) if end <= max => {
                 self.parser.scanner = HeadScanner::default();
-                Polled::Used(end, Some(Event::Request(&bytes[..end])))
+                Polled::Used(Some(Event::Request(take_front(bytes, end))))
             }
             None if bytes.len() < max => Polled::Partial,
             _ => {
@@ -406,8 +369,7 @@ impl Connection {
     }
 
     /// Client role, handshaking: waits for the whole answer and checks it.
-    fn poll_response<'a>(&mut self, ep: &mut Endpoint, bytes: &'a mut [u8]) -> Polled<'a> {
-        let bytes: &'a [u8] = bytes;
+    fn poll_response<'a>(&mut self, ep: &mut Endpoint, bytes: &mut &'a mut [u8]) -> Polled<'a> {
         let end = match self.parser.scanner.find_end(bytes) {
             Some(end) => end,
             None if bytes.len() < MAX_RESPONSE_HEAD => return Polled::Partial,
@@ -416,8 +378,9 @@ impl Connection {
         let Some(hello) = self.hello.take() else {
             return self.handshake_failed(ResponseError::Malformed);
         };
+        let head: &'a [u8] = take_front(bytes, end);
         let protocols: Vec<&str> = hello.protocols.iter().map(String::as_str).collect();
-        let accepted = match check_response(&bytes[..end], &hello.key, &protocols) {
+        let accepted = match check_response(head, &hello.key, &protocols) {
             Ok(accepted) => accepted,
             Err(e) => return self.handshake_failed(e),
         };
@@ -439,10 +402,10 @@ impl Connection {
         self.open(ep);
         // The protocol is found again in the head, borrowed (the check returned it owned).
         let protocol = accepted.protocol.as_ref().and_then(|p| {
-            let head = std::str::from_utf8(&bytes[..end]).ok()?;
+            let head = std::str::from_utf8(head).ok()?;
             head.find(p.as_str()).map(|at| &head[at..at + p.len()])
         });
-        Polled::Used(end, Some(Event::Opened { protocol }))
+        Polled::Used(Some(Event::Opened { protocol }))
     }
 
     /// Client role: the handshake failed; the connection ends without a close frame.
@@ -498,6 +461,7 @@ impl Connection {
                 .iter()
                 .any(|o| o.eq_ignore_ascii_case(origin.trim()))
             {
+                ep.refusals.origin += 1;
                 self.reject(ep, &HttpResponse::text(403, "origin not allowed"));
                 return false;
             }
@@ -544,6 +508,9 @@ impl Connection {
     /// most `close_timeout`). Anything it sends meanwhile is discarded.
     pub fn reject(&mut self, ep: &mut Endpoint, resp: &HttpResponse) {
         log::debug!("answered {}", resp.status());
+        if resp.status() >= 400 {
+            ep.refusals.count(resp.status());
+        }
         let mut out = Vec::new();
         resp.write_to(&mut out);
         self.tx.vec(out.len(), &mut ep.pool).extend_from_slice(&out);
@@ -560,9 +527,15 @@ impl Connection {
     /// The transport ended: end of stream or an I/O error. Returns the event the application
     /// is owed if it knew the connection as open; the connection is then finished.
     pub fn handle_disconnect(&mut self) -> Option<Event<'static>> {
-        let owed = matches!(self.phase, Phase::Open | Phase::Closing);
+        let owed = self.owes_close();
         self.phase = Phase::Finished;
         owed.then_some(Event::Closed(CloseReason::Disconnected))
+    }
+
+    /// Whether the application knows the connection as open and is owed its
+    /// [`Event::Closed`] when it ends: the rule for every way a connection can end.
+    fn owes_close(&self) -> bool {
+        matches!(self.phase, Phase::Open | Phase::Closing)
     }
 
     // ---- bytes out -----------------------------------------------------------------------
@@ -670,25 +643,23 @@ impl Connection {
         Ok(())
     }
 
-    /// Queues a broadcast's frame: `plain`, encoded once for every uncompressed recipient,
-    /// or the compressed frame the endpoint makes once per shared compressor (or this
-    /// connection's own compressor makes). Server role.
+    /// Queues a message made for many connections of this endpoint: its uncompressed frame,
+    /// encoded once, or the compressed frame the endpoint makes once per shared compressor
+    /// (or this connection's own compressor makes). Server role.
     ///
     /// # Errors
     /// As [`send`](Self::send).
-    pub(crate) fn send_broadcast(
+    pub fn send_broadcast(
         &mut self,
         ep: &mut Endpoint,
-        opcode: OpCode,
-        payload: &[u8],
-        plain: &[u8],
+        message: &Broadcast<'_>,
     ) -> Result<(), SendError> {
         if self.phase != Phase::Open {
             return Err(SendError::NotOpen);
         }
         let frame = (ep.compressors)
-            .broadcast_frame(&mut self.compress, opcode, payload)
-            .unwrap_or(plain);
+            .broadcast_frame(&mut self.compress, message.opcode, message.payload)
+            .unwrap_or(message.frame);
         if !ep.config.queue_admits(self.tx.len(), frame.len()) {
             self.compress.forget();
             return Err(self.overflow(ep));
@@ -700,10 +671,20 @@ impl Connection {
     }
 
     /// A send did not fit: refuse it, or close the connection, per `on_overflow`.
+    /// The peer does not read its queue fast enough: with `Overflow::Close` the close frame
+    /// 1008 follows what is queued (nothing more is read meanwhile, see
+    /// [`Phase::Linger`]), or if even it would pass the bound, the connection ends at once.
     fn overflow(&mut self, ep: &mut Endpoint) -> SendError {
         if ep.config.on_overflow == Overflow::Close {
-            log::debug!("write queue over max_write_buffer, closing with 1008");
-            self.fail(ep, CloseCode::POLICY, "write buffer overflow");
+            const REASON: &str = "write buffer overflow";
+            if ep.config.queue_admits(self.tx.len(), 4 + REASON.len()) {
+                log::debug!("write queue over its bound, closing with 1008");
+                self.fail(ep, CloseCode::POLICY, REASON);
+            } else {
+                log::debug!("write queue over its bound, with no room for a close frame: dropped");
+                self.tx.release(&mut ep.pool);
+                self.phase = Phase::Finished;
+            }
         }
         SendError::Full
     }
@@ -803,13 +784,16 @@ impl Connection {
 
     // ---- time ----------------------------------------------------------------------------
 
-    /// The next time [`handle_timeout`](Self::handle_timeout) must be called, if ever.
+    /// The next time [`handle_timeout`](Self::handle_timeout) must be called, if ever. It
+    /// changes with every input: call it again after each.
     pub fn poll_timeout(&self, ep: &Endpoint) -> Option<Instant> {
-        self.next_deadline(ep).map(|at| ep.instant(at))
+        self.poll_deadline(ep).map(|at| ep.instant(at))
     }
 
-    /// The next deadline, in the endpoint's milliseconds.
-    pub(crate) fn next_deadline(&self, ep: &Endpoint) -> Option<Millis> {
+    /// [`poll_timeout`](Self::poll_timeout) in the endpoint's milliseconds (see
+    /// [`Endpoint::instant`]): cheaper, for a timer wheel or heap of many connections.
+    #[inline]
+    pub fn poll_deadline(&self, ep: &Endpoint) -> Option<Millis> {
         match self.phase {
             Phase::Handshake | Phase::Closing | Phase::Linger => Some(self.clock),
             Phase::Finished => None,
@@ -833,11 +817,6 @@ impl Connection {
     /// [`poll_timeout`](Self::poll_timeout)'s time has come (early calls are harmless).
     pub fn handle_timeout(&mut self, ep: &mut Endpoint, now: Instant) -> Option<Event<'static>> {
         ep.set_now(now);
-        self.expire(ep)
-    }
-
-    /// [`handle_timeout`](Self::handle_timeout) at the endpoint's current time.
-    pub(crate) fn expire(&mut self, ep: &mut Endpoint) -> Option<Event<'static>> {
         let now = ep.now;
         let since_heard = |d| now >= self.clock + d;
         let idle = ep.spans.idle.is_some_and(since_heard);
@@ -877,7 +856,7 @@ impl Connection {
     /// follow a cut frame). Returns the event the application is owed, if it knew the
     /// connection as open.
     pub fn shed(&mut self, ep: &mut Endpoint) -> Option<Event<'static>> {
-        let owed = matches!(self.phase, Phase::Open | Phase::Closing);
+        let owed = self.owes_close();
         let clean = owed && self.tx.len() == 0;
         self.kept.release(&mut ep.pool);
         self.parser.decoder = Decoder::new(self.role(), 0);
@@ -905,95 +884,4 @@ fn data_opcode(msg: Message<'_>) -> OpCode {
         Message::Text(_) => OpCode::Text,
         Message::Binary(_) => OpCode::Binary,
     }
-}
-
-/// One connection and its endpoint, as the owner [`Connection::recv`] feeds.
-struct One<'c> {
-    conn: &'c mut Connection,
-    ep: &'c mut Endpoint,
-}
-
-/// Pins down the lifetimes of a [`feed`] `get` closure (closures do not infer that the
-/// references they return live as long as the one they are given).
-pub(crate) fn getter<O, F>(get: F) -> F
-where
-    F: for<'o> Fn(&'o mut O) -> Option<(&'o mut Connection, &'o mut Endpoint)>,
-{
-    get
-}
-
-/// Decodes the events of one connection from `bytes` for an owner that keeps connections in a
-/// table of its own (the reactor's slab), and returns how many bytes were used; the rest is an
-/// unfinished frame or head, to be kept ([`Connection::keep`]) and presented again with more
-/// bytes after it.
-///
-/// `get` finds the connection and its endpoint in `owner` (`None` once it is gone). `bytes`
-/// are not the connection's (a shared read buffer, or its kept bytes taken out with
-/// [`Connection::take_kept`]), and no event borrows the connection, so `on_event` may use
-/// `owner` freely, sending to this connection or any other. `frames` counts the frames (and
-/// heads) decoded.
-#[inline]
-pub(crate) fn feed<O>(
-    owner: &mut O,
-    get: impl Fn(&mut O) -> Option<(&mut Connection, &mut Endpoint)>,
-    bytes: &mut [u8],
-    frames: &mut usize,
-    mut on_event: impl FnMut(&mut O, Event<'_>),
-) -> usize {
-    let mut pos = 0;
-    if let Some((conn, ep)) = get(owner) {
-        conn.heard(ep);
-    }
-    while pos < bytes.len() {
-        let Some((conn, ep)) = get(owner) else {
-            return bytes.len();
-        };
-        match conn.poll_event(ep, &mut bytes[pos..]) {
-            Polled::Used(used, event) => {
-                pos += used;
-                *frames += 1;
-                let Some(event) = event else { continue };
-                let request = matches!(event, Event::Request(_));
-                on_event(owner, event);
-                if let (true, Some((conn, ep))) = (request, get(owner)) {
-                    if conn.phase == Phase::Handshake {
-                        log::error!("a request went unanswered: refused with 500");
-                        conn.reject(ep, &HttpResponse::text(500, "request not answered"));
-                    }
-                }
-            }
-            Polled::Assembled(used, message) => {
-                pos += used;
-                *frames += 1;
-                match message.event() {
-                    Ok(event) => {
-                        if let Some(event) = conn.on_frame_event(ep, event) {
-                            on_event(owner, event);
-                        }
-                    }
-                    Err(e) => {
-                        let event = conn.protocol_error(ep, e);
-                        on_event(owner, event);
-                        return bytes.len();
-                    }
-                }
-                // Its buffer serves the next message.
-                if let Some((conn, _)) = get(owner) {
-                    conn.parser.decoder.reuse(message);
-                }
-            }
-            Polled::Partial => return pos,
-            Polled::Discard(event) => {
-                if let Some(event) = event {
-                    on_event(owner, event);
-                }
-                return bytes.len();
-            }
-        }
-    }
-    if let Some((conn, _)) = get(owner) {
-        conn.parser.decoder.release();
-        conn.parser.want = 0;
-    }
-    pos
 }

@@ -264,7 +264,7 @@ fn deliver(life: &Life, channel: &[u8], payload: &[u8], full: &mut u64) -> Deliv
                 *full += 1;
                 shared.dropped.fetch_add(1, Ordering::Relaxed);
             }
-            Err(HandleError::Stopped) => stopped += 1,
+            Err(HandleError::Stopped | HandleError::TimedOut) => stopped += 1,
         }
     }
     if stopped == life.handles.len() {

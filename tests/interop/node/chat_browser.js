@@ -10,16 +10,21 @@
 // Checks (each prints `ok <check>`): joining, the online lists, typing (in a room and in a
 // private conversation), messages, markup shown as text, links made clickable safely,
 // multi-line messages (Shift+Enter), private messages with an unread badge and the unread count
-// in the tab title, keyboard access, the list of other rooms and a room's history on joining
-// it, the rate limit (a message over it stays on the page as not sent, with a Retry that
-// works), a text of control characters answered with an error (the connection stays), a text
-// over the limit refused with a warning and kept, leaving one's only room, the history after a
-// reload, the phone layout (the sidebar behind a button), and axe-core on the join screen, the
-// desktop and the phone pages (no serious or critical violation). With --restart, it prints
+// in the tab title, keyboard access, nicknames in any script (normalised to NFC) and the
+// server's reason for refusing one, the list of other rooms and a room's history on joining it
+// (with a line where the history ends), the rate limit (the messages over it stay on the page
+// in one row of messages not sent, announced once, with a Retry all that sends them in their
+// order), a "new messages" button when scrolled up, follow-up messages showing their time on
+// hover and on keyboard focus, dates on messages of other days, a text of control characters
+// answered with an error (the connection stays), a text over the limit refused with a warning
+// and kept, leaving one's only room with the keyboard (the focus goes to the way back), the
+// history after a reload, the phone layout (the sidebar behind a button, touch targets of
+// 44 px, fields of 16 px), and axe-core on every screen (no violation at all). With --restart, it prints
 // `restart-server` and waits for `restarted` on stdin (the test restarts the server on the
 // same port), twice: first the page must reconnect and rejoin by itself as the same nickname;
 // then, while it is kept offline, someone else takes its nickname, and the page must say so
-// and let the user pick another.
+// (the corner no longer showing the old name) and let the user pick another, after which it
+// says it reconnected and the focus is in the message box.
 //
 // Prints `chat browser: N passed, 0 failed` and exits 0; or `FAIL <step>: <why>` and
 // `chat browser: N passed, 1 failed` and exits 1. Every step has a timeout and the whole run a
@@ -70,12 +75,14 @@ function nicksIn(page) {
   return page.$$eval('#users li', (lis) => lis.map((li) => li.dataset.nick));
 }
 
-// Opens the page in a fresh context (a phone's if `viewport` is PHONE).
-async function open(browser, url, name, logs, viewport) {
+// Opens the page in a fresh context (a phone's if `viewport` is PHONE), its clock `ahead` ms
+// ahead of the real one.
+async function open(browser, url, name, logs, viewport, ahead = 0) {
   const phone = viewport.width < 500;
   const context = await browser.newContext({
     viewport, deviceScaleFactor: 1, isMobile: phone, hasTouch: phone,
   });
+  if (ahead) await context.clock.install({ time: Date.now() + ahead });
   const page = await context.newPage();
   page.on('console', (msg) => logs.push(`${name} console.${msg.type()}: ${msg.text()}`));
   page.on('pageerror', (err) => logs.push(`${name} page error: ${err.message}`));
@@ -96,8 +103,8 @@ async function join(page, nick) {
       && document.getElementById('conv-title').textContent === '#lobby', nick);
 }
 
-async function openAndJoin(browser, url, nick, logs, viewport) {
-  const x = await open(browser, url, nick, logs, viewport);
+async function openAndJoin(browser, url, nick, logs, viewport, ahead = 0) {
+  const x = await open(browser, url, nick, logs, viewport, ahead);
   await join(x.page, nick);
   return x;
 }
@@ -119,14 +126,13 @@ function sees(page, who, text, what) {
       m.dataset.from === from && m.querySelector('.text').textContent === t), [who, text]);
 }
 
-// Runs axe-core in `page` and fails on any serious or critical violation.
+// Runs axe-core in `page` and fails on any violation, whatever its impact.
 const AXE = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
 async function axe(page, where) {
   await page.evaluate(AXE);
   const violations = await page.evaluate(async () => {
     const result = await window.axe.run(document);
     return result.violations
-      .filter((v) => v.impact === 'serious' || v.impact === 'critical')
       .map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join('; ')}`);
   });
   check(violations.length === 0, `axe-core on ${where}: ${violations.join(' | ')}`);
@@ -138,6 +144,30 @@ async function checks(browser, opts, pass, logs) {
   await join(a.page, 'alice');
   const b = await openAndJoin(browser, opts.url, 'bob', logs, DESKTOP);
   pass('both pages join');
+
+  // A nickname in another script, typed decomposed (NFD): joined as its NFC form; one with a
+  // space is refused with the server's reason.
+  const e = await open(browser, opts.url, 'emile', logs, DESKTOP);
+  await e.page.fill('#nick', 'e\u0301'.repeat(25)); // 50 code points, 25 characters in NFC
+  await e.page.click('#join-button');
+  await until(e.page, 'the page says a nickname of 25 characters is too long',
+    () => document.getElementById('join-error').textContent === 'A nickname has at most 24 characters; this one has 25.');
+  await e.page.fill('#nick', 'two words');
+  await e.page.click('#join-button');
+  await until(e.page, 'the server\'s reason for refusing "two words"',
+    () => document.getElementById('join-error').textContent.startsWith('Nickname may only have letters, digits'));
+  const refused = await e.page.textContent('#join-error');
+  check(!/please/i.test(refused) && refused.includes('U+0020'), `the reason: ${JSON.stringify(refused)}`);
+  await axe(e.page, 'the join screen with a refused nickname');
+  await e.page.fill('#nick', 'E\u0301mile');
+  await e.page.click('#join-button');
+  await until(e.page, 'Émile joins', () => !document.getElementById('chat-screen').hidden
+    && document.getElementById('me').textContent === '\u00c9mile'
+    && document.querySelector('#users li[data-nick="\u00c9mile"]') !== null);
+  await until(a.page, 'alice sees Émile online', () => document.querySelector('#users li[data-nick="\u00c9mile"]') !== null);
+  await e.context.close();
+  await until(a.page, 'Émile leaves', () => document.querySelector('#users li[data-nick="\u00c9mile"]') === null);
+  pass('a nickname in any script joins (normalised to NFC); a refused one gets the server\'s reason');
 
   await until(a.page, 'alice sees bob online', () => document.querySelector('#users li[data-nick="bob"]') !== null);
   await until(b.page, 'bob sees alice online', () => document.querySelector('#users li[data-nick="alice"]') !== null);
@@ -252,39 +282,110 @@ async function checks(browser, opts, pass, logs) {
   await until(b.page, 'bob in #release', () => document.getElementById('conv-title').textContent === '#release');
   await sees(b.page, 'alice', 'release notes draft', 'bob sees what was said in #release before he came');
   const order = await b.page.$$eval('#log li', (lis) => lis.map((li) => li.className.split(' ')[0]));
-  check(order[0] === 'msg' && order[1] === 'notice', `history goes above "You joined": ${order}`);
-  pass('other rooms are listed and joined in one step, with their history');
+  check(order.slice(0, 3).join() === 'msg,divider,notice', `history, a line, then "You joined": ${order}`);
+  pass('other rooms are listed and joined in one step, with their history and a line where it ends');
 
-  // The rate limit: a burst of messages; those over it stay on the page as not sent.
+  // The rate limit: a burst of messages; those over it stay on the page as not sent, in one
+  // row (a row for each run of consecutive failures), announced once.
   // Sent at once from the page (Enter in the box, 30 times), so that the count does not depend
   // on how fast this machine drives the browser: at most 20 fit the budget.
   const burst = Array.from({ length: 30 }, (_, i) => `burst ${i}`);
   await b.page.evaluate((all) => {
+    const live = document.getElementById('announce');
+    window.__announced = [];
+    new MutationObserver(() => window.__announced.push(live.textContent))
+      .observe(live, { childList: true, characterData: true, subtree: true });
     const box = document.getElementById('text');
     for (const text of all) {
       box.value = text;
       box.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true, cancelable: true }));
     }
   }, burst);
-  await until(b.page, 'every message of the burst is settled',
-    () => document.querySelectorAll('#log .msg.pending').length === 0);
-  const failed = await b.page.$$eval('#log .msg.failed', (lis) => lis.map((li) => [li.querySelector('.text').textContent, li.querySelector('.state').textContent]));
-  check(failed.length >= 1 && failed.every(([, why]) => why.includes('rate limit')), `not sent: ${JSON.stringify(failed)}`);
-  const delivered = burst.filter((t) => !failed.some(([f]) => f === t));
+  await until(b.page, 'every message of the burst is settled, and announced',
+    () => document.querySelectorAll('#log .msg.pending').length === 0 && window.__announced.length > 0);
+  await sleep(500); // a second announcement would come within 300 ms
+  const rows = await b.page.$$eval('#log .failed-row', (all) => all.map((row) => ({
+    why: row.querySelector('.failed-why').textContent,
+    retry: row.querySelector('.retry').textContent,
+    texts: [...row.querySelectorAll('.failed-list .msg .text')].map((p) => p.textContent),
+    alone: !row.previousElementSibling?.classList.contains('failed-row'),
+  })));
+  const failed = rows.flatMap((r) => r.texts);
+  const n = failed.length;
+  check(n >= 1 && rows.every((r) => r.alone && r.texts.length >= 1
+    && r.why === `${r.texts.length === 1 ? '1 message' : `${r.texts.length} messages`} not sent: too many messages at once, retry in a moment`
+    && r.retry === (r.texts.length === 1 ? 'Retry' : `Retry all ${r.texts.length}`)), `rows of messages not sent: ${JSON.stringify(rows)}`);
+  const told = await b.page.evaluate(() => ({
+    announced: window.__announced,
+    alerts: document.querySelectorAll('#log [role="alert"]').length,
+  }));
+  check(told.alerts === 0 && told.announced.length === 1 && told.announced[0].startsWith(`${n} messages not sent`),
+    `what screen readers are told: ${JSON.stringify(told)}`);
+  const delivered = burst.filter((t) => !failed.includes(t));
+  check(failed.join() === burst.filter((t) => failed.includes(t)).join(), `the rows keep the order: ${failed}`);
   await sees(a.page, 'bob', delivered[delivered.length - 1]);
   const gotA = (await texts(a.page)).filter((t) => t.startsWith('burst '));
   check(gotA.join() === delivered.join(), `alice got ${gotA}, bob delivered ${delivered}`);
   check(await b.page.textContent('#status-text') === 'connected as bob', 'bob stayed connected');
-  await sleep(1500); // the budget refills at 4 messages a second
-  await b.page.click('#log .msg.failed .retry');
-  await sees(a.page, 'bob', failed[0][0], 'alice gets the message bob sent again');
-  check(await b.page.$$eval('#log .msg.failed', (l) => l.length) === failed.length - 1, 'the retried message is delivered');
-  pass(`a message over the rate limit stays as not sent (${failed.length} of ${burst.length}), and Retry sends it`);
+  await axe(b.page, 'a row of messages not sent');
+  await sleep(250 * n + 1000); // the budget refills at 4 messages a second
+  while (await b.page.$('#log .failed-row')) await b.page.click('#log .failed-row .retry');
+  check(await b.page.evaluate(() => document.activeElement.id) === 'text', 'the focus goes back to the message box');
+  await sees(a.page, 'bob', failed[n - 1], 'alice gets the messages bob sent again');
+  await until(b.page, 'bob\'s messages sent again are delivered',
+    () => document.querySelectorAll('#log .msg.pending, #log .failed-row').length === 0);
+  const again = (await texts(a.page)).filter((t) => t.startsWith('burst '));
+  check(again.join() === delivered.concat(failed).join(), `alice got ${again} after Retry all`);
+  pass(`the messages over the rate limit make one row of ${n} not sent, announced once, and Retry all sends them in order`);
+
+  // Scrolled up, a new message shows a button that jumps down.
+  await a.page.setViewportSize({ width: DESKTOP.width, height: 480 });
+  const scrolled = await a.page.evaluate(() => {
+    const log = document.getElementById('log');
+    log.scrollTop = 0;
+    return log.scrollHeight - log.clientHeight;
+  });
+  check(scrolled > 100, `alice's log does not scroll (${scrolled} px)`);
+  await say(b.page, 'anyone still here?');
+  await until(a.page, 'alice sees "1 new message ↓", the log staying where it was',
+    () => !document.getElementById('jump').hidden && document.getElementById('jump').textContent === '1 new message ↓'
+      && document.getElementById('log').scrollTop === 0);
+  await axe(a.page, 'the log with its new messages button');
+  await a.page.click('#jump');
+  const jumped = await a.page.evaluate(() => {
+    const log = document.getElementById('log');
+    return { bottom: log.scrollHeight - log.scrollTop - log.clientHeight, hidden: document.getElementById('jump').hidden, focus: document.activeElement.id };
+  });
+  check(jumped.bottom < 2 && jumped.hidden && jumped.focus === 'text', `after the button: ${JSON.stringify(jumped)}`);
+  await a.page.setViewportSize(DESKTOP);
+  pass('scrolled up, new messages show a "new messages ↓" button that jumps to the bottom');
+
+  // A follow-up message (bob's, after his own) shows its time on hover and on keyboard focus.
+  const opacity = () => a.page.evaluate(() => getComputedStyle(document.querySelector('#log .msg.continued:last-child time')).opacity);
+  await a.page.mouse.move(5, 5);
+  check(await opacity() === '0', 'a follow-up message shows its time without hover or focus');
+  await a.page.hover('#log .msg.continued:last-child .text');
+  check(await opacity() === '1', 'hovering a follow-up message does not show its time');
+  await a.page.mouse.move(5, 5);
+  await a.page.focus('#log');
+  await a.page.keyboard.press('End');
+  const focused = await a.page.evaluate(() => {
+    const li = document.activeElement;
+    const time = li.querySelector('time');
+    return { last: li === document.querySelector('#log li:last-child'), continued: li.classList.contains('continued'),
+      opacity: getComputedStyle(time).opacity, text: time.textContent, title: time.title, iso: time.dateTime };
+  });
+  check(focused.last && focused.continued && focused.opacity === '1' && /\d/.test(focused.text)
+    && focused.title.length > focused.text.length && !Number.isNaN(Date.parse(focused.iso)), `the focused message: ${JSON.stringify(focused)}`);
+  await a.page.keyboard.press('ArrowUp');
+  check(await a.page.evaluate(() => document.activeElement === document.querySelector('#log li:last-child').previousElementSibling),
+    'ArrowUp moves to the item before');
+  pass('follow-up messages show their time on hover and on keyboard focus (arrow keys in the log)');
 
   await b.page.fill('#text', '\u0001'.repeat(2000));
   await b.page.press('#text', 'Enter');
   await until(b.page, 'bob sees why 2,000 control characters were not sent',
-    () => [...document.querySelectorAll('#log .msg.failed .state')].some((s) => s.textContent.includes('control character')));
+    () => [...document.querySelectorAll('#log .failed-row .failed-why')].some((s) => s.textContent.includes('control character')));
   check(await b.page.textContent('#status-text') === 'connected as bob', 'bob stayed connected (no 1009)');
   const over = 'x'.repeat(2001);
   await b.page.fill('#text', over);
@@ -302,18 +403,20 @@ async function checks(browser, opts, pass, logs) {
   await b.page.dispatchEvent('#text', 'input');
   pass('control characters get an error, the connection stays; a text over the limit is kept with a warning');
 
-  // Leaving one's only room.
+  // Leaving one's only room, with the keyboard.
   const c = await openAndJoin(browser, opts.url, 'carol', logs, DESKTOP);
-  await c.page.click('#leave');
-  await until(c.page, 'carol has no room and an invitation to join one',
+  await c.page.focus('#leave');
+  await c.page.keyboard.press('Enter');
+  await until(c.page, 'carol has no room and an invitation to join one, with the focus on it',
     () => !document.getElementById('empty').hidden && document.getElementById('composer').hidden
-      && document.getElementById('log').hidden && document.querySelectorAll('#rooms li').length === 0);
+      && document.getElementById('log').hidden && document.querySelectorAll('#rooms li').length === 0
+      && document.activeElement.id === 'join-lobby');
   await axe(c.page, 'the page with no room');
-  await c.page.click('#join-lobby');
-  await until(c.page, 'carol back in #lobby', () => document.getElementById('conv-title').textContent === '#lobby'
-    && !document.getElementById('composer').hidden);
+  await c.page.keyboard.press('Enter');
+  await until(c.page, 'carol back in #lobby, typing', () => document.getElementById('conv-title').textContent === '#lobby'
+    && !document.getElementById('composer').hidden && document.activeElement.id === 'text');
   await c.context.close();
-  pass('leaving one\'s only room shows how to join one, not a dead message box');
+  pass('leaving one\'s only room with the keyboard shows how to join one, with the focus on it');
 
   // A reload: the same nickname, the lobby's history.
   await b.page.reload({ waitUntil: 'load' });
@@ -334,11 +437,28 @@ async function checks(browser, opts, pass, logs) {
   const lobby = await texts(a.page);
   const twice = lobby.filter((t, i) => lobby.indexOf(t) !== i);
   check(lobby.includes('hello bob') && twice.length === 0, `after rejoining, the lobby shows ${JSON.stringify(lobby)}`);
-  pass('a reconnect merges the room\'s history with what the page shows, nothing twice');
+  const errors = await a.page.$$eval('#log .error', (rows) => rows.map((r) => r.textContent));
+  check(errors.length === 1 && /^Error: rate limit.* \((\d+) times\)$/.test(errors[0]),
+    `the flood's refusals make one row: ${JSON.stringify(errors)}`);
+  pass('a reconnect merges the room\'s history with what the page shows, nothing twice; the flood\'s refusals make one row');
   await axe(a.page, 'the desktop page');
 
-  // The phone.
-  const d = await openAndJoin(browser, opts.url, 'dora', logs, PHONE);
+  // The phone, its clock two days ahead: the lobby's history is from another day.
+  const d = await open(browser, opts.url, 'dora', logs, PHONE, 2 * 86_400_000);
+  const joinFields = await d.page.evaluate(() => parseFloat(getComputedStyle(document.getElementById('nick')).fontSize));
+  check(joinFields >= 16, `the nickname field's font is ${joinFields} px (iOS zooms in under 16)`);
+  await join(d.page, 'dora');
+  await until(d.page, 'dora sees the lobby\'s history', () => document.querySelector('#log .msg.earlier time') !== null);
+  const dated = await d.page.evaluate(() => [...document.querySelectorAll('#log .msg.earlier:not(.continued) time')].map((t) => {
+    const at = new Date(t.dateTime);
+    return [t.textContent, at.toLocaleDateString([], { day: 'numeric', month: 'short' }), at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })];
+  }));
+  check(dated.length > 0 && dated.every(([text, day, clock]) => text !== clock && text.startsWith(day) && text.endsWith(clock)),
+    `times of earlier days: ${JSON.stringify(dated)}`);
+  const today = await a.page.evaluate(() => [...document.querySelectorAll('#log .msg time')].map((t) =>
+    [t.textContent, new Date(t.dateTime).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })]));
+  check(today.length > 0 && today.every(([text, clock]) => text === clock), `times of today: ${JSON.stringify(today)}`);
+  pass('messages of another day show their date, today\'s only the time');
   const layout = await d.page.evaluate(() => ({
     width: document.documentElement.scrollWidth,
     menu: getComputedStyle(document.getElementById('menu')).display !== 'none',
@@ -352,12 +472,24 @@ async function checks(browser, opts, pass, logs) {
   await until(d.page, 'the sidebar opens', () => getComputedStyle(document.getElementById('sidebar')).visibility === 'visible'
     && document.getElementById('menu').getAttribute('aria-expanded') === 'true');
   await axe(d.page, 'the phone page with its sidebar open');
+  const touch = await d.page.evaluate(() => {
+    const shown = (e) => e.getClientRects().length > 0 && getComputedStyle(e).visibility === 'visible';
+    return {
+      fields: [...document.querySelectorAll('input, textarea')].filter(shown)
+        .map((f) => [f.id, parseFloat(getComputedStyle(f).fontSize)]).filter(([, size]) => size < 16),
+      buttons: [...document.querySelectorAll('button')].filter(shown)
+        .map((b) => [b.textContent.trim() || b.getAttribute('aria-label'), b.getBoundingClientRect().height]).filter(([, h]) => h < 44),
+      counted: [...document.querySelectorAll('#sidebar button')].filter(shown).length,
+    };
+  });
+  check(touch.fields.length === 0 && touch.buttons.length === 0 && touch.counted >= 4,
+    `on the phone, fields under 16 px or buttons under 44 px: ${JSON.stringify(touch)}`);
   await d.page.click('#users li[data-nick="alice"] button');
   await until(d.page, 'choosing someone closes the sidebar', () => document.getElementById('conv-title').textContent === '@alice'
     && getComputedStyle(document.getElementById('sidebar')).visibility === 'hidden');
   await d.context.close();
-  pass('on a phone the sidebar folds away behind a button');
-  pass('axe-core: no serious or critical violation (join screen, desktop, no room, phone with its sidebar open)');
+  pass('on a phone the sidebar folds away behind a button; its buttons are 44 px high, its fields 16 px');
+  pass('axe-core: no violation (join screen, refused nickname, desktop, messages not sent, new messages, no room, phone with its sidebar open, nickname taken)');
 
   await b.context.close();
   await until(a.page, 'bob leaves alice\'s online list', () => document.querySelector('#users li[data-nick="bob"]') === null);
@@ -391,6 +523,8 @@ async function checks(browser, opts, pass, logs) {
       () => !document.getElementById('join-screen').hidden
         && document.getElementById('join-error').textContent.includes('taken by someone else'),
       undefined, RESTART_TIMEOUT_MS);
+    check(await a.page.textContent('#me') === '', `the corner still shows ${await a.page.textContent('#me')}`);
+    await axe(a.page, 'the join screen after the nickname was taken');
     await sleep(1500);
     const status = await a.page.textContent('#status-text');
     check(status === 'connected: pick a nickname', `no retry loop: the status says ${JSON.stringify(status)}`);
@@ -400,8 +534,14 @@ async function checks(browser, opts, pass, logs) {
       () => document.getElementById('status-text').textContent === 'connected as alice2'
         && document.querySelector('#rooms li[data-key="#release"]') !== null
         && document.querySelector('#users li[data-nick="alice"]') !== null);
+    const back = await a.page.evaluate(() => ({
+      last: document.querySelector('#log li:last-child').textContent,
+      me: document.getElementById('me').textContent,
+      focus: document.activeElement.id,
+    }));
+    check(back.last === 'Reconnected as alice2.' && back.me === 'alice2' && back.focus === 'text', `after joining again: ${JSON.stringify(back)}`);
     squatter.close();
-    pass('a nickname taken during a restart: the page says so and another can be picked');
+    pass('a nickname taken during a restart: the page says so and another can be picked, then says it reconnected, focus in the message box');
   }
   await a.context.close();
 }
@@ -451,7 +591,7 @@ async function history(browser, opts, pass, logs) {
   const p = await openAndJoin(browser, opts.url, 'pia', logs, DESKTOP);
   await sees(p.page, 'writer', 'before 2', 'the page shows the history from Redis');
   const order = await p.page.$$eval('#log li', (lis) => lis.map((li) => li.className.split(' ')[0]));
-  check(order.join() === 'msg,msg,notice', `history above "You joined": ${order}`);
+  check(order.join() === 'msg,msg,divider,notice', `history, a line, then "You joined": ${order}`);
   await said('live 1');
   await sees(p.page, 'writer', 'live 1');
   check((await texts(p.page)).join('|') === 'before 1|before 2|live 1', `the lobby: ${await texts(p.page)}`);

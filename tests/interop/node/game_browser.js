@@ -1,19 +1,21 @@
 #!/usr/bin/env node
 // The game_loop example's page in headless Chromium (playwright-core), on a desktop (1440x900)
-// and on a phone (390x844, touch), against a game served by tests/browser.rs, with a dozen
-// players from Node's `ws` moving at random.
+// and on a phone held upright (390x844, touch) and sideways (844x390), against a game served by
+// tests/browser.rs with its bots, then with a dozen players from Node's `ws` moving at random.
 //
-// Usage: node game_browser.js http://127.0.0.1:PORT/ [--screenshots DIR]
+// Usage: node game_browser.js http://127.0.0.1:PORT/ --bots N [--screenshots DIR]
 //
 // Checks (each prints `ok <check>`): the page loads with no request answered 4xx (favicon
-// included); it shows the players; the arrow keys move the player's dot, whose whole disc
-// stays on the field at the right edge; on the phone the touch pad shows and moves the player;
-// then it prints `stop-server`, waits for `stopped` on stdin (the test stops the server), and
-// checks that both pages say they are offline instead of showing the last figures over a
-// frozen field. Prints `game browser: N passed, 0 failed` (exit 0), or `FAIL <step>: <why>`
-// (exit 1). Every step has a timeout, the whole run a 90 s deadline.
+// included), connects with ws on http (wss on https) and, alone, shows the game's N bots; it
+// shows the players; the arrow keys move the player's dot, whose whole disc stays on the field
+// at the right edge; on the phone the touch pad moves the player, sits over the field's lower
+// right corner upright and beside the field sideways, and the dots and the "you" label keep a
+// readable size; then it prints `stop-server`, waits for `stopped` on stdin (the test stops the
+// server), and checks that the pages say they are offline instead of showing the last figures
+// over a frozen field. Prints `game browser: N passed, 0 failed` (exit 0), or
+// `FAIL <step>: <why>` (exit 1). Every step has a timeout, the whole run a 90 s deadline.
 //
-// --screenshots DIR: saves game-1440x900.png and game-390x844.png (playing) there.
+// --screenshots DIR: saves game-1440x900.png, game-390x844.png and game-844x390.png (playing).
 'use strict';
 
 const fs = require('fs');
@@ -26,6 +28,9 @@ const STEP_TIMEOUT_MS = 10_000;
 const BOTS = 12;
 const DESKTOP = { width: 1440, height: 900 };
 const PHONE = { width: 390, height: 844 };
+const SIDEWAYS = { width: 844, height: 390 };
+// On a phone: the smallest radius of the player's dot and size of its label, in CSS pixels.
+const MIN_DOT_PX = 7, MIN_LABEL_PX = 12;
 
 const until = (page, what, fn, arg, ms = STEP_TIMEOUT_MS) => untilWithin(page, what, fn, arg, ms);
 
@@ -46,8 +51,8 @@ function myPosition(page) {
   });
 }
 
-async function open(browser, url, name, viewport, logs) {
-  const phone = viewport.width < 500;
+async function open(browser, url, name, viewport, logs, players = BOTS + 1) {
+  const phone = viewport.width < 900;
   const context = await browser.newContext({ viewport, deviceScaleFactor: 1, isMobile: phone, hasTouch: phone });
   const page = await context.newPage();
   page.on('pageerror', (err) => logs.push(`${name} page error: ${err.message}`));
@@ -56,7 +61,7 @@ async function open(browser, url, name, viewport, logs) {
   check(response && response.status() === 200, `GET ${url}: ${response && response.status()}`);
   await until(page, `${name}: connected with players on the field`,
     (n) => document.getElementById('status').textContent === 'connected'
-      && Number((/^players (\d+) /.exec(document.getElementById('info').textContent) || [])[1]) >= n, BOTS + 1);
+      && Number((/^players (\d+) /.exec(document.getElementById('info').textContent) || [])[1]) >= n, players);
   return { context, page };
 }
 
@@ -89,11 +94,36 @@ async function shoot(page, dir, name) {
   console.log(`screenshot: ${path.join(dir, name)}`);
 }
 
+// The phone page's layout, and the size on screen of the player's dot and label.
+async function phoneLayout(page) {
+  await until(page, 'the phone page knows its position', () => typeof me === 'number' && me >= 0 && snapshot !== null);
+  const at = await myPosition(page);
+  return page.evaluate(([x, y]) => {
+    const rect = (id) => document.getElementById(id).getBoundingClientRect().toJSON();
+    const canvas = document.getElementById('field');
+    const scale = canvas.clientWidth / canvas.width;
+    const row = canvas.getContext('2d').getImageData(0, Math.max(0, Math.min(canvas.height - 1, y)), canvas.width, 1).data;
+    let white = 0;
+    for (let i = 0; i < canvas.width; i++) if (row[4 * i] > 240 && row[4 * i + 1] > 240 && row[4 * i + 2] > 240) white++;
+    return {
+      field: rect('field'), pad: rect('pad'), padShown: getComputedStyle(document.getElementById('pad')).display,
+      scrollWidth: document.documentElement.scrollWidth, scrollHeight: document.documentElement.scrollHeight,
+      dot: white * scale, label: parseFloat(/(\d+(\.\d+)?)px/.exec(canvas.getContext('2d').font)[1]) * scale, x, y,
+    };
+  }, at);
+}
+
 async function checks(browser, opts, pass, logs) {
-  const crowd = bots(opts.url);
-  const d = await open(browser, opts.url, 'desktop', DESKTOP, logs);
+  const d = await open(browser, opts.url, 'desktop', DESKTOP, logs, opts.bots + 1);
   check(await get(new URL('/favicon.ico', opts.url)) === 200, 'GET /favicon.ico is not 200');
-  pass('the page loads and shows the players; no request is answered 4xx (favicon.ico included)');
+  const urls = await d.page.evaluate(() => [
+    socketUrl({ protocol: 'https:', host: 'game.example:8443' }), socketUrl({ protocol: 'http:', host: 'game.example' }),
+  ]);
+  check(urls.join() === 'wss://game.example:8443/,ws://game.example/', `the WebSocket URLs of https and http pages: ${urls}`);
+  pass(`the page loads, connects (wss on https) and, alone, shows the ${opts.bots} bots; no request is answered 4xx (favicon.ico included)`);
+  const crowd = bots(opts.url);
+  await until(d.page, 'the desktop page shows the crowd too', (n) =>
+    Number((/^players (\d+) /.exec(document.getElementById('info').textContent) || [])[1]) >= n, opts.bots + BOTS + 1);
 
   // Hold the right arrow until the dot stops at the right edge.
   await d.page.keyboard.down('ArrowRight');
@@ -120,13 +150,12 @@ async function checks(browser, opts, pass, logs) {
   await shoot(d.page, opts.screenshots, 'game-1440x900.png');
 
   const p = await open(browser, opts.url, 'phone', PHONE, logs);
-  const layout = await p.page.evaluate(() => ({
-    pad: getComputedStyle(document.getElementById('pad')).display,
-    width: document.documentElement.scrollWidth,
-    bottom: document.getElementById('pad').getBoundingClientRect().bottom,
-  }));
-  check(layout.pad === 'grid' && layout.width <= PHONE.width && layout.bottom <= PHONE.height, `phone layout: ${JSON.stringify(layout)}`);
-  await until(p.page, 'the phone page knows its position', () => typeof me === 'number' && me >= 0 && snapshot !== null);
+  const upright = await phoneLayout(p.page);
+  const { field, pad: corner } = upright;
+  check(upright.padShown === 'grid' && upright.scrollWidth <= PHONE.width && upright.scrollHeight <= PHONE.height
+    && field.width >= PHONE.width - 20 && corner.top < field.bottom && corner.bottom > field.bottom
+    && corner.right <= field.right && corner.right > field.right - 20,
+  `upright, the pad is not over the field's lower right corner: ${JSON.stringify(upright)}`);
   const before = await myPosition(p.page);
   const side = before[0] > 640 ? 'left' : 'right';
   const pad = await p.page.locator(`#pad .${side}`).boundingBox();
@@ -140,11 +169,23 @@ async function checks(browser, opts, pass, logs) {
   pass(`on a phone the touch pad shows and moves the player (${moved} units ${side})`);
   await shoot(p.page, opts.screenshots, 'game-390x844.png');
 
+  const s = await open(browser, opts.url, 'sideways', SIDEWAYS, logs);
+  const sideways = await phoneLayout(s.page);
+  check(sideways.padShown === 'grid' && sideways.scrollWidth <= SIDEWAYS.width && sideways.scrollHeight <= SIDEWAYS.height
+    && sideways.pad.left >= sideways.field.right && sideways.pad.right <= SIDEWAYS.width
+    && sideways.field.width >= 560, `sideways, the pad is not beside a large field: ${JSON.stringify(sideways)}`);
+  for (const [name, at] of [['upright', upright], ['sideways', sideways]]) {
+    check(at.dot >= 2 * MIN_DOT_PX && at.label >= MIN_LABEL_PX, `${name}, the dot or its label is too small: ${JSON.stringify(at)}`);
+  }
+  pass(`on a phone the pad is over the field's corner upright and beside it sideways (field ${Math.round(sideways.field.width)}x${Math.round(sideways.field.height)} px); dots and labels stay readable`);
+  await sleep(1100); // the page shows its snapshot rate after a second
+  await shoot(s.page, opts.screenshots, 'game-844x390.png');
+
   for (const ws of crowd) ws.close();
   console.log('stop-server');
   const line = await nextLine();
   check(line === 'stopped', `expected "stopped" on stdin, got ${JSON.stringify(line)}`);
-  for (const [name, x] of [['desktop', d], ['phone', p]]) {
+  for (const [name, x] of [['desktop', d], ['phone', p], ['sideways', s]]) {
     await until(x.page, `${name}: says it is offline, with no stale figures`,
       () => document.getElementById('status').textContent.startsWith('offline')
         && document.getElementById('info').textContent === '' && snapshot === null);
@@ -157,14 +198,14 @@ async function checks(browser, opts, pass, logs) {
   }, at);
   check(shown.every((c) => c < 200), `the player's dot is still drawn while offline: ${shown}`);
   pass('while the server is down both pages say offline, with no players or rates over a frozen field');
-  for (const x of [d, p]) await x.context.close();
+  for (const x of [d, p, s]) await x.context.close();
 }
 
-const [url, flag, dir] = process.argv.slice(2);
-if (!url || !/^http:\/\//.test(url) || (flag && flag !== '--screenshots')) {
-  console.error('usage: node game_browser.js http://127.0.0.1:PORT/ [--screenshots DIR]');
+const [url, botsFlag, bots_, flag, dir] = process.argv.slice(2);
+if (!url || !/^http:\/\//.test(url) || botsFlag !== '--bots' || !/^\d+$/.test(bots_ || '') || (flag && flag !== '--screenshots')) {
+  console.error('usage: node game_browser.js http://127.0.0.1:PORT/ --bots N [--screenshots DIR]');
   process.exit(2);
 }
-const opts = { url, screenshots: flag ? dir : null };
+const opts = { url, bots: Number(bots_), screenshots: flag ? dir : null };
 runChecks('game browser', DEADLINE_MS, (browser, pass, logs) => checks(browser, opts, pass, logs))
   .then((code) => process.exit(code));

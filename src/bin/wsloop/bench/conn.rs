@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use wsloop::proto::connection::{CloseReason, Connection, Endpoint, Event as ConnEvent};
 use wsloop::proto::deflate::DeflateConfig;
-use wsloop::{CloseCode, Config, Message};
+use wsloop::{CloseCode, ConnectionConfig, Message};
 
 /// Size of the thread's read buffer, and so of one read.
 const READ_BUFFER: usize = 64 * 1024;
@@ -49,7 +49,7 @@ impl Codec {
     pub fn new(opts: &Options) -> Codec {
         // The load generator keeps its own deadlines: no keepalive pings, no idle timeout, and
         // the open loop may queue as much as the server falls behind.
-        let config = Config::default()
+        let config = ConnectionConfig::default()
             .deflate(opts.deflate.then(DeflateConfig::default))
             .max_message_size(opts.max_message_size)
             .max_write_buffer(1 << 40)

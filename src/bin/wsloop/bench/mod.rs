@@ -23,22 +23,22 @@ mod message;
 pub mod pattern;
 mod report;
 mod stats;
-mod transport;
-mod url;
+pub mod transport;
 mod worker;
 
+use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use wsloop::client::ClientUrl;
 
 use crate::units;
 use message::{Messages, STAMP, TIME};
 use stats::{Live, Outcome};
 use transport::Tls;
-use url::Target;
 
 /// What a run measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -174,7 +174,12 @@ impl BenchArgs {
 
     fn plan(&self) -> Result<Plan, String> {
         self.check()?;
-        let target = Target::parse(&self.url)?;
+        let target = ClientUrl::parse(&self.url).map_err(|e| e.to_string())?;
+        let addr = (target.host.as_str(), target.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("{}: {e}", target.host))?
+            .next()
+            .ok_or_else(|| format!("{}: no address", target.host))?;
         let tls = if target.tls {
             Some(Tls {
                 config: transport::client_config(self.insecure, self.cafile.as_deref())?,
@@ -191,7 +196,7 @@ impl BenchArgs {
         let threads = self.threads as f64;
         Ok(Plan {
             mode: self.mode,
-            addr: target.addr,
+            addr,
             tls,
             opts: conn::Options {
                 host: target.authority,

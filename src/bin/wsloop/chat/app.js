@@ -5,8 +5,8 @@
 // by itself with backoff and, once joined, rejoins with the same nickname (and the resume
 // token of `welcome`, so a connection of this page not yet seen to end does not hold the
 // nickname against it) and rooms. Each message sent stays marked as sending until the server
-// echoes it, and as not sent (with a Retry button) if the server refused it or the connection
-// dropped.
+// echoes it, and as not sent if the server refused it or the connection dropped: consecutive
+// failures share one row (a count, the reason and Retry all), announced once.
 "use strict";
 
 const PROTOCOL = "chat.v1";
@@ -18,6 +18,7 @@ const ROOMS_EVERY_MS = 15000; // how often the list of other rooms is refreshed
 const KEPT_ITEMS = 2000;      // a conversation's log keeps this many items, the oldest go
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 10000;
+const MAX_NICK = 24;          // characters; the server says what else a nickname may not have
 const NICK_KEY = "wsloop-chat-nick";
 const TOKEN_KEY = "wsloop-chat-token";
 const PHONE = window.matchMedia("(max-width: 700px)");
@@ -31,8 +32,9 @@ const el = {
   roomName: $("room-name"), otherRooms: $("other-rooms"), noOtherRooms: $("no-other-rooms"),
   dmSection: $("dm-section"), dms: $("dms"), users: $("users"), onlineCount: $("online-count"),
   title: $("conv-title"), info: $("conv-info"), leave: $("leave"), empty: $("empty"),
-  joinLobby: $("join-lobby"), log: $("log"), typing: $("typing"), composer: $("composer"),
-  text: $("text"), send: $("send"), textCount: $("text-count"),
+  joinLobby: $("join-lobby"), logWrap: $("log-wrap"), log: $("log"), jump: $("jump"),
+  typing: $("typing"), composer: $("composer"), text: $("text"), send: $("send"),
+  textCount: $("text-count"), announce: $("announce"),
 };
 
 let ws = null;
@@ -43,6 +45,7 @@ let nick = null;       // the nickname asked for (kept across reconnects once we
 let token = null;      // the resume token of the last welcome
 let joined = false;    // welcomed on the current connection
 let welcomedOnce = false;
+let away = false;      // the logs say "Disconnected… Reconnecting…" and no "Reconnected" yet
 let replaced = false;  // this page joined again elsewhere: no reconnecting by itself
 let maxText = 2000;
 let online = new Set();
@@ -78,7 +81,10 @@ function connect() {
     ws = null;
     clearInterval(roomsTimer);
     failPending("not sent: the connection dropped");
-    if (wasJoined) systemAll(`Disconnected${closeWhy(event)}. Reconnecting…`);
+    if (wasJoined) {
+      systemAll(`Disconnected${closeWhy(event)}. Reconnecting…`);
+      away = true;
+    }
     if (event.code === 4409) {
       // Someone on another server of the cluster claimed this nickname first: pick another.
       askNickname(event.reason || "That nickname was just taken: pick another.");
@@ -132,6 +138,7 @@ function askNickname(why) {
   welcomedOnce = false;
   try { sessionStorage.removeItem(NICK_KEY); sessionStorage.removeItem(TOKEN_KEY); } catch { /* private mode */ }
   el.joinError.textContent = why;
+  el.me.textContent = "";
   el.chat.hidden = true;
   el.joinScreen.hidden = false;
   el.menu.hidden = true;
@@ -146,6 +153,7 @@ function askNickname(why) {
 function onMessage(msg) {
   switch (msg.type) {
     case "welcome": {
+      const fromForm = !el.joinScreen.hidden;
       joined = true;
       backoff = BACKOFF_MIN_MS;
       nick = msg.nick;
@@ -162,9 +170,11 @@ function onMessage(msg) {
       el.chat.hidden = false;
       el.joinError.textContent = "";
       setStatus("online", `connected as ${nick}`);
-      if (welcomedOnce) systemAll("Reconnected.");
+      if (away) systemAll(welcomedOnce ? "Reconnected." : `Reconnected as ${nick}.`);
+      away = false;
       welcomedOnce = true;
       renderLayout();
+      if (fromForm) focusConversation();
       listRooms();
       clearInterval(roomsTimer);
       roomsTimer = setInterval(listRooms, ROOMS_EVERY_MS);
@@ -259,7 +269,7 @@ function onError(msg) {
   if (joining && !welcomedOnce) {
     // The first join: say so on the form and let the user pick another.
     nick = null;
-    el.joinError.textContent = msg.message;
+    el.joinError.textContent = msg.message.charAt(0).toUpperCase() + msg.message.slice(1);
     setStatus("online", "connected: pick a nickname");
     el.nick.focus();
     return;
@@ -274,11 +284,25 @@ function onError(msg) {
   const sent = msg.ref && pending.get(msg.ref);
   if (sent) {
     pending.delete(msg.ref);
-    markFailed(sent, `not sent: ${msg.message}`);
+    const why = msg.code === "rate_limited" ? "too many messages at once, retry in a moment" : msg.message;
+    markFailed(sent, `not sent: ${why}`);
     return;
   }
   const conv = convs.get(active);
-  if (conv) system(conv, `Error: ${msg.message}`, "error");
+  if (conv) systemError(conv, `Error: ${msg.message}`);
+}
+
+// An error notice; the same error again right after it counts on its row instead of adding one.
+function systemError(conv, text) {
+  const last = conv.list.lastElementChild;
+  if (last && last.classList.contains("error") && last.dataset.text === text) {
+    last.dataset.count = String(Number(last.dataset.count) + 1);
+    last.textContent = `${text} (${last.dataset.count} times)`;
+    return;
+  }
+  const li = system(conv, text, "error");
+  li.dataset.text = text;
+  li.dataset.count = "1";
 }
 
 // One of our messages (delivered here) did not reach the chat's other servers.
@@ -341,7 +365,7 @@ function removeConversation(key) {
     active = null;
     const next = convs.keys().next();
     if (!next.done) show(next.value);
-    else renderLayout();
+    else { renderLayout(); focusConversation(); }
   }
   renderOtherRooms();
   renderUnread();
@@ -360,6 +384,7 @@ function show(key) {
   el.log.replaceChildren(conv.list);
   renderLayout();
   scrollDown();
+  hideJump();
   renderTyping();
   el.text.placeholder = conv.kind === "room" ? `Message #${conv.name}` : `Private message to ${conv.name}`;
   renderCount();
@@ -371,6 +396,7 @@ function show(key) {
 function renderLayout() {
   const none = !convs.get(active);
   el.empty.hidden = !none;
+  el.logWrap.hidden = none;
   el.log.hidden = none;
   el.composer.hidden = none;
   el.typing.hidden = none;
@@ -380,6 +406,13 @@ function renderLayout() {
   }
   el.menu.hidden = !PHONE.matches || el.chat.hidden;
   renderHead();
+}
+
+// Focus where the user goes on: the message box, or with no conversation the one way to join
+// one (so that focus never falls to the page's body).
+function focusConversation() {
+  if (!el.composer.hidden) el.text.focus();
+  else if (!el.empty.hidden) el.joinLobby.focus();
 }
 
 function renderHead() {
@@ -471,6 +504,9 @@ function renderOtherRooms() {
   }));
 }
 
+// "1 message", "3 messages".
+const plural = (n, what) => `${n} ${what}${n === 1 ? "" : "s"}`;
+
 // Text for screen readers only.
 function srOnly(text) {
   const span = document.createElement("span");
@@ -503,14 +539,22 @@ function avatar(name) {
   const a = document.createElement("span");
   a.className = "avatar";
   a.setAttribute("aria-hidden", "true");
-  a.textContent = name.slice(0, 1).toUpperCase();
+  a.textContent = [...name][0].toUpperCase();
   a.style.backgroundColor = color(name);
   return a;
 }
 
-function time(ts) {
-  const d = ts ? new Date(ts) : new Date();
-  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+// A message's <time>: the time, with the date when it is not today (never for a follow-up
+// message, whose day is its predecessor's); the full date and time in its title.
+function setTime(node, ts, followUp = false) {
+  const d = new Date(ts || Date.now());
+  const now = new Date();
+  const clock = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const date = d.toLocaleDateString([], d.getFullYear() === now.getFullYear()
+    ? { day: "numeric", month: "short" } : { day: "numeric", month: "short", year: "numeric" });
+  node.dateTime = d.toISOString();
+  node.title = d.toLocaleString([], { dateStyle: "full", timeStyle: "short" });
+  node.textContent = followUp || d.toDateString() === now.toDateString() ? clock : `${date}, ${clock}`;
 }
 
 const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/g;
@@ -555,7 +599,7 @@ function received(conv, msg) {
     pending.delete(msg.ref);
     mine.li.classList.remove("pending");
     mine.li.querySelector(".state").remove();
-    mine.li.querySelector("time").textContent = time(msg.ts);
+    setTime(mine.li.querySelector("time"), msg.ts, mine.li.classList.contains("continued"));
     return;
   }
   const li = post(conv, msg.from, msg.text, msg.ts);
@@ -568,6 +612,7 @@ function addHistory(conv, messages) {
   const before = conv.anchor && conv.anchor.parentNode === conv.list ? conv.anchor : null;
   conv.awaitingHistory = false;
   conv.anchor = null;
+  let added = 0;
   for (const m of messages) {
     if (typeof m.text !== "string" || typeof m.from !== "string") continue;
     const key = messageKey(m);
@@ -575,6 +620,15 @@ function addHistory(conv, messages) {
     remember(conv, key);
     const li = post(conv, m.from, m.text, m.ts, before, false);
     li.classList.add("earlier");
+    added += 1;
+  }
+  if (added) {
+    // Where the history ends and live messages begin.
+    conv.list.querySelector(".divider")?.remove();
+    const divider = document.createElement("li");
+    divider.className = "divider";
+    divider.textContent = "history above · live below";
+    conv.list.insertBefore(divider, before);
   }
   if (conv.key === active) scrollDown();
 }
@@ -585,8 +639,12 @@ function post(conv, from, text, ts, before = null, count = true) {
   li.className = "msg";
   li.dataset.from = from;
   if (from === nick) li.classList.add("mine");
+  li.tabIndex = -1; // the arrow keys move through the log
+  li.dataset.day = new Date(ts || Date.now()).toDateString();
   const prev = before ? before.previousElementSibling : conv.list.lastElementChild;
-  if (prev && prev.classList.contains("msg") && prev.dataset.from === from) li.classList.add("continued");
+  const followUp = prev && prev.classList.contains("msg") && prev.dataset.from === from
+    && prev.dataset.day === li.dataset.day;
+  if (followUp) li.classList.add("continued");
   li.append(avatar(from));
   const body = document.createElement("div");
   body.className = "body";
@@ -597,7 +655,7 @@ function post(conv, from, text, ts, before = null, count = true) {
   who.textContent = from;
   who.style.color = color(from);
   const when = document.createElement("time");
-  when.textContent = time(ts);
+  setTime(when, ts, followUp);
   meta.append(who, when);
   const p = document.createElement("p");
   p.className = "text";
@@ -611,6 +669,7 @@ function post(conv, from, text, ts, before = null, count = true) {
 function system(conv, text, kind = "notice") {
   const li = document.createElement("li");
   li.className = kind;
+  li.tabIndex = -1;
   li.textContent = text;
   append(conv, li);
   return li;
@@ -630,8 +689,10 @@ function append(conv, li, before = null, count = true) {
   conv.list.insertBefore(li, before);
   if (conv.list.childElementCount > KEPT_ITEMS) conv.list.firstElementChild.remove();
   const seen = conv.key === active && !document.hidden;
+  const news = count && li.classList.contains("msg") && !li.classList.contains("mine");
   if (conv.key === active && stick) scrollDown();
-  if (!seen && count && li.classList.contains("msg") && !li.classList.contains("mine")) {
+  else if (conv.key === active && news) showJump();
+  if (!seen && news) {
     conv.unread += 1;
     renderBadge(conv);
   }
@@ -644,6 +705,39 @@ function isAtBottom() {
 function scrollDown() {
   el.log.scrollTop = el.log.scrollHeight;
 }
+
+// Scrolled up, new messages do not move the log: a button says how many came and jumps down.
+let unseenBelow = 0;
+
+function showJump() {
+  unseenBelow += 1;
+  el.jump.textContent = `${plural(unseenBelow, "new message")} ↓`;
+  el.jump.hidden = false;
+}
+
+function hideJump() {
+  unseenBelow = 0;
+  el.jump.hidden = true;
+}
+
+el.jump.addEventListener("click", () => {
+  scrollDown();
+  hideJump();
+  el.text.focus();
+});
+el.log.addEventListener("scroll", () => { if (!el.jump.hidden && isAtBottom()) hideJump(); });
+
+// The arrow keys (and Home, End) move the focus through the log's items; a follow-up message
+// shows its time when it has the focus.
+el.log.addEventListener("keydown", (event) => {
+  const items = [...el.log.querySelectorAll(".messages > li")];
+  const last = items.length - 1;
+  const at = items.indexOf(document.activeElement.closest(".messages > li"));
+  const to = { Home: 0, End: last, ArrowUp: at < 0 ? last : at - 1, ArrowDown: at < 0 ? 0 : at + 1 }[event.key];
+  if (to === undefined || !items.length) return;
+  event.preventDefault();
+  items[Math.max(0, Math.min(last, to))].focus();
+});
 
 document.addEventListener("visibilitychange", () => {
   const conv = convs.get(active);
@@ -673,23 +767,66 @@ function sendMessage(conv, text) {
   else markFailed(sent, "not sent: not connected");
 }
 
-// Marks a message as not delivered, with the reason and a Retry button.
+// Marks a message as not delivered. It joins the row of failures right before it if that has
+// the same reason (a burst over the rate limit makes one row, not one per message), or starts
+// a row: the count, the reason and a button that sends them all again, in their order. Screen
+// readers hear one announcement for a burst.
 function markFailed(sent, why) {
   const { li } = sent;
   li.classList.remove("pending");
   li.classList.add("failed");
-  const state = li.querySelector(".state");
-  state.textContent = why;
-  state.setAttribute("role", "alert");
+  li.querySelector(".state")?.remove();
+  let row = li.previousElementSibling;
+  if (!row || !row.classList.contains("failed-row") || row.dataset.why !== why) {
+    row = failedRow(sent.conv, why);
+    li.before(row);
+  }
+  row.sent.push(sent);
+  row.querySelector(".failed-list").append(li);
+  const n = row.sent.length;
+  row.querySelector(".failed-why").textContent = `${plural(n, "message")} ${why}`;
+  row.querySelector(".retry").textContent = n === 1 ? "Retry" : `Retry all ${n}`;
+  announceFailure(why);
+}
+
+function failedRow(conv, why) {
+  const row = document.createElement("li");
+  row.className = "failed-row";
+  row.tabIndex = -1;
+  row.dataset.why = why;
+  row.sent = [];
+  const head = document.createElement("div");
+  head.className = "failed-head";
+  const reason = document.createElement("span");
+  reason.className = "failed-why";
   const retry = document.createElement("button");
   retry.type = "button";
   retry.className = "retry ghost";
-  retry.textContent = "Retry";
   retry.addEventListener("click", () => {
-    li.remove();
-    if (convs.get(sent.conv.key) === sent.conv) sendMessage(sent.conv, sent.msg.text);
+    row.remove();
+    if (convs.get(conv.key) !== conv) return;
+    for (const sent of row.sent) sendMessage(conv, sent.msg.text);
+    if (conv.key === active) el.text.focus();
   });
-  li.querySelector(".meta").append(retry);
+  head.append(reason, retry);
+  const list = document.createElement("ol");
+  list.className = "failed-list";
+  row.append(head, list);
+  return row;
+}
+
+// One announcement for failures that come together: "12 messages not sent: …".
+let failuresUnannounced = 0;
+let announceTimer = null;
+
+function announceFailure(why) {
+  failuresUnannounced += 1;
+  clearTimeout(announceTimer);
+  announceTimer = setTimeout(() => {
+    const n = failuresUnannounced;
+    failuresUnannounced = 0;
+    el.announce.textContent = `${plural(n, "message")} ${why}`;
+  }, 300);
 }
 
 function failPending(why) {
@@ -802,10 +939,13 @@ el.text.addEventListener("input", typed);
 
 el.joinForm.addEventListener("submit", (event) => {
   event.preventDefault();
-  const wanted = el.nick.value.trim();
+  const wanted = el.nick.value.trim().normalize("NFC");
+  const n = length(wanted);
   el.joinError.textContent = "";
-  if (!/^[A-Za-z0-9_.-]{1,24}$/.test(wanted)) {
-    el.joinError.textContent = "1 to 24 letters A-Z, digits, _ - or . please";
+  if (n === 0 || n > MAX_NICK) {
+    el.joinError.textContent = n === 0 ? "Type a nickname first."
+      : `A nickname has at most ${MAX_NICK} characters; this one has ${n}.`;
+    el.nick.focus();
     return;
   }
   nick = wanted;

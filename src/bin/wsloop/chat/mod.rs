@@ -140,6 +140,16 @@ pub fn run(args: ChatArgs) -> i32 {
             return 1;
         }
     };
+    if let Some(addr) = &args.metrics {
+        let handle = server.handle();
+        match crate::metrics::serve(addr, move |timeout| handle.metrics(timeout)) {
+            Ok(at) => println!("chat: metrics on http://{at}/metrics"),
+            Err(e) => {
+                eprintln!("chat: {e}");
+                return 1;
+            }
+        }
+    }
     println!("chat: listening on http://{}/", server.local_addr());
     let _ = std::io::stdout().flush();
     let handle = server.handle();

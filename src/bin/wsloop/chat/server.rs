@@ -44,6 +44,7 @@ use std::sync::{Arc, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use unicode_normalization::{is_nfkc, UnicodeNormalization};
 use wsloop::{
     CloseCode, CloseReason, Cluster, Config, ConnId, Context, Handle, Handler, HttpResponse,
     Message, Request, Upgrade,
@@ -96,12 +97,13 @@ pub const NEEDS_REDIS_FEATURE: &str = "--redis needs the `redis` feature: \
     cargo run --features cli,redis -- chat --redis URL";
 /// The command line.
 pub const USAGE: &str = "usage: chat [--addr HOST:PORT] [--threads N] [--origin ORIGIN]... \
-    [--redis URL [--heartbeat SECS]]\n\
+    [--metrics ADDR] [--redis URL [--heartbeat SECS]]\n\
     \n  --addr HOST:PORT   listen here (default 127.0.0.1:8080); the page is http://HOST:PORT/\
     \n  --threads N        N reactors on N threads sharing the port (default 1)\
     \n  --origin ORIGIN    allow WebSockets from pages of this origin (e.g. https://chat.example);\
     \n                     repeatable. Default: only the page's own origin (Origin must match Host).\
     \n                     Clients that send no Origin (non-browsers) are always allowed.\
+    \n  --metrics ADDR     serve the server's metrics (Prometheus text) at http://ADDR/metrics\
     \n  --redis URL        join the other chat processes on this Redis (redis://host:port): rooms,\
     \n                     private messages and the online list span them (cargo feature `redis`)\
     \n  --heartbeat SECS   with --redis: send this process's roster every SECS seconds (default 5);\
@@ -142,6 +144,8 @@ pub struct Args {
     pub redis: Option<String>,
     /// `--heartbeat`: how often this process sends its roster to the others.
     pub heartbeat: Duration,
+    /// `--metrics`: where to serve the server's metrics (`GET /metrics`).
+    pub metrics: Option<String>,
 }
 
 impl Default for Args {
@@ -152,6 +156,7 @@ impl Default for Args {
             threads: 1,
             redis: None,
             heartbeat: directory::DEFAULT_HEARTBEAT,
+            metrics: None,
         }
     }
 }
@@ -180,6 +185,7 @@ impl Args {
                     }
                     out.origins.push(origin.trim_end_matches('/').to_owned());
                 }
+                "--metrics" => out.metrics = Some(value()?),
                 "--redis" if cfg!(feature = "redis") => out.redis = Some(value()?),
                 "--redis" => return Err(NEEDS_REDIS_FEATURE.into()),
                 "--heartbeat" => {
@@ -465,11 +471,12 @@ pub enum ErrorCode {
     NotJoined,
     /// A second `join`.
     AlreadyJoined,
-    /// A nickname that is empty, too long or has other characters than `A-Z a-z 0-9 _ - .`.
+    /// A nickname that is empty, too long, or has other characters than letters, digits and
+    /// `_ - .`, styled letters or letters of Latin, Greek and Cyrillic mixed (see [`nickname`]).
     NickInvalid,
     /// A nickname someone online has (in any case).
     NickTaken,
-    /// A room name with the same faults.
+    /// A room name that is empty, too long or has other characters than `A-Z a-z 0-9 _ - .`.
     RoomInvalid,
     /// Joining a room one is in.
     AlreadyInRoom,
@@ -508,8 +515,62 @@ impl Refusal {
     }
 }
 
-/// Checks a nickname or room name: 1 to 24 characters of `A-Z a-z 0-9 _ - .`.
-pub fn valid_name(name: &str) -> Result<(), String> {
+/// Checks a room name: 1 to 24 characters of `A-Z a-z 0-9 _ - .`.
+pub fn valid_room_name(name: &str) -> Result<(), String> {
+    check_length(name)?;
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(format!(
+            "may only have letters A-Z, digits and _ - . (not {})",
+            shown(c)
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a nickname and returns it normalised to NFC: 1 to 24 characters, each a letter or a
+/// digit of any script or one of `_ - .`. Refused, because they let two names look alike:
+/// control, format and space characters (not letters), styled forms of Latin, Greek and
+/// Cyrillic letters and of digits (`𝐚`, `ａ`, `ﬁ`, `²`) and a mix of Latin, Greek and
+/// Cyrillic letters.
+pub fn nickname(nick: &str) -> Result<String, String> {
+    let nick: String = nick.nfc().collect();
+    check_length(&nick)?;
+    if let Some(c) = nick
+        .chars()
+        .find(|&c| !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(format!(
+            "may only have letters, digits and _ - . (not {})",
+            shown(c)
+        ));
+    }
+    if let Some(c) = nick.chars().find(|&c| styled(c)) {
+        return Err(format!(
+            "may not have a styled letter or digit ({}): type the plain one",
+            shown(c)
+        ));
+    }
+    let mut scripts = nick.chars().filter_map(confusable_script);
+    if let Some(first) = scripts.next() {
+        if let Some(other) = scripts.find(|&s| s != first) {
+            return Err(format!(
+                "mixes {first} and {other} letters, which look alike: use one alphabet"
+            ));
+        }
+    }
+    Ok(nick)
+}
+
+/// The key of a nickname in the directory, the same for every case of it (and the same for
+/// the NFC and NFD forms of it).
+pub fn nick_key(nick: &str) -> String {
+    nick.nfc().collect::<String>().to_lowercase()
+}
+
+fn check_length(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".into());
     }
@@ -519,15 +580,40 @@ pub fn valid_name(name: &str) -> Result<(), String> {
             "must be at most {MAX_NAME_CHARS} characters, got {len}"
         ));
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
-    {
-        return Err(format!(
-            "may only have letters A-Z, digits and _ - . (not {c:?})"
-        ));
-    }
     Ok(())
+}
+
+/// A character as an error message shows it: quoted, after its code point unless it is
+/// visible ASCII.
+fn shown(c: char) -> String {
+    if !c.is_ascii_graphic() {
+        format!("U+{:04X} {c:?}", u32::from(c))
+    } else {
+        format!("{c:?}")
+    }
+}
+
+/// Whether `c` is a styled form of a Latin, Greek or Cyrillic letter or of a digit (NFKC
+/// turns it into the plain one), such as a mathematical bold or a full-width letter.
+fn styled(c: char) -> bool {
+    let mut buf = [0; 4];
+    let c: &str = c.encode_utf8(&mut buf);
+    !is_nfkc(c)
+        && c.nfkc()
+            .all(|p| p.is_ascii_digit() || confusable_script(p).is_some())
+}
+
+/// The scripts whose letters are mistaken for one another (Latin `a`, Cyrillic `а`, Greek `α`
+/// and so on): the script of `c` if it is one of them.
+fn confusable_script(c: char) -> Option<&'static str> {
+    match c {
+        'A'..='Z' | 'a'..='z' | '\u{c0}'..='\u{24f}' | '\u{1e00}'..='\u{1eff}' => Some("Latin"),
+        '\u{370}'..='\u{3ff}' | '\u{1f00}'..='\u{1fff}' => Some("Greek"),
+        '\u{400}'..='\u{52f}' | '\u{1c80}'..='\u{1c8f}' | '\u{a640}'..='\u{a69f}' => {
+            Some("Cyrillic")
+        }
+        _ => None,
+    }
 }
 
 fn check_text(text: &str) -> Result<(), Refusal> {
@@ -573,7 +659,8 @@ fn new_token() -> u128 {
 }
 
 fn room_name(room: &str) -> Result<String, Refusal> {
-    valid_name(room).map_err(|e| Refusal::new(ErrorCode::RoomInvalid, format_args!("room {e}")))?;
+    valid_room_name(room)
+        .map_err(|e| Refusal::new(ErrorCode::RoomInvalid, format_args!("room {e}")))?;
     Ok(room.to_ascii_lowercase())
 }
 
@@ -849,7 +936,7 @@ impl Chat {
 
     /// A private message's recipient, online: the nickname's key and the nickname as chosen.
     fn recipient(&self, to: &str) -> Result<(String, String), Refusal> {
-        let key = to.to_ascii_lowercase();
+        let key = nick_key(to);
         match self.directory().nick(&key) {
             Some(nick) => Ok((key.clone(), nick.to_owned())),
             None => Err(Refusal::new(
@@ -870,7 +957,7 @@ impl Chat {
         rooms: Option<Vec<String>>,
         token: Option<&str>,
     ) -> Result<(), Refusal> {
-        valid_name(nick)
+        let nick = &nickname(nick)
             .map_err(|e| Refusal::new(ErrorCode::NickInvalid, format_args!("nickname {e}")))?;
         if rooms.as_ref().is_some_and(|r| r.len() > MAX_ROOMS) {
             return Err(Refusal::new(
@@ -878,7 +965,7 @@ impl Chat {
                 format_args!("at most {MAX_ROOMS} rooms"),
             ));
         }
-        let key = nick.to_ascii_lowercase();
+        let key = nick_key(nick);
         let token = token.and_then(|t| u128::from_str_radix(t, 16).ok());
         let earlier = self.directory().holder(&key);
         if let Some(earlier) = earlier.filter(|conn| Some(conn.token) == token) {

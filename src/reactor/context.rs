@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 
+use super::core::{lookup, Audience, Core};
 use crate::proto::CloseCode;
-use crate::reactor::core::{lookup, Audience, Core};
 use crate::{ConnId, Message, SendError};
 
 /// The application's handle on the server during a handler call (or between turns).
@@ -143,10 +143,7 @@ impl<S> Context<'_, S> {
             .slots
             .iter()
             .filter(|(_, c)| c.conn.is_open())
-            .map(|(index, c)| ConnId {
-                index: index as u32,
-                generation: c.generation,
-            })
+            .map(|(index, c)| ConnId::new(index, c.generation))
     }
 
     /// The application's state for `id`, from upgrade until `on_close` returns.

@@ -14,6 +14,16 @@ pub struct ConnId {
     pub(crate) generation: u32,
 }
 
+impl ConnId {
+    /// The id of the connection in slot `index` with `generation`.
+    pub(crate) fn new(index: usize, generation: u32) -> ConnId {
+        ConnId {
+            index: index as u32,
+            generation,
+        }
+    }
+}
+
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{}.{}", self.index, self.generation)
