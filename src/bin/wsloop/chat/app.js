@@ -309,7 +309,8 @@ function systemError(conv, text) {
 function onUndelivered(msg) {
   const conv = convs.get(msg.room ? `#${msg.room}` : `@${msg.to}`);
   const text = msg.text.length > 60 ? `${msg.text.slice(0, 60)}…` : msg.text;
-  if (conv) system(conv, `Your message "${text}" (${time(msg.ts)}) ${msg.message}.`, "error");
+  const at = new Date(msg.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  if (conv) system(conv, `Your message "${text}" (${at}) ${msg.message}.`, "error");
 }
 
 // ---------------------------------------------------------------------------------------------
