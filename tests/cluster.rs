@@ -349,3 +349,112 @@ fn tls_cluster_serves_wss_on_every_reactor() {
         Ok(Ok(()))
     ));
 }
+
+const FD_CHILD: &str = "WSLOOP_CLUSTER_FD_CHILD";
+const FD_LIMIT: usize = 256;
+
+/// Issue 27, item 8: each reactor of a cluster clamped `max_connections` to the whole
+/// process's open-files limit, so two reactors together could pass it and `accept` failed
+/// with EMFILE, leaving clients unanswered. Now the reactors split it: a 2-reactor cluster in
+/// a child process with 256 descriptors answers every one of 300 clients, 101 or 503, and
+/// warns once about the lowered limit.
+///
+/// The cluster runs in a child process (this test binary again) so that the low limit does not
+/// touch the other tests; the clients run here.
+#[test]
+fn reactors_split_the_open_files_limit() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+    if std::env::var_os(FD_CHILD).is_some() {
+        return fd_limited_cluster();
+    }
+    common::memory::raise_fd_limit(4096);
+    // The shell lowers the child's limit; the child is this test binary, running this test.
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n {FD_LIMIT} && exec \"$0\" \"$@\""))
+        .arg(exe)
+        .args([
+            "reactors_split_the_open_files_limit",
+            "--exact",
+            "--nocapture",
+        ])
+        .envs([(FD_CHILD, "1"), ("RUST_LOG", "warn")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the child cluster");
+    let to_child = child.stdin.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = stderr.read_to_string(&mut log);
+        log
+    });
+    let mut from_child = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr: std::net::SocketAddr = from_child
+        .find_map(|line| line.ok()?.strip_prefix("ADDR ")?.parse().ok())
+        .expect("the child's address");
+
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for i in 0..300 {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream
+            .write_all(common::upgrade_request("/", &[]).as_bytes())
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => break,
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        match head.split(' ').nth(1) {
+            Some("101") => open.push(stream),
+            Some("503") => refused += 1,
+            _ => panic!(
+                "client {i} got {head:?} with {} open: the cluster ran out of descriptors",
+                open.len()
+            ),
+        }
+    }
+    drop(to_child);
+    let log = log.join().unwrap();
+    assert!(child.wait().unwrap().success(), "the child failed: {log}");
+    let held = open.len();
+    println!("{held} connections held, {refused} refused with 503 (limit {FD_LIMIT})");
+    // Both reactors' connections, and their 64 refusal slots each, fit in the limit.
+    assert!(held + 2 * 64 <= FD_LIMIT - 16, "{held} held");
+    assert!(held >= FD_LIMIT / 4, "only {held} held");
+    assert!(refused > 0);
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("max_connections lowered"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("per reactor (2 reactors share it)"),
+        "{log}"
+    );
+}
+
+/// The child of [`reactors_split_the_open_files_limit`]: a 2-reactor cluster (with the
+/// 256-descriptor limit the shell set), until its stdin closes.
+fn fd_limited_cluster() {
+    use std::io::Read;
+    let _ = env_logger::builder().is_test(false).try_init();
+    let (url, handle, done) = start(2);
+    println!(
+        "ADDR {}",
+        url.trim_start_matches("ws://").trim_end_matches('/')
+    );
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    handle.shutdown().unwrap();
+    let _ = done.recv_timeout(Duration::from_secs(10));
+}

@@ -275,3 +275,107 @@ fn handler_rejection_403_sends_no_frames() {
     assert_eq!(resp.status_line, "HTTP/1.1 403 Forbidden");
     assert_eq!(resp.body, b"go away");
 }
+
+/// `request` with `from` replaced by the bytes `to` (which need not be UTF-8).
+fn with_bytes(request: &str, from: &str, to: &[u8]) -> Vec<u8> {
+    let at = request.find(from).expect("the text to replace");
+    let mut out = request.as_bytes()[..at].to_vec();
+    out.extend_from_slice(to);
+    out.extend_from_slice(&request.as_bytes()[at + from.len()..]);
+    out
+}
+
+#[test]
+fn request_targets_other_than_a_path_or_an_http_uri_are_400() {
+    let server = server();
+    // `*` is for OPTIONS only, the authority form for CONNECT only (RFC 7230 section 5.3);
+    // RFC 6455 names a path or an absolute http/https URI.
+    for target in ["*", "localhost:80", "ws://localhost/chat", "http://?x"] {
+        let request = upgrade_request("/", &[]).replace("GET / ", &format!("GET {target} "));
+        let resp = refused(&server, request.as_bytes(), 400);
+        assert_eq!(
+            resp.body, b"request target must be a path or an http(s) URI",
+            "{target}"
+        );
+    }
+}
+
+#[test]
+fn absolute_http_target_is_accepted_with_its_path() {
+    let server = server();
+    for (target, path) in [
+        ("http://localhost/chat?x=1", "/chat?x=1"),
+        ("HTTPS://localhost:9001", "/"),
+    ] {
+        let mut ws = server.raw();
+        ws.send_raw(upgrade_request(target, &[]).as_bytes());
+        assert_eq!(ws.read_response_head().status, 101, "{target}");
+        ws.send_text("!state");
+        assert_eq!(ws.read_text(), path, "the handler's path for {target}");
+    }
+}
+
+#[test]
+fn more_than_one_version_is_400_in_two_lines_or_one() {
+    let server = server();
+    let two_lines = upgrade_request("/", &["Sec-WebSocket-Version: 8"]);
+    let one_list = upgrade_request("/", &[]).replace("Version: 13", "Version: 13, 8");
+    for request in [two_lines, one_list] {
+        let resp = refused(&server, request.as_bytes(), 400);
+        assert_eq!(
+            resp.body, b"more than one Sec-WebSocket-Version",
+            "{request}"
+        );
+    }
+    // One version that is not 13 still gets 426 with the version we speak.
+    let eight = upgrade_request("/", &[]).replace("Version: 13", "Version: 8");
+    refused(&server, eight.as_bytes(), 426);
+}
+
+#[test]
+fn control_bytes_and_folded_lines_in_headers_are_400() {
+    let server = server();
+    for line in [
+        &b"X-A: a\x00b"[..],
+        b"X-A: a\x7fb",
+        b"X-A: a\x0bb",
+        b"X-A: a\r\n  folded",
+    ] {
+        let request = with_bytes(&upgrade_request("/", &["X-A: a"]), "X-A: a", line);
+        let resp = refused(&server, &request, 400);
+        assert_eq!(resp.body, b"malformed request", "{line:?}");
+    }
+}
+
+#[test]
+fn non_ascii_bytes_are_400_in_websocket_headers_and_opaque_elsewhere() {
+    let server = server();
+    let base = upgrade_request("/", &["X-A: a"]);
+    let refused_lines: [&[u8]; 5] = [
+        b"Origin: http://caf\xc3\xa9.example",
+        b"Origin: http://a.example\r\nOrigin: \xff",
+        b"Sec-WebSocket-Key: \xff\xfe",
+        b"Sec-WebSocket-Version: 13\xa0",
+        b"Sec-WebSocket-Protocol: chat\xff",
+    ];
+    for line in refused_lines {
+        let resp = refused(&server, &with_bytes(&base, "X-A: a", line), 400);
+        assert_eq!(
+            resp.body, b"non-ASCII byte in a WebSocket header",
+            "{line:?}"
+        );
+    }
+    // RFC 7230's obs-text (0x80-0xFF) elsewhere is opaque data: accepted.
+    for line in [
+        &b"User-Agent: caf\xc3\xa9"[..],
+        b"X-A: \xff\xfe",
+        b"Cookie: a=\xe9",
+    ] {
+        let mut ws = server.raw();
+        ws.send_raw(&with_bytes(&base, "X-A: a", line));
+        let resp = ws.read_response_head();
+        assert_eq!(resp.status, 101, "{line:?}");
+        assert_eq!(resp.header("sec-websocket-accept"), Some(RFC_ACCEPT));
+        ws.assert_echo("opaque is fine");
+    }
+}

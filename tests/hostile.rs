@@ -557,9 +557,10 @@ fn a_steady_reader_whose_queue_never_drains_stays_near_the_bound() {
 }
 
 /// With the default limits (16 MiB messages, 16 MiB queues), two messages of exactly
-/// `max_message_size` sent back to back, before reading, are both echoed: the first is
-/// queued whole on an empty queue, the second on a queue still holding part of the first
-/// (issue 14, item 4: the frame header pushed the first over the bound, closing with 1008).
+/// Messages of `max_message_size` are echoed: each is taken whole by the empty queue, though
+/// its frame header takes it past `max_write_buffer` (issue 14, item 4). A second one sent
+/// before the first echo is read would pass the bound, which holds to the byte but for a frame
+/// header (issue 27): that needs a `max_write_buffer` of twice the message.
 #[test]
 fn messages_of_max_message_size_are_echoed() {
     let _serial = serial();
@@ -572,10 +573,9 @@ fn messages_of_max_message_size_are_echoed() {
     let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
     let frame = client_frame(OpCode::Binary, true, &payload);
     let t0 = Instant::now();
-    ws.send_raw(&frame);
-    ws.send_raw(&frame);
     let mut peak = rss_now_kib();
     for i in 0..2 {
+        ws.send_raw(&frame);
         let echo = ws.read_frame();
         peak = peak.max(rss_now_kib());
         assert_eq!(
@@ -595,7 +595,7 @@ fn messages_of_max_message_size_are_echoed() {
     let after = rss_kib();
     report(
         "messages of max_message_size",
-        "two 16 MiB binary messages back to back (max_message_size = max_write_buffer = 16 MiB)",
+        "two 16 MiB binary messages, one after the other's echo (max_message_size = max_write_buffer = 16 MiB)",
         &format!("both echoed in {took:.1?}, then a clean close; {healthy}"),
         before,
         peak,
@@ -1797,4 +1797,79 @@ fn client_refuses_a_message_over_a_limit() {
         ),
         Ok(other) => panic!("unexpected {other:?}"),
     }
+}
+
+/// A message that never ends and never grows: empty continuation frames without end (issue 27,
+/// item 4: 1.36 billion were taken in 20 s, one core pinned). The frame past `max_fragments`
+/// gets close 1008 at once, while a message in 256 fragments, and one in exactly
+/// `max_fragments` frames (mostly empty), are still echoed.
+#[test]
+fn empty_continuation_flood_is_closed_at_max_fragments() {
+    let _serial = serial();
+    let config = config();
+    let limit = config.connection.max_fragments;
+    let server = start(config);
+    let (stop, healthy) = Healthy::connect(&server).spawn();
+    let before = rss_kib();
+
+    // Realistic: 1 MiB streamed in 4 KiB fragments.
+    let (mut ws, _) = server.upgraded(&[]);
+    let mut bytes = client_frame(OpCode::Binary, false, &[1; 4 * KIB]);
+    for i in 1..256 {
+        bytes.extend(client_frame(OpCode::Continuation, i == 255, &[1; 4 * KIB]));
+    }
+    ws.send_raw(&bytes);
+    let echo = ws.read_frame();
+    assert_eq!(echo.payload.len(), MIB);
+    // The limit itself: one byte, then empty frames, `limit` frames in all.
+    let mut bytes = client_frame(OpCode::Binary, false, b"x");
+    bytes.extend(client_frame(OpCode::Continuation, false, b"").repeat(limit - 2));
+    bytes.extend(client_frame(OpCode::Continuation, true, b""));
+    ws.send_raw(&bytes);
+    assert_eq!(ws.read_frame().payload, b"x");
+    drop(ws);
+
+    // The flood: at most 100 times the limit, though the server stops it at the limit.
+    let (mut ws, _) = server.upgraded(&[]);
+    let mut writer = ws.stream.try_clone().unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    let feeder = thread::spawn(move || {
+        if writer
+            .write_all(&client_frame(OpCode::Binary, false, b"x"))
+            .is_err()
+        {
+            return;
+        }
+        let block = client_frame(OpCode::Continuation, false, b"").repeat(1000);
+        for _ in 0..limit / 10 {
+            if writer.write_all(&block).is_err() {
+                return;
+            }
+            counter.fetch_add(1000, Ordering::SeqCst);
+        }
+    });
+    let reason = ws.expect_close(1008);
+    let peak = rss_now_kib();
+    let at = sent.load(Ordering::SeqCst);
+    drop(ws);
+    let _ = feeder.join();
+    assert_eq!(reason, "too many fragments");
+    assert!(server.wait_until(Duration::from_secs(3), |s| {
+        Stats::get(&s.protocol_error) == 1
+    }));
+    let after = rss_kib();
+    let healthy = finish_healthy(stop, healthy);
+    report(
+        "empty continuation flood",
+        &format!("Binary(fin=0) then empty continuations without end; max_fragments {limit}"),
+        &format!(
+            "close 1008 ({reason}) with {at} frames sent by then; 256 and {limit} fragments echoed; {healthy}"
+        ),
+        before,
+        peak,
+        after,
+    );
+    assert!(peak < before + 16 * KIB);
+    assert!(after < before + 4 * KIB);
 }

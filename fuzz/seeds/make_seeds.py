@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the seed inputs of each fuzz target into fuzz/seeds/<target>/ (run.sh copies them
-into the working corpus). The byte layouts are documented in src/harness.rs."""
+"""Writes the seed inputs of each fuzz target into fuzz/seeds/<target>/ (run.sh reads them
+beside the committed corpus, fuzz/corpus/<target>/). The byte layouts are documented in
+src/harness.rs."""
 import os, struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -43,7 +43,7 @@ use wsloop::proto::frame::{write_frame, OpCode};
 use wsloop::proto::handshake::{
     accept_key, check_response, write_accept, HeadScanner, MAX_HEADERS,
 };
-use wsloop::proto::message::{Decoded, Decoder, Event};
+use wsloop::proto::message::{Decoded, Decoder, Event, DEFAULT_MAX_FRAGMENTS};
 use wsloop::proto::{ProtocolError, Role};
 use wsloop::{
     CloseCode, CloseReason, Config, ConnId, ConnectionConfig, Context, Handler, HttpResponse,
@@ -543,8 +543,9 @@ fn params_from(flags: u8) -> Params {
 ///
 /// Flags (first byte): 0x01 deflate negotiated, 0x02 / 0x20 client / server no context
 /// takeover, 0x04 build frames from records (see `build_frames`), 0x08 decode as a client,
-/// 0x10 compress the payload of structured frames that have RSV1. Then a u16 (the limit is
-/// 125 + it), then the read sizes.
+/// 0x10 compress the payload of structured frames that have RSV1, 0xC0 the most frames a
+/// message may take (0: the default, else 1, 2 or 5). Then a u16 (the limit is 125 + it),
+/// then the read sizes.
 pub fn decoder(data: &[u8]) {
     let mut input = Input::new(data);
     let flags = input.byte();
@@ -556,6 +557,12 @@ pub fn decoder(data: &[u8]) {
     };
     let params = params_from(flags);
     let deflate = flags & 0x01 != 0;
+    let max_fragments = match flags & 0xC0 {
+        0 => DEFAULT_MAX_FRAGMENTS,
+        0x40 => 1,
+        0x80 => 2,
+        _ => 5,
+    };
     let stream: Cow<'_, [u8]> = match flags & 0x04 {
         0 => Cow::Borrowed(input.rest()),
         _ => {
@@ -569,7 +576,7 @@ pub fn decoder(data: &[u8]) {
         }
     };
     let new_decoder = || {
-        let mut d = Decoder::new(role, max);
+        let mut d = Decoder::new(role, max).with_max_fragments(max_fragments);
         if deflate {
             d.set_inflater(Inflater::new(params, role));
         }

@@ -117,9 +117,9 @@ impl<'h, 'b> Request<'h, 'b> {
             Err(_) => return Err(ParseError::Malformed),
         }
         match (req.method, req.path, req.version) {
-            (Some(method), Some(path), Some(version)) => Ok(Request {
+            (Some(method), Some(target), Some(version)) => Ok(Request {
                 method,
-                path,
+                path: resource_name(target),
                 version,
                 headers: req.headers,
             }),
@@ -132,7 +132,10 @@ impl<'h, 'b> Request<'h, 'b> {
         self.method
     }
 
-    /// The request target, e.g. `/chat?token=abc`.
+    /// The resource name the request target names, e.g. `/chat?token=abc`: an absolute
+    /// `http`/`https` target (`http://example.com/chat?token=abc`) gives its path and query
+    /// (`/` for none). Any other target that does not start with `/` (`*`, `example.com:80`)
+    /// is kept as it came, and an upgrade asking for it is refused with 400.
     pub fn path(&self) -> &'b str {
         self.path
     }
@@ -147,12 +150,14 @@ impl<'h, 'b> Request<'h, 'b> {
         self.headers
     }
 
-    /// The first header called `name` (any case), if it is valid UTF-8.
+    /// The first header called `name` (any case) whose value is valid UTF-8 (see
+    /// [`headers`](Self::headers) for the raw bytes).
     pub fn header(&self, name: &str) -> Option<&'b str> {
         self.header_values(name).next()
     }
 
-    /// Every value of the headers called `name` (any case) that is valid UTF-8.
+    /// Every value of the headers called `name` (any case) that is valid UTF-8; others
+    /// (RFC 7230's obs-text, bytes 0x80-0xFF, which need not be UTF-8) are skipped.
     pub fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'b str> + 's {
         self.headers
             .iter()
@@ -202,6 +207,16 @@ impl<'h, 'b> Request<'h, 'b> {
 
     /// Checks the request against RFC 6455 section 4.2.1 and returns the key to answer.
     ///
+    /// Beyond what httparse refuses (control bytes in a header value, obs-fold: 400 as
+    /// `malformed request`), it answers 400 to a request target that is neither a path nor an
+    /// absolute `http`/`https` URI (RFC 7230 section 5.3 allows `*` for OPTIONS only), to
+    /// a byte outside visible ASCII (obs-text) in a header the handshake reads, whose
+    /// grammars are ASCII only (RFC 6455 section 4.3, RFC 6454, RFC 3986), so that none is
+    /// skipped as unreadable, and to more than one `Sec-WebSocket-Version`, in several lines
+    /// or as a list in one (the same thing, RFC 7230 section 3.2.2; RFC 6455 section 11.3.5
+    /// allows one). Obs-text in other headers is accepted as the opaque data RFC 7230
+    /// section 3.2.4 says it is.
+    ///
     /// # Errors
     ///
     /// The [`Rejection`] to answer with: the HTTP status for what is wrong.
@@ -212,9 +227,36 @@ impl<'h, 'b> Request<'h, 'b> {
         if self.version != 1 {
             return Err(Rejection::BadRequest("HTTP/1.1 required"));
         }
-        // Draft-75/76 clients send no version: they get 426 with the one we speak.
-        if self.header("sec-websocket-version").map(str::trim) != Some("13") {
-            return Err(Rejection::UnsupportedVersion);
+        if !self.path.starts_with('/') {
+            return Err(Rejection::BadRequest(
+                "request target must be a path or an http(s) URI",
+            ));
+        }
+        let unreadable = |h: &Header<'_>| {
+            HANDSHAKE_HEADERS
+                .iter()
+                .any(|n| h.name.eq_ignore_ascii_case(n))
+                && !h
+                    .value
+                    .iter()
+                    .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        };
+        if self.headers.iter().any(unreadable) {
+            return Err(Rejection::BadRequest(
+                "non-ASCII byte in a WebSocket header",
+            ));
+        }
+        let mut versions = self
+            .header_values("sec-websocket-version")
+            .flat_map(|v| v.split(','))
+            .map(str::trim);
+        match (versions.next(), versions.next()) {
+            (Some("13"), None) => {}
+            (_, Some(_)) => {
+                return Err(Rejection::BadRequest("more than one Sec-WebSocket-Version"));
+            }
+            // Draft-75/76 clients send no version: they get 426 with the one we speak.
+            _ => return Err(Rejection::UnsupportedVersion),
         }
         if !self.has_token("upgrade", "websocket") {
             return Err(Rejection::BadRequest("Upgrade: websocket missing"));
@@ -240,6 +282,38 @@ impl<'h, 'b> Request<'h, 'b> {
             return Err(Rejection::BadRequest("invalid Sec-WebSocket-Key"));
         }
         Ok(key)
+    }
+}
+
+/// The headers [`Request::validate_upgrade`] reads, whose values must be visible ASCII.
+const HANDSHAKE_HEADERS: [&str; 8] = [
+    "host",
+    "upgrade",
+    "connection",
+    "origin",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+];
+
+/// The resource name of a request target (RFC 6455 section 3): an origin-form target as it
+/// is; an absolute `http`/`https` URI (RFC 6455 section 4.2.1, and RFC 7230 section 5.3.2
+/// says a server must accept the absolute form) without its scheme and authority. Any other
+/// target is returned as it is, for [`Request::validate_upgrade`] to refuse.
+fn resource_name(target: &str) -> &str {
+    let rest = ["http://", "https://"].into_iter().find_map(|scheme| {
+        let head = target.get(..scheme.len())?;
+        head.eq_ignore_ascii_case(scheme)
+            .then(|| &target[scheme.len()..])
+    });
+    let Some(rest) = rest else {
+        return target;
+    };
+    match rest.find(['/', '?', '#']) {
+        None if !rest.is_empty() => "/",
+        Some(at) if at > 0 && rest[at..].starts_with('/') => &rest[at..],
+        _ => target, // no host, or a query with no path
     }
 }
 
@@ -615,6 +689,115 @@ mod tests {
         for (from, to, want) in cases {
             assert_eq!(validate(&GOOD.replace(from, to)), Err(*want), "{to}");
         }
+    }
+
+    /// `validate` for a request that is not UTF-8; `Err(None)` if it does not even parse.
+    fn validate_bytes(raw: &[u8]) -> Result<String, Option<Rejection>> {
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let req = Request::parse(raw, &mut storage).map_err(|_| None)?;
+        req.validate_upgrade().map(str::to_owned).map_err(Some)
+    }
+
+    #[test]
+    fn request_targets() {
+        let target = |t: &str| {
+            let raw = GOOD.replace("GET /chat ", &format!("GET {t} "));
+            let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let req = Request::parse(raw.as_bytes(), &mut storage).unwrap();
+            (req.path().to_owned(), req.validate_upgrade().err())
+        };
+        let bad = Some(Rejection::BadRequest(
+            "request target must be a path or an http(s) URI",
+        ));
+        let cases = [
+            ("/chat?a=1", "/chat?a=1", None),
+            ("http://example.com/chat?a=1", "/chat?a=1", None),
+            ("HTTPS://example.com:8443/x", "/x", None),
+            ("http://example.com", "/", None),
+            ("*", "*", bad),
+            ("example.com:80", "example.com:80", bad),
+            ("ws://example.com/chat", "ws://example.com/chat", bad),
+            ("http:///chat", "http:///chat", bad),
+            ("http://example.com?a=1", "http://example.com?a=1", bad),
+        ];
+        for (sent, path, err) in cases {
+            assert_eq!(target(sent), (path.to_owned(), err), "{sent}");
+        }
+    }
+
+    #[test]
+    fn one_version_only() {
+        let two = GOOD.replace(
+            "Version: 13\r\n",
+            "Version: 13\r\nSec-WebSocket-Version: 8\r\n",
+        );
+        let list = GOOD.replace("Version: 13", "Version: 13, 8");
+        let empty_then_13 = GOOD.replace(
+            "Sec-WebSocket-Version: 13",
+            "Sec-WebSocket-Version:\r\nSec-WebSocket-Version: 13",
+        );
+        for raw in [two, list, empty_then_13] {
+            let want = Rejection::BadRequest("more than one Sec-WebSocket-Version");
+            assert_eq!(validate(&raw), Err(want), "{raw}");
+        }
+        let none = GOOD.replace("Sec-WebSocket-Version: 13\r\n", "");
+        assert_eq!(validate(&none), Err(Rejection::UnsupportedVersion));
+        let spaced = GOOD.replace("Version: 13", "Version:  13 ");
+        assert!(validate(&spaced).is_ok());
+    }
+
+    #[test]
+    fn header_bytes() {
+        let with = |line: &[u8]| {
+            let mut raw = GOOD.as_bytes()[..GOOD.len() - 2].to_vec();
+            raw.extend_from_slice(line);
+            raw.extend_from_slice(b"\r\n\r\n");
+            validate_bytes(&raw)
+        };
+        // Control bytes and obs-fold: not HTTP (httparse refuses them).
+        for line in [
+            &b"X-A: a\x00b"[..],
+            b"X-A: a\x7fb",
+            b"X-A: a\x1bb",
+            b"X-A: a\r\n b",
+        ] {
+            assert_eq!(with(line), Err(None), "{line:?}");
+        }
+        // Obs-text and tabs in other headers are opaque data, and pass.
+        for line in [
+            &b"User-Agent: caf\xc3\xa9"[..],
+            b"X-A: \xff\xfe",
+            b"X-A: a\tb",
+        ] {
+            assert!(with(line).is_ok(), "{line:?}");
+        }
+        // Obs-text in a header the handshake reads: 400, even in a second Origin that
+        // `origin()` would not look at, or in a Sec-WebSocket-Key that would be skipped.
+        let non_ascii = Err(Some(Rejection::BadRequest(
+            "non-ASCII byte in a WebSocket header",
+        )));
+        for line in [
+            &b"Origin: http://caf\xc3\xa9.example"[..],
+            b"Origin: http://a.example\r\nOrigin: \xff",
+            b"Sec-WebSocket-Key: \xff",
+            b"Sec-WebSocket-Protocol: chat\xa0",
+            b"Sec-WebSocket-Extensions: permessage-deflate\xff",
+            b"connection: upgrade\x80",
+        ] {
+            assert_eq!(with(line), non_ascii, "{line:?}");
+        }
+        let raw = GOOD.replace("Host: a", "Host: \u{e9}");
+        assert_eq!(validate_bytes(raw.as_bytes()), non_ascii);
+    }
+
+    #[test]
+    fn headers_that_are_not_utf8_are_skipped_by_name() {
+        let raw = b"GET / HTTP/1.1\r\nX-A: \xff\r\nx-a: b\r\n\r\n";
+        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let req = Request::parse(raw, &mut storage).unwrap();
+        assert_eq!(req.header("x-a"), Some("b"));
+        assert_eq!(req.header_values("X-A").collect::<Vec<_>>(), ["b"]);
+        assert_eq!(req.headers()[0].value, b"\xff");
     }
 
     #[test]

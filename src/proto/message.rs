@@ -75,7 +75,19 @@ pub struct Decoder {
     inflater: Option<Box<Inflater>>,
     /// The message in progress is compressed (its first frame had RSV1).
     compressed: bool,
+    /// Data frames of the fragmented message in progress received so far.
+    frames: u32,
+    /// Most data frames one message may take (see [`DEFAULT_MAX_FRAGMENTS`]); 32 bits keep
+    /// the decoder, which every connection holds, small.
+    max_fragments: u32,
 }
+
+/// How many frames one message may take unless [`Decoder::with_max_fragments`] says otherwise:
+/// 16,384, Node ws's default. Real senders fragment only to stream a message they do not hold
+/// whole, in chunks of kilobytes; this lets the largest default message (16 MiB) arrive in
+/// pieces of 1 KiB, and cuts a flood of empty continuation frames (which never grows the
+/// message, so `max_message_size` never stops it) after 96 KiB of input.
+pub const DEFAULT_MAX_FRAGMENTS: usize = 16 * 1024;
 
 impl Decoder {
     /// A decoder for `role` that refuses messages larger than `max_message_size` bytes.
@@ -90,7 +102,18 @@ impl Decoder {
             delivered: false,
             inflater: None,
             compressed: false,
+            frames: 0,
+            max_fragments: DEFAULT_MAX_FRAGMENTS as u32,
         }
+    }
+
+    /// This decoder, refusing a message of more than `max_fragments` frames with
+    /// [`ProtocolError::TooManyFragments`] as soon as the header of the frame past the limit
+    /// arrives. Control frames between fragments do not count; 1 allows no fragmentation.
+    #[must_use]
+    pub fn with_max_fragments(mut self, max_fragments: usize) -> Decoder {
+        self.max_fragments = u32::try_from(max_fragments).unwrap_or(u32::MAX);
+        self
     }
 
     /// Turns on permessage-deflate: RSV1 on a message's first frame now means "compressed".
@@ -267,6 +290,9 @@ impl Decoder {
         }
         match (header.opcode, self.open) {
             (OpCode::Continuation, Open::None) => Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Continuation, _) if self.frames >= self.max_fragments => {
+                Err(ProtocolError::TooManyFragments)
+            }
             (OpCode::Text | OpCode::Binary, Open::Text | Open::Binary) => {
                 Err(ProtocolError::ExpectedContinuation)
             }
@@ -377,10 +403,12 @@ impl Decoder {
     /// After a data frame was added to `fragments`: the whole message, if that was the last.
     fn assembled(&mut self, fin: bool) -> Result<Completed<'static>, ProtocolError> {
         if !fin {
+            self.frames += 1;
             return Ok(Completed::Event(None));
         }
         let open = std::mem::replace(&mut self.open, Open::None);
         self.compressed = false;
+        self.frames = 0;
         let text = open == Open::Text;
         if text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -848,6 +876,101 @@ mod tests {
         }
         assert_eq!(got, Some(64 * 1001));
         assert_eq!(start, bytes.len());
+    }
+
+    /// A binary message in `frames` frames of `size` bytes each, as a client sends it.
+    fn fragmented(frames: usize, size: usize) -> Vec<u8> {
+        let mut bytes = client_frame(OpCode::Binary, frames == 1, &vec![7; size]);
+        for i in 1..frames {
+            bytes.extend(client_frame(
+                OpCode::Continuation,
+                i + 1 == frames,
+                &vec![7; size],
+            ));
+        }
+        bytes
+    }
+
+    #[test]
+    fn max_fragments_counts_the_frames_of_one_message() {
+        let decode = |bytes: &[u8], max: usize| {
+            let mut d = Decoder::new(Role::Server, 1 << 20).with_max_fragments(max);
+            decode_with(&mut d, bytes)
+        };
+        let at_limit = fragmented(5, 3);
+        let message = format!("{:?}", Event::Binary(&[7; 15]));
+        assert_eq!(decode(&at_limit, 5), Ok(vec![message]));
+        assert_eq!(decode(&at_limit, 4), Err(ProtocolError::TooManyFragments));
+        // 1 allows no fragmentation, but any number of whole messages.
+        assert_eq!(
+            decode(&fragmented(2, 1), 1),
+            Err(ProtocolError::TooManyFragments)
+        );
+        let mut whole = fragmented(1, 4);
+        whole.extend(fragmented(1, 4));
+        assert_eq!(decode(&whole, 1).map(|events| events.len()), Ok(2));
+        // Control frames between fragments do not count, and the count starts again with
+        // each message.
+        let mut bytes = client_frame(OpCode::Text, false, b"a");
+        bytes.extend(client_frame(OpCode::Ping, true, b""));
+        bytes.extend(client_frame(OpCode::Ping, true, b""));
+        bytes.extend(client_frame(OpCode::Continuation, true, b"b"));
+        bytes.extend(client_frame(OpCode::Text, false, b"c"));
+        bytes.extend(client_frame(OpCode::Continuation, true, b"d"));
+        let events = decode(&bytes, 2).unwrap();
+        assert_eq!(events[2..], ["Text(\"ab\")", "Text(\"cd\")"]);
+    }
+
+    #[test]
+    fn empty_continuation_flood_is_refused_at_the_default_limit() {
+        let mut bytes = client_frame(OpCode::Binary, false, b"x");
+        let empty = client_frame(OpCode::Continuation, false, b"");
+        for _ in 1..DEFAULT_MAX_FRAGMENTS {
+            bytes.extend(&empty);
+        }
+        // DEFAULT_MAX_FRAGMENTS frames: taken, the message still open.
+        let mut d = Decoder::new(Role::Server, 1 << 20);
+        assert_eq!(decode_with(&mut d, &bytes), Ok(vec![]));
+        assert!(d.in_message());
+        // One more, before its payload or the header's end has any effect: refused.
+        assert_eq!(
+            decode_with(&mut d, &empty),
+            Err(ProtocolError::TooManyFragments)
+        );
+        assert_eq!(
+            ProtocolError::TooManyFragments.close_code(),
+            CloseCode::POLICY
+        );
+        // So is a final frame past the limit; the limit's number of frames is one message.
+        let mut d = Decoder::new(Role::Server, 1 << 20);
+        bytes.extend(client_frame(OpCode::Continuation, true, b""));
+        let err = decode_with(&mut d, &bytes);
+        assert_eq!(err, Err(ProtocolError::TooManyFragments));
+        bytes.truncate(bytes.len() - 2 * empty.len());
+        bytes.extend(client_frame(OpCode::Continuation, true, b"y"));
+        let mut d = Decoder::new(Role::Server, 1 << 20);
+        assert_eq!(
+            decode_with(&mut d, &bytes),
+            Ok(vec!["Binary([120, 121])".to_string()])
+        );
+    }
+
+    #[test]
+    fn compressed_messages_count_their_frames_too() {
+        let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let mut bytes = compressed_frame(OpCode::Text, false, &hello[..3]);
+        bytes.extend(client_frame(OpCode::Continuation, false, &hello[3..5]));
+        bytes.extend(client_frame(OpCode::Continuation, true, &hello[5..]));
+        let mut d = deflate_decoder(100).with_max_fragments(3);
+        assert_eq!(
+            decode_with(&mut d, &bytes),
+            Ok(vec!["Text(\"Hello\")".to_string()])
+        );
+        let mut d = deflate_decoder(100).with_max_fragments(2);
+        assert_eq!(
+            decode_with(&mut d, &bytes),
+            Err(ProtocolError::TooManyFragments)
+        );
     }
 
     #[test]

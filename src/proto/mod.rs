@@ -65,6 +65,9 @@ pub enum ProtocolError {
     BadCompression,
     /// Compressed data that does not inflate, in a text message (answered like invalid text).
     BadCompressedText,
+    /// A message in more frames than the configured limit (answered with 1008: the message
+    /// may be small, so 1009 "too big" would mislead; Node ws answers the same).
+    TooManyFragments,
 }
 
 impl ProtocolError {
@@ -75,6 +78,7 @@ impl ProtocolError {
                 CloseCode::INVALID_PAYLOAD
             }
             ProtocolError::MessageTooBig => CloseCode::TOO_BIG,
+            ProtocolError::TooManyFragments => CloseCode::POLICY,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -94,6 +98,7 @@ impl ProtocolError {
             ProtocolError::MessageTooBig => "message too big",
             ProtocolError::BadCompression => "invalid compressed data",
             ProtocolError::BadCompressedText => "invalid compressed text",
+            ProtocolError::TooManyFragments => "too many fragments",
         }
     }
 }

@@ -53,6 +53,7 @@ connection_setters! {
     max_handshake_size: usize,
     handshake_timeout: Duration,
     max_message_size: usize,
+    max_fragments: usize,
     max_write_buffer: usize,
     on_overflow: Overflow,
     ping_interval: Option<Duration>,
@@ -107,20 +108,47 @@ impl Config {
 /// stdio, and the application's own files.
 const FD_RESERVE: usize = 32;
 
+/// Descriptors one reactor of a cluster holds besides its connections: the connections it
+/// is refusing with 503 at most at once (the server's `REFUSAL_SLOTS`), its listener, its
+/// poll and its waker.
+const REACTOR_FDS: usize = super::server::REFUSAL_SLOTS + 3;
+
 impl Config {
     /// This configuration with `max_connections` lowered (and a warning logged) to what the
     /// process's open-files limit leaves for connections, after `extra` more descriptors and
     /// [`FD_RESERVE`]. The limit is read from `/proc/self/limits` (Linux); elsewhere, or if it
     /// cannot be read, nothing changes.
-    pub(crate) fn within_fd_limit(mut self, extra: usize) -> Config {
-        let Some(limit) = open_files_limit() else {
+    pub(crate) fn within_fd_limit(self, extra: usize) -> Config {
+        self.fd_share(open_files_limit(), 1, extra)
+    }
+
+    /// This configuration for each of `reactors` reactors in one process: `max_connections`
+    /// lowered (and a warning logged, once) to an even share of what the open-files limit
+    /// leaves after [`FD_RESERVE`] and every reactor's [`REACTOR_FDS`], so that the reactors
+    /// together stay within it. Each reactor's own [`within_fd_limit`](Self::within_fd_limit)
+    /// then changes nothing.
+    pub(crate) fn within_fd_share(self, reactors: usize) -> Config {
+        self.fd_share(open_files_limit(), reactors, REACTOR_FDS)
+    }
+
+    /// `max_connections` at most a `reactors`-th of what `limit` (if known) leaves after
+    /// [`FD_RESERVE`] and `extra` descriptors per reactor, and at least 1.
+    fn fd_share(mut self, limit: Option<usize>, reactors: usize, extra: usize) -> Config {
+        let Some(limit) = limit else {
             return self;
         };
-        let room = limit.saturating_sub(FD_RESERVE + extra).max(1);
+        let reactors = reactors.max(1);
+        let left = limit.saturating_sub(FD_RESERVE + reactors.saturating_mul(extra));
+        let room = (left / reactors).max(1);
         if self.max_connections > room {
+            let per = if reactors > 1 {
+                format!(" per reactor ({reactors} reactors share it)")
+            } else {
+                String::new()
+            };
             log::warn!(
-                "max_connections lowered from {} to {room}: the open-files limit is {limit} \
-                 (raise it with `ulimit -n`)",
+                "max_connections lowered from {} to {room}{per}: the open-files limit is \
+                 {limit} (raise it with `ulimit -n`)",
                 self.max_connections
             );
             self.max_connections = room;
@@ -161,6 +189,8 @@ mod tests {
         assert_eq!(option_of(d().max_write_buffer(1)), "max_write_buffer");
         assert_eq!(option_of(d().read_buffer_size(1)), "read_buffer_size");
         assert_eq!(option_of(d().max_connections(0)), "max_connections");
+        assert_eq!(option_of(d().max_fragments(0)), "max_fragments");
+        assert!(d().max_fragments(1).validate().is_ok());
         assert_eq!(option_of(d().max_buffered(16 << 20)), "max_buffered");
         let deflate = DeflateConfig {
             level: 11,
@@ -200,5 +230,31 @@ mod tests {
         }
         let small = Config::default().max_connections(5).within_fd_limit(64);
         assert_eq!(small.max_connections, 5);
+    }
+
+    #[test]
+    fn reactors_share_the_open_files_limit() {
+        let max = |reactors, limit| {
+            let config = Config::default().max_connections(usize::MAX);
+            config
+                .fd_share(limit, reactors, REACTOR_FDS)
+                .max_connections
+        };
+        // 4 reactors, 1,024 descriptors: 32 reserved, 4 x 67 per reactor, 181 each.
+        assert_eq!(max(4, Some(1024)), 181);
+        for (reactors, limit) in [(1, 1024), (2, 256), (4, 1024), (16, 65_536), (3, 1000)] {
+            let each = max(reactors, Some(limit));
+            assert!(reactors * (each + REACTOR_FDS) + FD_RESERVE <= limit);
+            // What one share leaves unused is less than one connection per reactor.
+            assert!(reactors * (each + 1 + REACTOR_FDS) + FD_RESERVE > limit);
+            // A reactor's own clamp (the server's, with its refusal slots) keeps it.
+            let share = Config::default().max_connections(each);
+            let again = share.fd_share(Some(limit), 1, 64).max_connections;
+            assert_eq!(again, each);
+        }
+        // A limit too small to share still leaves each reactor one connection; an unknown
+        // limit changes nothing.
+        assert_eq!(max(8, Some(100)), 1);
+        assert_eq!(max(8, None), usize::MAX);
     }
 }

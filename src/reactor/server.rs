@@ -37,7 +37,7 @@ const FRAME_COST: usize = 128;
 /// Windows' AFD polling make no such promise that mio documents).
 const SHORT_READ_DRAINS: bool = cfg!(target_os = "linux");
 /// Connections beyond `max_connections` that may linger while their 503 goes out.
-const REFUSAL_SLOTS: usize = 64;
+pub(crate) const REFUSAL_SLOTS: usize = 64;
 
 /// A WebSocket server: a listener, its connections and the application's [`Handler`], driven
 /// one turn at a time by [`turn`](Server::turn) or forever by [`run`](Server::run).

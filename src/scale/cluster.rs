@@ -85,7 +85,9 @@ where
     ///
     /// `make_handler(i)` makes reactor `i`'s handler (`i` in `0..threads`). Every limit of
     /// `config` applies per reactor: the cluster takes up to `threads * max_connections`
-    /// connections. Reactors share nothing but the listening port and the publishes.
+    /// connections. On Linux `max_connections` is lowered, with a warning, to each reactor's
+    /// share of what the open-files limit leaves, so that the reactors together stay within
+    /// it. Reactors share nothing but the listening port and the publishes.
     ///
     /// Only this cluster's reactors share the port: binding fails with [`Error::Bind`] if
     /// anything listens there already, and a second cluster or server started on the same
@@ -160,6 +162,8 @@ where
         let listeners = listeners.ok_or_else(|| bind_err(last))?;
         let local = listeners[0].local_addr()?;
 
+        // The reactors share the process's descriptors: each gets its part of them.
+        let config = config.within_fd_share(threads);
         let mut servers = Vec::with_capacity(threads);
         for (i, listener) in listeners.into_iter().enumerate() {
             let mut server = Server::new(config.clone(), make_handler(i))?;

@@ -63,6 +63,11 @@ options! {
         /// Largest message, whole or fragmented; a larger one is refused with 1009 as soon as a
         /// frame header announces it (default 16 MiB).
         max_message_size: usize = 16 * 1024 * 1024,
+        /// Most frames one message may take; the frame past it closes the connection with
+        /// 1008 (policy violation). It bounds the work a message costs when its frames add
+        /// nothing, such as a flood of empty continuation frames (default 16,384, Node ws's;
+        /// at least 1, which allows no fragmentation).
+        max_fragments: usize = crate::proto::message::DEFAULT_MAX_FRAGMENTS,
         /// Most bytes queued for one connection, to the byte but for one frame header; a send
         /// that would pass it overflows (see `on_overflow`). A message up to
         /// `max_message_size` is taken by an empty queue all the same, so that any message the
@@ -132,6 +137,9 @@ impl ConnectionConfig {
                 "max_message_size",
                 format!("must be at least 125 B, got {}", self.max_message_size),
             );
+        }
+        if self.max_fragments == 0 {
+            return bad("max_fragments", "must be at least 1, got 0".into());
         }
         if self.max_write_buffer < 1024 {
             return bad(

@@ -204,7 +204,8 @@ impl Connection {
             ping_sent: false,
             kept: RxBuf::default(),
             parser: Parser {
-                decoder: Decoder::new(role, ep.config.max_message_size),
+                decoder: Decoder::new(role, ep.config.max_message_size)
+                    .with_max_fragments(ep.config.max_fragments),
                 scanner: HeadScanner::default(),
                 want: 0,
             },

@@ -42,8 +42,9 @@
 //! # Protocol `chat.v1`
 //!
 //! WebSocket at `/ws`, subprotocol `chat.v1`. Every message is a JSON object in a text frame, with a
-//! `type`. Nicknames and room names are 1 to 24 characters of `A-Z a-z 0-9 _ - .`; nicknames are
-//! unique among the users online, ignoring case; room names are lowercased. Texts are 1 to 2,000
+//! `type`. Room names are 1 to 24 characters of `A-Z a-z 0-9 _ - .`, lowercased; nicknames 1 to 24
+//! letters or digits of any script and `_ - .`, normalised to NFC (see the chat's README), unique
+//! among the users online, ignoring case. Texts are 1 to 2,000
 //! characters (not all white space; no control characters but new lines and tabs). A WebSocket
 //! message may be at most 32 KiB (more: closed with 1009), room enough for any text within the
 //! limit, every character escaped. The rate limit: each connection may send 20 messages at once,
