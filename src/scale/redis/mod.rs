@@ -60,10 +60,11 @@ pub struct RedisOptions {
     /// breaks the connection; an answer past it makes the publishing connection count as
     /// stalled (down, its publishes held) until Redis answers.
     pub io_timeout: Duration,
-    /// After this much silence the subscribed connection is checked: a fresh connection
+    /// After this much silence the subscribed connection is checked: a second connection
     /// publishes an empty probe, which the subscription must bring back within as much again,
     /// or it is replaced. While Redis does not answer at all (down, or stalled), the
-    /// subscription is kept and checked again (default 5 s).
+    /// subscription is kept and checked again. A stalled publishing connection is checked as
+    /// often against a fresh one (default 5 s).
     pub keepalive: Duration,
     /// Most bytes of publishes held while Redis is down or stalled (or its subscribers are
     /// awaited after an outage), sent or not; past it the oldest are dropped (default 8 MiB).
@@ -210,9 +211,9 @@ impl RedisOptions {
 /// outage the relay sends again once as many subscribers listen as before it (a `PUBLISH` of
 /// an empty probe says how many; at most `2 × max_backoff`), since Redis keeps nothing for a
 /// subscriber that has not subscribed again yet. The subscribed connection is kept through a
-/// stall too: after `keepalive` of silence a fresh connection publishes a probe, which must
-/// come back on the subscription; if no fresh connection gets an answer either, Redis itself is
-/// down or stalled and the subscription waits for it.
+/// stall too: after `keepalive` of silence a second connection publishes a probe, which must
+/// come back on the subscription; if Redis does not answer that connection either, it is down or
+/// stalled itself and the subscription waits for it.
 ///
 /// What is dropped is counted in [`RedisRelay::dropped`], reported by a `log::warn!` at most
 /// once a second with the count, and (for publishes past the outbox's bounds or refused by

@@ -1,10 +1,11 @@
 //! The thread that receives other processes' messages and delivers them to the reactors.
 //!
 //! It holds one subscribed connection at a time and opens the next after a backoff when it
-//! breaks. A silent connection is checked with a probe published from a fresh connection: if
-//! the probe comes back, all is well; if it does not, the subscription is dead and replaced; if
-//! no fresh connection gets an answer either, Redis itself is down or stalled, and the
-//! subscription is kept (a frozen Redis wakes up with it in place).
+//! breaks. A silent connection is checked with a probe published from a second connection (kept
+//! for that, opened again after an error): if the probe comes back, all is well; if it does not,
+//! the subscription is dead and replaced; if Redis does not answer the second connection either,
+//! it is down or stalled itself, and the subscription is kept (a frozen Redis wakes up with it in
+//! place).
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -12,7 +13,7 @@ use std::sync::{Arc, PoisonError};
 use std::thread;
 use std::time::Instant;
 
-use redis::RedisError;
+use redis::{Connection, RedisError};
 
 use super::{
     decode, describe, open, subscribe, Backoff, Handle, HandleError, Life, Outage, RedisOptions,
@@ -30,6 +31,8 @@ pub(super) struct Subscriber {
     outage: Option<Outage>,
     full_warned: RepeatWarn,
     full_unreported: u64,
+    /// The connection that publishes the probes, kept between them.
+    prober: Option<Connection>,
 }
 
 impl Subscriber {
@@ -49,6 +52,7 @@ impl Subscriber {
             outage: None,
             full_warned: RepeatWarn::new(WARN_EVERY),
             full_unreported: 0,
+            prober: None,
         }
     }
 
@@ -118,7 +122,7 @@ impl Subscriber {
                         return Err(format!("a probe did not come back within {keepalive:?}"));
                     }
                     if probe_due.is_none() && now.duration_since(last_heard) >= keepalive {
-                        match probe(&self.life.shared, &self.options) {
+                        match self.probe() {
                             Ok(()) => probe_due = Some(Instant::now() + keepalive),
                             Err(e) => {
                                 self.stalled(&describe(&e), last_heard);
@@ -133,8 +137,25 @@ impl Subscriber {
         Ok(())
     }
 
-    /// No fresh connection gets an answer from Redis: the subscription is kept, and counted
-    /// as down until it hears from Redis again.
+    /// Publishes an empty probe on the bare prefix (which the subscription should bring back)
+    /// on a connection of its own, kept between probes and opened again after an error: an
+    /// error if Redis does not answer it.
+    fn probe(&mut self) -> Result<(), RedisError> {
+        let shared = &*self.life.shared;
+        let mut conn = match self.prober.take() {
+            Some(conn) => conn,
+            None => open(shared, &self.options)?,
+        };
+        redis::cmd("PUBLISH")
+            .arg(&shared.prefix[..])
+            .arg(&[] as &[u8])
+            .query::<i64>(&mut conn)?;
+        self.prober = Some(conn);
+        Ok(())
+    }
+
+    /// Redis does not answer the probe: the subscription is kept, and counted as down until
+    /// it hears from Redis again.
     fn stalled(&mut self, e: &str, since: Instant) {
         let shared = &*self.life.shared;
         if self.outage.is_none() {
@@ -217,17 +238,6 @@ fn report(ready: Option<mpsc::Sender<Result<(), RedisError>>>, result: Result<()
     if let Some(ready) = ready {
         let _ = ready.send(result);
     }
-}
-
-/// Publishes an empty probe on the bare prefix from a fresh connection (which the
-/// subscription should bring back): an error if Redis does not answer it.
-fn probe(shared: &Shared, options: &RedisOptions) -> Result<(), RedisError> {
-    let mut conn = open(shared, options)?;
-    redis::cmd("PUBLISH")
-        .arg(&shared.prefix[..])
-        .arg(&[] as &[u8])
-        .query::<i64>(&mut conn)?;
-    Ok(())
 }
 
 /// What became of one message from Redis.
