@@ -475,7 +475,8 @@ impl RedisRelay {
         self.shared.received.load(Ordering::Relaxed)
     }
 
-    /// Whether both connections to Redis are up (and the subscription is in place).
+    /// Whether both connections to Redis are up and answering, and the subscription is in
+    /// place (false while Redis is down or stalled).
     pub fn is_connected(&self) -> bool {
         self.shared.publisher_up.load(Ordering::Acquire)
             && self.shared.subscriber_up.load(Ordering::Acquire)
