@@ -199,7 +199,7 @@ pub mod _04_compression {
     //! | `client_max_window_bits` | 15 | largest window the client may use (9-15; a client's 8 is accepted) |
     //! | `server_no_context_takeover` | true | compress each message on its own: one shared compressor serves every connection, and a broadcast or publish is compressed once per window size |
     //! | `client_no_context_takeover` | true | ask the client to compress each message on its own: an idle connection keeps no inflate state |
-    //! | `level` | 1 | zlib level 0-9 |
+    //! | `level` | 1 | zlib level 0-9; at 1, a message of up to 16 KiB compressed on its own (no context takeover) goes through wsloop's own fixed-Huffman encoder: the same size as zlib's level 1, with no per-message reset of zlib's tables |
     //! | `threshold` | 64 | messages shorter than this go out uncompressed |
     //!
     //! The server accepts the first acceptable offer in `Sec-WebSocket-Extensions` and declines (goes on
@@ -207,7 +207,9 @@ pub mod _04_compression {
     //! `server_max_window_bits=8` (zlib cannot deflate a raw stream with a 256-byte window). RSV1 is
     //! accepted only on the first frame of a message when compression was negotiated (else 1002).
     //! Inflated size counts against `max_message_size`, so a decompression bomb gets 1009 having cost no
-    //! more than the limit; corrupt data gets 1007 in a text message, 1002 in a binary one.
+    //! more than the limit; corrupt data gets 1007 in a text message, 1002 in a binary one. Corrupt
+    //! includes bytes after a final deflate block other than RFC 7692's single `00` octet, and
+    //! back-references beyond an agreed window of fewer than 15 bits.
     //! `Context::send_uncompressed` sends one message as it is.
     //!
     //! Memory (flate2 on zlib-rs, measured by the codec's tests): a deflate state is about 380 KB with a
