@@ -364,9 +364,7 @@ pub mod _08_redis {
     //! A `RedisRelay` (cargo feature `redis`) carries topics between processes. A relay is handed every publish made
     //! on a server; the Redis relay queues it (bounded, never blocking the reactor) for a thread that
     //! sends `PUBLISH <prefix><topic>` to Redis, and a second thread, subscribed to `<prefix>*`,
-    //! delivers what other processes published to the local subscribers. It survives a Redis restart
-    //! (reconnect with backoff, resubscribe, both logged); publishes made while Redis is down are
-    //! dropped, counted (`dropped()`) and reported in the log, never silently lost. The Redis client is
+    //! delivers what other processes published to the local subscribers. The Redis client is
     //! the `redis` crate's blocking one (an optional dependency, only with the feature): URLs as it
     //! takes them, `redis://user:password@host:port/db` for an ACL user (`redis://:password@host` for
     //! the default one), `rediss://` for TLS on rustls (the same rustls as wss; the server's
@@ -396,8 +394,30 @@ pub mod _08_redis {
     //! payload being one byte `T` (text) or `B` (binary), the publishing relay's origin id (16
     //! lowercase hex digits, random per relay), then the message's bytes. A relay skips its own
     //! messages (their subscribers had them locally already) and ignores messages in another
-    //! format, so other programs can publish to wsloop's clients by writing that payload.
-    //! Delivery is at most once, as with Redis pub/sub itself.
+    //! format, so other programs can publish to wsloop's clients by writing that payload. An empty
+    //! message on the channel `<prefix>` itself is a probe, which relays ignore.
+    //!
+    //! **When Redis blinks.** The publishing thread keeps each publish in an outbox until Redis
+    //! confirms it (`PUBLISH` answered). While Redis is down (killed, restarting, unreachable) or
+    //! a connection stalls (no answer within `io_timeout`: Redis frozen, swapped out, overloaded),
+    //! publishes wait there and go out in order once Redis is back, so a restart or a freeze
+    //! within the bounds loses nothing. The bounds are `RedisOptions::outbox_time` (30 s) and
+    //! `outbox_bytes` (8 MiB); past either the oldest are dropped, counted in `dropped()`, logged
+    //! once a second with the count, and handed to the `relay.on_dropped(|topic, msg| ..)`
+    //! callback, so that the application can tell the sender (the chat example sends the
+    //! `undelivered` notice). The cases:
+    //!
+    //! | what happens | what the relay does | delivery |
+    //! |---|---|---|
+    //! | Redis killed and restarted | reconnects with a backoff (`min_backoff` doubling to `max_backoff`), resubscribes, then waits (at most `2 × max_backoff`) until a probe's `PUBLISH` reaches as many subscribers as before, and sends what it held | in order, nothing lost within the bounds; a publish written just before the connection broke, unanswered, is sent again (may arrive twice) |
+    //! | Redis frozen (SIGSTOP) or too slow | keeps both connections: the publishing one counts as down after `io_timeout` without an answer; the subscription, silent for `keepalive`, is checked with a probe published on a second connection, and kept while Redis does not answer that one either | in order, once, when Redis wakes up within `outbox_time` |
+    //! | a connection dead but Redis fine (a network or NAT drop) | each connection, once silent, is checked every `keepalive`: the subscription is replaced when a probe published on a second connection does not come back on it, the publishing connection when a fresh one gets answers and it still does not | ours: sent again on the new connection (may arrive twice); others' published to us meanwhile: missed |
+    //! | past `outbox_time` or `outbox_bytes` | the oldest are dropped and reported | counted, logged, `on_dropped` |
+    //! | the queue to the thread full (`queue`) | refused on the reactor's thread | counted, logged (not `on_dropped`) |
+    //!
+    //! `is_connected()` is false while either connection is down or stalled. Redis pub/sub itself
+    //! keeps nothing: a message published while a subscriber is not subscribed is gone for it,
+    //! which is why the relay waits for the subscribers before it sends what it held.
     //!
     //! What the application itself must hear from the other processes (not its clients) goes on a
     //! topic of its own that `relay.intercept(topic, |msg| ..)` takes from the relay: the callback runs
