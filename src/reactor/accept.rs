@@ -9,6 +9,8 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
+use super::log_limit::RepeatWarn;
+
 /// Grows the process's descriptor table to hold `count` more descriptors than the lowest free
 /// one, at once rather than while connections are accepted (Linux; elsewhere it does nothing).
 ///
@@ -55,29 +57,32 @@ const RETRY: Duration = Duration::from_millis(100);
 const WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// Whether, and when, accepting is to be tried again.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct AcceptRetry {
     /// While accepting fails: when to try again, and how many connections were open then.
     pending: Option<(Instant, usize)>,
-    /// When the failure was last logged.
-    warned: Option<Instant>,
-    /// Failures since then.
-    unreported: usize,
+    /// The failures, logged as a count per `WARN_EVERY`.
+    warn: RepeatWarn,
+}
+
+impl Default for AcceptRetry {
+    fn default() -> AcceptRetry {
+        AcceptRetry {
+            pending: None,
+            warn: RepeatWarn::new(WARN_EVERY),
+        }
+    }
 }
 
 impl AcceptRetry {
     /// Records that `accept` failed with `error` while `open` connections were open.
     pub(crate) fn failed(&mut self, error: &io::Error, open: usize, now: Instant) {
         self.pending = Some((now + RETRY, open));
-        self.unreported += 1;
-        if self.warned.is_none_or(|at| now >= at + WARN_EVERY) {
+        if let Some(n) = self.warn.add(1, now) {
             log::warn!(
-                "accept failed: {error} ({} time(s) since the last warning); accepting again \
-                 when a connection closes, or in {RETRY:?}",
-                self.unreported
+                "accept failed: {error} ({n} time(s) since the last warning); accepting again \
+                 when a connection closes, or in {RETRY:?}"
             );
-            self.warned = Some(now);
-            self.unreported = 0;
         }
     }
 

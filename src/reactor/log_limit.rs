@@ -2,9 +2,6 @@
 //! it happened since the last line (a flood of refused connections, publishes dropped while
 //! Redis is down), so that an operator can read the log under attack.
 
-// Until the reactor's `accept` uses it too, only the Redis relay does.
-#![cfg_attr(not(feature = "redis"), allow(dead_code))]
-
 use std::time::{Duration, Instant};
 
 /// Counts events of one kind and says when a line is due: the first event logs at once, later

@@ -510,7 +510,7 @@ impl<C: Copy + PartialEq> Directory<C> {
                 self.apply_roster(&node, every, users, now, &mut effects);
             }
             Event::User { node, user } => {
-                let key = user.nick.to_ascii_lowercase();
+                let key = super::nick_key(&user.nick);
                 let since = user.since;
                 let known = self.peers.contains_key(&node);
                 let peer = self.peers.entry(node.clone()).or_insert_with(|| Peer {
@@ -528,7 +528,7 @@ impl<C: Copy + PartialEq> Directory<C> {
             Event::Gone { node, nick } => {
                 if let Some(peer) = self.peers.get_mut(&node) {
                     peer.heard = now;
-                    peer.users.remove(&nick.to_ascii_lowercase());
+                    peer.users.remove(&super::nick_key(&nick));
                 }
             }
         }
@@ -545,12 +545,12 @@ impl<C: Copy + PartialEq> Directory<C> {
         effects: &mut Effects<C>,
     ) {
         let claims: Vec<(String, u64)> = (users.iter())
-            .map(|e| (e.nick.to_ascii_lowercase(), e.since))
+            .map(|e| (super::nick_key(&e.nick), e.since))
             .collect();
         let peer = Peer {
             users: users
                 .into_iter()
-                .map(|e| (e.nick.to_ascii_lowercase(), e))
+                .map(|e| (super::nick_key(&e.nick), e))
                 .collect(),
             heartbeat: heartbeat_of(every),
             heard: now,
