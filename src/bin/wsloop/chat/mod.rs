@@ -80,6 +80,7 @@
 //! | `typing` | `room` (none: in your private conversation with `nick`), `nick`, `active` | someone else is typing (`true`) or stopped |
 //! | `rooms` | `rooms` (`{room, members}`, by name, the 200 most populated) | answer to `list_rooms` |
 //! | `error` | `code`, `message` (for people), `ref` (of the refused `say` / `private`) | a request was refused; the connection stays open |
+//! | `undelivered` | `room` or `to`, `text`, `ts`, `ref` (if given), `message` | one of your messages did not reach the users on the chat's other processes (`--redis`: Redis down longer than the relay holds messages, 30 s by default) |
 //!
 //! Error codes: `bad_json` (not JSON), `bad_message` (unknown `type`, a missing or mistyped field, a
 //! binary message), `not_joined`, `already_joined`, `nick_invalid`, `nick_taken`, `room_invalid`,
