@@ -10,8 +10,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::client_frame;
+use common::handlers::Echo;
 use wsloop::proto::frame::OpCode;
-use wsloop::{Config, ConnId, Context, Handler, Message, Metrics, Request, Server, Upgrade};
+use wsloop::{Config, Metrics, Server};
 
 const UPGRADE: &str = "GET /chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
@@ -84,20 +85,6 @@ fn settled(mut get: impl FnMut() -> Metrics, done: impl Fn(&Metrics) -> bool) ->
     }
 }
 
-struct Echo;
-
-impl Handler for Echo {
-    type State = ();
-
-    fn on_upgrade(&mut self, _req: &Request<'_, '_>, _peer: SocketAddr) -> Upgrade<()> {
-        Upgrade::accept(())
-    }
-
-    fn on_message(&mut self, ctx: &mut Context<'_, ()>, id: ConnId, msg: Message<'_>) {
-        ctx.send(id, msg).unwrap();
-    }
-}
-
 #[test]
 fn the_library_counts_known_traffic_value_by_value() {
     let mut server = Server::bind("127.0.0.1:0", Config::default(), Echo).unwrap();
@@ -133,20 +120,20 @@ mod prometheus {
     use super::*;
 
     /// `wsloop echo --metrics`, and the addresses it printed.
-    struct Echo {
+    struct EchoProcess {
         child: Child,
         ws: SocketAddr,
         metrics: SocketAddr,
     }
 
-    impl Drop for Echo {
+    impl Drop for EchoProcess {
         fn drop(&mut self) {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
     }
 
-    fn start() -> Echo {
+    fn start() -> EchoProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
             .args(["echo", "--addr", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
             .env("RUST_LOG", "info")
@@ -172,7 +159,7 @@ mod prometheus {
             ws = ws.or(after("listening on ws://"));
             metrics = metrics.or(after("metrics on http://"));
         }
-        Echo {
+        EchoProcess {
             child,
             ws: ws.unwrap(),
             metrics: metrics.unwrap(),
