@@ -177,9 +177,10 @@ fn fragmented_message_over_max_message_size_is_1009() {
     expect_error(&server, &bytes, ProtocolError::MessageTooBig);
 }
 
+/// 65,536 fragments of 64 B: over the default `max_fragments` (16,384), so raised here.
 #[test]
 fn many_tiny_fragments_are_echoed_whole() {
-    let server = server();
+    let server = TestServer::start(Config::default().max_fragments(1 << 16));
     let mut ws = server.connect();
     let message = pattern(4 << 20);
     let mut bytes = Vec::with_capacity(message.len() / 64 * 70);
