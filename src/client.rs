@@ -187,12 +187,7 @@ pub fn system_roots() -> io::Result<RootCertStore> {
                 .map(Into::into)
                 .find(|p: &std::path::PathBuf| p.exists())
         })
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                "no system CA bundle found (set SSL_CERT_FILE, or give a TLS config)",
-            )
-        })?;
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, ClientError::NoSystemRoots))?;
     load_roots(&path)
 }
 
@@ -406,6 +401,8 @@ pub enum ClientError {
     /// The connection was idle for too long, or the server did not answer our close
     /// (`InvalidData`).
     TimedOut,
+    /// No system CA bundle was found for `wss://` (`NotFound`).
+    NoSystemRoots,
 }
 
 error_messages!(ClientError, source(self) {
@@ -421,6 +418,7 @@ error_messages!(ClientError, source(self) {
     ClientError::Disconnected => ("the server went away without a close frame (1006)"),
     ClientError::Overflow => ("connection ended: Overflow"),
     ClientError::TimedOut => ("connection ended: TimedOut"),
+    ClientError::NoSystemRoots => ("no system CA bundle found (set SSL_CERT_FILE, or give a TLS config)"),
 });
 
 /// What is wrong with a URL given to [`ClientUrl::parse`].
