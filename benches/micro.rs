@@ -264,6 +264,17 @@ fn deflate(c: &mut Criterion) {
                 out.len()
             })
         });
+        // zlib-rs at level 1 and its reset after each message: how a message compressed on its
+        // own went out before the fixed-Huffman encoder (which takes up to 16 KiB at level 1).
+        let mut zlib = Deflater::new(Params::default(), Role::Server, 1);
+        g.bench_function(BenchmarkId::new("deflate_level1_zlib_reset", name), |b| {
+            b.iter(|| {
+                out.clear();
+                zlib.deflate(black_box(&json), &mut out);
+                zlib.reset();
+                out.len()
+            })
+        });
         out.clear();
         deflater.deflate(&json, &mut out);
         let compressed = out.clone();
@@ -274,6 +285,22 @@ fn deflate(c: &mut Criterion) {
                 plain.clear();
                 inflater
                     .inflate(black_box(&compressed), true, &mut plain, 16 << 20)
+                    .map(|_| plain.len())
+            })
+        });
+        // With 9 window bits agreed the inflater also checks every distance against the window.
+        let small = Params {
+            server_max_window_bits: 9,
+            ..params
+        };
+        let mut wire = Vec::with_capacity(len);
+        Deflater::new(small, Role::Server, 1).deflate(&json, &mut wire);
+        let mut inflater = Inflater::new(small, Role::Client);
+        g.bench_function(BenchmarkId::new("inflate_window_9", name), |b| {
+            b.iter(|| {
+                plain.clear();
+                inflater
+                    .inflate(black_box(&wire), true, &mut plain, 16 << 20)
                     .map(|_| plain.len())
             })
         });

@@ -92,33 +92,49 @@ pub mod _02_limits {
     //! Every limit has a default that is safe on the open internet. `Config::default()` and chainable
     //! setters of the same name (`Config::default().max_message_size(1 << 20)`); `Server::bind`
     //! validates it and the error names the option (`invalid config: max_message_size must be at least
-    //! 125 B, got 3`).
+    //! 125 B, got 3`). What a connection follows is a [`ConnectionConfig`](crate::ConnectionConfig)
+    //! (also what a [`Client`](crate::client::Client) or an embedded
+    //! [`Connection`](crate::proto::connection::Connection) takes); [`Config`](crate::Config) holds one
+    //! beside the reactor's own options. The defaults are written once, on those two types' fields.
     //!
-    //! | option | default | what a client gets when it crosses it |
-    //! |---|---|---|
-    //! | `max_handshake_size` | 8 KiB | `431 Request Header Fields Too Large` (also for more than 64 headers) |
-    //! | `handshake_timeout` | 10 s | no complete request head in time: the connection is dropped |
-    //! | `max_message_size` | 16 MiB | close `1009`, sent as soon as a frame header announces too much (fragments count together) |
-    //! | `max_fragments` | 16,384 | frames one message may take (control frames between them do not count): the frame past it gets close `1008`, as soon as its header arrives; it bounds the work of a flood of empty continuation frames, which never grows the message |
-    //! | `max_write_buffer` | 16 MiB | bytes queued for one connection before a send: a send to a queue this full gets close `1008` (`on_overflow = Close`) or `SendError::Full` (`Refuse`); a queue under it takes any one message up to this or `max_message_size`, so every accepted message can be echoed |
-    //! | `on_overflow` | `Close` | see above |
-    //! | `max_buffered` | 256 MiB | bytes the whole reactor buffers (kept input, unfinished messages, write queues, by capacity): past it, the connection holding the most is shed: what it holds is dropped and it gets close `1013` (try again later), or is closed without a close frame if it had unwritten output; `on_close` says `Overflow`. At least twice the larger of `max_message_size` and `max_write_buffer` |
-    //! | `ping_interval` | 30 s | a ping after this much silence from the client |
-    //! | `idle_timeout` | 60 s | close `1001` "idle timeout" and drop after this much silence |
-    //! | `close_timeout` | 5 s | after our close frame (or an HTTP error), the wait for the peer's close / TCP close |
-    //! | `max_connections` | 10,000 | `503 Service Unavailable`, then closed (it lingers like any refusal; past 64 such at once, closed without one). Lowered at start-up, with a warning, to the open-files limit less 96 (Linux). If `accept` still fails (out of descriptors), it is retried whenever a connection closes and every 100 ms, with one warning per 5 s |
-    //! | `read_buffer_size` | 64 KiB | the one reactor-wide read buffer (not per connection) |
-    //! | `buffer_pool_size` | 4 MiB | large buffers (over 64 KiB, grown for big messages) kept for reuse; 0 keeps none |
-    //! | `allowed_origins` | empty (any) | another browser `Origin` gets 403 (requests without `Origin` pass) |
-    //! | `handle_queue` | 16 MiB | bytes of commands waiting from `Handle`s (each message, topic or reason, plus 64): beyond it a call returns `HandleError::Full` |
-    //! | `deflate` | `None` (off) | permessage-deflate settings, see [Compression](super::_04_compression) |
+    //! | option | what a client gets when it crosses it |
+    //! |---|---|
+    //! | `max_handshake_size` | `431 Request Header Fields Too Large` (also for more than 64 headers) |
+    //! | `handshake_timeout` | no complete request head in time: the connection is dropped |
+    //! | `max_message_size` | close `1009`, sent as soon as a frame header announces too much (fragments count together) |
+    //! | `max_fragments` | frames one message may take (control frames between them do not count): the frame past it gets close `1008`, as soon as its header arrives; it bounds the work of a flood of empty continuation frames, which never grows the message |
+    //! | `max_write_buffer` | bytes queued for one connection, held to the byte but for one frame header (an empty queue takes any one message up to `max_message_size`, so every accepted message can be echoed): a send that would pass it gets `SendError::Full`, and with `on_overflow = Close` the connection is closed, see "Slow readers" below |
+    //! | `on_overflow` | see above |
+    //! | `max_buffered` | bytes the whole reactor buffers (kept input, unfinished messages, write queues, by capacity): past it, the connection holding the most is shed: what it holds is dropped and it gets close `1013` (try again later), or is closed without a close frame if it had unwritten output; `on_close` says `Overflow`. At least twice the larger of `max_message_size` and `max_write_buffer` |
+    //! | `ping_interval` | a ping after this much silence from the client |
+    //! | `idle_timeout` | close `1001` "idle timeout" and drop after this much silence |
+    //! | `close_timeout` | after our close frame (or an HTTP error), the wait for the peer's close / TCP close |
+    //! | `max_connections` | `503 Service Unavailable`, then closed (it lingers like any refusal; past 64 such at once, closed without one). Lowered at start-up, with a warning, to the open-files limit less 96, or to each reactor's share of it in a `Cluster` (Linux). If `accept` still fails (out of descriptors), it is retried whenever a connection closes and every 100 ms, with one warning per 5 s |
+    //! | `read_buffer_size` | the one reactor-wide read buffer (not per connection) |
+    //! | `buffer_pool_size` | large buffers (over 64 KiB, grown for big messages) kept for reuse; 0 keeps none |
+    //! | `allowed_origins` | another browser `Origin` gets 403 (requests without `Origin` pass) |
+    //! | `handle_queue` | bytes of commands waiting from `Handle`s (each message, topic or reason, plus 64): beyond it a call returns `HandleError::Full` |
+    //! | `deflate` | permessage-deflate settings, see [Compression](super::_04_compression) |
+    //!
+    //! **Slow readers.** A client that does not read what it is sent fills the kernel's buffers, then
+    //! its write queue. The send that would pass `max_write_buffer` is refused and (`on_overflow =
+    //! Close`, the default) the close frame `1008` "write buffer overflow" is queued after what is
+    //! already queued, if it fits within the bound; if even it does not, the connection is dropped at
+    //! once (its queue freed, no close frame). Either way `on_close` says `Overflow`, and from then on
+    //! nothing more is read from that client: what it sends is held back by TCP's flow control, not
+    //! read and discarded, and it ends when the client closes TCP or `close_timeout` passes. A queue's
+    //! buffer grows by doubling but never past the bound, so the memory it holds stays within it too.
     //!
     //! The reactor's memory in the worst case, whatever the clients do: `max_buffered` + 2 x
     //! max(`max_message_size`, `max_write_buffer`) (one read or send may pass the budget before the
     //! largest connection is shed) + `buffer_pool_size` + 4 MiB (small pooled buffers) +
     //! `read_buffer_size` + `handle_queue` + `max_connections` x about 0.5 KiB (each connection's own
-    //! state), plus the zlib state of connections that negotiated permessage-deflate with context
-    //! takeover. With the defaults: 256 + 32 + 4 + 4 + 0.06 + 16 + 4.9 = about 317 MiB.
+    //! state) + 64 KiB for each connection inside a compressed message (its inflater's state) +
+    //! 512 KiB per compressor (one per reactor and window size without context takeover, one per
+    //! connection with it). With the defaults and no compression: 256 + 32 + 4 + 4 + 0.06 + 16 +
+    //! 4.9 = about 317 MiB. `tests/memory_bound.rs` holds a reactor to this figure while clients
+    //! that never read, unfinished fragmented messages and unfinished compressed messages press on
+    //! it at once (with an 8 MiB `max_buffered`: 8.7 MiB of RSS against a bound of 18.7 MiB).
     //!
     //! Protocol errors and what they get (RFC 6455):
     //!
@@ -183,7 +199,7 @@ pub mod _04_compression {
     //! | `client_max_window_bits` | 15 | largest window the client may use (9-15; a client's 8 is accepted) |
     //! | `server_no_context_takeover` | true | compress each message on its own: one shared compressor serves every connection, and a broadcast or publish is compressed once per window size |
     //! | `client_no_context_takeover` | true | ask the client to compress each message on its own: an idle connection keeps no inflate state |
-    //! | `level` | 1 | zlib level 0-9 |
+    //! | `level` | 1 | zlib level 0-9; at 1, a message of up to 16 KiB compressed on its own (no context takeover) goes through wsloop's own fixed-Huffman encoder: the same size as zlib's level 1, with no per-message reset of zlib's tables |
     //! | `threshold` | 64 | messages shorter than this go out uncompressed |
     //!
     //! The server accepts the first acceptable offer in `Sec-WebSocket-Extensions` and declines (goes on
@@ -191,7 +207,9 @@ pub mod _04_compression {
     //! `server_max_window_bits=8` (zlib cannot deflate a raw stream with a 256-byte window). RSV1 is
     //! accepted only on the first frame of a message when compression was negotiated (else 1002).
     //! Inflated size counts against `max_message_size`, so a decompression bomb gets 1009 having cost no
-    //! more than the limit; corrupt data gets 1007 in a text message, 1002 in a binary one.
+    //! more than the limit; corrupt data gets 1007 in a text message, 1002 in a binary one. Corrupt
+    //! includes bytes after a final deflate block other than RFC 7692's single `00` octet, and
+    //! back-references beyond an agreed window of fewer than 15 bits.
     //! `Context::send_uncompressed` sends one message as it is.
     //!
     //! Memory (flate2 on zlib-rs, measured by the codec's tests): a deflate state is about 380 KB with a
@@ -284,8 +302,8 @@ pub mod _06_embedding {
     //! `examples/game_loop.rs` is the full version: a 60 Hz field of players to watch and play in the
     //! browser (`cargo run --release --example game_loop`, then `http://127.0.0.1:8090/`, arrow keys or
     //! WASD, or the touch pad on a phone; the page says when it is offline and reconnects by
-    //! itself), `--bots N` bot players on one extra thread, and tick-time figures (the work of each
-    //! tick: turn, simulation, broadcast, flush). Screenshots: `examples/game_loop/screenshot*.png`
+    //! itself), `--bots N` bot players on one extra thread (4 by default, `--bots 0` for none),
+    //! and tick-time figures (the work of each tick: turn, simulation, broadcast, flush). Screenshots: `examples/game_loop/screenshot*.png`
     //! (1440x900 and a 390x844 phone).
     //!
     //! Measured 2026-11-22 on this project's machine (2 vCPU AMD EPYC KVM guest, kernel 6.18, bots on
@@ -313,12 +331,14 @@ pub mod _07_scaling {
     //! hashes each new connection to one of them), its own poll, slab and handler, and no lock on the
     //! hot path. A publish on one reactor reaches the subscribers on the others through their handles
     //! (`Handle::publish_local`); `send`, `broadcast` and `ConnId`s stay per reactor, and `Config`
-    //! limits apply per reactor. `cluster.handle()` publishes and shuts down all of them.
+    //! limits apply per reactor, but for `max_connections`, which is lowered to each reactor's share
+    //! of the process's open-files limit. Only the reactors of one `Cluster` share its port: a second
+    //! process binding the same address fails with "Address already in use". `cluster.handle()` publishes and shuts down all of them.
     //! `wsloop echo` and `wsloop chat` take `--threads N`.
     //!
     //! Measured 2026-11-22 on this project's 2-vCPU machine with `bash benches/scaling.sh` (100
-    //! connections × 16 in flight × 16 B through `examples/load.rs`, 5 s windows, medians of 3, other
-    //! work running on the machine):
+    //! connections × 16 in flight × 16 B through the load generator, now `wsloop bench`, 5 s windows,
+    //! medians of 3, other work running on the machine):
     //!
     //! | reactors | plain echo, msgs/s | echo with ~6 µs of handler work per message, msgs/s |
     //! |---|---|---|
@@ -332,7 +352,8 @@ pub mod _07_scaling {
     //! SO_REUSEPORT before binding, and doing it through libc would need `unsafe`, which the crate
     //! forbids; `getrandom` (already in the tree through rustls' ring), because client masking keys
     //! and `Sec-WebSocket-Key` must come from a strong source (RFC 6455 section 10.3) and std has
-    //! none: bytes are fetched 512 at a time per thread, so a masked frame costs no system call.
+    //! none: bytes are fetched 512 at a time into a pool each `Endpoint` keeps, so a masked frame
+    //! costs no system call.
     //!
     //! **More machines**: a Redis relay, see [Redis](super::_08_redis).
 }
@@ -343,9 +364,7 @@ pub mod _08_redis {
     //! A `RedisRelay` (cargo feature `redis`) carries topics between processes. A relay is handed every publish made
     //! on a server; the Redis relay queues it (bounded, never blocking the reactor) for a thread that
     //! sends `PUBLISH <prefix><topic>` to Redis, and a second thread, subscribed to `<prefix>*`,
-    //! delivers what other processes published to the local subscribers. It survives a Redis restart
-    //! (reconnect with backoff, resubscribe, both logged); publishes made while Redis is down are
-    //! dropped, counted (`dropped()`) and reported in the log, never silently lost. The Redis client is
+    //! delivers what other processes published to the local subscribers. The Redis client is
     //! the `redis` crate's blocking one (an optional dependency, only with the feature): URLs as it
     //! takes them, `redis://user:password@host:port/db` for an ACL user (`redis://:password@host` for
     //! the default one), `rediss://` for TLS on rustls (the same rustls as wss; the server's
@@ -375,8 +394,30 @@ pub mod _08_redis {
     //! payload being one byte `T` (text) or `B` (binary), the publishing relay's origin id (16
     //! lowercase hex digits, random per relay), then the message's bytes. A relay skips its own
     //! messages (their subscribers had them locally already) and ignores messages in another
-    //! format, so other programs can publish to wsloop's clients by writing that payload.
-    //! Delivery is at most once, as with Redis pub/sub itself.
+    //! format, so other programs can publish to wsloop's clients by writing that payload. An empty
+    //! message on the channel `<prefix>` itself is a probe, which relays ignore.
+    //!
+    //! **When Redis blinks.** The publishing thread keeps each publish in an outbox until Redis
+    //! confirms it (`PUBLISH` answered). While Redis is down (killed, restarting, unreachable) or
+    //! a connection stalls (no answer within `io_timeout`: Redis frozen, swapped out, overloaded),
+    //! publishes wait there and go out in order once Redis is back, so a restart or a freeze
+    //! within the bounds loses nothing. The bounds are `RedisOptions::outbox_time` (30 s) and
+    //! `outbox_bytes` (8 MiB); past either the oldest are dropped, counted in `dropped()`, logged
+    //! once a second with the count, and handed to the `relay.on_dropped(|topic, msg| ..)`
+    //! callback, so that the application can tell the sender (the chat example sends the
+    //! `undelivered` notice). The cases:
+    //!
+    //! | what happens | what the relay does | delivery |
+    //! |---|---|---|
+    //! | Redis killed and restarted | reconnects with a backoff (`min_backoff` doubling to `max_backoff`), resubscribes, then waits (at most `2 × max_backoff`) until a probe's `PUBLISH` reaches as many subscribers as before, and sends what it held | in order, nothing lost within the bounds; a publish written just before the connection broke, unanswered, is sent again (may arrive twice) |
+    //! | Redis frozen (SIGSTOP) or too slow | keeps both connections: the publishing one counts as down after `io_timeout` without an answer; the subscription, silent for `keepalive`, is checked with a probe published on a second connection, and kept while Redis does not answer that one either | in order, once, when Redis wakes up within `outbox_time` |
+    //! | a connection dead but Redis fine (a network or NAT drop) | each connection, once silent, is checked every `keepalive`: the subscription is replaced when a probe published on a second connection does not come back on it, the publishing connection when a fresh one gets answers and it still does not | ours: sent again on the new connection (may arrive twice); others' published to us meanwhile: missed |
+    //! | past `outbox_time` or `outbox_bytes` | the oldest are dropped and reported | counted, logged, `on_dropped` |
+    //! | the queue to the thread full (`queue`) | refused on the reactor's thread | counted, logged (not `on_dropped`) |
+    //!
+    //! `is_connected()` is false while either connection is down or stalled. Redis pub/sub itself
+    //! keeps nothing: a message published while a subscriber is not subscribed is gone for it,
+    //! which is why the relay waits for the subscribers before it sends what it held.
     //!
     //! What the application itself must hear from the other processes (not its clients) goes on a
     //! topic of its own that `relay.intercept(topic, |msg| ..)` takes from the relay: the callback runs
@@ -396,9 +437,10 @@ pub mod _09_memory_and_hardening {
     //! and emptied buffers go back to a pool (at most 64 buffers of 16-64 KiB, plus up to
     //! `buffer_pool_size` of larger ones grown for big messages, reused whole for the next big frame).
     //! A frame that is announced but not sent costs only what arrived (a new buffer grows at most
-    //! twofold per read). An idle connection is 192 bytes of state (`Conn<()>`: no peer address, it
-    //! is asked of the socket; times as milliseconds; a fragmented or compressed message's buffer
-    //! and topic list behind pointers) plus a 16-byte timer entry. A
+    //! twofold per read). An idle connection is about 200 bytes of state (a `Slot<()>` in the
+    //! reactor's slab, which a unit test keeps small: no peer address, it is asked of the socket;
+    //! times as milliseconds; a fragmented or compressed message's buffer and topic list behind
+    //! pointers) plus a 16-byte timer entry. A
     //! large send with nothing queued before it is written straight from the sender's bytes (`writev`
     //! of header and payload); only what the kernel does not take is copied.
     //!
@@ -407,9 +449,10 @@ pub mod _09_memory_and_hardening {
     //! `tests/hostile.rs` runs each attack over real sockets with a healthy client echoing alongside
     //! (it stayed correct in all of them, slowest echo 18 ms): slowloris (1,000 connections dribbling a
     //! request, dropped at `handshake_timeout`), clients that never read (closed with 1008 when their
-    //! queue passes `max_write_buffer`), oversized headers (431), frames announced but not sent (1009
-    //! from the header), a 64-bit length with the top bit set (1002), endless continuations (1009), a
-    //! ping flood, a deflate bomb (1009), 10,000 connect/close cycles, and more connections than
+    //! queue would pass `max_write_buffer`, then no longer read), oversized headers (431), frames
+    //! announced but not sent (1009 from the header), a 64-bit length with the top bit set (1002),
+    //! endless continuations (1009), floods of empty continuation frames (1008 at `max_fragments`),
+    //! a ping flood, a deflate bomb (1009), 10,000 connect/close cycles, and more connections than
     //! `max_connections` (503 while the others keep working); each checks the process RSS before and
     //! after. `tests/soak.rs` runs thousands of connections of random valid and invalid traffic and
     //! checks every valid message was echoed and RSS came back (2,000 connections for 60 s: 319,667
@@ -443,7 +486,8 @@ pub mod _10_performance {
     //!   (fastwebsockets 1.56 / 1.56 ms, raw TCP echo 1.72 / 1.16 ms, tokio-tungstenite 4.10 /
     //!   3.77 ms): missed by about 0.5 ms. Answering a connection right after reading it (not after
     //!   every other ready connection) brought it from 2.3-5.0 ms to 1.7-2.2 ms in an A/B run.
-    //! - Memory per idle connection (no deflate, `load --connect-only` against `wsloop_echo`):
+    //! - Memory per idle connection (no deflate, connections held open by the load generator
+    //!   against the echo server; today `wsloop bench --mode connect`):
     //!   **231-235 B** at 10,000 connections, **227 B** at 19,000 (target 256 B: met);
     //!   tokio-tungstenite 135 KB, fastwebsockets 6.8 KB. 19,800 idle connections held with the echo
     //!   still answering; 50,000 could not be tried (the machine's hard fd limit is 20,000).
@@ -458,6 +502,7 @@ pub mod _10_performance {
     //! `cargo run --release --features cli -- bench ws://127.0.0.1:9001/ --conns 100 --inflight 1
     //! --size 16 --seconds 10 [--binary] [--deflate] [--rate N] [--json]`, which verifies every echo
     //! byte for byte and ends with one `key=value` line (msgs_per_s, mbytes_per_s, p50_us, p99_us,
-    //! p999_us, lost, errors); the figures above were taken with its predecessor,
-    //! `examples/load.rs`. Its modes and output: `benches/BENCHMARKS.md`, "The load generator".
+    //! p999_us, lost, errors); the figures above were taken with its predecessor, a load example
+    //! since folded into `wsloop bench`. Its modes and output: `benches/BENCHMARKS.md`, "The load
+    //! generator".
 }

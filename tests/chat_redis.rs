@@ -13,6 +13,9 @@
 //! it delivers the second.
 #![cfg(feature = "redis")]
 
+#[allow(dead_code)] // the tests use part of the chat's API
+#[path = "../src/bin/wsloop/chat/server.rs"]
+mod chat;
 mod common;
 
 use std::collections::BTreeSet;
@@ -26,7 +29,7 @@ use std::sync::{mpsc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::chat_peer::{sentinel, Peer};
+use common::chat_peer::{sentinel, Peer, TIMEOUT};
 use common::node;
 use common::redis_server::Redis;
 use serde_json::{json, Value};
@@ -522,6 +525,158 @@ fn a_stopped_process_says_goodbye() {
     assert_eq!(alice.expect("user_offline")["nick"], "ghost");
     alice.send(json!({"type": "private", "to": "ghost", "text": "boo?"}));
     alice.expect_error("unknown_user");
+}
+
+#[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
+fn a_redis_restart_mid_conversation_loses_no_message_and_is_logged_once() {
+    talk_through_an_outage(Redis::kill, Redis::spawn, 10);
+}
+
+#[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
+fn a_frozen_redis_mid_conversation_loses_no_message() {
+    talk_through_an_outage(|redis| redis.pause(), |redis| redis.resume(), 8);
+}
+
+/// alice (on process A) talks to bob (on B) in the lobby, 4 messages a second (the rate
+/// limit's pace), while `outage` takes Redis away for `secs` seconds and `back` brings it back:
+/// bob gets every message, in order, once, and A's log tells of the history's outage in a line
+/// or two, not one per message.
+fn talk_through_an_outage(outage: fn(&mut Redis), back: fn(&mut Redis), secs: usize) {
+    let mut redis = Redis::start(&[]);
+    let a = ChatProcess::start("a", &redis);
+    let b = ChatProcess::start("b", &redis);
+    let (mut bob, _, _) = Peer::join_lobby(b.addr, "bob");
+    let (mut alice, _, _) = Peer::join_lobby(a.addr, "alice");
+    assert_eq!(bob.expect("user_online")["nick"], "alice");
+    assert_eq!(bob.expect("member_joined")["nick"], "alice");
+    catch_up(&mut bob, &mut alice);
+
+    let say = |alice: &mut Peer, i: usize| {
+        let text = format!("m{i}");
+        alice.send(json!({"type": "say", "room": "lobby", "text": text}));
+        alice.wait_until("her own message", Duration::from_secs(5), |m| {
+            m["type"] == "message" && m["text"] == text.as_str()
+        });
+        thread::sleep(Duration::from_millis(250));
+    };
+    say(&mut alice, 0);
+    outage(&mut redis);
+    let during = 1 + 4 * secs;
+    for i in 1..during {
+        say(&mut alice, i);
+    }
+    back(&mut redis);
+    let all = during + 8;
+    for i in during..all {
+        say(&mut alice, i);
+    }
+    for i in 0..all {
+        let got = bob.wait_until("a message", PRESENCE_LIMIT, |m| m["type"] == "message");
+        assert_eq!(got["text"], format!("m{i}"), "{got}");
+    }
+    bob.client
+        .stream()
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    while let Ok(wsloop::client::Received::Text(more)) = bob.client.recv() {
+        assert!(
+            !more.contains("\"type\":\"message\""),
+            "a duplicate: {more}"
+        );
+    }
+    let log = std::fs::read_to_string(&a.log).unwrap();
+    let history_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("history: redis"))
+        .collect();
+    assert!((1..=3).contains(&history_lines.len()), "{history_lines:#?}");
+}
+
+#[test]
+#[ignore = "needs redis-server (bash tests/run.sh)"]
+fn a_sender_is_told_when_a_message_could_not_reach_the_other_processes() {
+    use chat::{directory, Chat, Directory};
+    use std::sync::Arc;
+
+    // The chat in this process, on a relay that holds publishes for 0.5 s (30 s by default).
+    let mut redis = Redis::start(&[]);
+    let directory = Directory::shared();
+    let shared = Arc::new(chat::Shared::default());
+    let mut cluster = wsloop::Cluster::bind("127.0.0.1:0", 1, chat::config(&[]), |reactor| {
+        Chat::new(directory.clone(), shared.clone(), true, reactor)
+    })
+    .unwrap();
+    let options = wsloop::RedisOptions::default().outbox_time(Duration::from_millis(500));
+    let heartbeat = Duration::from_millis(500);
+    let (relay, _link) = directory::connect_redis_with(
+        &redis.url(),
+        &cluster.handles(),
+        &directory,
+        heartbeat,
+        options,
+    )
+    .unwrap();
+    cluster.add_relay(relay.clone());
+    let addr = cluster.local_addr();
+    let stop = cluster.handle();
+    let server = thread::spawn(move || cluster.run());
+
+    let (mut alice, _, _) = Peer::join_lobby(addr, "alice");
+    let (mut carol, _, _) = Peer::join_lobby(addr, "carol");
+    alice.expect("user_online");
+    alice.expect("member_joined");
+    redis.kill();
+    // Said in the room and privately (to a user elsewhere: her process knew her as gone, so
+    // this is to carol, here, and then to nobody elsewhere), while Redis stays down.
+    alice.send(json!({"type": "say", "room": "lobby", "text": "anyone?", "ref": "m1"}));
+    assert_eq!(alice.expect("message")["text"], "anyone?");
+    assert_eq!(
+        carol.expect("message")["text"],
+        "anyone?",
+        "local users have it"
+    );
+    alice.send(json!({"type": "private", "to": "carol", "text": "psst", "ref": "m2"}));
+    assert_eq!(alice.expect("private")["text"], "psst");
+    // Past the bound: alice is told about the room message (the other processes missed it),
+    // not about the private message, which carol here had.
+    let told = alice.wait_until("an undelivered notice", TIMEOUT, |m| {
+        m["type"] == "undelivered"
+    });
+    assert_eq!(
+        (&told["room"], &told["text"], &told["ref"]),
+        (&json!("lobby"), &json!("anyone?"), &json!("m1"))
+    );
+    assert!(
+        told["message"].as_str().unwrap().contains("other servers"),
+        "{told}"
+    );
+    wait_for_relay_drops(&relay, 3);
+    alice
+        .client
+        .stream()
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    while let Ok(wsloop::client::Received::Text(more)) = alice.client.recv() {
+        assert!(!more.contains("undelivered"), "one notice only: {more}");
+    }
+    drop((alice, carol));
+    stop.shutdown().unwrap();
+    server.join().unwrap().unwrap();
+}
+
+/// Waits (bounded) until `relay` has dropped at least `n` publishes.
+fn wait_for_relay_drops(relay: &wsloop::RedisRelay, n: u64) {
+    let deadline = Instant::now() + TIMEOUT;
+    while relay.dropped() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} drops, not {n}",
+            relay.dropped()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

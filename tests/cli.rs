@@ -262,6 +262,82 @@ fn connection_mode_counts_handshakes() {
 }
 
 #[test]
+fn churn_mode_cycles_connections() {
+    let server = EchoServer::start("127.0.0.1:0", &["--no-deflate"]).expect("echo listens");
+    let pid = server.child.id().to_string();
+    let (out, v) = bench(
+        &server.url,
+        &[
+            "--mode",
+            "churn",
+            "--conns",
+            "8",
+            "--seconds",
+            "1",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    assert!(out.status.success(), "exit {:?}: {v}", out.status);
+    assert_eq!(int(&v, "errors"), 0, "{v}");
+    assert_eq!(int(&v, "failed"), 0, "{v}");
+    assert_eq!(v["failures"], serde_json::json!({}), "{v}");
+    // On loopback the connections come from 32 addresses of 127/8.
+    assert_eq!(int(&v, "sources"), 32, "{v}");
+    // Every connection counted was opened, had its message echoed and was closed.
+    let cycles = int(&v, "cycles");
+    assert!(
+        cycles > 8,
+        "more connections than --conns went through: {v}"
+    );
+    assert!(int(&v, "established") >= cycles, "{v}");
+    assert!(int(&v, "messages") >= cycles, "{v}");
+    assert!(
+        v["handshake_us"]["count"].as_u64().unwrap() >= cycles,
+        "{v}"
+    );
+    assert!(v["conns_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(
+        v["cpu"]["server_us_per_conn"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+}
+
+#[test]
+fn churn_counts_failures_by_cause() {
+    // A port bound but not listening (so that no other test's server can take it): every
+    // connect is refused.
+    let holder = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    holder.bind(&any.into()).unwrap();
+    let port = holder.local_addr().unwrap().as_socket().unwrap().port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let (out, v) = bench(
+        &url,
+        &[
+            "--mode",
+            "churn",
+            "--conns",
+            "2",
+            "--seconds",
+            "0.3",
+            "--source",
+            "127.0.0.1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{v}");
+    assert_eq!(int(&v, "cycles"), 0, "{v}");
+    assert_eq!(int(&v, "sources"), 1, "{v}");
+    let failed = int(&v, "failed");
+    assert!(failed > 0, "{v}");
+    assert_eq!(
+        v["failures"],
+        serde_json::json!({ "refused": failed }),
+        "{v}"
+    );
+}
+
+#[test]
 fn fanout_through_a_broadcast_server() {
     let server = EchoServer::start("127.0.0.1:0", &["--broadcast"]).expect("echo listens");
     let (out, v) = bench(

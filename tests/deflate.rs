@@ -491,6 +491,36 @@ fn client_window_of_9_bits_is_inflated() {
     expect_compressed_text(&mut ws, &text);
 }
 
+#[test]
+fn a_window_wider_than_client_max_window_bits_fails_the_connection() {
+    let server = server();
+    // 600 random letters twice: the second copy refers 600 bytes back, beyond a 256-byte window.
+    let mut msg: Vec<u8> = noise(600, 5).iter().map(|b| b'a' + b % 26).collect();
+    msg.extend_from_within(..);
+    for (opcode, error) in [
+        (OpCode::Text, ProtocolError::BadCompressedText),
+        (OpCode::Binary, ProtocolError::BadCompression),
+    ] {
+        let (mut ws, ext) = offer(&server, "permessage-deflate; client_max_window_bits=8");
+        let want = format!("{DEFAULT_ANSWER}; client_max_window_bits=8");
+        assert_eq!(ext.as_deref(), Some(want.as_str()));
+        ws.send_raw(&compressed(
+            opcode,
+            &deflate_with(&mut compressor(15), &msg),
+        ));
+        expect_error(&mut ws, error);
+        assert_eq!(server.wait_closed(), Why::ProtocolError(error));
+    }
+    // Within 9 bits: fine with client_max_window_bits=9 (and zlib's 9 bits never go past 250).
+    let (mut ws, _) = offer(&server, "permessage-deflate; client_max_window_bits=9");
+    let text = text_of(2000);
+    ws.send_raw(&compressed(
+        OpCode::Text,
+        &deflate_with(&mut compressor(9), text.as_bytes()),
+    ));
+    expect_compressed_text(&mut ws, &text);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fragmented compressed messages and RSV1 rules
 // ---------------------------------------------------------------------------------------------
@@ -690,6 +720,42 @@ fn corrupt_compressed_binary_is_1002() {
     ws.send_raw(&frame(OpCode::Binary, false, true, HELLO));
     ws.send_raw(&frame(OpCode::Continuation, true, false, &[0xff; 8]));
     expect_error(&mut ws, ProtocolError::BadCompression);
+}
+
+#[test]
+fn bytes_after_the_final_deflate_block_fail_the_connection() {
+    // "Hello" in a final block (BFINAL), then RFC 7692 7.2.3.4's 00 octet.
+    const FINAL: &[u8] = &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+    let server = server_threshold_0();
+    let (mut ws, _) = offer(&server, "permessage-deflate");
+    ws.send_raw(&compressed(OpCode::Text, FINAL));
+    expect_compressed_text(&mut ws, "Hello");
+    // The 00 octet in a continuation frame of its own.
+    ws.send_raw(&frame(OpCode::Text, false, true, FINAL));
+    ws.send_raw(&frame(OpCode::Continuation, true, false, &[0x00]));
+    expect_compressed_text(&mut ws, "Hello");
+    // A second deflate stream after the final block: invalid compressed data, as text (1007)
+    // and as binary (1002), in the same frame or the next.
+    let (mut ws, _) = offer(&server, "permessage-deflate");
+    ws.send_raw(&compressed(OpCode::Text, &[FINAL, FINAL].concat()));
+    expect_error(&mut ws, ProtocolError::BadCompressedText);
+    assert_eq!(
+        server.wait_closed(),
+        Why::ProtocolError(ProtocolError::BadCompressedText)
+    );
+    let (mut ws, _) = offer(&server, "permessage-deflate");
+    ws.send_raw(&frame(
+        OpCode::Binary,
+        false,
+        true,
+        &[FINAL, &[0x00]].concat(),
+    ));
+    ws.send_raw(&frame(OpCode::Continuation, true, false, &[0x00]));
+    expect_error(&mut ws, ProtocolError::BadCompression);
+    // One stray byte other than the padding octet.
+    let (mut ws, _) = offer(&server, "permessage-deflate");
+    ws.send_raw(&compressed(OpCode::Text, &[FINAL, &[0x01]].concat()));
+    expect_error(&mut ws, ProtocolError::BadCompressedText);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,8 +4,8 @@
 //! What `flate2` 1.1 with the `zlib-rs` backend does, read in both crates' source:
 //! - zlib-rs gives every inflate state a 32 KiB window whatever the window bits, and lets a
 //!   back-reference reach anything in it: for raw inflate the window bits change neither memory nor
-//!   what is accepted. So [`Inflater`] always inflates with 15 bits, which accepts every stream made
-//!   with a smaller window, 8 bits included (flate2 cannot even open a raw 8-bit inflater).
+//!   what is accepted. So [`Inflater`] always inflates with 15 bits (flate2 cannot even open a raw
+//!   8-bit inflater) and, when fewer were agreed, checks the distances itself (`window`).
 //! - `Decompress::reset(false)`: before flate2 1.1.11 it reset the window to 15 bits whatever the
 //!   constructor said (zlib-rs' `Inflate::reset` restores the default configuration); from 1.1.11
 //!   on it keeps the window bits by re-creating, i.e. re-allocating, the state unless they are 15.
@@ -14,12 +14,20 @@
 //!   allocate. Measured: a deflate state takes about 250 KB at 9 window bits and 380 KB at 15
 //!   (flate2 fixes zlib's `memLevel` at 8), an inflate state 48 KB; deflating with 9 bits is
 //!   several times slower than with 15. [`Deflater::release_if_idle`] is what saves memory.
+//! - Every `Compress::reset` clears a 128 KiB hash table and a 48 KiB symbol buffer, whatever the
+//!   window: more work than deflating a 1 KiB message. So a message compressed on its own at
+//!   level 1 and short enough goes through `fixed`, which keeps no state between messages.
 
 use std::fmt::{self, Write as _};
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use super::Role;
+
+mod fixed;
+mod window;
+
+use window::WindowCheck;
 
 const NAME: &[u8] = b"permessage-deflate";
 /// The end of every sync-flushed block: stripped by the sender (RFC 7692 7.2.1), appended back by
@@ -42,7 +50,9 @@ pub struct DeflateConfig {
     /// Whether the client must compress each message on its own (default true): then an idle
     /// connection keeps no inflate state (about 48 KB otherwise).
     pub client_no_context_takeover: bool,
-    /// zlib compression level, 0..=9 (default 1).
+    /// zlib compression level, 0..=9 (default 1). At level 1, a message of up to 16 KiB that is
+    /// compressed on its own (no context takeover) goes through wsloop's own fixed-Huffman
+    /// encoder instead, the same kind of output as zlib's level 1 without its per-message reset.
     pub level: u32,
     /// Messages shorter than this many bytes are sent uncompressed (default 64).
     pub threshold: usize,
@@ -441,28 +451,57 @@ impl std::error::Error for InflateError {}
 /// when the peer compresses each message on its own.
 #[derive(Debug)]
 pub struct Inflater {
-    state: Option<Box<Decompress>>,
+    state: Option<Box<InflateState>>,
+    /// The window (log2) the peer agreed to compress within.
+    window_bits: u8,
     no_context_takeover: bool,
     /// The current message has had compressed bytes.
     fed: bool,
     /// The peer ended its deflate stream (BFINAL, RFC 7692 7.2.3.4) in the current message.
     ended: bool,
+    /// The one `00` octet allowed after the final block has come.
+    padded: bool,
+}
+
+/// The zlib state of a message in progress (or of the stream, with context takeover).
+#[derive(Debug)]
+struct InflateState {
+    zlib: Decompress,
+    /// Under 15 window bits: the peer's back-references, checked against the window.
+    window: Option<WindowCheck>,
+}
+
+impl InflateState {
+    fn new(window_bits: u8) -> Self {
+        Self {
+            zlib: Decompress::new_with_window_bits(false, 15),
+            window: (window_bits < 15).then(|| WindowCheck::new(window_bits)),
+        }
+    }
 }
 
 impl Inflater {
     /// An inflater for the peer's direction: as [`Role::Server`] we inflate what the client
     /// compressed (`client_*` parameters apply), as [`Role::Client`] what the server compressed.
-    /// The window bits need not be known: see the module documentation.
+    /// A back-reference beyond the agreed window is [`InflateError::Corrupt`].
     pub fn new(params: Params, role: Role) -> Self {
-        let no_context_takeover = match role {
-            Role::Server => params.client_no_context_takeover,
-            Role::Client => params.server_no_context_takeover,
+        let (window_bits, no_context_takeover) = match role {
+            Role::Server => (
+                params.client_max_window_bits,
+                params.client_no_context_takeover,
+            ),
+            Role::Client => (
+                params.server_max_window_bits,
+                params.server_no_context_takeover,
+            ),
         };
         Self {
             state: None,
+            window_bits,
             no_context_takeover,
             fed: false,
             ended: false,
+            padded: false,
         }
     }
 
@@ -486,21 +525,39 @@ impl Inflater {
         let mut result = self.run(input, out, max_total);
         if fin {
             // A message with no compressed bytes at all is empty: appending the tail alone would
-            // leave the stream inside a stored block.
-            if result.is_ok() && self.fed {
+            // leave the stream inside a stored block. After the final block it is not needed.
+            if result.is_ok() && self.fed && !self.ended {
                 result = self.run(&TAIL, out, max_total);
             }
             if self.no_context_takeover || self.ended {
-                if let Some(d) = self.state.as_deref_mut() {
-                    d.reset(false);
+                if let Some(state) = self.state.as_deref_mut() {
+                    state.zlib.reset(false);
+                    state.window = state
+                        .window
+                        .take()
+                        .map(|_| WindowCheck::new(self.window_bits));
                 }
             }
-            (self.fed, self.ended) = (false, false);
+            (self.fed, self.ended, self.padded) = (false, false, false);
         }
         if result.is_err() {
-            (self.state, self.fed, self.ended) = (None, false, false);
+            (self.state, self.fed, self.ended, self.padded) = (None, false, false, false);
         }
         result
+    }
+
+    /// Bytes of the message after its final deflate block: only the `00` octet that RFC 7692
+    /// 7.2.3.4 puts there (the header of the empty stored block that the tail completes), once.
+    /// Anything else is not part of a deflate stream: [`InflateError::Corrupt`].
+    fn after_end(&mut self, input: &[u8]) -> Result<(), InflateError> {
+        match input {
+            [] => Ok(()),
+            [0] if !self.padded => {
+                self.padded = true;
+                Ok(())
+            }
+            _ => Err(InflateError::Corrupt),
+        }
     }
 
     fn run(
@@ -509,12 +566,22 @@ impl Inflater {
         out: &mut Vec<u8>,
         limit: usize,
     ) -> Result<(), InflateError> {
-        if input.is_empty() || self.ended {
+        if self.ended {
+            return self.after_end(input);
+        }
+        if input.is_empty() {
             return Ok(());
         }
-        let d = self
+        let bits = self.window_bits;
+        let state = self
             .state
-            .get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, 15)));
+            .get_or_insert_with(|| Box::new(InflateState::new(bits)));
+        if let Some(window) = &mut state.window {
+            if !window.scan(input) {
+                return Err(InflateError::Corrupt);
+            }
+        }
+        let d = &mut state.zlib;
         let mut chunk = input.len().saturating_mul(4).clamp(256, MAX_CHUNK);
         loop {
             let start = out.len();
@@ -535,9 +602,8 @@ impl Inflater {
             match status {
                 Err(_) => return Err(InflateError::Corrupt),
                 Ok(Status::StreamEnd) => {
-                    // Whatever follows the final block in this message is padding.
                     self.ended = true;
-                    return Ok(());
+                    return self.after_end(input);
                 }
                 // zlib leaves output space unused only once it has used up its input.
                 Ok(_) if produced < want && input.is_empty() => return Ok(()),
@@ -589,6 +655,9 @@ impl Deflater {
     /// Appends the compressed payload of one whole message to `out` (sync flush, without the
     /// trailing `00 00 ff ff`). An empty message becomes `00`, an empty stored block.
     pub fn deflate(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        if self.no_context_takeover && self.level == 1 && input.len() <= fixed::MAX_LEN {
+            return fixed::deflate(input, self.bits, out);
+        }
         let (bits, level) = (self.bits, self.level);
         let c = self.state.get_or_insert_with(|| {
             Box::new(Compress::new_with_window_bits(
@@ -703,6 +772,40 @@ mod tests {
     }
 
     #[test]
+    fn only_the_padding_octet_may_follow_the_final_block() {
+        // "Hello" in a final fixed-Huffman block (RFC 7692 7.2.3.4 without its 00 octet).
+        const FINAL: &[u8] = &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let cases: &[(&[&[u8]], bool)] = &[
+            (&[FINAL], true),
+            (&[FINAL, &[0]], true),
+            (&[&[FINAL, &[0]].concat()], true),
+            (&[FINAL, &[], &[0], &[]], true),
+            (&[&[FINAL, &[0, 0]].concat()], false),
+            (&[FINAL, &[0], &[0]], false),
+            (&[&[FINAL, &[1]].concat()], false),
+            (&[FINAL, &[0xff]], false),
+            (&[&[FINAL, &TAIL].concat()], false),
+            // A second stream after the first.
+            (&[&[FINAL, FINAL].concat()], false),
+            (&[FINAL, FINAL], false),
+        ];
+        for (frames, ok) in cases {
+            for nct in [false, true] {
+                let mut inf = Inflater::new(params(15, nct), Role::Server);
+                let got = inflate_frames(&mut inf, frames);
+                let want = if *ok {
+                    Ok(b"Hello".to_vec())
+                } else {
+                    Err(InflateError::Corrupt)
+                };
+                assert_eq!(got, want, "{frames:x?} nct {nct}");
+                // Either way the next message starts a fresh stream.
+                assert_eq!(inflate_frames(&mut inf, &[FINAL]).unwrap(), b"Hello");
+            }
+        }
+    }
+
+    #[test]
     fn round_trips() {
         let mut messages = Vec::new();
         for len in [0, 1, 1000, 1 << 20] {
@@ -781,17 +884,39 @@ mod tests {
     }
 
     #[test]
-    fn inflater_accepts_any_window_and_resets_in_place() {
-        // Made with 15 bits though 9 were agreed: zlib-rs accepts it (see the module docs).
+    fn inflater_refuses_a_wider_window_and_resets_in_place() {
+        // Repeats 1000 bytes back: within 10 window bits, not 9 (nor 8: client_max_window_bits).
         let msg = pseudo_random(1000, 3).repeat(2);
-        let wire = deflate(&mut Deflater::new(params(15, true), Role::Client, 1), &msg);
-        let frames = [&wire[..wire.len() - 8], &wire[wire.len() - 8..]];
-        let mut inf = Inflater::new(params(9, true), Role::Server);
-        assert!(inflate_frames(&mut inf, &frames).unwrap() == msg);
-        // No context takeover: the next message starts afresh in the same allocation.
-        let before = inf.state.as_deref().map(|d| d as *const Decompress);
-        assert!(inflate_frames(&mut inf, &frames).unwrap() == msg);
-        assert_eq!(inf.state.as_deref().map(|d| d as *const Decompress), before);
+        for level in [1, 6] {
+            let wire = deflate(
+                &mut Deflater::new(params(15, true), Role::Client, level),
+                &msg,
+            );
+            let frames = [&wire[..wire.len() - 8], &wire[wire.len() - 8..]];
+            for (bits, ok) in [(8, false), (9, false), (10, true), (15, true)] {
+                let p = Params {
+                    client_max_window_bits: bits,
+                    ..params(15, true)
+                };
+                let mut inf = Inflater::new(p, Role::Server);
+                let want = if ok {
+                    Ok(msg.clone())
+                } else {
+                    Err(InflateError::Corrupt)
+                };
+                assert_eq!(inflate_frames(&mut inf, &frames), want, "{bits} {level}");
+                // Either way the next message starts afresh.
+                let small = deflate(&mut Deflater::new(p, Role::Client, level), &msg);
+                assert!(inflate_frames(&mut inf, &[&small]).unwrap() == msg);
+                // No context takeover: in the same allocation.
+                let before = inf.state.as_deref().map(|s| s as *const InflateState);
+                assert!(inflate_frames(&mut inf, &[&small]).unwrap() == msg);
+                assert_eq!(
+                    inf.state.as_deref().map(|s| s as *const InflateState),
+                    before
+                );
+            }
+        }
     }
 
     #[test]
@@ -833,6 +958,9 @@ mod tests {
         for seed in 1..300 {
             let junk = pseudo_random(seed as usize, seed);
             let _ = inflate(&[&junk, &junk], seed % 2 == 0);
+            // With a window under 15 bits the bytes also go through the window check.
+            let mut inf = Inflater::new(params(9 + seed as u8 % 6, seed % 2 == 0), Role::Server);
+            let _ = inflate_frames(&mut inf, &[&junk[..junk.len() / 3], &junk]);
         }
         assert_eq!(InflateError::Corrupt.to_string(), "invalid compressed data");
     }

@@ -18,7 +18,8 @@ pub struct Metrics {
     pub connections_open: u64,
     /// TCP connections accepted.
     pub connections_accepted: u64,
-    /// Connections refused with 503 for `max_connections`.
+    /// Connections refused with 503 (or, past the refusals pending, dropped) for
+    /// `max_connections`.
     pub refused_limit: u64,
     /// Upgrade requests refused for an `Origin` not in `allowed_origins` (403).
     pub refused_origin: u64,

@@ -10,6 +10,7 @@ pub(crate) mod context;
 pub(crate) mod core;
 pub(crate) mod handle;
 pub(crate) mod handler;
+pub(crate) mod log_limit;
 pub(crate) mod metrics;
 pub(crate) mod relay;
 pub(crate) mod server;

@@ -12,6 +12,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::accept::AcceptRetry;
 use super::core::{lookup, recharge, Core};
 use super::handle::{Command, Commands, Handle, Shared};
+use super::log_limit::RepeatWarn;
 use super::slot::Slot;
 use super::timers::UNARMED;
 use super::tls::TlsConfig;
@@ -57,6 +58,8 @@ pub struct Server<H: Handler> {
     commands: Commands,
     /// Accepting again after it failed for lack of descriptors.
     accept_retry: AcceptRetry,
+    /// Connections refused or dropped for `max_connections`, logged as a count per second.
+    refused: RepeatWarn,
 }
 
 /// A listening socket, plain or TLS.
@@ -115,6 +118,7 @@ impl<H: Handler> Server<H> {
             handler,
             backlog: Vec::new(),
             accept_retry: AcceptRetry::default(),
+            refused: RepeatWarn::new(Duration::from_secs(1)),
         })
     }
 
@@ -166,6 +170,9 @@ impl<H: Handler> Server<H> {
             .register(&mut socket, token, Interest::READABLE)?;
         if self.listeners.is_empty() {
             self.first = (addr, tls.is_some());
+            // Room for every connection's descriptor now, not while accepting them.
+            let room = self.core.config().max_connections + REFUSAL_SLOTS;
+            super::accept::reserve_descriptors(&socket, room);
         }
         self.listeners.push(Listener { socket, tls });
         Ok(addr)
@@ -410,7 +417,13 @@ impl<H: Handler> Server<H> {
             let open = self.core.slots.len();
             let max = self.core.config().max_connections;
             if open >= max + REFUSAL_SLOTS {
-                log::warn!("{peer}: dropped, max_connections reached and refusals pending");
+                self.core.counters.refused_limit += 1;
+                if let Some(n) = self.refused.add(1, Instant::now()) {
+                    log::warn!(
+                        "{peer}: dropped, max_connections reached and refusals pending ({n} \
+                         refused or dropped since the last warning)"
+                    );
+                }
                 continue;
             }
             let _ = socket.set_nodelay(true);
@@ -429,7 +442,12 @@ impl<H: Handler> Server<H> {
             self.core.counters.accepted += 1;
             if open >= max {
                 self.core.counters.refused_limit += 1;
-                log::warn!("{peer}: refused, max_connections reached");
+                if let Some(n) = self.refused.add(1, Instant::now()) {
+                    log::warn!(
+                        "{peer}: refused with 503, max_connections reached ({n} refused or \
+                         dropped since the last warning)"
+                    );
+                }
                 let refusal = HttpResponse::text(503, "too many connections");
                 conn.reject(&mut self.core.ep, &refusal);
             }

@@ -91,6 +91,27 @@ impl Redis {
         }
     }
 
+    /// Freezes the server (SIGSTOP), as a stalled Redis: its connections stay open, silent.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Wakes a frozen server up (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        let sent = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status();
+        assert!(
+            sent.as_ref().is_ok_and(|s| s.success()),
+            "kill {signal} {pid}: {sent:?}"
+        );
+    }
+
     /// Kills the server (`spawn` starts it again on the same port).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

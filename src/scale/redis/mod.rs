@@ -4,23 +4,27 @@
 //! See [`RedisRelay`]. The Redis side (URLs, AUTH, SELECT, TLS, RESP) is the `redis` crate's
 //! blocking client; this module adds the threads, the bounded queue, reconnection and counting.
 
+mod outbox;
+mod publisher;
+mod subscriber;
+
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use redis::{Connection, ConnectionLike, RedisError};
+use redis::{Connection, RedisError};
 
+use crate::reactor::log_limit::RepeatWarn;
 use crate::{ConfigError, Error, Handle, HandleError, Message, Relay};
+use publisher::Publisher;
+use subscriber::Subscriber;
 
 /// How often the Redis threads look at their stop conditions.
 const TICK: Duration = Duration::from_millis(100);
-/// The publishing connection is checked with a PING after this much quiet (a connection that
-/// Redis closed would otherwise take the next batch and lose it).
-const QUIET: Duration = TICK;
 /// An idle publishing connection is checked this often, so that an outage shows without a
 /// publish.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
@@ -35,6 +39,8 @@ const MAX_BATCH_BYTES: usize = 1 << 20;
 const HEADER_LEN: usize = 1 + 16;
 /// At most one warning of the same kind per this interval.
 const WARN_EVERY: Duration = Duration::from_secs(1);
+/// While Redis is unreachable, how often the publisher says how it stands.
+const OUTAGE_WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// Options of a [`RedisRelay`]. Start from `RedisOptions::default()` and change what you need
 /// with the chainable setters of the same names.
@@ -50,12 +56,24 @@ pub struct RedisOptions {
     pub max_backoff: Duration,
     /// Time allowed to open a TCP connection to Redis (default 2 s).
     pub connect_timeout: Duration,
-    /// Time allowed to write a batch, and for Redis to answer a command (default 5 s); past
-    /// it the connection is taken as broken.
+    /// Time allowed to write a batch, and for Redis to answer (default 5 s). A write past it
+    /// breaks the connection; an answer past it makes the publishing connection count as
+    /// stalled (down, its publishes held) until Redis answers.
     pub io_timeout: Duration,
-    /// A PING on the subscribed connection after this much silence; no answer within as much
-    /// again and it is taken as broken (default 5 s).
+    /// After this much silence the subscribed connection is checked: a second connection
+    /// publishes an empty probe, which the subscription must bring back within as much again,
+    /// or it is replaced. While Redis does not answer at all (down, or stalled), the
+    /// subscription is kept and checked again. A stalled publishing connection is checked as
+    /// often against a fresh one (default 5 s).
     pub keepalive: Duration,
+    /// Most bytes of publishes held while Redis is down or stalled (or its subscribers are
+    /// awaited after an outage), sent or not; past it the oldest are dropped (default 8 MiB).
+    /// While Redis keeps up, publishes wait in the queue instead, bounded by
+    /// [`queue`](Self::queue).
+    pub outbox_bytes: usize,
+    /// Longest a publish is held for Redis; past it, it is dropped (default 30 s). A connection
+    /// that does not confirm a publish in that time is replaced.
+    pub outbox_time: Duration,
 }
 
 impl Default for RedisOptions {
@@ -67,6 +85,8 @@ impl Default for RedisOptions {
             connect_timeout: Duration::from_secs(2),
             io_timeout: Duration::from_secs(5),
             keepalive: Duration::from_secs(5),
+            outbox_bytes: 8 << 20,
+            outbox_time: Duration::from_secs(30),
         }
     }
 }
@@ -108,6 +128,18 @@ impl RedisOptions {
         self
     }
 
+    /// Sets [`outbox_bytes`](Self::outbox_bytes).
+    pub fn outbox_bytes(mut self, value: usize) -> RedisOptions {
+        self.outbox_bytes = value;
+        self
+    }
+
+    /// Sets [`outbox_time`](Self::outbox_time).
+    pub fn outbox_time(mut self, value: Duration) -> RedisOptions {
+        self.outbox_time = value;
+        self
+    }
+
     fn validate(&self) -> Result<(), Error> {
         let bad = |option: &'static str, cause| Err(Error::Config { option, cause });
         if self.queue == 0 {
@@ -118,6 +150,7 @@ impl RedisOptions {
             ("RedisOptions::connect_timeout", self.connect_timeout),
             ("RedisOptions::io_timeout", self.io_timeout),
             ("RedisOptions::keepalive", self.keepalive),
+            ("RedisOptions::outbox_time", self.outbox_time),
         ];
         for (option, value) in durations {
             if value.is_zero() {
@@ -162,14 +195,34 @@ impl RedisOptions {
 ///
 /// The payload is one byte `T` (text) or `B` (binary), then the publishing relay's origin id
 /// (16 lowercase hex digits, random per relay), then the message: a relay skips its own
-/// messages (their subscribers had them locally already). Messages in another format on the
-/// channels are ignored.
+/// messages (their subscribers had them locally already). An empty message on the channel
+/// `<prefix>` itself is a probe (see below); messages in another format on the channels are
+/// ignored.
 ///
-/// Delivery is at most once, as with Redis pub/sub itself. When the queue is full, while Redis
-/// is unreachable, or when a connection breaks before Redis confirmed a batch, messages are
-/// dropped, counted in [`RedisRelay::dropped`], and reported by a `log::warn!` that says how
-/// many. Both connections are re-established with a backoff (`min_backoff`, doubling up to
-/// `max_backoff`), and the subscription is renewed; each loss and recovery is logged.
+/// Redis going away for a while loses nothing. The publishing thread keeps every publish in an
+/// outbox until Redis confirms it: while Redis is unreachable, or a connection stalls (no
+/// answer within `io_timeout`: Redis frozen or overloaded), publishes wait there, up to
+/// [`RedisOptions::outbox_time`] and [`RedisOptions::outbox_bytes`], and are sent in order on
+/// the next connection. A broken connection's unconfirmed publishes are sent again, so around
+/// one a message may arrive twice; a stalled connection is kept (what it holds is delivered
+/// when Redis wakes up) unless a fresh connection gets answers (then the stalled one is dead
+/// and replaced), or until a publish has waited `outbox_time` for its answer. After an
+/// outage the relay sends again once as many subscribers listen as before it (a `PUBLISH` of
+/// an empty probe says how many; at most `2 × max_backoff`), since Redis keeps nothing for a
+/// subscriber that has not subscribed again yet. The subscribed connection is kept through a
+/// stall too: after `keepalive` of silence a second connection publishes a probe, which must
+/// come back on the subscription; if Redis does not answer that connection either, it is down or
+/// stalled itself and the subscription waits for it.
+///
+/// What is dropped is counted in [`RedisRelay::dropped`], reported by a `log::warn!` at most
+/// once a second with the count, and (for publishes past the outbox's bounds or refused by
+/// Redis) handed to the [`RedisRelay::on_dropped`] callback, so that an application can tell
+/// its users: publishes refused by a full queue (`queue`), publishes past the outbox's bounds
+/// or refused by Redis, and messages from Redis that a full reactor queue refused. Messages
+/// published by others while this relay's subscription is being renewed are missed, as Redis
+/// pub/sub keeps nothing (the publishers' wait for the subscribers makes this rare). Both
+/// connections are re-established with a backoff (`min_backoff`, doubling up to
+/// `max_backoff`); each loss and recovery is logged.
 ///
 /// The threads end when [`RedisRelay::shutdown`] is called, when every clone of the relay is
 /// dropped (the server dropped its relays), or 5 s (to relay the publishes of the last handler
@@ -266,14 +319,19 @@ struct Shared {
     intercepts: Mutex<Vec<(Box<str>, Interceptor)>>,
     /// Whether `intercepts` has any (so that delivery need not lock it otherwise).
     intercepting: AtomicBool,
+    /// The callback of [`RedisRelay::on_dropped`].
+    on_dropped: Mutex<Option<DropCallback>>,
 }
 
 /// A callback of [`RedisRelay::intercept`].
 type Interceptor = Box<dyn FnMut(Message<'_>) + Send>;
 
-/// A publish on its way to the publishing thread: the channel's bytes, then the payload's, and
-/// where the first end.
-type Outgoing = (Vec<u8>, usize);
+/// The callback of [`RedisRelay::on_dropped`].
+type DropCallback = Box<dyn FnMut(&str, Message<'_>) + Send>;
+
+/// A publish on its way to the publishing thread: the channel's bytes, then the payload's,
+/// where the first end, and when it was published.
+type Outgoing = (Vec<u8>, usize, Instant);
 
 impl RedisRelay {
     /// Connects to the Redis server at `url` for the server behind `handle`, with channels
@@ -350,6 +408,7 @@ impl RedisRelay {
             running: AtomicUsize::new(2),
             intercepts: Mutex::new(Vec::new()),
             intercepting: AtomicBool::new(false),
+            on_dropped: Mutex::new(None),
         });
         let context = |what: &str, e: RedisError| {
             Error::Io(io::Error::new(
@@ -400,8 +459,9 @@ impl RedisRelay {
     }
 
     /// How many messages were lost so far: publishes not sent to Redis (the queue was full,
-    /// Redis was unreachable, or the connection broke before Redis confirmed them) and
-    /// messages from Redis that a full reactor queue refused.
+    /// they were held past [`RedisOptions::outbox_time`] or [`RedisOptions::outbox_bytes`],
+    /// Redis refused them, or the relay stopped with them) and messages from Redis that a full
+    /// reactor queue refused.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }
@@ -417,7 +477,8 @@ impl RedisRelay {
         self.shared.received.load(Ordering::Relaxed)
     }
 
-    /// Whether both connections to Redis are up (and the subscription is in place).
+    /// Whether both connections to Redis are up and answering, and the subscription is in
+    /// place (false while Redis is down or stalled).
     pub fn is_connected(&self) -> bool {
         self.shared.publisher_up.load(Ordering::Acquire)
             && self.shared.subscriber_up.load(Ordering::Acquire)
@@ -458,8 +519,22 @@ impl RedisRelay {
         self.shared.intercepting.store(true, Ordering::Release);
     }
 
-    /// Stops both threads (within about 100 ms, or `io_timeout` / `keepalive` if Redis is slow
-    /// to take a batch or answer a PING); what is still queued is dropped and counted.
+    /// Hands every publish that the relay drops after taking it (held past
+    /// [`RedisOptions::outbox_time`] or [`RedisOptions::outbox_bytes`], refused by Redis, or
+    /// left when the relay stops) to `f`, with its topic: so that an application can tell the
+    /// sender that other processes did not get it. Publishes refused by a full queue are only
+    /// counted (that happens on the reactor's thread, which the relay does not call back on).
+    ///
+    /// `f` runs on the relay's publishing thread and must not block. Calling `on_dropped`
+    /// again replaces it.
+    pub fn on_dropped(&self, f: impl FnMut(&str, Message<'_>) + Send + 'static) {
+        let mut slot = (self.shared.on_dropped.lock()).unwrap_or_else(PoisonError::into_inner);
+        *slot = Some(Box::new(f));
+    }
+
+    /// Stops both threads (within about 100 ms, or `connect_timeout + io_timeout` while Redis is
+    /// slow to take a batch or answer a check); what is still held is dropped, counted and
+    /// handed to the [`on_dropped`](Self::on_dropped) callback.
     /// Publishes after this are counted as dropped.
     pub fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::Release);
@@ -489,7 +564,7 @@ impl Relay for RedisRelay {
         ] {
             bytes.extend_from_slice(part);
         }
-        match self.tx.try_send((bytes, channel)) {
+        match self.tx.try_send((bytes, channel, Instant::now())) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 // Reported by the Redis thread, which may log without slowing the reactor.
@@ -561,6 +636,8 @@ fn describe(e: &RedisError) -> String {
         format!("AUTH refused: {e}")
     } else if e.code() == Some("NOAUTH") {
         format!("{e} (give the password: redis://:PASSWORD@host:port)")
+    } else if e.is_timeout() {
+        "no answer in time".to_owned()
     } else {
         e.to_string()
     }
@@ -636,525 +713,64 @@ impl Drop for Life {
     }
 }
 
-/// Rate-limits a warning.
-#[derive(Default)]
-struct Every(Option<Instant>);
-
-impl Every {
-    fn due(&mut self) -> bool {
-        let now = Instant::now();
-        if self.0.is_some_and(|at| now.duration_since(at) < WARN_EVERY) {
-            return false;
-        }
-        self.0 = Some(now);
-        true
-    }
-}
-
 /// An outage of one connection: since when, attempts, and (for the publisher) drops.
 struct Outage {
     since: Instant,
     attempts: u32,
     dropped: u64,
-    reported: u64,
-    warned: Every,
+    /// Failed attempts, reported at most once per [`OUTAGE_WARN_EVERY`] after the warning
+    /// that started the outage.
+    warned: RepeatWarn,
 }
 
 impl Outage {
     fn new() -> Outage {
+        Outage::since(Instant::now())
+    }
+
+    /// An outage that began at `since` (when Redis was last heard from).
+    fn since(since: Instant) -> Outage {
+        let mut warned = RepeatWarn::new(OUTAGE_WARN_EVERY);
+        let _ = warned.add(1, since); // the loss itself was logged
         Outage {
-            since: Instant::now(),
+            since,
             attempts: 0,
             dropped: 0,
-            reported: 0,
-            warned: Every::default(),
+            warned,
         }
     }
 }
 
-/// The thread that sends publishes to Redis.
-struct Publisher {
-    life: Life,
-    options: RedisOptions,
-    conn: Option<Connection>,
-    /// When Redis last answered on `conn`.
-    last_answer: Instant,
-    backoff: Backoff,
-    outage: Option<Outage>,
-    full_warned: Every,
-    error_warned: Every,
-    /// A batch taken from the queue and not sent yet (packed PUBLISH commands), and how many
-    /// commands it holds.
-    batch: Vec<u8>,
-    count: usize,
-}
-
-impl Publisher {
-    fn new(
-        shared: Arc<Shared>,
-        handles: Vec<Handle>,
-        options: RedisOptions,
-        conn: Connection,
-    ) -> Publisher {
-        Publisher {
-            backoff: Backoff::new(&options),
-            life: Life {
-                shared,
-                handles,
-                since: None,
-            },
-            options,
-            conn: Some(conn),
-            last_answer: Instant::now(),
-            outage: None,
-            full_warned: Every::default(),
-            error_warned: Every::default(),
-            batch: Vec::new(),
-            count: 0,
-        }
-    }
-
-    fn shared(&self) -> &Shared {
-        &self.life.shared
-    }
-
-    /// Appends a PUBLISH command to the batch.
-    fn take(&mut self, (bytes, channel): Outgoing) {
-        let (channel, payload) = bytes.split_at(channel);
-        redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(payload)
-            .write_packed_command(&mut self.batch);
-        self.count += 1;
-    }
-
-    fn run(mut self, rx: Receiver<Outgoing>) {
-        while !self.life.over() {
-            self.report_full();
-            if self.conn.is_none() {
-                if !self.reconnect(&rx) {
-                    break;
-                }
-                continue;
-            }
-            if self.count == 0 {
-                match rx.recv_timeout(TICK) {
-                    Ok(outgoing) => self.take(outgoing),
-                    Err(RecvTimeoutError::Timeout) => {
-                        if self.last_answer.elapsed() >= IDLE_CHECK {
-                            self.check();
-                        }
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-                while self.count < MAX_BATCH && self.batch.len() < MAX_BATCH_BYTES {
-                    match rx.try_recv() {
-                        Ok(outgoing) => self.take(outgoing),
-                        Err(_) => break,
-                    }
-                }
-            }
-            self.send_batch();
-        }
-        // What is left is lost.
-        let mut left = self.count as u64;
-        while rx.try_recv().is_ok() {
-            left += 1;
-        }
-        if left > 0 {
-            self.shared().dropped.fetch_add(left, Ordering::Relaxed);
-            log::warn!("redis relay stopped: dropped {left} queued publishes");
-        }
-        self.shared().publisher_up.store(false, Ordering::Release);
-    }
-
-    /// Whether the connection still answers a PING (if not, it is dropped).
-    fn check(&mut self) -> bool {
-        let Some(conn) = self.conn.as_mut() else {
-            return false;
-        };
-        match redis::cmd("PING").query::<String>(conn) {
-            Ok(_) => {
-                self.last_answer = Instant::now();
-                true
-            }
-            Err(e) => {
-                self.lost(&describe(&e));
-                false
-            }
-        }
-    }
-
-    /// Sends the batch in hand and reads Redis' answers.
-    fn send_batch(&mut self) {
-        // A connection that Redis closed while quiet would take the batch and lose it.
-        if self.last_answer.elapsed() >= QUIET && !self.check() {
-            return;
-        }
-        let Some(conn) = self.conn.as_mut() else {
-            return;
-        };
-        let count = std::mem::take(&mut self.count);
-        let result = conn.req_packed_commands(&self.batch, 0, count);
-        self.batch.clear();
-        let shared = &*self.life.shared;
-        match result {
-            Ok(replies) => {
-                self.last_answer = Instant::now();
-                let mut refused = 0u64;
-                let mut first_error = None;
-                for reply in &replies {
-                    if let redis::Value::ServerError(e) = reply {
-                        refused += 1;
-                        first_error.get_or_insert_with(|| e.to_string());
-                    }
-                }
-                shared
-                    .published
-                    .fetch_add(count as u64 - refused, Ordering::Relaxed);
-                if let Some(error) = first_error {
-                    shared.dropped.fetch_add(refused, Ordering::Relaxed);
-                    if self.error_warned.due() {
-                        log::warn!(
-                            "redis at {} refused {refused} publishes (dropped): {error}",
-                            shared.addr
-                        );
-                    }
-                }
-            }
-            Err(e) => {
-                shared.dropped.fetch_add(count as u64, Ordering::Relaxed);
-                log::warn!(
-                    "redis at {}: {count} publishes not confirmed, dropped",
-                    shared.addr
-                );
-                self.lost(&describe(&e));
-                if let Some(outage) = &mut self.outage {
-                    outage.dropped += count as u64;
-                }
-            }
-        }
-    }
-
-    /// The connection broke: drop it and start an outage.
-    fn lost(&mut self, e: &str) {
-        self.conn = None;
-        self.shared().publisher_up.store(false, Ordering::Release);
-        if self.outage.is_none() {
-            log::warn!(
-                "lost the publishing connection to redis at {}: {e}; reconnecting (publishes \
-                 are dropped until it is back)",
-                self.shared().addr
-            );
-            self.outage = Some(Outage::new());
-        }
-    }
-
-    /// One reconnection attempt, then (if it failed) a backoff during which what comes is
-    /// dropped. False if the queue's senders are all gone.
-    fn reconnect(&mut self, rx: &Receiver<Outgoing>) -> bool {
-        let outage = self.outage.get_or_insert_with(Outage::new);
-        let shared = &*self.life.shared;
-        let addr = &shared.addr;
-        match open(shared, &self.options) {
-            Ok(conn) => {
-                self.conn = Some(conn);
-                self.last_answer = Instant::now();
-                shared.publisher_up.store(true, Ordering::Release);
-                self.backoff.reset();
-                let dropped = outage.dropped;
-                let down = outage.since.elapsed();
-                if dropped > 0 {
-                    log::warn!(
-                        "reconnected to redis at {addr} for publishing after {down:.1?}; \
-                         {dropped} publishes were dropped while it was down"
-                    );
-                } else {
-                    log::info!("reconnected to redis at {addr} for publishing after {down:.1?}");
-                }
-                self.outage = None;
-                true
-            }
-            Err(e) => {
-                let e = describe(&e);
-                outage.attempts += 1;
-                // A batch taken before the loss cannot wait for the connection.
-                let in_hand = std::mem::take(&mut self.count) as u64;
-                self.batch.clear();
-                outage.dropped += in_hand;
-                shared.dropped.fetch_add(in_hand, Ordering::Relaxed);
-                let delay = self.backoff.next();
-                log::debug!(
-                    "redis at {addr}: attempt {} failed: {e}; next in {delay:?}",
-                    outage.attempts
-                );
-                let deadline = Instant::now() + delay;
-                loop {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() || shared.stop.load(Ordering::Acquire) {
-                        break;
-                    }
-                    match rx.recv_timeout(left.min(TICK)) {
-                        Ok(_) => {
-                            outage.dropped += 1;
-                            shared.dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => return false,
-                    }
-                }
-                if outage.dropped > outage.reported && outage.warned.due() {
-                    log::warn!(
-                        "redis at {addr} unreachable for {:.1?} ({e}): dropped {} publishes \
-                         so far",
-                        outage.since.elapsed(),
-                        outage.dropped
-                    );
-                    outage.reported = outage.dropped;
-                }
-                true
-            }
-        }
-    }
-
-    /// Logs the publishes refused by a full queue since the last report.
-    fn report_full(&mut self) {
-        let shared = &*self.life.shared;
-        if shared.full_unreported.load(Ordering::Relaxed) == 0 || !self.full_warned.due() {
-            return;
-        }
-        let n = shared.full_unreported.swap(0, Ordering::Relaxed);
-        log::warn!(
-            "redis relay: dropped {n} publishes, its queue of {} was full (Redis too slow or \
-             down; see RedisOptions::queue)",
-            shared.queue
-        );
-    }
-}
-
-/// The thread that receives other processes' messages and delivers them. It holds one
-/// subscribed connection at a time (the `redis` crate's [`redis::PubSub`], which borrows it)
-/// and opens the next after a backoff when it breaks.
-struct Subscriber {
-    life: Life,
-    options: RedisOptions,
-    backoff: Backoff,
-    outage: Option<Outage>,
-    full_warned: Every,
-    full_unreported: u64,
-}
-
-impl Subscriber {
-    fn new(shared: Arc<Shared>, handles: Vec<Handle>, options: RedisOptions) -> Subscriber {
-        Subscriber {
-            backoff: Backoff::new(&options),
-            life: Life {
-                shared,
-                handles,
-                since: None,
-            },
-            options,
-            outage: None,
-            full_warned: Every::default(),
-            full_unreported: 0,
-        }
-    }
-
-    /// Subscribes, tells `ready` how the first subscription went (ending at once if it
-    /// failed), then delivers, resubscribing after each loss, until the relay's life is over.
-    fn run(mut self, ready: mpsc::Sender<Result<(), RedisError>>) {
-        let mut ready = Some(ready);
-        while !self.life.over() {
-            let shared = self.life.shared.clone();
-            let mut conn = match subscribe(&shared, &self.options) {
-                Ok(conn) => conn,
-                Err(e) if ready.is_some() => {
-                    report(ready, Err(e));
-                    break;
-                }
-                Err(e) => {
-                    self.failed(&describe(&e));
-                    continue;
-                }
-            };
-            report(ready.take(), Ok(()));
-            self.subscribed();
-            let mut pubsub = conn.as_pubsub();
-            if let Err(e) = self.listen(&mut pubsub) {
-                self.lost(&e);
-            }
-        }
-        let shared = &*self.life.shared;
-        shared.subscriber_up.store(false, Ordering::Release);
-        // The callbacks may hold clones of the relay: let them go.
-        shared.intercepting.store(false, Ordering::Release);
-        (shared.intercepts.lock())
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-    }
-
-    /// Delivers what comes until the relay's life is over (`Ok`) or the connection breaks.
-    fn listen(&mut self, pubsub: &mut redis::PubSub<'_>) -> Result<(), String> {
-        let mut last_heard = Instant::now();
-        while !self.life.over() {
-            if self.full_unreported > 0 && self.full_warned.due() {
-                log::warn!(
-                    "redis relay: dropped {} messages from redis, a reactor's command queue was \
-                     full (see Config::handle_queue)",
-                    std::mem::take(&mut self.full_unreported)
-                );
-            }
-            match pubsub.get_message() {
-                Ok(msg) => {
-                    last_heard = Instant::now();
-                    let channel = msg.get_channel_name().as_bytes();
-                    let payload = msg.get_payload_bytes();
-                    let delivery = deliver(&self.life, channel, payload, &mut self.full_unreported);
-                    if delivery == Delivery::Stopped {
-                        log::debug!("redis relay: every server has stopped");
-                        break;
-                    }
-                }
-                Err(e) if e.is_timeout() => {
-                    if last_heard.elapsed() >= self.options.keepalive {
-                        keepalive(pubsub, &self.options)?;
-                        last_heard = Instant::now();
-                    }
-                }
-                Err(e) => return Err(describe(&e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// A subscription is in place (again).
-    fn subscribed(&mut self) {
-        let shared = &*self.life.shared;
-        if let Some(outage) = self.outage.take() {
-            log::info!(
-                "resubscribed to {}* on redis at {} after {:.1?}",
-                String::from_utf8_lossy(&shared.prefix),
-                shared.addr,
-                outage.since.elapsed()
-            );
-        }
-        self.backoff.reset();
-        shared.subscriber_up.store(true, Ordering::Release);
-    }
-
-    fn lost(&mut self, e: &str) {
-        self.life
-            .shared
-            .subscriber_up
-            .store(false, Ordering::Release);
-        if self.outage.is_none() {
-            log::warn!(
-                "lost the subscription to redis at {}: {e}; reconnecting (messages from other \
-                 processes are missed until it is back)",
-                self.life.shared.addr
-            );
-            self.outage = Some(Outage::new());
-        }
-    }
-
-    /// A resubscription attempt failed: wait for the backoff (or the relay's end).
-    fn failed(&mut self, e: &str) {
-        let outage = self.outage.get_or_insert_with(Outage::new);
-        let shared = &*self.life.shared;
-        outage.attempts += 1;
-        let delay = self.backoff.next();
-        log::debug!(
-            "redis at {}: resubscribe attempt {} failed: {e}; next in {delay:?}",
-            shared.addr,
-            outage.attempts
-        );
-        let deadline = Instant::now() + delay;
-        while !shared.stop.load(Ordering::Acquire) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            thread::sleep(left.min(TICK));
-        }
-    }
-}
-
-/// Tells `connect` how the first subscription went.
-fn report(ready: Option<mpsc::Sender<Result<(), RedisError>>>, result: Result<(), RedisError>) {
-    if let Some(ready) = ready {
-        let _ = ready.send(result);
-    }
-}
-
-/// Pings a silent subscribed connection, waiting up to `keepalive` for the answer (messages
-/// that come first are kept, in order, for the next reads).
-fn keepalive(pubsub: &mut redis::PubSub<'_>, options: &RedisOptions) -> Result<(), String> {
-    let pinged = pubsub
-        .set_read_timeout(Some(options.keepalive))
-        .and_then(|()| pubsub.ping::<redis::Value>())
-        .and_then(|_| pubsub.set_read_timeout(Some(TICK)));
-    pinged.map_err(|e| format!("no answer to PING: {}", describe(&e)))
-}
-
-/// What became of one message from Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Delivery {
-    /// Delivered, skipped (our own, or not ours to read), or partly refused (counted).
-    Done,
-    /// Every server is gone.
-    Stopped,
-}
-
-/// Delivers one message from `channel` to every reactor, unless this relay published it.
-fn deliver(life: &Life, channel: &[u8], payload: &[u8], full: &mut u64) -> Delivery {
-    let shared = &*life.shared;
+/// A message on one of the relay's channels in wsloop's payload format: its topic, its origin
+/// id and the message. `None` for a probe, or a message in another format (logged at debug).
+fn decode<'a>(
+    shared: &Shared,
+    channel: &'a [u8],
+    payload: &'a [u8],
+) -> Option<(&'a str, &'a [u8], Message<'a>)> {
     let Some(topic) = channel
         .strip_prefix(&*shared.prefix)
         .and_then(|t| std::str::from_utf8(t).ok())
     else {
         log::debug!("redis relay: ignored a message on {channel:?}");
-        return Delivery::Done;
+        return None;
     };
+    if topic.is_empty() && payload.is_empty() {
+        return None; // a probe
+    }
     let Some((header, body)) = payload.split_at_checked(HEADER_LEN) else {
         log::debug!("redis relay: ignored a message on {topic:?} that is not wsloop's");
-        return Delivery::Done;
+        return None;
     };
-    if header[1..] == shared.origin {
-        return Delivery::Done;
-    }
     let msg = match (header[0], std::str::from_utf8(body)) {
         (b'T', Ok(text)) => Message::Text(text),
         (b'B', _) => Message::Binary(body),
         _ => {
             log::debug!("redis relay: ignored a message on {topic:?} that is not wsloop's");
-            return Delivery::Done;
+            return None;
         }
     };
-    shared.received.fetch_add(1, Ordering::Relaxed);
-    if shared.intercepting.load(Ordering::Acquire) {
-        let mut intercepts = (shared.intercepts.lock()).unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, f)) = intercepts.iter_mut().find(|(t, _)| **t == *topic) {
-            f(msg);
-            return Delivery::Done;
-        }
-    }
-    let mut stopped = 0;
-    for handle in &life.handles {
-        match handle.publish_local(topic, msg) {
-            Ok(()) => {}
-            Err(HandleError::Full) => {
-                *full += 1;
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(HandleError::Stopped | HandleError::TimedOut) => stopped += 1,
-        }
-    }
-    if stopped == life.handles.len() {
-        Delivery::Stopped
-    } else {
-        Delivery::Done
-    }
+    Some((topic, &header[1..], msg))
 }
 
 #[cfg(test)]
@@ -1186,6 +802,7 @@ mod tests {
             RedisOptions::default().io_timeout(Duration::ZERO),
             RedisOptions::default().keepalive(Duration::ZERO),
             RedisOptions::default().connect_timeout(Duration::ZERO),
+            RedisOptions::default().outbox_time(Duration::ZERO),
         ];
         for options in bad {
             assert!(options.validate().is_err(), "{options:?}");

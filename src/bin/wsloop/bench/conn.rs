@@ -118,6 +118,11 @@ impl Sender<'_> {
             .send(self.ep, msg)
             .map_err(|e| format!("send: {e}"))
     }
+
+    /// Queues a close frame (1000); the connection is then closing.
+    pub fn close(&mut self) {
+        let _ = self.conn.close(self.ep, CloseCode::NORMAL, "");
+    }
 }
 
 /// One client connection.
@@ -180,7 +185,7 @@ impl Conn {
 
     /// Queues a close frame (1000); the connection is then closing.
     pub fn close(&mut self, codec: &mut Codec) {
-        let _ = self.conn.close(&mut codec.ep, CloseCode::NORMAL, "");
+        self.sender(codec).close();
     }
 
     /// Bytes waiting to be written.

@@ -9,6 +9,11 @@
 //! - `connect`: opens `--conns` connections as fast as `--connect-concurrency` allows or at
 //!   `--connect-rate` per second, reports handshakes/s and handshake latency, holds them idle
 //!   for `--hold` seconds and closes them.
+//! - `churn`: for `--seconds`, keeps up to `--conns` connections cycling, each opened (as fast
+//!   as they finish, or `--rate` per second in all), upgraded, sent one message and closed once
+//!   its echo came back; reports connections/s, handshake latency and failures by cause. On
+//!   IPv4 loopback the connections come from 32 source addresses (127.0.0.2 to 127.0.0.33;
+//!   `--source` chooses others), so that one address's ephemeral ports do not run out.
 //! - `fanout`: for a server that relays every message to every other client (`wsloop echo
 //!   --broadcast`): the first `--publishers` connections publish at `--rate` messages/s in all,
 //!   the others subscribe; every delivery is verified and timed from its intended send time, and
@@ -26,7 +31,7 @@ mod stats;
 pub mod transport;
 mod worker;
 
-use std::net::ToSocketAddrs;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
@@ -49,6 +54,8 @@ pub enum Mode {
     Connect,
     /// Fan-out delivery latency and loss (publishers and subscribers).
     Fanout,
+    /// Connections opened, upgraded, used once and closed, continuously.
+    Churn,
 }
 
 /// Options of `wsloop bench`.
@@ -59,13 +66,15 @@ pub struct BenchArgs {
     /// What to measure.
     #[arg(long, value_enum, default_value = "echo")]
     mode: Mode,
-    /// Connections (in fan-out: publishers and subscribers together).
+    /// Connections (in fan-out: publishers and subscribers together; in churn: at most this
+    /// many at once).
     #[arg(long, value_name = "N", value_parser = units::count, default_value = "100")]
     conns: usize,
     /// Closed loop: messages in flight on each connection.
     #[arg(long, value_name = "K", value_parser = units::count, default_value = "1")]
     inflight: usize,
-    /// Open loop: messages per second in all (fan-out: published; default 1000 there).
+    /// Open loop: messages per second in all (fan-out: published; default 1000 there; churn:
+    /// connections opened).
     #[arg(long, value_name = "N", value_parser = units::count)]
     rate: Option<usize>,
     /// Message size (fan-out: at least 32 B, for the stamp and the send time).
@@ -99,6 +108,10 @@ pub struct BenchArgs {
     /// Give up on connections not open after this long.
     #[arg(long, value_name = "S", value_parser = units::seconds, default_value = "60")]
     connect_timeout: Duration,
+    /// Local addresses to connect from, in turn (comma-separated; default: one the kernel picks,
+    /// and in churn on IPv4 loopback 127.0.0.2 to 127.0.0.33).
+    #[arg(long, value_name = "IP,...", value_delimiter = ',')]
+    source: Vec<IpAddr>,
     /// wss: accept any certificate (for self-signed test servers).
     #[arg(long)]
     insecure: bool,
@@ -119,7 +132,7 @@ pub struct BenchArgs {
 /// Everything the threads share, read-only.
 pub struct Plan {
     mode: Mode,
-    addr: std::net::SocketAddr,
+    addr: SocketAddr,
     tls: Option<Tls>,
     opts: conn::Options,
     messages: Messages,
@@ -136,6 +149,8 @@ pub struct Plan {
     connect_concurrency: usize,
     connect_timeout: Duration,
     server_pid: Option<u32>,
+    /// Local addresses to connect from, in turn (none: the kernel picks).
+    sources: Vec<IpAddr>,
     /// Fan-out send times are offsets from this.
     base: Instant,
 }
@@ -170,6 +185,27 @@ impl BenchArgs {
             }
         }
         Ok(())
+    }
+
+    /// `--source`, or by default in churn on IPv4 loopback 32 addresses of 127/8.
+    fn sources(&self, target: SocketAddr) -> Result<Vec<IpAddr>, String> {
+        if let Some(ip) = self
+            .source
+            .iter()
+            .find(|ip| ip.is_ipv4() != target.is_ipv4())
+        {
+            return Err(format!("--source {ip}: not of the target's address family"));
+        }
+        Ok(match target.ip() {
+            IpAddr::V4(ip)
+                if self.source.is_empty() && self.mode == Mode::Churn && ip.is_loopback() =>
+            {
+                (2..34)
+                    .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+                    .collect()
+            }
+            _ => self.source.clone(),
+        })
     }
 
     fn plan(&self) -> Result<Plan, String> {
@@ -216,6 +252,7 @@ impl BenchArgs {
             connect_concurrency: self.connect_concurrency,
             connect_timeout: self.connect_timeout,
             server_pid: self.server_pid,
+            sources: self.sources(addr)?,
             base: Instant::now(),
         })
     }
@@ -329,7 +366,8 @@ impl<'a> Progress<'a> {
             args,
             began,
             last: (began, 0),
-            connected_at: None,
+            // Churn connects all along: its window starts at once.
+            connected_at: (args.mode == Mode::Churn).then_some(began),
         }
     }
 
@@ -373,7 +411,15 @@ impl<'a> Progress<'a> {
             }
             Err(_) => (0, 0),
         };
-        if args.mode != Mode::Connect {
+        if args.mode == Mode::Churn {
+            eprintln!(
+                "[{:5.1}s] {rate:.0} connections/s (echoed once), echo p50 {:.1} us, p99 {:.1} us, \
+                 {open} opened, {failed} failed, {errors} errors",
+                (now - t0).as_secs_f64(),
+                p50 as f64 / 1e3,
+                p99 as f64 / 1e3,
+            );
+        } else if args.mode != Mode::Connect {
             let what = if args.mode == Mode::Fanout {
                 "deliveries"
             } else {

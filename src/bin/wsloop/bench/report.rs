@@ -1,9 +1,11 @@
 //! The summary of a run: a human table ending with one `key=value` line, or JSON.
 
+use std::collections::BTreeMap;
+
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::stats::{new_histogram, CpuUse, Outcome};
+use super::stats::{new_histogram, Cause, CpuUse, Outcome};
 use super::{BenchArgs, Mode, Plan};
 
 /// Latency percentiles, in microseconds.
@@ -42,12 +44,15 @@ impl Percentiles {
     }
 }
 
-/// CPU use over the window, in percent of one core.
+/// CPU use over the window (in connect mode: while connecting), in percent of one core.
 #[derive(Debug, Serialize)]
 pub struct Cpu {
     client_pct: f64,
     server_pct: Option<f64>,
     server_us_per_msg: Option<f64>,
+    /// Connect and churn modes: per connection opened (churn: closed within the window).
+    client_us_per_conn: Option<f64>,
+    server_us_per_conn: Option<f64>,
     /// What neither process was charged with: other processes and hypervisor steal.
     other_pct: Option<f64>,
 }
@@ -71,6 +76,13 @@ pub struct Summary {
     failed: usize,
     connect_seconds: f64,
     handshakes_per_s: f64,
+    /// Churn: connections opened, upgraded, used and closed within the window, and per second.
+    cycles: u64,
+    conns_per_s: f64,
+    /// Local addresses connected from (0: the kernel's choice).
+    sources: usize,
+    /// Failed connections by cause.
+    failures: BTreeMap<&'static str, u64>,
     handshake_us: Percentiles,
     window_seconds: f64,
     /// Messages sent (in fan-out: published).
@@ -105,12 +117,21 @@ impl Summary {
         let messages = sum(|o| o.counted);
         let window = max(|o| o.window_secs);
         let connect = max(|o| o.connect_secs);
-        let rate = if window > 0.0 {
-            messages as f64 / window
-        } else {
-            0.0
-        };
+        let rate = per_second(messages, window);
         let closed_loop = plan.mode == Mode::Echo && plan.rate.is_none();
+        let churn = plan.mode == Mode::Churn;
+        let cycles = sum(|o| o.cycles);
+        let mut failures = BTreeMap::new();
+        for (cause, n) in outcomes.iter().flat_map(|o| &o.failures) {
+            *failures.entry(cause.name()).or_default() += n;
+        }
+        // Connect mode measures CPU while connecting; the others over the window.
+        let (cpu_secs, per_conn) = match plan.mode {
+            Mode::Connect => (connect, established as u64),
+            Mode::Churn => (window, cycles),
+            Mode::Echo | Mode::Fanout => (window, 0),
+        };
+        let per = |secs: f64, n: u64| (n > 0).then(|| secs * 1e6 / n as f64);
         let cpu = outcomes.first().map_or(
             CpuUse {
                 client: 0.0,
@@ -120,8 +141,8 @@ impl Summary {
             |o| o.cpu,
         );
         let pct = |secs: f64| {
-            if window > 0.0 {
-                secs / window * 100.0
+            if cpu_secs > 0.0 {
+                secs / cpu_secs * 100.0
             } else {
                 0.0
             }
@@ -131,6 +152,7 @@ impl Summary {
                 Mode::Echo => "echo",
                 Mode::Connect => "connect",
                 Mode::Fanout => "fanout",
+                Mode::Churn => "churn",
             },
             url: args.url.clone(),
             conns: args.conns,
@@ -144,11 +166,11 @@ impl Summary {
             established,
             failed: sum(|o| o.failed as u64) as usize,
             connect_seconds: connect,
-            handshakes_per_s: if connect > 0.0 {
-                established as f64 / connect
-            } else {
-                0.0
-            },
+            handshakes_per_s: per_second(established as u64, if churn { window } else { connect }),
+            cycles,
+            conns_per_s: per_second(cycles, window),
+            sources: plan.sources.len(),
+            failures,
             handshake_us: Percentiles::of(&handshakes),
             window_seconds: window,
             sent: sum(|o| o.sent),
@@ -164,6 +186,8 @@ impl Summary {
                     .server
                     .filter(|_| messages > 0)
                     .map(|s| s * 1e6 / messages as f64),
+                client_us_per_conn: per(cpu.client, per_conn),
+                server_us_per_conn: cpu.server.and_then(|s| per(s, per_conn)),
                 other_pct: cpu
                     .machine
                     .map(|m| pct(m - cpu.client - cpu.server.unwrap_or(0.0))),
@@ -182,6 +206,15 @@ impl Summary {
     pub fn print(&self) {
         let how = match (self.inflight, self.rate) {
             (Some(k), _) => format!("closed loop, {k} in flight per connection"),
+            _ if self.mode == "churn" => {
+                let rate = self
+                    .rate
+                    .map_or("as fast as they close".into(), |r| format!("{r}/s"));
+                format!(
+                    "one message each, opened {rate} from {} source addresses",
+                    self.sources
+                )
+            }
             (None, Some(r)) => format!("open loop, {r} msg/s"),
             (None, None) => "idle".into(),
         };
@@ -204,10 +237,38 @@ impl Summary {
         println!(
             "  handshakes:  {:.0}/s over {:.2} s; latency us: {}",
             self.handshakes_per_s,
-            self.connect_seconds,
+            if self.mode == "churn" {
+                self.window_seconds
+            } else {
+                self.connect_seconds
+            },
             self.handshake_us.line()
         );
-        if self.mode != "connect" {
+        if self.mode == "churn" {
+            println!(
+                "  connections: {} opened, used and closed in {:.2} s: {:.0}/s",
+                self.cycles, self.window_seconds, self.conns_per_s
+            );
+        }
+        if !self.failures.is_empty() {
+            let causes: Vec<String> = (self.failures.iter())
+                .map(|(cause, n)| format!("{n} {cause}"))
+                .collect();
+            println!("  failed connections by cause: {}", causes.join(", "));
+        }
+        if self.failures.contains_key(Cause::NoPort.name()) {
+            println!(
+                "  local ports ran out (EADDRNOTAVAIL): connect from more addresses (--source)"
+            );
+        }
+        if self.mode == "churn" {
+            println!(
+                "  echoes:  {} verified in {:.2} s; latency us: {}",
+                self.messages,
+                self.window_seconds,
+                self.latency_us.line()
+            );
+        } else if self.mode != "connect" {
             let what = if self.mode == "fanout" {
                 "deliveries"
             } else {
@@ -226,13 +287,15 @@ impl Summary {
             println!("  latency us:  {}", self.latency_us.line());
         }
         let opt = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.1}"));
+        let (per, unit) = match self.mode {
+            "connect" | "churn" => (self.cpu.server_us_per_conn, "connection"),
+            _ => (self.cpu.server_us_per_msg, "message"),
+        };
         println!(
-            "  CPU % of a core: client {:.0}, server {} ({} us per message), everything else {}",
+            "  CPU % of a core: client {:.0}, server {} ({} us per {unit}), everything else {}",
             self.cpu.client_pct,
             opt(self.cpu.server_pct),
-            self.cpu
-                .server_us_per_msg
-                .map_or("n/a".into(), |v| format!("{v:.3}")),
+            per.map_or("n/a".into(), |v| format!("{v:.3}")),
             opt(self.cpu.other_pct),
         );
         println!("  errors: {}", self.errors);
@@ -244,7 +307,8 @@ impl Summary {
             "bench={} conns={} established={} size={} inflight={} seconds={:.2} msgs_per_s={:.0} \
              mbytes_per_s={:.2} p50_us={:.1} p99_us={:.1} p999_us={:.1} handshakes_per_s={:.0} \
              handshake_p99_us={:.1} lost={} errors={} server_cpu_us_per_msg={:.3} server_cpu_pct={:.1} \
-             client_cpu_pct={:.1} other_cpu_pct={:.1}",
+             client_cpu_pct={:.1} other_cpu_pct={:.1} failed={} conns_per_s={:.0} \
+             handshake_p50_us={:.1} server_cpu_us_per_conn={:.2} client_cpu_us_per_conn={:.2}",
             self.mode,
             self.conns,
             self.established,
@@ -264,6 +328,20 @@ impl Summary {
             nan(self.cpu.server_pct),
             self.cpu.client_pct,
             nan(self.cpu.other_pct),
+            self.failed,
+            self.conns_per_s,
+            self.handshake_us.p50,
+            nan(self.cpu.server_us_per_conn),
+            nan(self.cpu.client_us_per_conn),
         );
+    }
+}
+
+/// `n` per second over `secs` (0 over no time).
+fn per_second(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
     }
 }

@@ -1,5 +1,7 @@
 //! Counters: what the threads share while they run, and what each hands back at the end.
 
+use std::collections::BTreeMap;
+use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Mutex;
 
@@ -52,13 +54,17 @@ pub struct Outcome {
     pub failed: usize,
     pub errors: u64,
     pub first_errors: Vec<String>,
+    /// Failed connections by cause.
+    pub failures: BTreeMap<Cause, u64>,
+    /// Churn: connections that went through their whole life within the window.
+    pub cycles: u64,
     /// Echoes or deliveries that never came (also counted in `errors`).
     pub lost: u64,
     /// How long connecting took, and the window.
     pub connect_secs: f64,
     pub window_secs: f64,
-    /// CPU seconds used over this thread's window (by the whole process, the server and the
-    /// machine).
+    /// CPU seconds used over this thread's window, or in connect mode while connecting (by
+    /// the whole process, the server and the machine).
     pub cpu: CpuUse,
 }
 
@@ -89,5 +95,101 @@ impl CpuUse {
             server: diff(self.server, earlier.server),
             machine: diff(self.machine, earlier.machine),
         }
+    }
+}
+
+/// Why a connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Cause {
+    /// No local port was free (EADDRNOTAVAIL, or EADDRINUSE when binding a source address).
+    NoPort,
+    /// Out of file descriptors (EMFILE, ENFILE).
+    NoFile,
+    /// Connection refused.
+    Refused,
+    /// Reset by the server.
+    Reset,
+    /// Timed out, or not finished by the end of the run.
+    Timeout,
+    /// The server refused the upgrade.
+    Upgrade,
+    /// The server closed the connection before its time.
+    Closed,
+    /// A protocol error, or a wrong or missing echo.
+    Protocol,
+    /// Any other socket error.
+    Other,
+}
+
+impl Cause {
+    /// The cause of a socket error.
+    pub fn of(e: &io::Error) -> Cause {
+        match e.kind() {
+            io::ErrorKind::AddrNotAvailable | io::ErrorKind::AddrInUse => Cause::NoPort,
+            io::ErrorKind::ConnectionRefused => Cause::Refused,
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => Cause::Reset,
+            io::ErrorKind::TimedOut => Cause::Timeout,
+            _ if matches!(e.raw_os_error(), Some(23 | 24)) => Cause::NoFile,
+            _ => Cause::Other,
+        }
+    }
+
+    /// Its name in the summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::NoPort => "no_free_port",
+            Cause::NoFile => "no_free_fd",
+            Cause::Refused => "refused",
+            Cause::Reset => "reset",
+            Cause::Timeout => "timeout",
+            Cause::Upgrade => "upgrade_refused",
+            Cause::Closed => "closed_early",
+            Cause::Protocol => "protocol",
+            Cause::Other => "other",
+        }
+    }
+}
+
+/// A connection's failure: its cause and what happened.
+#[derive(Debug)]
+pub struct Failure {
+    pub cause: Cause,
+    pub what: String,
+}
+
+impl Failure {
+    /// A socket error while doing `doing`.
+    pub fn io(doing: &str, e: &io::Error) -> Failure {
+        Failure {
+            cause: Cause::of(e),
+            what: format!("{doing}: {e}"),
+        }
+    }
+}
+
+impl From<String> for Failure {
+    /// A protocol error (or a wrong echo).
+    fn from(what: String) -> Failure {
+        Failure {
+            cause: Cause::Protocol,
+            what,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_errors_by_cause() {
+        let cause = |kind: io::ErrorKind| Cause::of(&io::Error::from(kind));
+        assert_eq!(cause(io::ErrorKind::AddrNotAvailable), Cause::NoPort);
+        assert_eq!(cause(io::ErrorKind::AddrInUse), Cause::NoPort);
+        assert_eq!(cause(io::ErrorKind::ConnectionRefused), Cause::Refused);
+        assert_eq!(cause(io::ErrorKind::ConnectionReset), Cause::Reset);
+        assert_eq!(Cause::of(&io::Error::from_raw_os_error(24)), Cause::NoFile);
+        assert_eq!(Cause::of(&io::Error::from_raw_os_error(99)), Cause::NoPort);
+        assert_eq!(Failure::from("bad echo".to_string()).cause, Cause::Protocol);
     }
 }

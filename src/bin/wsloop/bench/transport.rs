@@ -1,11 +1,13 @@
 //! A client socket under mio: plain TCP, or TLS (rustls) over it, behind one small interface.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mio::net::TcpStream;
+use nix::errno::Errno;
+use socket2::{Domain, Protocol, Socket, Type};
 use wsloop::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
@@ -36,9 +38,17 @@ pub struct Tls {
 }
 
 impl Transport {
-    /// Starts connecting to `addr` (completion shows as writability).
-    pub fn connect(addr: SocketAddr, tls: Option<&Tls>) -> io::Result<Transport> {
-        let sock = TcpStream::connect(addr)?;
+    /// Starts connecting to `addr`, from `source` if given (completion shows as
+    /// writability).
+    pub fn connect(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        tls: Option<&Tls>,
+    ) -> io::Result<Transport> {
+        let sock = match source {
+            None => TcpStream::connect(addr)?,
+            Some(ip) => connect_from(ip, addr)?,
+        };
         Ok(match tls {
             None => Transport::Plain(sock),
             Some(t) => {
@@ -134,6 +144,20 @@ impl Transport {
         }
         Ok(())
     }
+}
+
+/// Starts connecting to `addr` from address `ip` (the kernel picks the port: binding fails
+/// with `AddrInUse` when the address has none left).
+fn connect_from(ip: IpAddr, addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::new(ip, 0).into())?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(Errno::EINPROGRESS as i32) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
 }
 
 /// Writes TLS records until none are left (`Ok(true)`) or the socket is full (`Ok(false)`).

@@ -1,7 +1,7 @@
 //! One load-generating thread: its own `mio::Poll` and its share of the connections, through
 //! the phases of a run (connect, measure, drain, close).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::conn::{Codec, Conn, Event, Phase, Sender};
 use super::message::since;
-use super::stats::{new_histogram, CpuUse, Live, Outcome};
+use super::stats::{new_histogram, Cause, CpuUse, Failure, Live, Outcome};
 use super::transport::Transport;
 use super::{Mode, Plan};
 
@@ -43,6 +43,8 @@ enum Role {
     Subscriber,
     /// Connects and stays idle.
     Idle,
+    /// Churn: sends one message, and closes once it is echoed.
+    Once,
 }
 
 /// A connection's bookkeeping, apart from its protocol state.
@@ -90,6 +92,9 @@ struct Stats {
     failed: usize,
     errors: u64,
     first_errors: Vec<String>,
+    failures: BTreeMap<Cause, u64>,
+    /// Churn: connections closed cleanly within the window.
+    cycles: u64,
     /// Echoes or deliveries that never came.
     lost: u64,
     /// What was last added to the live counters.
@@ -98,6 +103,12 @@ struct Stats {
 }
 
 impl Stats {
+    /// Counts a failed connection (the caller counts it in `failed` if it never opened).
+    fn fail(&mut self, failure: Failure) {
+        *self.failures.entry(failure.cause).or_default() += 1;
+        self.error(failure.what);
+    }
+
     fn error(&mut self, what: String) {
         self.errors += 1;
         if self.first_errors.len() < 5 {
@@ -146,6 +157,8 @@ pub struct Worker<'a> {
     /// Open loop: when the next message is meant to go, and to which connection.
     next_send: Instant,
     cursor: usize,
+    /// The next of `plan.sources` to connect from.
+    next_source: usize,
 }
 
 impl<'a> Worker<'a> {
@@ -171,6 +184,8 @@ impl<'a> Worker<'a> {
                 failed: 0,
                 errors: 0,
                 first_errors: Vec::new(),
+                failures: BTreeMap::new(),
+                cycles: 0,
                 lost: 0,
                 shown: (0, 0, 0, 0),
                 last_publish: now,
@@ -179,6 +194,7 @@ impl<'a> Worker<'a> {
             end: now,
             next_send: now,
             cursor: 0,
+            next_source: 0,
         })
     }
 
@@ -198,25 +214,33 @@ impl<'a> Worker<'a> {
 
     /// Runs every phase; `barrier` lines the threads up before and after the window.
     pub fn run(mut self, barrier: &std::sync::Barrier) -> Outcome {
+        let (mode, pid) = (self.plan.mode, self.plan.server_pid);
         let connect_began = Instant::now();
-        self.connect();
+        let cpu_began = CpuUse::now(pid);
+        if mode != Mode::Churn {
+            self.connect();
+        }
         let connect_secs = connect_began.elapsed();
+        let connect_cpu = CpuUse::now(pid).since(cpu_began);
         self.publish();
         barrier.wait();
         let start = Instant::now();
-        let window = match self.plan.mode {
+        let window = match mode {
             Mode::Connect => self.plan.hold,
             _ => self.plan.window,
         };
         self.end = start + window;
-        let cpu0 = CpuUse::now(self.plan.server_pid);
-        if self.plan.mode == Mode::Connect {
-            self.hold();
-        } else {
-            self.measure(start);
+        let cpu0 = CpuUse::now(pid);
+        match mode {
+            Mode::Connect => self.hold(),
+            Mode::Churn => self.churn(start),
+            Mode::Echo | Mode::Fanout => self.measure(start),
         }
         let elapsed = start.elapsed().min(window);
-        let cpu = CpuUse::now(self.plan.server_pid).since(cpu0);
+        let cpu = match mode {
+            Mode::Connect => connect_cpu,
+            _ => CpuUse::now(pid).since(cpu0),
+        };
         self.sending = false;
         if self.plan.mode == Mode::Fanout {
             let sent: u64 = self.sent(Role::Publisher);
@@ -232,6 +256,18 @@ impl<'a> Worker<'a> {
                 .map(|c| expected.saturating_sub(c.track.delivered))
                 .sum();
             self.lost(lost, "fan-out messages not delivered");
+        } else if mode == Mode::Churn {
+            // Connections still cycling finish (uncounted), or fail.
+            self.drain(|_| false);
+            for client in self.clients.iter_mut().filter_map(Option::take) {
+                self.stats.fail(Failure {
+                    cause: Cause::Timeout,
+                    what: format!(
+                        "conn {}: not closed {DRAIN:?} after the window",
+                        client.track.index
+                    ),
+                });
+            }
         } else {
             self.drain(|t| t.acked >= t.sent);
             let lost: u64 = self
@@ -254,6 +290,8 @@ impl<'a> Worker<'a> {
             failed: self.stats.failed,
             errors: self.stats.errors,
             first_errors: self.stats.first_errors,
+            failures: self.stats.failures,
+            cycles: self.stats.cycles,
             lost: self.stats.lost,
             connect_secs: connect_secs.as_secs_f64(),
             window_secs: elapsed.as_secs_f64(),
@@ -284,6 +322,7 @@ impl<'a> Worker<'a> {
             Mode::Connect => Role::Idle,
             Mode::Fanout if index < self.plan.publishers => Role::Publisher,
             Mode::Fanout => Role::Subscriber,
+            Mode::Churn => Role::Once,
         }
     }
 
@@ -313,7 +352,8 @@ impl<'a> Worker<'a> {
                     }
                     None => now,
                 };
-                self.open(intended);
+                let client = self.open(self.clients.len(), intended);
+                self.clients.push(client);
             }
             if now >= deadline {
                 let mut late = 0;
@@ -340,22 +380,27 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Starts connecting the next connection of the shard.
-    fn open(&mut self, began: Instant) {
-        let index = self.shard[self.clients.len()];
-        let token = Token(self.clients.len());
+    /// Starts connecting connection `slot` of the shard (meant to start at `began`); `None`
+    /// if that failed at once.
+    fn open(&mut self, slot: usize, began: Instant) -> Option<Client> {
+        let index = self.shard[slot];
+        let token = Token(slot);
         let role = self.role(index);
-        let opened =
-            Transport::connect(self.plan.addr, self.plan.tls.as_ref()).and_then(|mut io| {
+        let sources = &self.plan.sources;
+        let source = sources.get(self.next_source).copied();
+        self.next_source = (self.next_source + 1) % sources.len().max(1);
+        let opened = Transport::connect(self.plan.addr, source, self.plan.tls.as_ref()).and_then(
+            |mut io| {
                 self.poll.registry().register(
                     io.socket(),
                     token,
                     Interest::READABLE | Interest::WRITABLE,
                 )?;
                 Ok(io)
-            });
+            },
+        );
         match opened {
-            Ok(io) => self.clients.push(Some(Client {
+            Ok(io) => Some(Client {
                 io,
                 token,
                 writable: true,
@@ -376,17 +421,49 @@ impl<'a> Worker<'a> {
                     dirty: false,
                     opened: false,
                 },
-            })),
+            }),
             Err(e) => {
-                self.clients.push(None);
                 self.stats.failed += 1;
-                let hint = if e.raw_os_error() == Some(24) {
-                    " (too many open files: raise the limit with `ulimit -n`)"
-                } else {
-                    ""
+                let mut failure = Failure::io("connect", &e);
+                failure.what += match failure.cause {
+                    Cause::NoFile => " (too many open files: raise the limit with `ulimit -n`)",
+                    Cause::NoPort => " (no local port left: add source addresses with --source)",
+                    _ => "",
                 };
-                self.stats.error(format!("connect: {e}{hint}"));
+                self.stats.fail(failure);
+                None
             }
+        }
+    }
+
+    /// Churn: until `end`, opens a connection in every free slot of the shard (as soon as
+    /// it is free, or at the planned rate), each of which upgrades, has one message echoed
+    /// and closes.
+    fn churn(&mut self, start: Instant) {
+        self.sending = true;
+        let slots = self.shard.len();
+        self.clients.resize_with(slots, || None);
+        let mut opened = 0u32;
+        loop {
+            let now = Instant::now();
+            if now >= self.end {
+                break;
+            }
+            // When the next connection is meant to start.
+            let rate = self.plan.rate;
+            let next = |opened: u32| rate.map(|i| start + i * opened);
+            for slot in 0..slots {
+                if self.clients[slot].is_some() {
+                    continue;
+                }
+                let began = next(opened).unwrap_or(now);
+                if began > now {
+                    break;
+                }
+                self.clients[slot] = self.open(slot, began);
+                opened += 1;
+            }
+            self.turn_until(next(opened));
         }
     }
 
@@ -405,20 +482,25 @@ impl<'a> Worker<'a> {
             if now >= self.end {
                 break;
             }
-            let mut wait = TURN.min(self.end - now);
             if let Some(interval) = self.plan.rate {
                 self.send_due(now, interval);
-                wait = wait.min(self.next_send.saturating_duration_since(Instant::now()));
-                if wait < Duration::from_millis(1) {
-                    // epoll waits whole milliseconds: look for events without waiting, then
-                    // sleep the rest, so that sends are neither late nor spinning.
-                    self.turn(Duration::ZERO);
-                    let rest = self.next_send.saturating_duration_since(Instant::now());
-                    std::thread::sleep(rest.min(self.end.saturating_duration_since(now)));
-                    continue;
-                }
             }
-            self.turn(wait);
+            self.turn_until(self.plan.rate.map(|_| self.next_send));
+        }
+    }
+
+    /// Services events for up to `TURN`, not past `end`, nor past `at` (when the next send or
+    /// connect is due). epoll waits whole milliseconds: under one, it looks for events without
+    /// waiting and sleeps the rest, so that what is due is neither late nor spinning.
+    fn turn_until(&mut self, at: Option<Instant>) {
+        let now = Instant::now();
+        let end = self.end.saturating_duration_since(now);
+        let wait = at.map_or(end, |at| at.saturating_duration_since(now).min(end));
+        if wait < Duration::from_millis(1) {
+            self.turn(Duration::ZERO);
+            std::thread::sleep(wait.saturating_sub(now.elapsed()));
+        } else {
+            self.turn(wait.min(TURN));
         }
     }
 
@@ -564,13 +646,18 @@ impl<'a> Worker<'a> {
             };
             match client.service(&mut ctx, &mut self.codec, self.poll.registry(), readable) {
                 Ok(true) => {}
-                Ok(false) => *slot = None,
-                Err(e) => {
+                Ok(false) => {
+                    if self.sending && now < self.end {
+                        self.stats.cycles += 1;
+                    }
+                    *slot = None;
+                }
+                Err(mut e) => {
                     if !was_open && !client.is_open() {
                         self.stats.failed += 1;
                     }
-                    self.stats
-                        .error(format!("conn {}: {e}", client.track.index));
+                    e.what = format!("conn {}: {}", client.track.index, e.what);
+                    self.stats.fail(e);
                     *slot = None;
                 }
             }
@@ -593,12 +680,12 @@ impl Client {
         codec: &mut Codec,
         registry: &Registry,
         readable: bool,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, Failure> {
         if self.conn.is_none() {
             match self.io.connected() {
                 Ok(true) => {}
                 Ok(false) => return Ok(true),
-                Err(e) => return Err(format!("connect: {e}")),
+                Err(e) => return Err(Failure::io("connect", &e)),
             }
             let conn = Conn::new(&ctx.plan.opts, codec);
             let open = conn.phase() == Phase::Open;
@@ -616,13 +703,13 @@ impl Client {
             return Ok(false);
         }
         self.flush(codec, registry)
-            .map_err(|e| format!("write: {e}"))?;
+            .map_err(|e| Failure::io("write", &e))?;
         Ok(true)
     }
 
     /// Reads until the socket is drained and handles what came. `Ok(false)` once the server
     /// has closed after our close frame.
-    fn read(&mut self, ctx: &mut Ctx<'_>, codec: &mut Codec) -> Result<bool, String> {
+    fn read(&mut self, ctx: &mut Ctx<'_>, codec: &mut Codec) -> Result<bool, Failure> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(true);
         };
@@ -631,14 +718,29 @@ impl Client {
             let room = space.len();
             match self.io.read(space) {
                 Ok(0) if conn.phase() == Phase::Closing => return Ok(false),
-                Ok(0) => return Err("the server closed the connection".into()),
+                Ok(0) => {
+                    return Err(Failure {
+                        cause: Cause::Closed,
+                        what: "the server closed the connection".into(),
+                    })
+                }
                 Ok(n) => {
                     ctx.now = Instant::now();
                     let mut h = Handling {
                         ctx: &mut *ctx,
                         track: &mut self.track,
                     };
-                    let alive = conn.received(n, h.ctx.now, codec, |ev, s| h.event(ev, s))?;
+                    let upgrading = conn.phase() == Phase::Handshake;
+                    let alive = conn
+                        .received(n, h.ctx.now, codec, |ev, s| h.event(ev, s))
+                        .map_err(|what| Failure {
+                            cause: if upgrading {
+                                Cause::Upgrade
+                            } else {
+                                Cause::Protocol
+                            },
+                            what,
+                        })?;
                     if !alive {
                         return Ok(false);
                     }
@@ -649,7 +751,7 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) if conn.phase() == Phase::Closing => return Ok(false),
-                Err(e) => return Err(format!("read: {e}")),
+                Err(e) => return Err(Failure::io("read", &e)),
             }
         }
     }
@@ -757,14 +859,22 @@ impl Handling<'_, '_> {
                     .stats
                     .handshakes
                     .saturating_record(took.as_nanos() as u64);
-                if self.ctx.sending && self.ctx.plan.rate.is_none() && self.track.role == Role::Echo
-                {
-                    top_up(self.ctx.plan, self.track, sender, self.ctx.now)?;
+                match self.track.role {
+                    Role::Echo if self.ctx.sending && self.ctx.plan.rate.is_none() => {
+                        top_up(self.ctx.plan, self.track, sender, self.ctx.now)?;
+                    }
+                    Role::Once => send_one(self.ctx.plan, self.track, sender, self.ctx.now)?,
+                    _ => {}
                 }
                 Ok(())
             }
             Event::Message { binary, payload } => match self.track.role {
                 Role::Echo => self.echo(binary, payload, sender),
+                Role::Once => {
+                    self.echo(binary, payload, sender)?;
+                    sender.close();
+                    Ok(())
+                }
                 Role::Subscriber => self.delivery(binary, payload),
                 Role::Publisher | Role::Idle => Ok(()),
             },
@@ -799,7 +909,7 @@ impl Handling<'_, '_> {
         self.ctx.stats.interval.saturating_record(ns);
         if self.ctx.sending && self.ctx.now < self.ctx.end {
             self.ctx.stats.counted += 1;
-            if plan.rate.is_none() {
+            if plan.rate.is_none() && track.role == Role::Echo {
                 send_one(plan, track, sender, self.ctx.now)?;
             }
         }

@@ -183,6 +183,9 @@ function onMessage(msg) {
     case "error":
       onError(msg);
       break;
+    case "undelivered":
+      onUndelivered(msg);
+      break;
     case "user_online":
       online.add(msg.nick);
       renderUsers();
@@ -300,6 +303,14 @@ function systemError(conv, text) {
   const li = system(conv, text, "error");
   li.dataset.text = text;
   li.dataset.count = "1";
+}
+
+// One of our messages (delivered here) did not reach the chat's other servers.
+function onUndelivered(msg) {
+  const conv = convs.get(msg.room ? `#${msg.room}` : `@${msg.to}`);
+  const text = msg.text.length > 60 ? `${msg.text.slice(0, 60)}…` : msg.text;
+  const at = new Date(msg.ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  if (conv) system(conv, `Your message "${text}" (${at}) ${msg.message}.`, "error");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -329,6 +329,17 @@ impl<C: Copy + PartialEq> Directory<C> {
         }
     }
 
+    /// The `undelivered` notice of a message that the Redis relay dropped (`published` to
+    /// `topic`), and the local connection of its sender to send it to: `None` for anything but
+    /// a user's message, or for a private message to a user of this process (who had it).
+    pub fn undelivered(&self, topic: &str, published: &str) -> Option<(C, String)> {
+        let dropped = super::undelivered(topic, published)?;
+        if (dropped.to.as_ref()).is_some_and(|to| self.users.contains_key(to)) {
+            return None;
+        }
+        Some((self.holder(&dropped.from)?, dropped.notice))
+    }
+
     /// The nickname of `key` as chosen, if online here or on a known process.
     pub fn nick(&self, key: &str) -> Option<&str> {
         match self.users.get(key) {
@@ -499,7 +510,7 @@ impl<C: Copy + PartialEq> Directory<C> {
                 self.apply_roster(&node, every, users, now, &mut effects);
             }
             Event::User { node, user } => {
-                let key = user.nick.to_ascii_lowercase();
+                let key = super::nick_key(&user.nick);
                 let since = user.since;
                 let known = self.peers.contains_key(&node);
                 let peer = self.peers.entry(node.clone()).or_insert_with(|| Peer {
@@ -517,7 +528,7 @@ impl<C: Copy + PartialEq> Directory<C> {
             Event::Gone { node, nick } => {
                 if let Some(peer) = self.peers.get_mut(&node) {
                     peer.heard = now;
-                    peer.users.remove(&nick.to_ascii_lowercase());
+                    peer.users.remove(&super::nick_key(&nick));
                 }
             }
         }
@@ -534,12 +545,12 @@ impl<C: Copy + PartialEq> Directory<C> {
         effects: &mut Effects<C>,
     ) {
         let claims: Vec<(String, u64)> = (users.iter())
-            .map(|e| (e.nick.to_ascii_lowercase(), e.since))
+            .map(|e| (super::nick_key(&e.nick), e.since))
             .collect();
         let peer = Peer {
             users: users
                 .into_iter()
-                .map(|e| (e.nick.to_ascii_lowercase(), e))
+                .map(|e| (super::nick_key(&e.nick), e))
                 .collect(),
             heartbeat: heartbeat_of(every),
             heard: now,
@@ -692,10 +703,20 @@ pub fn connect_redis(
     directory: &SharedDirectory,
     heartbeat: Duration,
 ) -> Result<(wsloop::RedisRelay, Link), wsloop::Error> {
-    use wsloop::{RedisOptions, RedisRelay};
+    let options = wsloop::RedisOptions::default();
+    connect_redis_with(url, handles, directory, heartbeat, options)
+}
 
-    let relay =
-        RedisRelay::connect_with(url, handles, super::REDIS_PREFIX, RedisOptions::default())?;
+/// [`connect_redis`] with the relay's `options` (the tests' shorter bounds).
+#[cfg(feature = "redis")]
+pub fn connect_redis_with(
+    url: &str,
+    handles: &[Handle],
+    directory: &SharedDirectory,
+    heartbeat: Duration,
+    options: wsloop::RedisOptions,
+) -> Result<(wsloop::RedisRelay, Link), wsloop::Error> {
+    let relay = wsloop::RedisRelay::connect_with(url, handles, super::REDIS_PREFIX, options)?;
     let node = relay.origin().to_owned();
     lock(directory).attach(node, Box::new(relay.clone()), heartbeat);
     let (shared, targets) = (directory.clone(), handles.to_vec());
@@ -703,6 +724,19 @@ pub fn connect_redis(
         if let Message::Text(text) = msg {
             let effects = lock(&shared).receive(text, Instant::now());
             effects.deliver(&targets);
+        }
+    });
+    // A user whose message the relay dropped is told.
+    let (shared, targets) = (directory.clone(), handles.to_vec());
+    relay.on_dropped(move |topic, msg| {
+        let Message::Text(text) = msg else {
+            return;
+        };
+        let undelivered = lock(&shared).undelivered(topic, text);
+        if let Some((to, notice)) = undelivered {
+            if let Some(handle) = targets.get(to.reactor) {
+                let _ = handle.send(to.id, Message::Text(&notice));
+            }
         }
     });
     let (shared, targets, link) = (directory.clone(), handles.to_vec(), relay.clone());
@@ -736,6 +770,7 @@ pub fn connect_redis(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// A relay that keeps what it is handed.
     #[derive(Clone, Default)]
@@ -991,5 +1026,57 @@ mod tests {
             .is_empty());
         assert!(d.tick(Instant::now(), true).notices.is_empty());
         assert_eq!(d.online(), ["a"]);
+    }
+
+    #[test]
+    fn a_dropped_message_is_told_to_its_sender_only_when_others_missed_it() {
+        let (mut a, _out) = node("a", DEFAULT_HEARTBEAT);
+        assert!(a.claim("alice", "Alice", 1));
+        assert!(a.claim("carol", "carol", 3));
+        let said = json!({"type": "message", "room": "lobby", "from": "Alice", "text": "hi",
+            "ts": 5, "ref": "m1"});
+        let (to, notice) = a.undelivered("room:lobby", &said.to_string()).unwrap();
+        let notice: serde_json::Value = serde_json::from_str(&notice).unwrap();
+        assert_eq!(to, 1);
+        assert_eq!(
+            (
+                &notice["type"],
+                &notice["room"],
+                &notice["text"],
+                &notice["ts"],
+                &notice["ref"]
+            ),
+            (
+                &json!("undelivered"),
+                &json!("lobby"),
+                &json!("hi"),
+                &json!(5),
+                &json!("m1")
+            )
+        );
+        assert!(notice["message"]
+            .as_str()
+            .unwrap()
+            .contains("other servers"));
+        // A private message to a user elsewhere: told, without a room; not for the sender's
+        // own copy, nor for a recipient here (who had it).
+        let private = |to: &str| {
+            json!({"type": "private", "from": "Alice", "to": to, "text": "psst", "ts": 6})
+                .to_string()
+        };
+        let (to, notice) = a.undelivered("user:bob", &private("Bob")).unwrap();
+        let notice: serde_json::Value = serde_json::from_str(&notice).unwrap();
+        assert_eq!(
+            (to, &notice["to"], &notice["room"]),
+            (1, &json!("Bob"), &json!(null))
+        );
+        assert!(a.undelivered("user:alice", &private("Bob")).is_none());
+        assert!(a.undelivered("user:carol", &private("carol")).is_none());
+        // Anything else, or a sender gone: nobody to tell.
+        let typing = json!({"type": "typing", "room": "lobby", "nick": "Alice", "active": true});
+        assert!(a.undelivered("room:lobby", &typing.to_string()).is_none());
+        assert!(a.undelivered(SYNC_TOPIC, "{\"e\":\"gone\"}").is_none());
+        a.release("alice", 1);
+        assert!(a.undelivered("room:lobby", &said.to_string()).is_none());
     }
 }

@@ -9,7 +9,8 @@
 //! module opens a connection of its own (the `redis` crate's blocking client) on a thread of its
 //! own (`chat-history`), so that the reactors never wait on Redis: they queue writes and replays, and the thread sends each replay to its
 //! connection through the reactor's `Handle`. While Redis is unreachable, replays are empty and
-//! writes are lost (logged); the thread reconnects on the next job.
+//! writes are lost: logged when it goes, then once per 10 s with the count, and when it is back
+//! (not once per chat message); the thread tries it again at most once a second, on a job.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -134,8 +135,10 @@ pub mod redis {
     //! The history in Redis: one connection of the `redis` crate on a thread of its own.
 
     use std::io;
-    use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-    use std::time::Duration;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
 
     use ::redis::{Client, Commands, Connection, RedisResult};
     use wsloop::{Handle, Message};
@@ -146,6 +149,10 @@ pub mod redis {
     const QUEUE: usize = 4096;
     /// Time allowed to connect, and for a command's answer.
     const TIMEOUT: Duration = Duration::from_secs(2);
+    /// While Redis is unreachable, it is tried again this often; jobs meanwhile are skipped.
+    const RETRY: Duration = Duration::from_secs(1);
+    /// While Redis is unreachable (or the queue overflows), at most one warning per this.
+    const WARN_EVERY: Duration = Duration::from_secs(10);
 
     enum Job {
         Record { room: String, message: String },
@@ -156,6 +163,8 @@ pub mod redis {
     #[derive(Clone)]
     pub struct Remote {
         tx: SyncSender<Job>,
+        /// Jobs refused by a full queue, for the thread to report.
+        overflow: Arc<AtomicU64>,
     }
 
     impl Remote {
@@ -173,7 +182,7 @@ pub mod redis {
 
         fn queue(&self, job: Job) {
             if let Err(TrySendError::Full(_)) = self.tx.try_send(job) {
-                log::warn!("history: the queue to Redis is full: a write or replay is lost");
+                self.overflow.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -186,12 +195,21 @@ pub mod redis {
         let client = Client::open(url)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{url}: {e}")))?;
         let (tx, rx) = mpsc::sync_channel(QUEUE);
-        let prefix = format!("{prefix}history:");
-        let url = url.to_owned();
+        let overflow = Arc::new(AtomicU64::new(0));
+        let thread = Thread {
+            client,
+            url: url.to_owned(),
+            prefix: format!("{prefix}history:"),
+            handles,
+            overflow: overflow.clone(),
+            conn: None,
+            outage: None,
+            overflow_reported: None,
+        };
         std::thread::Builder::new()
             .name("chat-history".into())
-            .spawn(move || run(&client, &url, &prefix, &handles, rx))?;
-        Ok(Remote { tx })
+            .spawn(move || thread.run(rx))?;
+        Ok(Remote { tx, overflow })
     }
 
     /// A connection with timeouts on connecting, reading and writing.
@@ -202,43 +220,162 @@ pub mod redis {
         Ok(conn)
     }
 
-    fn run(client: &Client, url: &str, prefix: &str, handles: &[Handle], rx: Receiver<Job>) {
-        let mut conn: Option<Connection> = None;
-        let first = -(HISTORY_LEN as isize);
-        for job in rx {
-            if conn.is_none() {
-                conn = connect(client)
-                    .inspect_err(|e| log::warn!("history: redis at {url}: {e}"))
-                    .ok();
-            }
-            let result: RedisResult<Vec<Vec<u8>>> = match (&mut conn, &job) {
-                (None, _) => Ok(Vec::new()),
-                (Some(c), Job::Record { room, message }) => {
-                    let key = format!("{prefix}{room}");
-                    ::redis::pipe()
-                        .rpush(&key, message)
-                        .ignore()
-                        .ltrim(&key, first, -1)
-                        .ignore()
-                        .expire(&key, REDIS_TTL.as_secs() as i64)
-                        .ignore()
-                        .exec(c)
-                        .map(|()| Vec::new())
+    /// What went wrong, for the log.
+    fn describe(e: &::redis::RedisError) -> String {
+        if e.is_timeout() {
+            format!("no answer within {TIMEOUT:?}")
+        } else {
+            e.to_string()
+        }
+    }
+
+    /// Redis unreachable: since when, the last error, the jobs skipped since the last warning,
+    /// and when it was last tried and last reported. One warning when it goes, one per
+    /// [`WARN_EVERY`] with the count, one when it is back: not one per chat message.
+    struct Outage {
+        since: Instant,
+        error: String,
+        skipped: u64,
+        tried: Instant,
+        reported: Instant,
+    }
+
+    /// The `chat-history` thread.
+    struct Thread {
+        client: Client,
+        url: String,
+        prefix: String,
+        handles: Vec<Handle>,
+        overflow: Arc<AtomicU64>,
+        conn: Option<Connection>,
+        outage: Option<Outage>,
+        overflow_reported: Option<Instant>,
+    }
+
+    impl Thread {
+        fn run(mut self, rx: Receiver<Job>) {
+            loop {
+                let job = match rx.recv_timeout(RETRY) {
+                    Ok(job) => Some(job),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                };
+                self.report_overflow();
+                if let Some(job) = job {
+                    self.serve(&job);
                 }
-                (Some(c), Job::Replay { room, .. }) => {
-                    c.lrange(format!("{prefix}{room}"), first, -1)
+            }
+        }
+
+        /// Writes or replays; while Redis is unreachable a replay is empty, a write lost.
+        fn serve(&mut self, job: &Job) {
+            let first = -(HISTORY_LEN as isize);
+            let key = match job {
+                Job::Record { room, .. } | Job::Replay { room, .. } => {
+                    format!("{}{room}", self.prefix)
                 }
             };
+            let conn = self.connection();
+            let result: RedisResult<Vec<Vec<u8>>> = match (conn, job) {
+                (None, _) => Ok(Vec::new()),
+                (Some(c), Job::Record { message, .. }) => ::redis::pipe()
+                    .rpush(&key, message)
+                    .ignore()
+                    .ltrim(&key, first, -1)
+                    .ignore()
+                    .expire(&key, REDIS_TTL.as_secs() as i64)
+                    .ignore()
+                    .exec(c)
+                    .map(|()| Vec::new()),
+                (Some(c), Job::Replay { .. }) => c.lrange(&key, first, -1),
+            };
             let stored = result.unwrap_or_else(|e| {
-                log::warn!("history: redis at {url}: {e}");
-                conn = None;
+                self.conn = None;
+                self.failed(describe(&e), 1);
                 Vec::new()
             });
-            if let Job::Replay { room, conn: to } = &job {
+            if let Job::Replay { room, conn: to } = job {
                 let texts = stored.iter().filter_map(|b| std::str::from_utf8(b).ok());
-                if let Some(handle) = handles.get(to.reactor) {
+                if let Some(handle) = self.handles.get(to.reactor) {
                     let _ = handle.send(to.id, Message::Text(&encode(room, texts)));
                 }
+            }
+        }
+
+        /// The connection, opened again if it is due; `None` while Redis is unreachable (the
+        /// job is then counted as skipped).
+        fn connection(&mut self) -> Option<&mut Connection> {
+            let now = Instant::now();
+            if self.conn.is_none() {
+                match &mut self.outage {
+                    Some(outage) if now.duration_since(outage.tried) < RETRY => {
+                        outage.skipped += 1;
+                    }
+                    _ => match connect(&self.client) {
+                        Ok(conn) => self.conn = Some(conn),
+                        Err(e) => self.failed(describe(&e), 1),
+                    },
+                }
+            }
+            if self.conn.is_some() {
+                if let Some(outage) = self.outage.take() {
+                    log::info!(
+                        "history: redis at {} is back after {:.1?} ({} history writes and \
+                         replays skipped)",
+                        self.url,
+                        outage.since.elapsed(),
+                        outage.skipped
+                    );
+                }
+            }
+            self.conn.as_mut()
+        }
+
+        /// A job failed (`skipped` of them): one warning when Redis goes, then at most one per
+        /// [`WARN_EVERY`].
+        fn failed(&mut self, error: String, skipped: u64) {
+            let now = Instant::now();
+            let Some(outage) = &mut self.outage else {
+                log::warn!(
+                    "history: redis at {}: {error}; history writes and replays are skipped \
+                     until it is back (tried every {RETRY:?})",
+                    self.url
+                );
+                self.outage = Some(Outage {
+                    since: now,
+                    error,
+                    skipped,
+                    tried: now,
+                    reported: now,
+                });
+                return;
+            };
+            outage.skipped += skipped;
+            outage.tried = now;
+            outage.error = error;
+            if now.duration_since(outage.reported) >= WARN_EVERY {
+                log::warn!(
+                    "history: redis at {} unreachable for {:.0?}: {}; {} history writes and \
+                     replays skipped so far",
+                    self.url,
+                    outage.since.elapsed(),
+                    outage.error,
+                    outage.skipped
+                );
+                outage.reported = now;
+            }
+        }
+
+        /// Reports the jobs refused by a full queue, at most once per [`WARN_EVERY`].
+        fn report_overflow(&mut self) {
+            let now = Instant::now();
+            if (self.overflow_reported).is_some_and(|at| now.duration_since(at) < WARN_EVERY) {
+                return;
+            }
+            let n = self.overflow.swap(0, Ordering::Relaxed);
+            if n > 0 {
+                log::warn!("history: the queue to Redis was full: {n} writes or replays lost");
+                self.overflow_reported = Some(now);
             }
         }
     }

@@ -42,8 +42,9 @@
 //! # Protocol `chat.v1`
 //!
 //! WebSocket at `/ws`, subprotocol `chat.v1`. Every message is a JSON object in a text frame, with a
-//! `type`. Nicknames and room names are 1 to 24 characters of `A-Z a-z 0-9 _ - .`; nicknames are
-//! unique among the users online, ignoring case; room names are lowercased. Texts are 1 to 2,000
+//! `type`. Room names are 1 to 24 characters of `A-Z a-z 0-9 _ - .`, lowercased; nicknames 1 to 24
+//! letters or digits of any script and `_ - .`, normalised to NFC (see the chat's README), unique
+//! among the users online, ignoring case. Texts are 1 to 2,000
 //! characters (not all white space; no control characters but new lines and tabs). A WebSocket
 //! message may be at most 32 KiB (more: closed with 1009), room enough for any text within the
 //! limit, every character escaped. The rate limit: each connection may send 20 messages at once,
@@ -79,6 +80,7 @@
 //! | `typing` | `room` (none: in your private conversation with `nick`), `nick`, `active` | someone else is typing (`true`) or stopped |
 //! | `rooms` | `rooms` (`{room, members}`, by name, the 200 most populated) | answer to `list_rooms` |
 //! | `error` | `code`, `message` (for people), `ref` (of the refused `say` / `private`) | a request was refused; the connection stays open |
+//! | `undelivered` | `room` or `to`, `text`, `ts`, `ref` (if given), `message` | one of your messages did not reach the users on the chat's other processes (`--redis`: Redis down longer than the relay holds messages, 30 s by default) |
 //!
 //! Error codes: `bad_json` (not JSON), `bad_message` (unknown `type`, a missing or mistyped field, a
 //! binary message), `not_joined`, `already_joined`, `nick_invalid`, `nick_taken`, `room_invalid`,

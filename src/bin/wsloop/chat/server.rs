@@ -392,6 +392,18 @@ enum Outgoing<'a> {
     Rooms {
         rooms: Vec<RoomInfo>,
     },
+    /// One of your messages did not reach the other chat processes (`--redis`).
+    Undelivered {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<&'a str>,
+        text: &'a str,
+        ts: u64,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<&'a str>,
+        message: &'a str,
+    },
 }
 
 /// A room of a `rooms` answer.
@@ -405,6 +417,49 @@ impl Outgoing<'_> {
     fn encode(&self) -> String {
         serde_json::to_string(self).expect("chat messages serialize")
     }
+}
+
+/// A user's message that the Redis relay dropped: whom to tell, and what.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub struct Undelivered {
+    /// The sender's nickname key.
+    pub from: String,
+    /// A private message's recipient's nickname key.
+    pub to: Option<String>,
+    /// The `undelivered` notice for the sender.
+    pub notice: String,
+}
+
+/// What the Redis relay dropped, published to `topic` as `published`, if it was a user's
+/// `message` or `private` (not the sender's own copy of a private message).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub fn undelivered(topic: &str, published: &str) -> Option<Undelivered> {
+    let v: serde_json::Value = serde_json::from_str(published).ok()?;
+    let (from, text, ts) = (v["from"].as_str()?, v["text"].as_str()?, v["ts"].as_u64()?);
+    let (room, to) = match v["type"].as_str()? {
+        "message" => (Some(v["room"].as_str()?), None),
+        "private" => {
+            let to = v["to"].as_str()?;
+            if topic != user_topic(&to.to_ascii_lowercase()) {
+                return None;
+            }
+            (None, Some(to))
+        }
+        _ => return None,
+    };
+    let notice = Outgoing::Undelivered {
+        room,
+        to,
+        text,
+        ts,
+        reference: v["ref"].as_str(),
+        message: "did not reach the users of the chat's other servers (Redis was unreachable)",
+    };
+    Some(Undelivered {
+        from: from.to_ascii_lowercase(),
+        to: to.map(str::to_ascii_lowercase),
+        notice: notice.encode(),
+    })
 }
 
 /// The `code` of an `error` message.
