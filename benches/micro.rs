@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 
 use wsloop::proto::deflate::{Deflater, Inflater, Params};
 use wsloop::proto::frame::{apply_mask, write_frame, FrameHeader, OpCode};
-use wsloop::proto::handshake::{write_accept, Request, MAX_HEADERS};
+use wsloop::proto::handshake::{write_accept, Headers, Request};
 use wsloop::proto::message::{Decoded, Decoder};
 use wsloop::proto::utf8::Utf8Validator;
 use wsloop::proto::Role;
@@ -207,24 +207,24 @@ fn handshake(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("parse", |b| {
         b.iter(|| {
-            let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            Request::parse(black_box(request), &mut storage)
+            let mut headers = Headers::new();
+            Request::parse(black_box(request), &mut headers)
                 .map(|r| r.headers().len())
                 .ok()
         })
     });
     g.bench_function("parse_validate", |b| {
         b.iter(|| {
-            let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let req = Request::parse(black_box(request), &mut storage).ok()?;
+            let mut headers = Headers::new();
+            let req = Request::parse(black_box(request), &mut headers).ok()?;
             req.validate_upgrade().ok().map(str::len)
         })
     });
     let mut out = Vec::with_capacity(256);
     g.bench_function("parse_validate_respond", |b| {
         b.iter(|| {
-            let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let req = Request::parse(black_box(request), &mut storage).ok()?;
+            let mut headers = Headers::new();
+            let req = Request::parse(black_box(request), &mut headers).ok()?;
             let key = req.validate_upgrade().ok()?;
             out.clear();
             write_accept(&mut out, key, None, None);

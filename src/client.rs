@@ -34,6 +34,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
+use crate::error::error_messages;
 use crate::proto::connection::{CloseReason, Connection, Endpoint, Event, SendError};
 use crate::proto::frame::{write_frame, OpCode};
 use crate::proto::message::mask_key;
@@ -66,21 +67,23 @@ impl ClientUrl {
     /// # Errors
     /// `InvalidInput`, naming the URL and what is wrong with it.
     pub fn parse(url: &str) -> io::Result<ClientUrl> {
-        let bad =
-            |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{url:?}: {why}"));
+        let bad = |cause| {
+            let url = url.to_owned();
+            io::Error::new(io::ErrorKind::InvalidInput, ClientError::Url { url, cause })
+        };
         let (scheme, rest) = url
             .split_once("://")
-            .ok_or_else(|| bad("not a ws:// or wss:// URL"))?;
+            .ok_or_else(|| bad(UrlError::NotWebSocket))?;
         let tls = match scheme.to_ascii_lowercase().as_str() {
             "ws" => false,
             "wss" => true,
-            _ => return Err(bad("the scheme must be ws:// or wss://")),
+            _ => return Err(bad(UrlError::Scheme)),
         };
         if rest.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err(bad("spaces and control characters must be percent-encoded"));
+            return Err(bad(UrlError::Unencoded));
         }
         if rest.contains('#') {
-            return Err(bad("a WebSocket URL has no fragment (#)"));
+            return Err(bad(UrlError::Fragment));
         }
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest[i..].starts_with('?') => (&rest[..i], format!("/{}", &rest[i..])),
@@ -88,30 +91,30 @@ impl ClientUrl {
             None => (rest, "/".to_owned()),
         };
         if authority.contains('@') {
-            return Err(bad("user info (user@) is not supported"));
+            return Err(bad(UrlError::UserInfo));
         }
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (host, after) = v6
                 .split_once(']')
-                .ok_or_else(|| bad("unclosed [ in the host"))?;
+                .ok_or_else(|| bad(UrlError::UnclosedBracket))?;
             let port = match after.strip_prefix(':') {
                 Some(port) => port,
                 None if after.is_empty() => "",
-                None => return Err(bad("junk after the IPv6 address")),
+                None => return Err(bad(UrlError::AfterIpv6)),
             };
             (host, port)
         } else {
             authority.rsplit_once(':').unwrap_or((authority, ""))
         };
         if host.is_empty() {
-            return Err(bad("no host"));
+            return Err(bad(UrlError::NoHost));
         }
         let port = match port {
             "" if tls => 443,
             "" => 80,
             port => port
                 .parse()
-                .map_err(|_| bad(&format!("bad port {port:?}")))?,
+                .map_err(|_| bad(UrlError::Port(port.to_owned())))?,
         };
         Ok(ClientUrl {
             tls,
@@ -184,12 +187,7 @@ pub fn system_roots() -> io::Result<RootCertStore> {
                 .map(Into::into)
                 .find(|p: &std::path::PathBuf| p.exists())
         })
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                "no system CA bundle found (set SSL_CERT_FILE, or give a TLS config)",
-            )
-        })?;
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, ClientError::NoSystemRoots))?;
     load_roots(&path)
 }
 
@@ -276,15 +274,18 @@ fn with_headers(request: &[u8], headers: &[(String, String)]) -> io::Result<Vec<
     let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
     let mut out = request[..request.len() - 2].to_vec(); // before the blank line
     for (name, value) in headers {
-        let bad = |why: &str| invalid(format!("header {name:?}: {why}"));
+        let bad = |cause| {
+            let name = name.clone();
+            invalid(ClientError::Header { name, cause })
+        };
         if name.is_empty() || !name.bytes().all(token) {
-            return Err(bad("not a header name"));
+            return Err(bad(HeaderError::NotAName));
         }
         if OWN_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
-            return Err(bad("the handshake sets it itself"));
+            return Err(bad(HeaderError::Reserved));
         }
         if value.bytes().any(|b| (b < b' ' && b != b'\t') || b == 0x7f) {
-            return Err(bad("control characters in the value"));
+            return Err(bad(HeaderError::ControlCharacters));
         }
         for part in [name, ": ", value, "\r\n"] {
             out.extend_from_slice(part.as_bytes());
@@ -296,6 +297,7 @@ fn with_headers(request: &[u8], headers: &[(String, String)]) -> io::Result<Vec<
 
 /// An owned event received by the [`Client`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Received {
     /// A text message.
     Text(String),
@@ -329,9 +331,10 @@ impl Received {
             }
             Event::Closed(CloseReason::Disconnected) => Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
-                "the server went away without a close frame (1006)",
+                ClientError::Disconnected,
             )),
-            Event::Closed(why) => Err(invalid(format!("connection ended: {why:?}"))),
+            Event::Closed(CloseReason::Overflow) => Err(invalid(ClientError::Overflow)),
+            Event::Closed(CloseReason::TimedOut) => Err(invalid(ClientError::TimedOut)),
             Event::Refused(why) => Err(invalid(why)),
             Event::Opened { .. } | Event::Request(_) => return None,
         })
@@ -369,6 +372,108 @@ pub struct Parts<S> {
 fn invalid(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, error)
 }
+
+/// The inner error (`io::Error::get_ref`, `into_inner`) of the client's own I/O errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The URL cannot be used (`InvalidInput`).
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        cause: UrlError,
+    },
+    /// A header of [`ConnectOptions::headers`] that may not be sent (`InvalidData`).
+    Header {
+        /// The header's name.
+        name: String,
+        /// What is wrong with it.
+        cause: HeaderError,
+    },
+    /// The connection ended during the handshake, without a refusal to tell why
+    /// (`InvalidData`).
+    HandshakeFailed,
+    /// The server went away without a close frame (`ConnectionAborted`).
+    Disconnected,
+    /// The connection's write queue overflowed and it was closed (`InvalidData`).
+    Overflow,
+    /// The connection was idle for too long, or the server did not answer our close
+    /// (`InvalidData`).
+    TimedOut,
+    /// No system CA bundle was found for `wss://` (`NotFound`).
+    NoSystemRoots,
+}
+
+error_messages!(ClientError, source(self) {
+    match self {
+        ClientError::Url { cause, .. } => Some(cause),
+        ClientError::Header { cause, .. } => Some(cause),
+        _ => None,
+    }
+} {
+    ClientError::Url { url, cause } => ("{url:?}: {cause}"),
+    ClientError::Header { name, cause } => ("header {name:?}: {cause}"),
+    ClientError::HandshakeFailed => ("the handshake failed"),
+    ClientError::Disconnected => ("the server went away without a close frame (1006)"),
+    ClientError::Overflow => ("connection ended: Overflow"),
+    ClientError::TimedOut => ("connection ended: TimedOut"),
+    ClientError::NoSystemRoots => ("no system CA bundle found (set SSL_CERT_FILE, or give a TLS config)"),
+});
+
+/// What is wrong with a URL given to [`ClientUrl::parse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UrlError {
+    /// No `scheme://`.
+    NotWebSocket,
+    /// A scheme other than `ws` or `wss`.
+    Scheme,
+    /// A space or a control character.
+    Unencoded,
+    /// A fragment (`#`).
+    Fragment,
+    /// User info (`user@`).
+    UserInfo,
+    /// A `[` without its `]`.
+    UnclosedBracket,
+    /// Something other than a port after an IPv6 address.
+    AfterIpv6,
+    /// No host.
+    NoHost,
+    /// A port that is not a number from 0 to 65535, as written.
+    Port(String),
+}
+
+error_messages!(UrlError {
+    UrlError::NotWebSocket => ("not a ws:// or wss:// URL"),
+    UrlError::Scheme => ("the scheme must be ws:// or wss://"),
+    UrlError::Unencoded => ("spaces and control characters must be percent-encoded"),
+    UrlError::Fragment => ("a WebSocket URL has no fragment (#)"),
+    UrlError::UserInfo => ("user info (user@) is not supported"),
+    UrlError::UnclosedBracket => ("unclosed [ in the host"),
+    UrlError::AfterIpv6 => ("junk after the IPv6 address"),
+    UrlError::NoHost => ("no host"),
+    UrlError::Port(port) => ("bad port {port:?}"),
+});
+
+/// Why a header cannot be sent with the upgrade request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeaderError {
+    /// The name is not an HTTP token.
+    NotAName,
+    /// The handshake sets this header itself.
+    Reserved,
+    /// The value holds control characters.
+    ControlCharacters,
+}
+
+error_messages!(HeaderError {
+    HeaderError::NotAName => ("not a header name"),
+    HeaderError::Reserved => ("the handshake sets it itself"),
+    HeaderError::ControlCharacters => ("control characters in the value"),
+});
 
 impl Client<ClientStream> {
     /// Connects to a `ws://` or `wss://` URL (see [`ClientUrl`]) and completes the handshake;
@@ -489,7 +594,7 @@ impl<S: Read + Write> Client<S> {
             if client.conn.is_finished() {
                 return match client.received.pop_front() {
                     Some(Err(e)) => Err(e),
-                    _ => Err(invalid("the handshake failed")),
+                    _ => Err(invalid(ClientError::HandshakeFailed)),
                 };
             }
         }

@@ -49,7 +49,7 @@ mod reactor;
 mod scale;
 
 pub use app::router::Router;
-pub use error::Error;
+pub use error::{ConfigError, Error, TlsError};
 pub use proto::connection::{CloseReason, ConnectionConfig, Message, Overflow, SendError};
 pub use proto::deflate::DeflateConfig;
 pub use proto::handshake::{HttpResponse, Request};

@@ -8,11 +8,11 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use common::{Options, TestHandler, TestServer, Ws};
-use wsloop::client::Client;
+use wsloop::client::{Client, ClientError, ClientUrl, ConnectOptions, HeaderError, UrlError};
 use wsloop::proto::handshake::{
-    write_accept, HeadScanner, Request, ResponseError, EMPTY_HEADER, MAX_HEADERS,
+    write_accept, BadRequest, HeadScanner, Headers, ParseError, Rejection, Request, ResponseError,
 };
-use wsloop::{Config, Error, ProtocolError, Server};
+use wsloop::{Config, ConfigError, Error, ProtocolError, Server};
 
 fn server() -> TestServer {
     TestServer::start(Config::default())
@@ -117,6 +117,89 @@ fn config_error_names_the_option() {
 }
 
 #[test]
+fn config_errors_carry_a_typed_cause() {
+    let config = Config::default().max_message_size(3);
+    let Err(e) = Server::bind("127.0.0.1:0", config, TestHandler::detached()) else {
+        panic!("max_message_size(3) was accepted");
+    };
+    assert!(
+        matches!(
+            &e,
+            Error::Config {
+                option: "max_message_size",
+                cause: ConfigError::SizeTooSmall { min: 125, got: 3 },
+            }
+        ),
+        "{e:?}"
+    );
+    // The message names the option, the bound and the value, as it always did.
+    assert_eq!(
+        e.to_string(),
+        "invalid config: max_message_size must be at least 125 B, got 3"
+    );
+}
+
+#[test]
+fn a_refused_upgrade_names_its_cause_and_answers_with_its_text() {
+    let raw = b"GET /chat HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let mut headers = Headers::new();
+    let req = Request::parse(raw, &mut headers).unwrap();
+    let rejection = req.validate_upgrade().unwrap_err();
+    assert_eq!(rejection, Rejection::BadRequest(BadRequest::NoHost));
+    let resp = rejection.response();
+    assert_eq!(resp.status(), 400);
+    let mut out = Vec::new();
+    resp.write_to(&mut out);
+    assert!(out.ends_with(b"\r\n\r\nHost missing"), "{out:?}");
+    assert_eq!(
+        Rejection::from(ParseError::Malformed),
+        Rejection::BadRequest(BadRequest::Malformed)
+    );
+}
+
+#[test]
+fn client_url_and_header_errors_are_typed() {
+    let e = ClientUrl::parse("http://example.com/").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    let inner = e.get_ref().and_then(|e| e.downcast_ref::<ClientError>());
+    let want = ClientError::Url {
+        url: "http://example.com/".into(),
+        cause: UrlError::Scheme,
+    };
+    assert_eq!(inner, Some(&want), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "\"http://example.com/\": the scheme must be ws:// or wss://"
+    );
+    let e = ClientUrl::parse("ws://h:99999/").unwrap_err();
+    let inner = e.get_ref().and_then(|e| e.downcast_ref::<ClientError>());
+    assert!(
+        matches!(inner, Some(ClientError::Url { cause: UrlError::Port(p), .. }) if p == "99999"),
+        "{e:?}"
+    );
+
+    // A header the handshake sets itself is refused before anything is sent.
+    let server = server();
+    let options = ConnectOptions {
+        headers: vec![("Sec-WebSocket-Key".into(), "x".into())],
+        ..ConnectOptions::default()
+    };
+    let e = Client::connect_with_options(&format!("ws://{}/", server.addr), &options).unwrap_err();
+    let inner = e.get_ref().and_then(|e| e.downcast_ref::<ClientError>());
+    assert!(
+        matches!(
+            inner,
+            Some(ClientError::Header {
+                cause: HeaderError::Reserved,
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn bind_error_names_the_address() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
@@ -169,8 +252,8 @@ fn the_clients_errors_keep_their_type() {
             assert!(n > 0, "the client closed before its request was whole");
             head.extend_from_slice(&chunk[..n]);
         };
-        let mut storage = [EMPTY_HEADER; MAX_HEADERS];
-        let req = Request::parse(&head[..end], &mut storage).unwrap();
+        let mut headers = Headers::new();
+        let req = Request::parse(&head[..end], &mut headers).unwrap();
         let mut out = Vec::new();
         write_accept(
             &mut out,

@@ -222,6 +222,9 @@ impl Conn {
                         Some(Event::Pong(p)) => Some(Got::Pong(p.to_vec())),
                         Some(Event::Close(code, _)) => Some(Got::Close(code.map(|c| c.0))),
                         Some(Event::Ping(_)) | None => None,
+                        Some(other) => {
+                            return Err(format!("an event the test does not know: {other:?}"))
+                        }
                     };
                     self.start += len;
                     if self.start == self.buf.len() {
@@ -238,6 +241,7 @@ impl Conn {
                     self.start = 0;
                     self.fill()?;
                 }
+                other => return Err(format!("a result the test does not know: {other:?}")),
             }
         }
     }

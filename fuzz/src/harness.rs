@@ -41,7 +41,7 @@ use wsloop::proto::deflate::{
 };
 use wsloop::proto::frame::{write_frame, OpCode};
 use wsloop::proto::handshake::{
-    accept_key, check_response, write_accept, HeadScanner, MAX_HEADERS,
+    accept_key, check_response, write_accept, HeadScanner, Headers, MAX_HEADERS,
 };
 use wsloop::proto::message::{Decoded, Decoder, Event, DEFAULT_MAX_FRAGMENTS};
 use wsloop::proto::{ProtocolError, Role};
@@ -299,8 +299,8 @@ pub fn handshake(data: &[u8]) {
     let Some(end) = end.filter(|&e| e <= max) else {
         return; // 431, or waiting for more
     };
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let Ok(req) = Request::parse(&raw[..end], &mut storage) else {
+    let mut headers = Headers::new();
+    let Ok(req) = Request::parse(&raw[..end], &mut headers) else {
         return; // 400 or 431
     };
     exercise_request(&req);
@@ -314,13 +314,9 @@ pub fn handshake(data: &[u8]) {
 /// Every accessor a handler may call, with consistency checks between them.
 fn exercise_request(req: &Request<'_, '_>) {
     let _ = (req.method(), req.http_minor_version(), req.origin());
-    for h in req.headers() {
-        if std::str::from_utf8(h.value).is_ok() {
-            assert!(
-                req.header(h.name).is_some(),
-                "header {:?} not found",
-                h.name
-            );
+    for (name, value) in req.headers() {
+        if std::str::from_utf8(value).is_ok() {
+            assert!(req.header(name).is_some(), "header {name:?} not found");
         }
     }
     if let Some((_, query)) = req.path().split_once('?') {
@@ -443,6 +439,7 @@ impl Seen {
             Event::Close(code, reason) => {
                 Seen::Close(code.map(|c| c.0), reason.len(), fnv(reason.as_bytes()))
             }
+            ref other => unreachable!("an event the harness does not know: {other:?}"),
         };
         match seen {
             Seen::Text(n, _) | Seen::Binary(n, _) => {
@@ -523,6 +520,7 @@ pub fn drive<'b>(
                         }
                     }
                 }
+                Ok(other) => unreachable!("a result the harness does not know: {other:?}"),
             }
         }
         kept.drain(..pos);
@@ -1020,6 +1018,7 @@ fn check_server_output(out: &[u8], client_cfg: &DeflateConfig) {
                     );
                 }
             }
+            Ok(other) => unreachable!("a result the harness does not know: {other:?}"),
         }
     }
 }

@@ -57,6 +57,7 @@ impl OpCode {
 
 /// A decoded frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FrameHeader {
     /// Final fragment of a message.
     pub fin: bool,
@@ -120,6 +121,36 @@ const FIRST_BYTE: [Option<OpCode>; 256] = {
 };
 
 impl FrameHeader {
+    /// The header of a final, unmasked frame without RSV1, of `opcode` announcing
+    /// `payload_len` bytes; the `with_` methods change the rest.
+    pub fn new(opcode: OpCode, payload_len: u64) -> FrameHeader {
+        FrameHeader {
+            fin: true,
+            rsv1: false,
+            opcode,
+            mask: None,
+            payload_len,
+        }
+    }
+
+    /// This header with [`fin`](Self::fin) set to `fin`.
+    #[must_use]
+    pub fn with_fin(self, fin: bool) -> FrameHeader {
+        FrameHeader { fin, ..self }
+    }
+
+    /// This header with [`rsv1`](Self::rsv1) set to `rsv1`.
+    #[must_use]
+    pub fn with_rsv1(self, rsv1: bool) -> FrameHeader {
+        FrameHeader { rsv1, ..self }
+    }
+
+    /// This header with the masking key `mask` (none: unmasked).
+    #[must_use]
+    pub fn with_mask(self, mask: Option<[u8; 4]>) -> FrameHeader {
+        FrameHeader { mask, ..self }
+    }
+
     /// Decodes a header from the front of `buf`.
     ///
     /// Returns `Ok(None)` when `buf` does not yet hold the whole header, otherwise the header and
@@ -299,13 +330,10 @@ pub fn write_frame(
         }
         return;
     }
-    let header = FrameHeader {
-        fin,
-        rsv1,
-        opcode,
-        mask,
-        payload_len: payload.len() as u64,
-    };
+    let header = FrameHeader::new(opcode, payload.len() as u64)
+        .with_fin(fin)
+        .with_rsv1(rsv1)
+        .with_mask(mask);
     let mut head = [0u8; MAX_HEADER_LEN];
     let n = header.encode(&mut head);
     out.reserve(n + payload.len());

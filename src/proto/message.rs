@@ -10,6 +10,7 @@ use super::{CloseCode, ProtocolError, Role};
 
 /// What a complete frame produced.
 #[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event<'a> {
     /// A whole text message.
     Text(&'a str),
@@ -25,6 +26,7 @@ pub enum Event<'a> {
 
 /// The result of [`Decoder::decode`].
 #[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Decoded<'a> {
     /// The buffer does not hold a whole frame yet. `frame_len` is the frame's total size once
     /// its header has arrived, so that the caller can make room for it.
@@ -124,11 +126,6 @@ impl Decoder {
     /// The role this decoder receives for.
     pub(crate) fn role(&self) -> Role {
         self.role
-    }
-
-    /// Whether a fragmented message is in progress (its bytes are held by the decoder).
-    pub fn in_message(&self) -> bool {
-        self.open != Open::None
     }
 
     /// Bytes of memory held for the fragmented (or compressed) message in progress.
@@ -931,7 +928,7 @@ mod tests {
         // DEFAULT_MAX_FRAGMENTS frames: taken, the message still open.
         let mut d = Decoder::new(Role::Server, 1 << 20);
         assert_eq!(decode_with(&mut d, &bytes), Ok(vec![]));
-        assert!(d.in_message());
+        assert!(d.buffered() > 0, "the message is held, still open");
         // One more, before its payload or the header's end has any effect: refused.
         assert_eq!(
             decode_with(&mut d, &empty),

@@ -24,7 +24,7 @@ pub mod handshake;
 pub mod message;
 pub mod utf8;
 
-use std::fmt;
+use crate::error::error_messages;
 
 pub use close::CloseCode;
 
@@ -103,10 +103,6 @@ impl ProtocolError {
     }
 }
 
-impl fmt::Display for ProtocolError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::error::Error for ProtocolError {}
+error_messages!(ProtocolError {
+    e => ("{}", e.as_str()),
+});

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use crate::error::{ConfigError, Error};
 use crate::proto::connection::{options, ConnectionConfig, Overflow};
 use crate::proto::deflate::DeflateConfig;
-use crate::Error;
 
 options! {
     /// Server configuration: what every connection follows (`connection`), and the options
@@ -72,33 +72,26 @@ impl Config {
     /// [`Error::Config`] naming the first option out of range.
     pub fn validate(&self) -> Result<(), Error> {
         self.connection.validate()?;
-        let bad = |option: &'static str, message: String| Err(Error::Config { option, message });
+        let bad = |option: &'static str, cause: ConfigError| Err(Error::Config { option, cause });
         if !(4096..=16 << 20).contains(&self.read_buffer_size) {
+            let (min, max, got) = (4096, 16 << 20, self.read_buffer_size);
             return bad(
                 "read_buffer_size",
-                format!("must be 4 KiB to 16 MiB, got {}", self.read_buffer_size),
+                ConfigError::SizeOutOfRange { min, max, got },
             );
         }
         let c = &self.connection;
-        let one_echo = (c.max_message_size.max(c.max_write_buffer)).saturating_mul(2);
-        if self.max_buffered < one_echo {
-            return bad(
-                "max_buffered",
-                format!(
-                    "must be at least twice the larger of max_message_size and \
-                     max_write_buffer ({one_echo}), got {}",
-                    self.max_buffered
-                ),
-            );
+        let min = (c.max_message_size.max(c.max_write_buffer)).saturating_mul(2);
+        if self.max_buffered < min {
+            let got = self.max_buffered;
+            return bad("max_buffered", ConfigError::BelowOneEcho { min, got });
         }
         if self.max_connections == 0 {
-            return bad("max_connections", "must be at least 1, got 0".into());
+            return bad("max_connections", ConfigError::Zero);
         }
         if self.handle_queue < 1024 {
-            return bad(
-                "handle_queue",
-                format!("must be at least 1 KiB, got {}", self.handle_queue),
-            );
+            let (min, got) = (1024, self.handle_queue);
+            return bad("handle_queue", ConfigError::SizeTooSmall { min, got });
         }
         Ok(())
     }
@@ -216,6 +209,41 @@ mod tests {
             message,
             "invalid config: max_message_size must be at least 125 B, got 3"
         );
+    }
+
+    #[test]
+    fn errors_carry_a_typed_cause() {
+        let cause = |config: Config| match config.validate() {
+            Err(Error::Config { cause, .. }) => cause,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        let d = Config::default;
+        assert!(matches!(
+            cause(d().max_message_size(3)),
+            ConfigError::SizeTooSmall { min: 125, got: 3 }
+        ));
+        assert!(matches!(
+            cause(d().read_buffer_size(1 << 30)),
+            ConfigError::SizeOutOfRange {
+                min: 4096,
+                max: 0x100_0000,
+                got: 0x4000_0000
+            }
+        ));
+        assert!(matches!(cause(d().max_connections(0)), ConfigError::Zero));
+        let deflate = DeflateConfig {
+            level: 11,
+            ..DeflateConfig::default()
+        };
+        match cause(d().deflate(Some(deflate))) {
+            ConfigError::Deflate(e) => assert_eq!(e.field(), "level"),
+            other => panic!("expected a deflate cause, got {other:?}"),
+        }
+        let ping = Duration::from_secs(90);
+        assert!(matches!(
+            cause(d().ping_interval(Some(ping))),
+            ConfigError::PingNotBeforeIdle { ping: p, .. } if p == ping
+        ));
     }
 
     #[test]

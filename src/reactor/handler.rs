@@ -32,6 +32,7 @@ impl fmt::Display for ConnId {
 
 /// The handler's answer to an upgrade request.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Upgrade<S> {
     /// Accept, answering `protocol` (which must be one the client offered) and keeping `state`
     /// for the connection.

@@ -9,7 +9,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{InconsistentKeys, ServerConfig};
 
-use crate::Error;
+use crate::error::{Error, TlsError};
 
 /// How a server speaks TLS: a shared [`rustls::ServerConfig`], cheap to clone.
 #[derive(Clone, Debug)]
@@ -44,45 +44,35 @@ impl TlsConfig {
             (read_pem(cert_path, false)?.0, read_pem(key_path, true)?.1)
         };
         if certs.is_empty() {
-            let message = "no certificate found: expected a `-----BEGIN CERTIFICATE-----` block \
-                (a DER file converts with `openssl x509 -inform der -in cert.der -out cert.pem`)";
-            return Err(tls_error(Some(cert_path), message));
+            return Err(tls_error(Some(cert_path), TlsError::NoCertificate));
         }
         let Some(key) = key else {
-            let mut message = "no private key found: expected a `-----BEGIN PRIVATE KEY-----` \
-                (or `RSA PRIVATE KEY`, `EC PRIVATE KEY`) block"
-                .to_string();
-            if combined {
-                message += "; with no key file given, this file must hold both the certificate \
-                    chain and the private key";
-            }
-            return Err(tls_error(Some(key_path), message));
+            return Err(tls_error(
+                Some(key_path),
+                TlsError::NoPrivateKey { combined },
+            ));
         };
 
         let provider = Arc::new(ring::default_provider());
         let signing_key = provider
             .key_provider
             .load_private_key(key)
-            .map_err(|e| tls_error(Some(key_path), format!("unusable private key: {e}")))?;
+            .map_err(|e| tls_error(Some(key_path), TlsError::UnusableKey(e)))?;
         let certified = CertifiedKey::new(certs, signing_key);
         match certified.keys_match() {
             // `Unknown`: the key cannot tell its public half; rustls accepts that too.
             Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => {}
             Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
-                let message = format!(
-                    "the private key does not match the first certificate in {}",
-                    cert_path.display()
-                );
-                return Err(tls_error(Some(key_path), message));
+                let cert = cert_path.to_owned();
+                return Err(tls_error(Some(key_path), TlsError::KeyMismatch { cert }));
             }
             Err(e) => {
-                let message = format!("the first certificate cannot be parsed: {e}");
-                return Err(tls_error(Some(cert_path), message));
+                return Err(tls_error(Some(cert_path), TlsError::BadCertificate(e)));
             }
         }
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| tls_error(None, e.to_string()))?
+            .map_err(|e| tls_error(None, TlsError::Rustls(e)))?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -101,10 +91,10 @@ impl TlsConfig {
     }
 }
 
-fn tls_error(path: Option<&Path>, message: impl Into<String>) -> Error {
+fn tls_error(path: Option<&Path>, cause: TlsError) -> Error {
     Error::Tls {
         path: path.map(PathBuf::from),
-        message: message.into(),
+        cause,
     }
 }
 
@@ -113,21 +103,17 @@ fn read_pem(
     path: &Path,
     want_key: bool,
 ) -> Result<(Vec<CertificateDer<'static>>, Option<PrivateKeyDer<'static>>), Error> {
-    let bytes =
-        std::fs::read(path).map_err(|e| tls_error(Some(path), format!("cannot read it: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| tls_error(Some(path), TlsError::Read(e)))?;
     if want_key && is_encrypted(&bytes) {
-        let message = format!(
-            "the private key is encrypted, which is not supported; decrypt it with \
-             `openssl pkey -in {} -out key-decrypted.pem` and use that file",
-            path.display()
-        );
-        return Err(tls_error(Some(path), message));
+        let cause = TlsError::EncryptedKey {
+            path: path.to_owned(),
+        };
+        return Err(tls_error(Some(path), cause));
     }
     let mut certs = Vec::new();
     let mut key = None;
     for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(&bytes) {
-        let (kind, der) =
-            section.map_err(|e| tls_error(Some(path), format!("not valid PEM: {e}")))?;
+        let (kind, der) = section.map_err(|e| tls_error(Some(path), TlsError::Pem(e)))?;
         match kind {
             SectionKind::Certificate => certs.push(CertificateDer::from(der)),
             _ if want_key && key.is_none() => key = PrivateKeyDer::from_pem(kind, der),
@@ -287,6 +273,11 @@ mod tests {
         let text = error_for(&cert, Some(&key), &key);
         assert!(text.contains("does not match"), "{text}");
         assert!(text.contains(&cert.display().to_string()), "{text}");
+        let err = TlsConfig::from_pem_files(&cert, Some(&key)).unwrap_err();
+        assert!(
+            matches!(&err, Error::Tls { cause: TlsError::KeyMismatch { cert: c }, .. } if *c == cert),
+            "{err:?}"
+        );
     }
 
     #[test]

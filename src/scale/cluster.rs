@@ -8,7 +8,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::{
-    Config, Error, Handle, HandleError, Handler, Message, Metrics, Relay, Server, TlsConfig,
+    Config, ConfigError, Error, Handle, HandleError, Handler, Message, Metrics, Relay, Server,
+    TlsConfig,
 };
 
 /// Backlog of each listening socket (as `mio` uses).
@@ -134,7 +135,7 @@ where
         if threads == 0 {
             return Err(Error::Config {
                 option: "threads",
-                message: "must be at least 1, got 0".into(),
+                cause: ConfigError::Zero,
             });
         }
         config.validate()?;

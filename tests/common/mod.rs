@@ -429,13 +429,9 @@ pub fn unmasked_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
 
 /// Only the header of a masked frame announcing `payload_len` bytes.
 pub fn client_header(opcode: OpCode, fin: bool, payload_len: u64) -> Vec<u8> {
-    let header = FrameHeader {
-        fin,
-        rsv1: false,
-        opcode,
-        mask: Some([0x11, 0x22, 0x33, 0x44]),
-        payload_len,
-    };
+    let header = FrameHeader::new(opcode, payload_len)
+        .with_fin(fin)
+        .with_mask(Some([0x11, 0x22, 0x33, 0x44]));
     let mut out = [0u8; MAX_HEADER_LEN];
     let n = header.encode(&mut out);
     out[..n].to_vec()

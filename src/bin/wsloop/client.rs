@@ -371,6 +371,7 @@ impl Session {
                 });
             }
             Err(e) => self.end = Some(Err(e)),
+            Ok(other) => eprintln!("{other:?}"), // a kind of event this version does not know
         }
         out.flush()
     }

@@ -4,12 +4,13 @@
 
 use std::time::Duration;
 
-use crate::error::Error;
+use crate::error::{ConfigError, Error};
 use crate::proto::deflate::DeflateConfig;
 use crate::proto::frame::MAX_HEADER_LEN;
 
 /// What happens when a send would push a connection's write queue past `max_write_buffer`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Overflow {
     /// Close the connection with 1008 (policy violation) and read nothing more from it; the
     /// close frame follows what is queued, or if even it does not fit, the connection is
@@ -125,33 +126,27 @@ impl ConnectionConfig {
     ///
     /// [`Error::Config`] naming the first option out of range.
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |option: &'static str, message: String| Err(Error::Config { option, message });
+        let bad = |option: &'static str, cause: ConfigError| Err(Error::Config { option, cause });
         if !(256..=1 << 20).contains(&self.max_handshake_size) {
+            let (min, max, got) = (256, 1 << 20, self.max_handshake_size);
             return bad(
                 "max_handshake_size",
-                format!("must be 256 B to 1 MiB, got {}", self.max_handshake_size),
+                ConfigError::SizeOutOfRange { min, max, got },
             );
         }
         if self.max_message_size < 125 {
-            return bad(
-                "max_message_size",
-                format!("must be at least 125 B, got {}", self.max_message_size),
-            );
+            let (min, got) = (125, self.max_message_size);
+            return bad("max_message_size", ConfigError::SizeTooSmall { min, got });
         }
         if self.max_fragments == 0 {
-            return bad("max_fragments", "must be at least 1, got 0".into());
+            return bad("max_fragments", ConfigError::Zero);
         }
         if self.max_write_buffer < 1024 {
-            return bad(
-                "max_write_buffer",
-                format!("must be at least 1 KiB, got {}", self.max_write_buffer),
-            );
+            let (min, got) = (1024, self.max_write_buffer);
+            return bad("max_write_buffer", ConfigError::SizeTooSmall { min, got });
         }
         if let Some(Err(e)) = self.deflate.as_ref().map(DeflateConfig::validate) {
-            return Err(Error::Config {
-                option: "deflate",
-                message: e.to_string(),
-            });
+            return bad("deflate", ConfigError::Deflate(e));
         }
         let durations = [
             ("handshake_timeout", Some(self.handshake_timeout)),
@@ -161,14 +156,14 @@ impl ConnectionConfig {
         ];
         for (option, value) in durations {
             if value == Some(Duration::ZERO) {
-                return bad(option, "must be more than zero".into());
+                return bad(option, ConfigError::ZeroDuration);
             }
         }
         if let (Some(ping), Some(idle)) = (self.ping_interval, self.idle_timeout) {
             if ping >= idle {
                 return bad(
                     "ping_interval",
-                    format!("must be shorter than idle_timeout ({ping:?} >= {idle:?})"),
+                    ConfigError::PingNotBeforeIdle { ping, idle },
                 );
             }
         }

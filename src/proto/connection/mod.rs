@@ -83,8 +83,8 @@ use crate::proto::deflate::{
 };
 use crate::proto::frame::{write_frame, FrameHeader, OpCode, MAX_HEADER_LEN};
 use crate::proto::handshake::{
-    check_response, new_key, write_accept, write_request, HeadScanner, HttpResponse, ParseError,
-    Rejection, Request, ResponseError, MAX_HEADERS,
+    check_response, new_key, write_accept, write_request, HeadScanner, Headers, HttpResponse,
+    Rejection, Request, ResponseError,
 };
 use crate::proto::message::{self, take_front, Decoder, Step};
 use crate::proto::{CloseCode, ProtocolError, Role};
@@ -429,16 +429,11 @@ impl Connection {
         head: &[u8],
         decide: impl FnOnce(&Request<'_, '_>) -> Result<Option<String>, HttpResponse>,
     ) -> bool {
-        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let req = match Request::parse(head, &mut storage) {
+        let mut headers = Headers::new();
+        let req = match Request::parse(head, &mut headers) {
             Ok(req) => req,
-            Err(ParseError::TooManyHeaders) => {
-                self.reject(ep, &Rejection::HeadersTooLarge.response());
-                return false;
-            }
-            Err(ParseError::Malformed) => {
-                let resp = Rejection::BadRequest("malformed request").response();
-                self.reject(ep, &resp);
+            Err(e) => {
+                self.reject(ep, &Rejection::from(e).response());
                 return false;
             }
         };

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use redis::{Connection, RedisError};
 
 use crate::reactor::log_limit::RepeatWarn;
-use crate::{Error, Handle, HandleError, Message, Relay};
+use crate::{ConfigError, Error, Handle, HandleError, Message, Relay};
 use publisher::Publisher;
 use subscriber::Subscriber;
 
@@ -141,14 +141,9 @@ impl RedisOptions {
     }
 
     fn validate(&self) -> Result<(), Error> {
-        let bad = |option: &'static str, message: &str| {
-            Err(Error::Config {
-                option,
-                message: message.to_owned(),
-            })
-        };
+        let bad = |option: &'static str, cause| Err(Error::Config { option, cause });
         if self.queue == 0 {
-            return bad("RedisOptions::queue", "must be at least 1, got 0");
+            return bad("RedisOptions::queue", ConfigError::Zero);
         }
         let durations = [
             ("RedisOptions::min_backoff", self.min_backoff),
@@ -159,11 +154,15 @@ impl RedisOptions {
         ];
         for (option, value) in durations {
             if value.is_zero() {
-                return bad(option, "must be more than zero");
+                return bad(option, ConfigError::ZeroDuration);
             }
         }
         if self.max_backoff < self.min_backoff {
-            return bad("RedisOptions::max_backoff", "must be at least min_backoff");
+            let other = "min_backoff";
+            return bad(
+                "RedisOptions::max_backoff",
+                ConfigError::BelowOption { other },
+            );
         }
         Ok(())
     }
@@ -375,12 +374,15 @@ impl RedisRelay {
         if handles.is_empty() {
             return Err(Error::Config {
                 option: "RedisRelay handles",
-                message: "need at least one handle to deliver to".into(),
+                cause: ConfigError::NoHandles,
             });
         }
         let client = redis::Client::open(url).map_err(|e| Error::Config {
             option: "redis url",
-            message: format!("{url}: {e}"),
+            cause: ConfigError::Url {
+                url: url.to_owned(),
+                source: Box::new(e),
+            },
         })?;
         let origin = {
             let id = crate::proto::message::random_u64() ^ u64::from(std::process::id());

@@ -260,10 +260,13 @@ pub fn bind(args: &Args) -> Result<(Cluster<Chat>, Link), wsloop::Error> {
         Ok((cluster, link))
     }
     #[cfg(not(feature = "redis"))]
-    Err(wsloop::Error::Config {
-        option: "redis",
-        message: format!("{url}: {NEEDS_REDIS_FEATURE}"),
-    })
+    {
+        let _ = url; // `Args::parse` refuses --redis in this build
+        Err(wsloop::Error::Config {
+            option: "redis",
+            cause: wsloop::ConfigError::NeedsFeature { feature: "redis" },
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
