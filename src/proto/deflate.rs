@@ -18,7 +18,7 @@
 //!   window: more work than deflating a 1 KiB message. So a message compressed on its own at
 //!   level 1 and short enough goes through `fixed`, which keeps no state between messages.
 
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
@@ -116,14 +116,9 @@ impl InvalidDeflateConfig {
     }
 }
 
-impl fmt::Display for InvalidDeflateConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (min, max) = self.range;
-        write!(f, "{} must be {min}..={max}, got {}", self.field, self.got)
-    }
-}
-
-impl std::error::Error for InvalidDeflateConfig {}
+crate::error::error_messages!(InvalidDeflateConfig {
+    InvalidDeflateConfig { field, range: (min, max), got } => ("{field} must be {min}..={max}, got {got}"),
+});
 
 /// Why a client refuses the server's `Sec-WebSocket-Extensions` answer to its offer; the
 /// connection must then fail (RFC 7692 section 5).
@@ -142,20 +137,13 @@ pub enum ExtensionResponseError {
     WindowTooLarge,
 }
 
-impl fmt::Display for ExtensionResponseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Sec-WebSocket-Extensions response: ")?;
-        f.write_str(match self {
-            ExtensionResponseError::NotOneExtension => "expected one extension",
-            ExtensionResponseError::NotOffered => "names an extension we did not offer",
-            ExtensionResponseError::BadParameter => "unknown, repeated or invalid parameter",
-            ExtensionResponseError::NoClientWindowBits => "client_max_window_bits needs a value",
-            ExtensionResponseError::WindowTooLarge => "window bits above what we offered",
-        })
-    }
-}
-
-impl std::error::Error for ExtensionResponseError {}
+crate::error::error_messages!(ExtensionResponseError {
+    ExtensionResponseError::NotOneExtension => ("Sec-WebSocket-Extensions response: expected one extension"),
+    ExtensionResponseError::NotOffered => ("Sec-WebSocket-Extensions response: names an extension we did not offer"),
+    ExtensionResponseError::BadParameter => ("Sec-WebSocket-Extensions response: unknown, repeated or invalid parameter"),
+    ExtensionResponseError::NoClientWindowBits => ("Sec-WebSocket-Extensions response: client_max_window_bits needs a value"),
+    ExtensionResponseError::WindowTooLarge => ("Sec-WebSocket-Extensions response: window bits above what we offered"),
+});
 
 /// The negotiated parameters of one connection, the same on both ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -428,6 +416,7 @@ fn unquote(v: &[u8]) -> Result<Vec<u8>, ()> {
 
 /// Why a compressed message could not be inflated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum InflateError {
     /// The inflated message would exceed the size limit (close with 1009).
     TooBig,
@@ -435,16 +424,10 @@ pub enum InflateError {
     Corrupt,
 }
 
-impl fmt::Display for InflateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            InflateError::TooBig => "inflated message exceeds the size limit",
-            InflateError::Corrupt => "invalid compressed data",
-        })
-    }
-}
-
-impl std::error::Error for InflateError {}
+crate::error::error_messages!(InflateError {
+    InflateError::TooBig => ("inflated message exceeds the size limit"),
+    InflateError::Corrupt => ("invalid compressed data"),
+});
 
 /// Decompresses the messages one connection receives. Holds no zlib state until the first
 /// compressed message, and none between messages after [`release_if_idle`](Self::release_if_idle)

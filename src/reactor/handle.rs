@@ -1,6 +1,5 @@
 //! A [`Handle`] lets other threads send, publish, close and shut down through the reactor.
 
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
@@ -77,17 +76,11 @@ pub enum HandleError {
     TimedOut,
 }
 
-impl fmt::Display for HandleError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            HandleError::Full => "the server's command queue is full",
-            HandleError::Stopped => "the server has stopped",
-            HandleError::TimedOut => "the server did not answer in time",
-        })
-    }
-}
-
-impl std::error::Error for HandleError {}
+crate::error::error_messages!(HandleError {
+    HandleError::Full => ("the server's command queue is full"),
+    HandleError::Stopped => ("the server has stopped"),
+    HandleError::TimedOut => ("the server did not answer in time"),
+});
 
 /// State shared by the reactor and its handles.
 #[derive(Debug)]

@@ -1,7 +1,5 @@
 //! What a connection tells its owner, and why a send can be refused.
 
-use std::fmt;
-
 use crate::proto::handshake::ResponseError;
 use crate::proto::{CloseCode, ProtocolError};
 
@@ -67,18 +65,12 @@ pub enum SendError {
     InvalidCloseCode,
 }
 
-impl fmt::Display for SendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SendError::NotOpen => "connection not open",
-            SendError::Full => "write queue full",
-            SendError::TooLong => "control frame payload over 125 bytes",
-            SendError::InvalidCloseCode => "close code may not be sent",
-        })
-    }
-}
-
-impl std::error::Error for SendError {}
+crate::error::error_messages!(SendError {
+    SendError::NotOpen => ("connection not open"),
+    SendError::Full => ("write queue full"),
+    SendError::TooLong => ("control frame payload over 125 bytes"),
+    SendError::InvalidCloseCode => ("close code may not be sent"),
+});
 
 /// What a [`Connection`](super::Connection) tells its owner.
 #[derive(Debug, PartialEq, Eq)]

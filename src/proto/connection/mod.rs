@@ -102,6 +102,7 @@ pub type WriteThrough<'w> = dyn FnMut(&[IoSlice<'_>]) -> usize + 'w;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Phase {
     /// Waiting for the upgrade request (server) or its answer (client).
     Handshake,
