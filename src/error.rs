@@ -10,7 +10,7 @@ use crate::proto::deflate::InvalidDeflateConfig;
 /// Implements `Display` (one message per pattern, `write!` arguments in parentheses) and
 /// `std::error::Error` (with an optional `source`) for an error type.
 ///
-/// ```ignore
+/// ```text
 /// error_messages!(ParseError {
 ///     ParseError::Malformed => ("malformed HTTP request head"),
 ///     ParseError::TooManyHeaders => ("too many headers"),
