@@ -235,11 +235,7 @@ fn handshake(c: &mut Criterion) {
 }
 
 fn deflate(c: &mut Criterion) {
-    let params = Params {
-        server_no_context_takeover: true,
-        client_no_context_takeover: true,
-        ..Params::default()
-    };
+    let params = Params::default().with_no_context_takeover(true, true);
     let mut g = c.benchmark_group("deflate");
     let inputs = [
         (1 << 10, "json_1KiB"),
@@ -289,10 +285,7 @@ fn deflate(c: &mut Criterion) {
             })
         });
         // With 9 window bits agreed the inflater also checks every distance against the window.
-        let small = Params {
-            server_max_window_bits: 9,
-            ..params
-        };
+        let small = params.with_window_bits(9, params.client_max_window_bits);
         let mut wire = Vec::with_capacity(len);
         Deflater::new(small, Role::Server, 1).deflate(&json, &mut wire);
         let mut inflater = Inflater::new(small, Role::Client);

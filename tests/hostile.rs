@@ -1011,11 +1011,7 @@ fn deflate_bomb_is_1009() {
     let server = start(config().max_message_size(MIB).deflate(Some(deflate)));
     let (stop, healthy) = Healthy::connect(&server).spawn();
 
-    let params = Params {
-        client_no_context_takeover: true,
-        server_no_context_takeover: true,
-        ..Params::default()
-    };
+    let params = Params::default().with_no_context_takeover(true, true);
     let mut bomb = Vec::new();
     Deflater::new(params, Role::Client, 9).deflate(&vec![0u8; 64 * MIB], &mut bomb);
     let before = rss_kib();

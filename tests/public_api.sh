@@ -5,7 +5,8 @@
 #   bash tests/public_api.sh --bless    write the list anew (commit it with the change)
 #
 # A change to the public API is then a change to tests/public-api.txt, seen in review.
-# Needs cargo-public-api (`cargo install cargo-public-api --locked`, installed here if missing).
+# Needs cargo-public-api 0.52.0 (`cargo install cargo-public-api --version 0.52.0 --locked`,
+# installed here if missing).
 # It reads rustdoc's JSON output, which is unstable: RUSTC_BOOTSTRAP=1 lets the stable
 # toolchain's rustdoc write it. cargo-public-api reads one JSON format version (57 for 0.52,
 # which rustdoc 1.95 writes); a newer toolchain may need a newer cargo-public-api.
@@ -16,7 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 list=tests/public-api.txt
 
 if ! cargo public-api --version >/dev/null 2>&1; then
-    cargo install cargo-public-api --locked
+    cargo install cargo-public-api --version 0.52.0 --locked
 fi
 RUSTC_BOOTSTRAP=1 cargo rustdoc --lib --all-features --quiet -- \
     -Z unstable-options --output-format json

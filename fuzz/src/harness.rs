@@ -530,11 +530,7 @@ pub fn drive<'b>(
 
 /// permessage-deflate parameters from a flags byte.
 fn params_from(flags: u8) -> Params {
-    Params {
-        client_no_context_takeover: flags & 0x02 != 0,
-        server_no_context_takeover: flags & 0x20 != 0,
-        ..Params::default()
-    }
+    Params::default().with_no_context_takeover(flags & 0x20 != 0, flags & 0x02 != 0)
 }
 
 /// Harness (b): the decoder, raw or structured input, split at arbitrary points.

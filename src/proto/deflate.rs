@@ -145,8 +145,11 @@ crate::error::error_messages!(ExtensionResponseError {
     ExtensionResponseError::WindowTooLarge => ("Sec-WebSocket-Extensions response: window bits above what we offered"),
 });
 
-/// The negotiated parameters of one connection, the same on both ends.
+/// The negotiated parameters of one connection, the same on both ends. Outside negotiation,
+/// build them from [`Params::default()`] with [`with_no_context_takeover`](Self::with_no_context_takeover)
+/// and [`with_window_bits`](Self::with_window_bits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Params {
     /// Window bits (8..=15) the server compresses with.
     pub server_max_window_bits: u8,
@@ -175,6 +178,20 @@ impl Default for Params {
 }
 
 impl Params {
+    /// These parameters with the server's and the client's "no context takeover" set.
+    pub fn with_no_context_takeover(mut self, server: bool, client: bool) -> Params {
+        self.server_no_context_takeover = server;
+        self.client_no_context_takeover = client;
+        self
+    }
+
+    /// These parameters with the server's and the client's window bits (8..=15).
+    pub fn with_window_bits(mut self, server: u8, client: u8) -> Params {
+        self.server_max_window_bits = server;
+        self.client_max_window_bits = client;
+        self
+    }
+
     /// The server's `Sec-WebSocket-Extensions` response value. `client_max_window_bits` is named
     /// only below 15, which [`negotiate`] produces only when the client offered it.
     pub fn response_header_value(&self) -> String {
