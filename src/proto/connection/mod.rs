@@ -313,22 +313,36 @@ impl Connection {
         Event::Closed(CloseReason::ProtocolError(e))
     }
 
-    /// Does the protocol's part for a decoded event and says what the application sees.
-    #[inline]
+    /// Does the protocol's part for a decoded event and says what the application sees: a
+    /// message at once (inlined: it runs per message), the rest out of line.
+    #[inline(always)]
     fn on_frame_event<'a>(
         &mut self,
         ep: &mut Endpoint,
         event: message::Event<'a>,
     ) -> Option<Event<'a>> {
-        let open = self.phase == Phase::Open;
         // After our close frame the peer's data still arrives until its own close (RFC 6455
         // section 1.4: only data after *receiving* a close is discarded).
-        let receiving = open || self.phase == Phase::Closing;
+        let receiving = matches!(self.phase, Phase::Open | Phase::Closing);
         match event {
             message::Event::Text(text) if receiving => Some(Event::Message(Message::Text(text))),
             message::Event::Binary(bytes) if receiving => {
                 Some(Event::Message(Message::Binary(bytes)))
             }
+            other => self.on_control_event(ep, other),
+        }
+    }
+
+    /// [`on_frame_event`](Self::on_frame_event) for control frames and what is discarded.
+    #[inline(never)]
+    fn on_control_event<'a>(
+        &mut self,
+        ep: &mut Endpoint,
+        event: message::Event<'a>,
+    ) -> Option<Event<'a>> {
+        let open = self.phase == Phase::Open;
+        let receiving = open || self.phase == Phase::Closing;
+        match event {
             message::Event::Ping(payload) if open => {
                 // A peer that pings without reading its pongs fills its queue like any other.
                 if !ep
