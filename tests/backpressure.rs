@@ -209,3 +209,65 @@ fn a_reader_that_never_reads_is_closed_and_no_longer_read() {
         "the last bytes are a 1008 close frame or whole echoes"
     );
 }
+
+/// Subscribes every connection to "t"; `overflow` sends two 1,030-byte messages, the second of
+/// which cannot be queued, nor a close frame after the first (so the connection is dropped at
+/// once, from inside the handler's call); `count` answers how many subscribe to "t".
+struct Subscribed;
+
+impl wsloop::Handler for Subscribed {
+    type State = ();
+
+    fn on_upgrade(
+        &mut self,
+        _req: &wsloop::Request<'_, '_>,
+        _peer: std::net::SocketAddr,
+    ) -> wsloop::Upgrade<()> {
+        wsloop::Upgrade::accept(())
+    }
+
+    fn on_open(&mut self, ctx: &mut wsloop::Context<'_, ()>, id: ConnId) {
+        ctx.subscribe(id, "t");
+    }
+
+    fn on_message(
+        &mut self,
+        ctx: &mut wsloop::Context<'_, ()>,
+        id: ConnId,
+        msg: wsloop::Message<'_>,
+    ) {
+        match msg {
+            wsloop::Message::Text("overflow") => {
+                ctx.send_binary(id, &[1; 1030]).unwrap();
+                assert_eq!(ctx.send_binary(id, &[2; 1030]), Err(SendError::Full));
+            }
+            _ => {
+                let n = ctx.subscribers("t").len().to_string();
+                ctx.send_text(id, &n).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_connection_dropped_at_once_leaves_its_topics() {
+    let config = Config::default().max_write_buffer(1024);
+    let mut server = wsloop::Server::bind("127.0.0.1:0", config, Subscribed).unwrap();
+    let addr = server.local_addr();
+    let handle = server.handle();
+    let reactor = thread::spawn(move || server.run());
+    let mut dropped = Ws::connect(addr);
+    dropped.send_raw(common::upgrade_request("/", &[]).as_bytes());
+    assert_eq!(dropped.read_response_head().status, 101);
+    let mut other = Ws::connect(addr);
+    other.send_raw(common::upgrade_request("/", &[]).as_bytes());
+    assert_eq!(other.read_response_head().status, 101);
+    other.send_text("count");
+    assert_eq!(other.read_text(), "2");
+    dropped.send_text("overflow");
+    let _ = dropped.wait_for_eof();
+    other.send_text("count");
+    assert_eq!(other.read_text(), "1", "the dropped connection left \"t\"");
+    handle.shutdown().unwrap();
+    reactor.join().unwrap().unwrap();
+}

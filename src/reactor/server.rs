@@ -267,12 +267,7 @@ impl<H: Handler> Server<H> {
             .collect();
         for id in rest {
             // Out of time, not disconnected: the application is told so.
-            if let Some(slot) = self.core.get_mut(id) {
-                if slot.conn.handle_disconnect().is_some() {
-                    notify_close(&mut self.core, &mut self.handler, id, CloseReason::TimedOut);
-                }
-            }
-            self.remove(id);
+            self.end_conn(id, CloseReason::TimedOut);
         }
         Ok(())
     }
@@ -547,7 +542,9 @@ impl<H: Handler> Server<H> {
             let frames = input.frames();
             match lookup(&mut core.slots, id) {
                 Some(slot) if slot.conn.is_finished() => {
+                    // Dropped at once by a send from the handler: its on_close first.
                     input.release(&mut core.ep);
+                    self.settle();
                     self.remove(id);
                     return;
                 }
@@ -716,23 +713,29 @@ impl<H: Handler> Server<H> {
         Ok(std::mem::take(&mut conn.backlogged))
     }
 
-    /// Ends `id`: tells the application if it knew the connection as open, then removes it.
+    /// Ends `id` after its transport ended (end of stream, an I/O error).
     fn drop_conn(&mut self, id: ConnId) {
-        let owed = self
-            .core
-            .get_mut(id)
-            .and_then(|c| c.conn.handle_disconnect());
-        if let Some(Event::Closed(why)) = owed {
+        self.end_conn(id, CloseReason::Disconnected);
+    }
+
+    /// Ends `id`'s transport: tells the application `why` if the connection owes it an
+    /// `on_close` (see [`Connection::handle_disconnect`]), then removes it.
+    fn end_conn(&mut self, id: ConnId, why: CloseReason<'static>) {
+        let owed = (self.core.get_mut(id)).and_then(|c| c.conn.handle_disconnect());
+        if owed.is_some() {
             notify_close(&mut self.core, &mut self.handler, id, why);
         }
         self.remove(id);
     }
 
+    /// Removes `id` from the slab, its topics and the poll (its `on_close`, if owed, has been
+    /// called).
     fn remove(&mut self, id: ConnId) {
         if self.core.get(id).is_none() {
             return;
         }
         let mut slot = self.core.slots.remove(id.index as usize);
+        (self.core.topics).unsubscribe_all(id, std::mem::take(&mut slot.topics));
         self.core.buffered -= slot.charged as usize;
         let _ = self.poll.registry().deregister(&mut slot.io);
         slot.conn.release(&mut self.core.ep);
