@@ -55,7 +55,7 @@ pub fn serve(mut stream: TcpStream, config: ConnectionConfig) -> io::Result<()> 
         };
         match result {
             Ok(0) => {
-                conn.handle_disconnect();
+                conn.handle_disconnect(&mut ep);
             }
             Ok(n) => conn.recv(&mut ep, Instant::now(), &mut buf[..n], on_event),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {

@@ -102,6 +102,11 @@ struct Side {
 }
 
 impl Side {
+    /// The transport ended: what `handle_disconnect` says.
+    fn disconnect(&mut self) -> Option<Event<'static>> {
+        self.conn.handle_disconnect(&mut self.ep)
+    }
+
     fn new(ep: Endpoint, conn: Connection) -> Side {
         Side {
             ep,
@@ -723,16 +728,24 @@ fn a_lingering_connection_ends_when_the_peer_disconnects() {
     c.conn.close(&mut c.ep, CloseCode::NORMAL, "").unwrap();
     pair.pump();
     assert_eq!(pair.server.conn.phase(), Phase::Linger);
-    assert_eq!(pair.server.conn.handle_disconnect(), None);
+    assert_eq!(pair.server.disconnect(), None);
     assert!(pair.server.conn.is_finished());
 }
 
 #[test]
 fn an_open_connection_that_loses_its_transport_is_told_so() {
     let mut pair = Pair::with(quiet());
-    let event = pair.server.conn.handle_disconnect().map(Got::of);
+    let s = &mut pair.server;
+    s.conn.send(&mut s.ep, Message::Binary(&[1; 64])).unwrap();
+    assert!(s.conn.buffered() > 0);
+    let event = pair.server.disconnect().map(Got::of);
     assert_eq!(event, Some(Got::Closed(Why::Disconnected)));
     assert!(pair.server.conn.is_finished());
+    assert_eq!(
+        pair.server.conn.buffered(),
+        0,
+        "its queue went back to the pool"
+    );
 }
 
 #[test]
@@ -928,7 +941,7 @@ fn overflow_with_no_room_for_the_close_frame_drops_the_connection_at_once() {
     assert!(s.conn.is_finished());
     assert_eq!(s.conn.buffered(), 0, "its queue is freed");
     assert_eq!(
-        s.conn.handle_disconnect(),
+        s.disconnect(),
         None,
         "its end was told with the send's error"
     );
@@ -1155,7 +1168,7 @@ fn a_lingering_server_is_finished_after_close_timeout_if_the_peer_never_closes()
         [],
         "nothing more is owed to the application"
     );
-    assert_eq!(pair.server.conn.handle_disconnect(), None);
+    assert_eq!(pair.server.disconnect(), None);
 }
 
 #[test]
@@ -1174,4 +1187,67 @@ fn a_request_left_unanswered_is_refused_with_500() {
     server.end_input(&mut ep, input);
     assert!(head(server.transmit()).starts_with("HTTP/1.1 500"));
     assert_eq!(server.phase(), Phase::Linger);
+}
+
+/// A writer that takes at most `room` bytes, like a socket with a full buffer.
+struct Socket {
+    room: usize,
+    taken: Vec<u8>,
+}
+
+impl std::io::Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.room - self.taken.len());
+        self.taken.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn send_to_writes_a_large_message_straight_out_and_queues_only_the_rest() {
+    let mut pair = Pair::open(quiet(), quiet());
+    let s = &mut pair.server;
+    let payload = vec![7u8; 40_000];
+    let mut socket = Socket {
+        room: 30_000,
+        taken: Vec::new(),
+    };
+    s.conn
+        .send_to(&mut s.ep, Message::Binary(&payload), &mut socket)
+        .unwrap();
+    let mut frame = socket.taken.clone();
+    assert_eq!(frame.len(), 30_000, "the socket took what it could");
+    frame.extend_from_slice(s.conn.transmit());
+    let mut whole = Vec::new();
+    write_frame(&mut whole, OpCode::Binary, true, false, None, &payload);
+    assert_eq!(
+        frame, whole,
+        "what was written and what is queued make the frame"
+    );
+
+    // With bytes queued before it, a message is queued behind them: order first.
+    let mut socket = Socket {
+        room: usize::MAX,
+        taken: Vec::new(),
+    };
+    let queued = s.conn.buffered();
+    s.conn
+        .send_to(&mut s.ep, Message::Binary(&payload), &mut socket)
+        .unwrap();
+    assert!(socket.taken.is_empty());
+    assert_eq!(s.conn.buffered(), queued + whole.len());
+
+    // A small message is always queued (batched with the turn's others).
+    let n = s.conn.buffered();
+    let s = &mut pair.server;
+    s.conn.advance(&mut s.ep, n);
+    s.conn
+        .send_to(&mut s.ep, Message::Text("hi"), &mut socket)
+        .unwrap();
+    assert!(socket.taken.is_empty());
+    assert_eq!(s.conn.transmit(), b"\x81\x02hi");
 }

@@ -275,7 +275,7 @@ impl Swarm {
         }
         // The server closed TCP: a clean end after the close handshake, a failure otherwise.
         let handshaking = bot.conn.phase() == Phase::Handshake;
-        if bot.conn.handle_disconnect().is_some() || handshaking {
+        if bot.conn.handle_disconnect(&mut self.ep).is_some() || handshaking {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         self.end(key, None);

@@ -1135,11 +1135,10 @@ pub fn serve<'b>(
         served.events.push(happened(&event, max));
     }
     drain(&mut conn, &mut ep, &mut served.out);
-    if let Some(event) = conn.handle_disconnect() {
+    if let Some(event) = conn.handle_disconnect(&mut ep) {
         served.events.push(happened(&event, max));
     }
     assert!(conn.is_finished());
-    conn.release(&mut ep);
     served
 }
 

@@ -7,6 +7,7 @@ use super::metrics::Counters;
 use super::slot::Slot;
 use super::timers::Timers;
 use super::topics::Topics;
+use super::transport::Transport;
 use crate::proto::connection::Endpoint;
 use crate::{CloseReason, Config, ConnId, Message, Metrics, Relay, SendError};
 
@@ -194,21 +195,16 @@ impl<S> Core<S> {
         let Some(slot) = lookup(&mut self.slots, id) else {
             return Err(SendError::NotOpen);
         };
-        let result = if slot.io.is_plain() {
-            let io = &mut slot.io;
-            let bytes_out = &mut self.counters.bytes_out;
-            // An error shows again, and is handled, when the rest is flushed.
-            let mut write = |bufs: &[std::io::IoSlice<'_>]| {
-                let n = io.write_vectored(bufs).unwrap_or(0);
-                *bytes_out += n as u64;
-                n
-            };
-            slot.conn
-                .send_direct(&mut self.ep, msg, compress, &mut write)
-        } else if compress {
-            slot.conn.send(&mut self.ep, msg)
-        } else {
+        let result = if !compress {
             slot.conn.send_uncompressed(&mut self.ep, msg)
+        } else if slot.io.is_plain() {
+            let mut socket = Counted {
+                io: &mut slot.io,
+                bytes: &mut self.counters.bytes_out,
+            };
+            slot.conn.send_to(&mut self.ep, msg, &mut socket)
+        } else {
+            slot.conn.send(&mut self.ep, msg)
         };
         recharge(slot, &mut self.buffered);
         self.counters.messages_out += u64::from(result.is_ok());
@@ -274,6 +270,29 @@ impl<S> Core<S> {
         }
         self.shed();
         sent
+    }
+}
+
+/// A plain socket for [`Connection::send_to`](crate::proto::connection::Connection::send_to),
+/// counting the bytes it takes.
+struct Counted<'a> {
+    io: &'a mut Transport,
+    bytes: &'a mut u64,
+}
+
+impl std::io::Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_vectored(&[std::io::IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        let n = self.io.write_vectored(bufs)?;
+        *self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -721,7 +721,8 @@ impl<H: Handler> Server<H> {
     /// Ends `id`'s transport: tells the application `why` if the connection owes it an
     /// `on_close` (see [`Connection::handle_disconnect`]), then removes it.
     fn end_conn(&mut self, id: ConnId, why: CloseReason<'static>) {
-        let owed = (self.core.get_mut(id)).and_then(|c| c.conn.handle_disconnect());
+        let core = &mut self.core;
+        let owed = lookup(&mut core.slots, id).and_then(|c| c.conn.handle_disconnect(&mut core.ep));
         if owed.is_some() {
             notify_close(&mut self.core, &mut self.handler, id, why);
         }
@@ -738,7 +739,7 @@ impl<H: Handler> Server<H> {
         (self.core.topics).unsubscribe_all(id, std::mem::take(&mut slot.topics));
         self.core.buffered -= slot.charged as usize;
         let _ = self.poll.registry().deregister(&mut slot.io);
-        slot.conn.release(&mut self.core.ep);
+        slot.conn.handle_disconnect(&mut self.core.ep);
     }
 }
 

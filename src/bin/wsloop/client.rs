@@ -289,7 +289,11 @@ impl Session {
         loop {
             let n = match self.transport.read(&mut buf) {
                 Ok(0) => {
-                    events.extend(self.conn.handle_disconnect().and_then(Received::from_event));
+                    events.extend(
+                        self.conn
+                            .handle_disconnect(&mut self.ep)
+                            .and_then(Received::from_event),
+                    );
                     break;
                 }
                 Ok(n) => n,

@@ -12,7 +12,8 @@
 //! | the transport ended: [`handle_disconnect`](Connection::handle_disconnect) | [`is_finished`](Connection::is_finished), [`wants_shutdown`](Connection::wants_shutdown) |
 //!
 //! After any input, write out what [`transmit`](Connection::transmit) holds and arm a timer
-//! for [`poll_timeout`](Connection::poll_timeout). Protocol duties need no help: pings are
+//! for [`poll_timeout`](Connection::poll_timeout) ([`send_to`](Connection::send_to) writes a
+//! large message straight to a socket instead of copying it into the queue). Protocol duties need no help: pings are
 //! answered, a close frame is answered and the close handshake is timed, a peer that breaks
 //! the protocol gets the close code RFC 6455 calls for, and a peer silent for too long is
 //! pinged and then closed.
@@ -66,7 +67,7 @@ mod endpoint;
 mod events;
 mod input;
 
-use std::io::IoSlice;
+use std::io::{IoSlice, Write};
 use std::time::Instant;
 
 pub use crate::proto::clock::Millis;
@@ -90,15 +91,11 @@ use crate::proto::message::{self, take_front, Decoder, Step};
 use crate::proto::{CloseCode, ProtocolError, Role};
 
 /// Messages at least this large are written straight from the sender's bytes when nothing is
-/// queued before them (see [`Connection::send_direct`]); smaller ones are queued.
+/// queued before them (see [`Connection::send_to`]); smaller ones are queued.
 const DIRECT_WRITE: usize = 32 * 1024;
 
 /// The largest response head a client accepts.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-
-/// A vectored write straight to the transport, for [`Connection::send_direct`]: returns how
-/// many bytes it took.
-pub type WriteThrough<'w> = dyn FnMut(&[IoSlice<'_>]) -> usize + 'w;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -535,10 +532,15 @@ impl Connection {
         self.clock = ep.now + ep.spans.close;
     }
 
-    /// The transport ended: end of stream or an I/O error. Returns the event the application
-    /// is owed if it knew the connection as open; the connection is then finished.
-    pub fn handle_disconnect(&mut self) -> Option<Event<'static>> {
+    /// The transport ended (end of stream, an I/O error) or its owner drops the connection:
+    /// it gives its buffers back to `ep`'s pool and is finished. Returns the event the
+    /// application is owed if it knew the connection as open. Call it once a connection
+    /// [`is_finished`](Self::is_finished) too, before dropping it, so that its buffers are
+    /// pooled; more calls change nothing.
+    pub fn handle_disconnect(&mut self, ep: &mut Endpoint) -> Option<Event<'static>> {
         let owed = self.owes_close();
+        self.kept.release(&mut ep.pool);
+        self.tx.release(&mut ep.pool);
         self.phase = Phase::Finished;
         owed.then_some(Event::Closed(CloseReason::Disconnected))
     }
@@ -575,21 +577,21 @@ impl Connection {
     }
 
     /// Like [`send`](Self::send), but a large message (32 KiB or more) with nothing queued
-    /// before it is handed to `write` straight from `msg`'s bytes (a header and the payload,
-    /// for a vectored write), and only what `write` did not take (it returns how many bytes
-    /// it took) is copied into the queue. Server role only; a client masks, so it copies.
+    /// before it is written straight to `out` from `msg`'s bytes (its header and payload in
+    /// one vectored write), and only what `out` did not take is queued: a large send to a
+    /// socket costs no copy. An error from `out` counts as nothing written; the socket shows
+    /// it again when the queue is written. Server role; a client masks, so it queues.
     ///
     /// # Errors
     /// As [`send`](Self::send).
     #[inline]
-    pub fn send_direct(
+    pub fn send_to(
         &mut self,
         ep: &mut Endpoint,
         msg: Message<'_>,
-        compress: bool,
-        write: &mut WriteThrough<'_>,
+        out: &mut impl Write,
     ) -> Result<(), SendError> {
-        self.send_message(ep, msg, compress, Some(write))
+        self.send_message(ep, msg, true, Some(out))
     }
 
     #[inline]
@@ -598,7 +600,7 @@ impl Connection {
         ep: &mut Endpoint,
         msg: Message<'_>,
         compress: bool,
-        direct: Option<&mut WriteThrough<'_>>,
+        direct: Option<&mut dyn Write>,
     ) -> Result<(), SendError> {
         if self.phase != Phase::Open {
             return Err(SendError::NotOpen);
@@ -623,7 +625,7 @@ impl Connection {
         let rsv1 = compressed.is_some();
         let role = self.role();
         match direct {
-            Some(write)
+            Some(out)
                 if role == Role::Server && self.tx.len() == 0 && body.len() >= DIRECT_WRITE =>
             {
                 let header = FrameHeader {
@@ -636,9 +638,8 @@ impl Connection {
                 let mut head = [0u8; MAX_HEADER_LEN];
                 let head_len = header.encode(&mut head);
                 let head = &head[..head_len];
-                let written = write(&[IoSlice::new(head), IoSlice::new(body)]);
-                let rest_head = &head[written.min(head.len())..];
-                let rest_body = &body[written.saturating_sub(head.len()).min(body.len())..];
+                let written = write_through(out, head, body);
+                let (rest_head, rest_body) = after(head, body, written);
                 if !rest_body.is_empty() || !rest_head.is_empty() {
                     let tx = self.tx.vec(rest_head.len() + rest_body.len(), &mut ep.pool);
                     tx.extend_from_slice(rest_head);
@@ -856,7 +857,8 @@ impl Connection {
     }
 
     /// Bytes of memory the connection's buffers hold: kept input, an unfinished message, and
-    /// its write queue.
+    /// its write queue. An owner that keeps many connections within one memory budget sums
+    /// it (the server's `max_buffered`) and [`shed`](Self::shed)s the largest past it.
     pub fn memory(&self) -> usize {
         self.kept.capacity() + self.parser.decoder.buffered() + self.tx.capacity()
     }
@@ -880,13 +882,28 @@ impl Connection {
         }
         owed.then_some(Event::Closed(CloseReason::Overflow))
     }
+}
 
-    /// Gives back every buffer the connection holds (when it is dropped by a reactor that
-    /// pools them).
-    pub fn release(&mut self, ep: &mut Endpoint) {
-        self.kept.release(&mut ep.pool);
-        self.tx.release(&mut ep.pool);
+/// Writes `head` and then `body` to `out` until it takes no more (a socket: until it would
+/// block); returns how many bytes it took. An error counts as nothing more taken.
+fn write_through(out: &mut dyn Write, head: &[u8], body: &[u8]) -> usize {
+    let mut written = 0;
+    while written < head.len() + body.len() {
+        let (head, body) = after(head, body, written);
+        match out.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
+            Ok(n) if n > 0 => written += n,
+            _ => break,
+        }
     }
+    written
+}
+
+/// What is left of `head` and then `body` once their first `n` bytes are written.
+fn after<'a>(head: &'a [u8], body: &'a [u8], n: usize) -> (&'a [u8], &'a [u8]) {
+    (
+        &head[n.min(head.len())..],
+        &body[n.saturating_sub(head.len()).min(body.len())..],
+    )
 }
 
 /// The opcode of a data message.
