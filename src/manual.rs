@@ -112,7 +112,7 @@ pub mod _02_limits {
     //! | `max_connections` | `503 Service Unavailable`, then closed (it lingers like any refusal; past 64 such at once, closed without one). Lowered at start-up, with a warning, to the open-files limit less 96, or to each reactor's share of it in a `Cluster` (Linux). If `accept` still fails (out of descriptors), it is retried whenever a connection closes and every 100 ms, with one warning per 5 s |
     //! | `read_buffer_size` | the one reactor-wide read buffer (not per connection) |
     //! | `buffer_pool_size` | large buffers (over 64 KiB, grown for big messages) kept for reuse; 0 keeps none |
-    //! | `allowed_origins` | another browser `Origin` gets 403 (requests without `Origin` pass) |
+    //! | `allowed_origins` | another browser `Origin` gets 403 (requests without `Origin` pass; two `Origin` headers get 400) |
     //! | `handle_queue` | bytes of commands waiting from `Handle`s (each message, topic or reason, plus 64): beyond it a call returns `HandleError::Full` |
     //! | `deflate` | permessage-deflate settings, see [Compression](super::_04_compression) |
     //!

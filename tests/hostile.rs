@@ -654,7 +654,8 @@ fn oversized_headers_get_431() {
     assert!(after < before + 2 * KIB);
 }
 
-/// Two `Host` headers get 400 (RFC 7230 section 5.4); a request with bare-LF line ends gets
+/// Two `Host` headers (RFC 7230 section 5.4) or two `Origin` headers (RFC 6454 section 7.3)
+/// get 400; a request with bare-LF line ends gets
 /// 400 at once rather than waiting out the 10 s handshake timeout (issue 14, item 7).
 #[test]
 fn duplicate_host_and_bare_lf_requests_get_400_at_once() {
@@ -666,6 +667,13 @@ fn duplicate_host_and_bare_lf_requests_get_400_at_once() {
         (
             "two Host headers",
             upgrade_request("/", &["Host: elsewhere.example"]),
+        ),
+        (
+            "two Origin headers",
+            upgrade_request(
+                "/",
+                &["Origin: http://127.0.0.1", "Origin: http://evil.example"],
+            ),
         ),
         (
             "bare-LF line ends",

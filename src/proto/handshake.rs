@@ -272,13 +272,18 @@ impl<'h, 'b> Request<'h, 'b> {
         if self.header("host").is_none_or(|h| h.trim().is_empty()) {
             return Err(Rejection::BadRequest(BadRequest::NoHost));
         }
+        let repeated = |name: &str| {
+            let mut named = (self.headers.iter()).filter(|h| h.name.eq_ignore_ascii_case(name));
+            named.nth(1).is_some()
+        };
         // RFC 7230 section 5.4: more than one Host header gets 400.
-        let hosts = self
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("host"));
-        if hosts.count() > 1 {
+        if repeated("host") {
             return Err(Rejection::BadRequest(BadRequest::HostRepeated));
+        }
+        // RFC 6454 section 7.3: a client sends one Origin; with two, an origin check could
+        // pass on one and the page come from the other.
+        if repeated("origin") {
+            return Err(Rejection::BadRequest(BadRequest::OriginRepeated));
         }
         let mut keys = self.header_values("sec-websocket-key");
         let key = keys.next().map(str::trim).unwrap_or("");
@@ -396,6 +401,8 @@ pub enum BadRequest {
     NoHost,
     /// More than one `Host` header.
     HostRepeated,
+    /// More than one `Origin` header.
+    OriginRepeated,
     /// A `Sec-WebSocket-Key` missing, repeated, or not 16 bytes in base64.
     InvalidKey,
 }
@@ -410,6 +417,7 @@ error_messages!(BadRequest {
     BadRequest::NoConnectionUpgrade => ("Connection: Upgrade missing"),
     BadRequest::NoHost => ("Host missing"),
     BadRequest::HostRepeated => ("more than one Host header"),
+    BadRequest::OriginRepeated => ("more than one Origin header"),
     BadRequest::InvalidKey => ("invalid Sec-WebSocket-Key"),
 });
 
@@ -725,6 +733,11 @@ mod tests {
                 Rejection::BadRequest(BadRequest::HostRepeated),
             ),
             (
+                "Host: a\r\n",
+                "Host: a\r\nOrigin: http://a\r\norigin: http://evil\r\n",
+                Rejection::BadRequest(BadRequest::OriginRepeated),
+            ),
+            (
                 "dGhlIHNhbXBsZSBub25jZQ==",
                 "dGhlIHNhbXBsZQ==",
                 Rejection::BadRequest(BadRequest::InvalidKey),
@@ -818,8 +831,8 @@ mod tests {
         ] {
             assert!(with(line).is_ok(), "{line:?}");
         }
-        // Obs-text in a header the handshake reads: 400, even in a second Origin that
-        // `origin()` would not look at, or in a Sec-WebSocket-Key that would be skipped.
+        // Obs-text in a header the handshake reads: 400 (checked before repeats), even in a
+        // second Origin, or in a Sec-WebSocket-Key that would be skipped.
         let non_ascii = Err(Some(Rejection::BadRequest(BadRequest::NonAscii)));
         for line in [
             &b"Origin: http://caf\xc3\xa9.example"[..],
