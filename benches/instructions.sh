@@ -14,6 +14,7 @@
 #
 # Prints instructions / (messages the bench saw echoed); the server's start, handshakes and
 # shutdown are counted too (a few thousandths of the total at these rates). Needs valgrind.
+# KEEP=FILE keeps callgrind's output there, for `callgrind_annotate FILE`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=8
@@ -42,6 +43,7 @@ done
 line=$(target/release/wsloop bench "ws://127.0.0.1:$PORT/" --seconds "$seconds" "${bench_args[@]}" | tail -1)
 kill -INT $pid
 wait $pid || true
+[ -z "${KEEP:-}" ] || cp "$out/cg.out" "$KEEP"
 ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$out/cg.out")
 python3 - "$line" "$ir" <<'EOF'
 import re, sys

@@ -1148,17 +1148,23 @@ pub fn serve<'b>(
 /// permessage-deflate, 0x40 and subprotocol `chat`; 0x04 frames from records (masked); 0x08 the
 /// server's permessage-deflate has context takeover (else the default); 0x10 the server refuses
 /// the upgrade; 0x20 it echoes messages. Knobs: 0x01 a 1 KiB write queue, 0x02 that refuses
-/// sends rather than closing. Then a u16 (the limit is 125 + it), the read sizes, the stream.
+/// sends rather than closing, 0x04 deflate windows of 9 + (knobs >> 4) % 6 bits both ways. Then a u16 (the limit is 125 + it), the read sizes, the stream.
 pub fn connection(data: &[u8]) {
     let mut input = Input::new(data);
     let flags = input.byte();
     let knobs = input.byte();
     let max = 125 + usize::from(input.u16());
     let sizes = read_sizes(&mut input);
-    let server_deflate = match flags & 0x08 {
+    let mut server_deflate = match flags & 0x08 {
         0 => DeflateConfig::default(),
         _ => lenient_client_config(),
     };
+    if knobs & 0x04 != 0 {
+        // Windows under 15 bits, so that inflate checks back-references against them.
+        let bits = 9 + (knobs >> 4) % 6;
+        server_deflate.server_max_window_bits = bits;
+        server_deflate.client_max_window_bits = bits;
+    }
     let config = ConnectionConfig::default()
         .max_message_size(max)
         .max_handshake_size(4096)

@@ -195,16 +195,16 @@ impl<S> Core<S> {
         let Some(slot) = lookup(&mut self.slots, id) else {
             return Err(SendError::NotOpen);
         };
-        let result = if !compress {
-            slot.conn.send_uncompressed(&mut self.ep, msg)
-        } else if slot.io.is_plain() {
+        let result = if compress && slot.io.is_plain() {
             let mut socket = Counted {
                 io: &mut slot.io,
                 bytes: &mut self.counters.bytes_out,
             };
             slot.conn.send_to(&mut self.ep, msg, &mut socket)
-        } else {
+        } else if compress {
             slot.conn.send(&mut self.ep, msg)
+        } else {
+            slot.conn.send_uncompressed(&mut self.ep, msg)
         };
         recharge(slot, &mut self.buffered);
         self.counters.messages_out += u64::from(result.is_ok());

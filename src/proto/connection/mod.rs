@@ -67,7 +67,7 @@ mod endpoint;
 mod events;
 mod input;
 
-use std::io::{IoSlice, Write};
+use std::io::{self, IoSlice, Write};
 use std::time::Instant;
 
 pub use crate::proto::clock::Millis;
@@ -561,7 +561,7 @@ impl Connection {
     /// `max_write_buffer` (with `Overflow::Close` the connection is then closed with 1008:
     /// it is no longer [`is_open`](Self::is_open)).
     pub fn send(&mut self, ep: &mut Endpoint, msg: Message<'_>) -> Result<(), SendError> {
-        self.send_message(ep, msg, true, None)
+        self.send_message(ep, msg, true, None::<&mut io::Sink>)
     }
 
     /// Like [`send`](Self::send), but never compressed (for data already compressed, say).
@@ -573,7 +573,7 @@ impl Connection {
         ep: &mut Endpoint,
         msg: Message<'_>,
     ) -> Result<(), SendError> {
-        self.send_message(ep, msg, false, None)
+        self.send_message(ep, msg, false, None::<&mut io::Sink>)
     }
 
     /// Like [`send`](Self::send), but a large message (32 KiB or more) with nothing queued
@@ -595,12 +595,12 @@ impl Connection {
     }
 
     #[inline]
-    fn send_message(
+    fn send_message<W: Write>(
         &mut self,
         ep: &mut Endpoint,
         msg: Message<'_>,
         compress: bool,
-        direct: Option<&mut dyn Write>,
+        direct: Option<&mut W>,
     ) -> Result<(), SendError> {
         if self.phase != Phase::Open {
             return Err(SendError::NotOpen);
