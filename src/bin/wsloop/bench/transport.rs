@@ -8,15 +8,15 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 use nix::errno::Errno;
 use socket2::{Domain, Protocol, Socket, Type};
-use wsloop::rustls::client::danger::{
+use rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
-use wsloop::rustls::crypto::{
+use rustls::crypto::{
     ring, verify_tls12_signature, verify_tls13_signature, CryptoProvider,
 };
-use wsloop::rustls::pki_types::pem::PemObject;
-use wsloop::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use wsloop::rustls::{
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
@@ -238,7 +238,7 @@ impl ServerCertVerifier for AnyCertificate {
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
-    ) -> Result<ServerCertVerified, wsloop::rustls::Error> {
+    ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
 
@@ -247,7 +247,7 @@ impl ServerCertVerifier for AnyCertificate {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, wsloop::rustls::Error> {
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         verify_tls12_signature(
             message,
             cert,
@@ -261,7 +261,7 @@ impl ServerCertVerifier for AnyCertificate {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, wsloop::rustls::Error> {
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         verify_tls13_signature(
             message,
             cert,
