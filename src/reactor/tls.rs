@@ -259,8 +259,16 @@ mod tests {
         let cases = [
             (key.as_str(), key.as_str(), "no certificate"),
             (cert.as_str(), cert.as_str(), "no private key"),
-            (cert.as_str(), other_key.as_str(), "does not match the first certificate"),
-            (cert.as_str(), "-----BEGIN PRIVATE KEY-----\nMIIB\n", "not valid PEM"),
+            (
+                cert.as_str(),
+                other_key.as_str(),
+                "does not match the first certificate",
+            ),
+            (
+                cert.as_str(),
+                "-----BEGIN PRIVATE KEY-----\nMIIB\n",
+                "not valid PEM",
+            ),
         ];
         for (cert, key, want) in cases {
             let err = TlsConfig::from_pem(cert.as_bytes(), key.as_bytes()).unwrap_err();
@@ -271,7 +279,10 @@ mod tests {
         let encrypted = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBX\n\
                          -----END ENCRYPTED PRIVATE KEY-----\n";
         let err = TlsConfig::from_pem(cert.as_bytes(), encrypted.as_bytes()).unwrap_err();
-        assert!(err.to_string().contains("openssl pkey -in key.pem"), "{err}");
+        assert!(
+            err.to_string().contains("openssl pkey -in key.pem"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -136,8 +136,8 @@ fn connect(
             Ok(Transport::Plain(nonblocking(tcp)?))
         });
     };
-    let conn = ClientConnection::new(tls.config.clone(), tls.name.clone())
-        .map_err(io::Error::other)?;
+    let conn =
+        ClientConnection::new(tls.config.clone(), tls.name.clone()).map_err(io::Error::other)?;
     handshake(StreamOwned::new(conn, tcp), url, options, |tls| {
         Ok(Transport::Tls(Box::new((nonblocking(tls.sock)?, tls.conn))))
     })

@@ -7,18 +7,14 @@ use std::sync::Arc;
 
 use mio::net::TcpStream;
 use nix::errno::Errno;
-use socket2::{Domain, Protocol, Socket, Type};
-use rustls::client::danger::{
-    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
-};
-use rustls::crypto::{
-    ring, verify_tls12_signature, verify_tls13_signature, CryptoProvider,
-};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{ring, verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// A non-blocking client socket.
 pub enum Transport {
