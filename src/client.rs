@@ -194,7 +194,9 @@ impl ClientTls {
     fn trusting(pem: &Pem<'_>) -> Result<ClientTls, Error> {
         let mut roots = RootCertStore::empty();
         for cert in pem.certificates()? {
-            (roots.add(cert)).map_err(|e| pem.error(TlsError::BadCaCertificate(e.into())))?;
+            roots
+                .add(cert)
+                .map_err(|e| pem.error(TlsError::BadCaCertificate(e.into())))?;
         }
         if roots.is_empty() {
             return Err(pem.error(TlsError::NoCertificate));
@@ -845,6 +847,30 @@ mod tests {
                 "{bad:?}: the error names the URL: {e}"
             );
         }
+    }
+
+    #[test]
+    fn tls_setup_errors_keep_their_kind_and_cause() {
+        let tls = |cause| Error::Tls { path: None, cause };
+        let e = setup_error(tls(TlsError::NoSystemRoots));
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(e.to_string().contains("SSL_CERT_FILE"), "{e}");
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        let e = setup_error(tls(TlsError::Read(denied)));
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        let e = setup_error(tls(TlsError::NoCertificate));
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let inner = e.get_ref().and_then(|e| e.downcast_ref::<Error>());
+        assert!(
+            matches!(
+                inner,
+                Some(Error::Tls {
+                    cause: TlsError::NoCertificate,
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]
