@@ -861,16 +861,10 @@ mod tests {
         let e = setup_error(tls(TlsError::NoCertificate));
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         let inner = e.get_ref().and_then(|e| e.downcast_ref::<Error>());
-        assert!(
-            matches!(
-                inner,
-                Some(Error::Tls {
-                    cause: TlsError::NoCertificate,
-                    ..
-                })
-            ),
-            "{e:?}"
-        );
+        let Some(Error::Tls { cause, .. }) = inner else {
+            panic!("{e:?}")
+        };
+        assert!(matches!(cause, TlsError::NoCertificate), "{cause:?}");
     }
 
     #[test]
