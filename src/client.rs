@@ -7,38 +7,42 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
-//! `wss://` URLs speak TLS through rustls, trusting the system's CA bundle by default, or as
-//! the [`ConnectOptions::tls`] config says: the CAs of a file of your own, say.
+//! `wss://` URLs speak TLS (rustls, inside), trusting the system's CA bundle by default, or
+//! the CAs that [`ConnectOptions::tls`] gives: those of a file of your own, say.
 //!
 //! ```no_run
-//! use wsloop::client::{load_roots, tls_config, Client, ConnectOptions};
+//! use wsloop::client::{Client, ClientTls, ConnectOptions};
 //!
 //! let options = ConnectOptions {
-//!     tls: Some(tls_config(load_roots("ca.pem".as_ref())?)),
+//!     tls: Some(ClientTls::from_pem_file("ca.pem")?),
 //!     headers: vec![("Authorization".into(), "Bearer 123".into())],
 //!     ..ConnectOptions::default()
 //! };
 //! let client = Client::connect_with_options("wss://localhost:9443/chat?room=1", &options)?;
 //! println!("subprotocol: {:?}", client.protocol());
-//! # Ok::<(), std::io::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! For TLS that [`ClientTls`] does not set up (a client certificate, a verifier of your own),
+//! make the TLS stream with your TLS library and hand it to
+//! [`Client::handshake_with_options`].
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-use crate::error::error_messages;
+use crate::error::{error_messages, Error, TlsError};
 use crate::proto::connection::{CloseReason, Connection, Endpoint, Event, SendError};
 use crate::proto::frame::{write_frame, OpCode};
 use crate::proto::message::mask_key;
 use crate::proto::CloseCode;
+use crate::reactor::tls::{read_file, Pem};
 use crate::{Config, Message};
 
 /// A `ws://` or `wss://` URL, parsed: `ws[s]://host[:port][/path][?query]`.
@@ -126,42 +130,12 @@ impl ClientUrl {
     }
 }
 
-/// A rustls client config trusting `roots`: the `ring` provider, TLS 1.2 and 1.3, ALPN
-/// `http/1.1`.
-///
-/// # Panics
-/// Never in practice: the `ring` provider supports the default protocol versions.
-pub fn tls_config(roots: RootCertStore) -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports TLS 1.2 and 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
-}
-
-/// The CA certificates of the PEM file at `path`, to trust with [`tls_config`].
-///
-/// # Errors
-/// The file cannot be read, holds a bad certificate, or none (`InvalidData`); the message
-/// names the file.
-pub fn load_roots(path: &Path) -> io::Result<RootCertStore> {
-    let bad = |e: &dyn std::fmt::Display| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: {e}", path.display()),
-        )
-    };
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
-        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
-    }
-    if roots.is_empty() {
-        return Err(bad(&"no certificate found"));
-    }
-    Ok(roots)
+/// Which certificate authorities a client trusts for `wss://`: the system's (the default), or
+/// those of a PEM file or PEM text of your own; with the `ring` provider, TLS 1.2 and 1.3 and
+/// ALPN `http/1.1`. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    config: Arc<ClientConfig>,
 }
 
 /// Where the system's CA bundle usually is (Debian, Fedora, openSUSE, Alpine, the BSDs and
@@ -173,40 +147,107 @@ const SYSTEM_CAS: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
-/// The system's CA bundle: the file `SSL_CERT_FILE` names, or the first of the usual places
-/// that exists.
-///
-/// # Errors
-/// `NotFound` when there is none (give a config of your own); else as [`load_roots`].
-pub fn system_roots() -> io::Result<RootCertStore> {
-    let path = std::env::var_os("SSL_CERT_FILE")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            SYSTEM_CAS
-                .iter()
-                .map(Into::into)
-                .find(|p: &std::path::PathBuf| p.exists())
+impl ClientTls {
+    /// Trusts the system's CA bundle: the file `SSL_CERT_FILE` names, or the first of the
+    /// usual places that exists. What [`Client::connect`] does for `wss://`.
+    ///
+    /// # Errors
+    /// [`Error::Tls`] with [`TlsError::NoSystemRoots`] when there is none; else as
+    /// [`from_pem_file`](Self::from_pem_file).
+    pub fn system_roots() -> Result<ClientTls, Error> {
+        let path = std::env::var_os("SSL_CERT_FILE")
+            .map(PathBuf::from)
+            .or_else(|| SYSTEM_CAS.iter().map(PathBuf::from).find(|p| p.exists()))
+            .ok_or(Error::Tls {
+                path: None,
+                cause: TlsError::NoSystemRoots,
+            })?;
+        ClientTls::from_pem_file(path)
+    }
+
+    /// Trusts the CA certificates of the PEM file at `path` (and no others).
+    ///
+    /// # Errors
+    /// [`Error::Tls`] naming the file: it cannot be read, is not valid PEM, holds no
+    /// certificate, or one that cannot be a trust anchor.
+    pub fn from_pem_file(path: impl AsRef<Path>) -> Result<ClientTls, Error> {
+        let path = path.as_ref();
+        let text = read_file(path)?;
+        ClientTls::trusting(&Pem {
+            text: &text,
+            path: Some(path),
         })
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, ClientError::NoSystemRoots))?;
-    load_roots(&path)
+    }
+
+    /// Trusts the CA certificates of PEM text held in memory (and no others).
+    ///
+    /// # Errors
+    /// As [`from_pem_file`](Self::from_pem_file), with no path.
+    pub fn from_pem(pem: &[u8]) -> Result<ClientTls, Error> {
+        ClientTls::trusting(&Pem {
+            text: pem,
+            path: None,
+        })
+    }
+
+    /// The config trusting the certificates of `pem`.
+    fn trusting(pem: &Pem<'_>) -> Result<ClientTls, Error> {
+        let mut roots = RootCertStore::empty();
+        for cert in pem.certificates()? {
+            roots
+                .add(cert)
+                .map_err(|e| pem.error(TlsError::BadCaCertificate(e.into())))?;
+        }
+        if roots.is_empty() {
+            return Err(pem.error(TlsError::NoCertificate));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports TLS 1.2 and 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(ClientTls {
+            config: Arc::new(config),
+        })
+    }
+
+    /// TLS over `tcp` to `host`, the name the server's certificate must carry.
+    fn wrap(&self, host: &str, tcp: TcpStream) -> io::Result<ClientStream> {
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let tls = ClientConnection::new(self.config.clone(), name).map_err(io::Error::other)?;
+        let stream = StreamOwned::new(tls, tcp);
+        Ok(ClientStream(Stream::Tls(Box::new(stream))))
+    }
 }
 
 /// The stream of a client made by [`Client::connect`]: TCP, or TLS over TCP for `wss://`.
 #[derive(Debug)]
-pub enum ClientStream {
+pub struct ClientStream(Stream);
+
+/// What a [`ClientStream`] is.
+#[derive(Debug)]
+enum Stream {
     /// `ws://`.
     Plain(TcpStream),
-    /// `wss://`.
+    /// `wss://`, boxed: the TLS state is a kilobyte or more.
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
 }
 
 impl ClientStream {
     /// The TCP socket.
     pub fn tcp(&self) -> &TcpStream {
-        match self {
-            ClientStream::Plain(s) => s,
-            ClientStream::Tls(t) => &t.sock,
+        match &self.0 {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.sock,
         }
+    }
+
+    /// Whether it speaks TLS (`wss://`).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.0, Stream::Tls(_))
     }
 
     /// Sets the TCP socket's read timeout ([`TcpStream::set_read_timeout`]).
@@ -220,25 +261,25 @@ impl ClientStream {
 
 impl Read for ClientStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            ClientStream::Plain(s) => s.read(buf),
-            ClientStream::Tls(t) => t.read(buf),
+        match &mut self.0 {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf),
         }
     }
 }
 
 impl Write for ClientStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            ClientStream::Plain(s) => s.write(buf),
-            ClientStream::Tls(t) => t.write(buf),
+        match &mut self.0 {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            ClientStream::Plain(s) => s.flush(),
-            ClientStream::Tls(t) => t.flush(),
+        match &mut self.0 {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.flush(),
         }
     }
 }
@@ -253,9 +294,9 @@ pub struct ConnectOptions {
     pub headers: Vec<(String, String)>,
     /// The limits (`max_message_size`...); permessage-deflate is offered if it has `deflate`.
     pub config: Config,
-    /// For `wss://`: the rustls config (its roots, or a verifier of your own); `None` trusts
-    /// the [`system_roots`].
-    pub tls: Option<Arc<ClientConfig>>,
+    /// For `wss://`: the certificate authorities to trust; `None` trusts the system's
+    /// ([`ClientTls::system_roots`], loaded at each connect).
+    pub tls: Option<ClientTls>,
 }
 
 /// Headers the upgrade request writes itself.
@@ -401,8 +442,6 @@ pub enum ClientError {
     /// The connection was idle for too long, or the server did not answer our close
     /// (`InvalidData`).
     TimedOut,
-    /// No system CA bundle was found for `wss://` (`NotFound`).
-    NoSystemRoots,
 }
 
 error_messages!(ClientError, source(self) {
@@ -418,7 +457,6 @@ error_messages!(ClientError, source(self) {
     ClientError::Disconnected => ("the server went away without a close frame (1006)"),
     ClientError::Overflow => ("connection ended: Overflow"),
     ClientError::TimedOut => ("connection ended: TimedOut"),
-    ClientError::NoSystemRoots => ("no system CA bundle found (set SSL_CERT_FILE, or give a TLS config)"),
 });
 
 /// What is wrong with a URL given to [`ClientUrl::parse`].
@@ -477,7 +515,7 @@ error_messages!(HeaderError {
 
 impl Client<ClientStream> {
     /// Connects to a `ws://` or `wss://` URL (see [`ClientUrl`]) and completes the handshake;
-    /// `wss://` trusts the [`system_roots`].
+    /// `wss://` trusts the system's CAs ([`ClientTls::system_roots`]).
     ///
     /// # Errors
     /// A bad URL (`InvalidInput`), a connection or TLS error, or a refused handshake
@@ -498,36 +536,44 @@ impl Client<ClientStream> {
         Client::connect_with_options(url, &options)
     }
 
-    /// Connects as `options` say: subprotocols, headers, limits and deflate, TLS config.
+    /// Connects as `options` say: subprotocols, headers, limits and deflate, the CAs to trust.
     ///
     /// # Errors
-    /// As [`connect`](Client::connect); a header that may not be sent is `InvalidData`.
+    /// As [`connect`](Client::connect); a header that may not be sent is `InvalidData`; with
+    /// no [`ConnectOptions::tls`], no system CA bundle is `NotFound` and a bad one
+    /// `InvalidData`, whose inner error is the [`Error::Tls`].
     pub fn connect_with_options(url: &str, options: &ConnectOptions) -> io::Result<Client> {
         let url = ClientUrl::parse(url)?;
+        let tls = match (&options.tls, url.tls) {
+            (_, false) => None,
+            (Some(tls), true) => Some(tls.clone()),
+            (None, true) => Some(ClientTls::system_roots().map_err(setup_error)?),
+        };
         let tcp = TcpStream::connect((url.host.as_str(), url.port))?;
         tcp.set_nodelay(true)?;
-        let stream = if url.tls {
-            let config = match &options.tls {
-                Some(config) => config.clone(),
-                None => tls_config(system_roots()?),
-            };
-            let name = ServerName::try_from(url.host.clone())
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            let tls = ClientConnection::new(config, name).map_err(io::Error::other)?;
-            ClientStream::Tls(Box::new(StreamOwned::new(tls, tcp)))
-        } else {
-            ClientStream::Plain(tcp)
+        let stream = match tls {
+            Some(tls) => tls.wrap(&url.host, tcp)?,
+            None => ClientStream(Stream::Plain(tcp)),
         };
-        let protocols: Vec<&str> = options.protocols.iter().map(String::as_str).collect();
-        Client::open(
-            stream,
-            &url.authority,
-            &url.path,
-            &protocols,
-            &options.headers,
-            options.config.clone(),
-        )
+        Client::handshake_with_options(stream, &url.authority, &url.path, options)
     }
+}
+
+/// A TLS setup error as an I/O error: `NotFound` for no system CA bundle, the kind of a file's
+/// read error, else `InvalidData`.
+fn setup_error(e: Error) -> io::Error {
+    let kind = match &e {
+        Error::Tls {
+            cause: TlsError::NoSystemRoots,
+            ..
+        } => io::ErrorKind::NotFound,
+        Error::Tls {
+            cause: TlsError::Read(read),
+            ..
+        } => read.kind(),
+        _ => io::ErrorKind::InvalidData,
+    };
+    io::Error::new(kind, e)
 }
 
 impl<S: Read + Write> Client<S> {
@@ -557,6 +603,23 @@ impl<S: Read + Write> Client<S> {
         config: Config,
     ) -> io::Result<Client<S>> {
         Client::open(stream, host, path, protocols, &[], config)
+    }
+
+    /// Like [`handshake`](Self::handshake), as `options` say: subprotocols, headers, limits
+    /// and deflate. Its `tls` is not used: TLS, if any, is the stream's own (a client
+    /// certificate or a verifier that [`ClientTls`] does not offer is set up this way).
+    ///
+    /// # Errors
+    /// As [`handshake`](Self::handshake); a header that may not be sent is `InvalidData`.
+    pub fn handshake_with_options(
+        stream: S,
+        host: &str,
+        path: &str,
+        options: &ConnectOptions,
+    ) -> io::Result<Client<S>> {
+        let protocols: Vec<&str> = options.protocols.iter().map(String::as_str).collect();
+        let config = options.config.clone();
+        Client::open(stream, host, path, &protocols, &options.headers, config)
     }
 
     /// The handshake for `path` on `host`, with `headers` added to the request.
@@ -784,6 +847,24 @@ mod tests {
                 "{bad:?}: the error names the URL: {e}"
             );
         }
+    }
+
+    #[test]
+    fn tls_setup_errors_keep_their_kind_and_cause() {
+        let tls = |cause| Error::Tls { path: None, cause };
+        let e = setup_error(tls(TlsError::NoSystemRoots));
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(e.to_string().contains("SSL_CERT_FILE"), "{e}");
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        let e = setup_error(tls(TlsError::Read(denied)));
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        let e = setup_error(tls(TlsError::NoCertificate));
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let inner = e.get_ref().and_then(|e| e.downcast_ref::<Error>());
+        let Some(Error::Tls { cause, .. }) = inner else {
+            panic!("{e:?}")
+        };
+        assert!(matches!(cause, TlsError::NoCertificate), "{cause:?}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The one error type for setting a server up and running it, its typed causes, and the macro
+//! The one error type for setting a server (or a client's TLS) up and running it, its typed causes, and the macro
 //! that writes every error type's `Display` and `std::error::Error`.
 
 use std::path::PathBuf;
@@ -35,7 +35,7 @@ macro_rules! error_messages {
 }
 pub(crate) use error_messages;
 
-/// What went wrong while configuring, binding or running a server.
+/// What went wrong while configuring, binding or running a server, or loading TLS files.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -55,7 +55,11 @@ pub enum Error {
     },
     /// An I/O error of the reactor itself (the poll or the listener).
     Io(io::Error),
-    /// The TLS certificate or key cannot be used.
+    /// A TLS certificate, key or CA file cannot be used (a server's [`TlsConfig`], a client's
+    /// [`ClientTls`]).
+    ///
+    /// [`TlsConfig`]: crate::TlsConfig
+    /// [`ClientTls`]: crate::client::ClientTls
     Tls {
         /// The file at fault, when one is.
         path: Option<PathBuf>,
@@ -189,14 +193,18 @@ impl fmt::Display for Bytes {
     }
 }
 
-/// Why a TLS certificate or key file cannot be used: the cause in [`Error::Tls`].
+/// A library's error behind a [`TlsError`], kept as its source: its text is in the message.
+type Source = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a TLS certificate, key or CA file (or its PEM text) cannot be used: the cause in
+/// [`Error::Tls`].
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum TlsError {
     /// The file cannot be read.
     Read(io::Error),
-    /// The file is not valid PEM.
-    Pem(rustls::pki_types::pem::Error),
+    /// The text is not valid PEM; the PEM parser's error is the source.
+    Pem(Source),
     /// No certificate in the file.
     NoCertificate,
     /// No private key in the file; `combined` when no key file was given, so the certificate
@@ -207,27 +215,32 @@ pub enum TlsError {
     },
     /// The private key is encrypted, which is not supported.
     EncryptedKey {
-        /// The key file, for the command that decrypts it.
-        path: PathBuf,
+        /// The key file, for the command that decrypts it (`None` for PEM text).
+        path: Option<PathBuf>,
     },
-    /// rustls cannot use the private key.
-    UnusableKey(rustls::Error),
+    /// The private key cannot be used (its algorithm, or its encoding); the TLS library's
+    /// error is the source.
+    UnusableKey(Source),
     /// The private key does not match the leaf certificate.
     KeyMismatch {
-        /// The certificate file.
-        cert: PathBuf,
+        /// The certificate file (`None` for PEM text).
+        cert: Option<PathBuf>,
     },
-    /// The leaf certificate cannot be parsed.
-    BadCertificate(rustls::Error),
-    /// rustls refused the configuration.
-    Rustls(rustls::Error),
+    /// The leaf certificate cannot be parsed; the TLS library's error is the source.
+    BadCertificate(Source),
+    /// A CA certificate cannot be a trust anchor; the TLS library's error is the source.
+    BadCaCertificate(Source),
+    /// No system CA bundle was found for `wss://`.
+    NoSystemRoots,
 }
 
 error_messages!(TlsError, source(self) {
     match self {
         TlsError::Read(e) => Some(e),
-        TlsError::Pem(e) => Some(e),
-        TlsError::UnusableKey(e) | TlsError::BadCertificate(e) | TlsError::Rustls(e) => Some(e),
+        TlsError::Pem(e)
+        | TlsError::UnusableKey(e)
+        | TlsError::BadCertificate(e)
+        | TlsError::BadCaCertificate(e) => Some(&**e),
         _ => None,
     }
 } {
@@ -250,15 +263,22 @@ error_messages!(TlsError, source(self) {
     TlsError::EncryptedKey { path } => (
         "the private key is encrypted, which is not supported; decrypt it with \
          `openssl pkey -in {} -out key-decrypted.pem` and use that file",
-        path.display()
+        path.as_deref().unwrap_or("key.pem".as_ref()).display()
     ),
     TlsError::UnusableKey(e) => ("unusable private key: {e}"),
-    TlsError::KeyMismatch { cert } => (
+    TlsError::KeyMismatch { cert: Some(cert) } => (
         "the private key does not match the first certificate in {}",
         cert.display()
     ),
+    TlsError::KeyMismatch { cert: None } => (
+        "the private key does not match the first certificate"
+    ),
     TlsError::BadCertificate(e) => ("the first certificate cannot be parsed: {e}"),
-    TlsError::Rustls(e) => ("{e}"),
+    TlsError::BadCaCertificate(e) => ("a CA certificate cannot be used: {e}"),
+    TlsError::NoSystemRoots => (
+        "no system CA bundle found: set SSL_CERT_FILE, or trust a CA file of your own \
+         (`ClientTls::from_pem_file`)"
+    ),
 });
 
 #[cfg(test)]

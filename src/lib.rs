@@ -62,8 +62,6 @@ pub use reactor::metrics::Metrics;
 pub use reactor::relay::Relay;
 pub use reactor::server::Server;
 pub use reactor::tls::TlsConfig;
-/// The rustls version wsloop is built with, for [`TlsConfig::from_server_config`].
-pub use rustls;
 pub use scale::cluster::{Cluster, ClusterHandle};
 #[cfg(feature = "redis")]
 pub use scale::redis::{RedisOptions, RedisRelay};

@@ -163,9 +163,15 @@ pub mod _03_tls {
     //!
     //! ```no_run
     //! let tls = wsloop::TlsConfig::from_pem_files("cert.pem", Some("key.pem"))?; // or one file with both
-    //! // or: TlsConfig::from_server_config(Arc<rustls::ServerConfig>) for a config of your own
+    //! // or, from PEM text held in memory (a secret that is not on disk):
+    //! # let (cert_pem, key_pem) = (Vec::new(), Vec::new());
+    //! let tls = wsloop::TlsConfig::from_pem(&cert_pem, &key_pem)?;
     //! # Ok::<(), wsloop::Error>(())
     //! ```
+    //!
+    //! wsloop's API names no rustls type: a server's TLS is its certificate chain and key, with the
+    //! settings above. Client certificates (mutual TLS), SNI with several certificates or other
+    //! protocol versions are not offered; put a TLS proxy in front for those.
     //!
     //! A local certificate and wss echo server:
     //!
@@ -177,9 +183,15 @@ pub mod _03_tls {
     //! cargo run --release --features cli -- bench wss://localhost:9001/ --cafile cert.pem     # or --insecure
     //! ```
     //!
-    //! Start-up errors name the file and the problem: a missing or unreadable file, a PEM with no
-    //! certificate or no key, an encrypted key (with the `openssl pkey` command to decrypt it), or a key
-    //! that does not match the certificate.
+    //! Start-up errors (`Error::Tls`, its cause a `TlsError`) name the file and the problem: a missing
+    //! or unreadable file, a PEM with no certificate or no key, an encrypted key (with the `openssl
+    //! pkey` command to decrypt it), or a key that does not match the certificate.
+    //!
+    //! The client (`wsloop::client`) speaks wss trusting the system's CA bundle (`SSL_CERT_FILE`, or
+    //! the usual places), or the CAs of `ConnectOptions::tls`: `ClientTls::from_pem_file("ca.pem")` or
+    //! `ClientTls::from_pem(bytes)`. For a client certificate or a verifier of your own, make the TLS
+    //! stream with rustls (or any TLS library) yourself and hand it to
+    //! `Client::handshake_with_options`, which takes any `Read + Write` stream.
 }
 
 pub mod _04_compression {

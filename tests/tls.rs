@@ -5,18 +5,21 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::cert::Cert;
 use common::handlers::Echo;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
-use wsloop::client::{load_roots, tls_config, Client, ClientStream, ConnectOptions, Received};
-use wsloop::{CloseCode, Config, Message, Server};
+use wsloop::client::{Client, ClientTls, ConnectOptions, Received};
+use wsloop::{
+    CloseCode, Config, ConnId, Context, Error, Handler, Message, Request, Server, TlsError, Upgrade,
+};
 
 type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 
-fn start(server: Server<Echo>) {
+fn start<H: Handler<State = ()> + Send + 'static>(server: Server<H>) {
     std::thread::spawn(move || {
         let mut server = server;
         server.run()
@@ -170,7 +173,7 @@ fn python_websockets_over_wss_echoes_and_closes_cleanly() {
 }
 
 #[test]
-fn client_connect_speaks_wss_with_a_ca_file_or_a_given_config() {
+fn client_connect_speaks_wss_trusting_a_ca_file_or_pem_text() {
     let cert = Cert::new();
     let mut server =
         Server::bind_tls("127.0.0.1:0", cert.server_config(), Config::default(), Echo).unwrap();
@@ -179,16 +182,17 @@ fn client_connect_speaks_wss_with_a_ca_file_or_a_given_config() {
     start(server);
     let url = format!("wss://localhost:{port}/path?q=1");
 
-    // The roots of a CA file (the documented way), or a config of the caller's own.
-    let roots = load_roots(&cert.cert_path()).expect("the CA file");
-    for tls in [tls_config(roots), cert.client_config()] {
+    // The CAs of a file (the documented way), or of PEM text held in memory.
+    let pem = std::fs::read(cert.cert_path()).unwrap();
+    let from_file = ClientTls::from_pem_file(cert.cert_path()).expect("the CA file");
+    for tls in [from_file.clone(), ClientTls::from_pem(&pem).unwrap()] {
         let options = ConnectOptions {
             protocols: vec!["chat".into()],
             tls: Some(tls),
             ..ConnectOptions::default()
         };
         let mut client = Client::connect_with_options(&url, &options).expect("wss connect");
-        assert!(matches!(client.stream(), ClientStream::Tls(_)));
+        assert!(client.stream().is_tls());
         client
             .stream()
             .set_read_timeout(Some(Duration::from_secs(5)))
@@ -198,7 +202,7 @@ fn client_connect_speaks_wss_with_a_ca_file_or_a_given_config() {
     // The same over an IP address (its certificate names 127.0.0.1 too).
     let by_ip = format!("wss://127.0.0.1:{port}/");
     let options = ConnectOptions {
-        tls: Some(cert.client_config()),
+        tls: Some(from_file),
         ..ConnectOptions::default()
     };
     echo_checks(&mut Client::connect_with_options(&by_ip, &options).expect("wss by IP"));
@@ -207,21 +211,113 @@ fn client_connect_speaks_wss_with_a_ca_file_or_a_given_config() {
     let e = Client::connect(&url).expect_err("an untrusted certificate");
     assert_eq!(e.kind(), ErrorKind::InvalidData, "{e}");
     assert!(e.to_string().contains("certificate"), "{e}");
+    // Nor does a CA file that holds another certificate.
+    let other = Cert::new();
+    let stranger = ConnectOptions {
+        tls: Some(ClientTls::from_pem_file(other.cert_path()).unwrap()),
+        ..ConnectOptions::default()
+    };
+    let e = Client::connect_with_options(&url, &stranger).expect_err("another CA");
+    assert!(e.to_string().contains("certificate"), "{e}");
 
     // A plain server spoken to in TLS fails; the same URL in ws:// works.
     let e = Client::connect_with_options(&format!("wss://{plain}/"), &options)
         .expect_err("TLS to a plain server");
     assert!(!e.to_string().is_empty());
     let mut ws = Client::connect(&format!("ws://{plain}/")).unwrap();
-    assert!(matches!(ws.stream(), ClientStream::Plain(_)));
+    assert!(!ws.stream().is_tls());
     echo_checks(&mut ws);
 }
 
+/// An echo that takes only requests with `Authorization: Bearer 123`, and speaks `chat` when
+/// it is offered.
+struct Guarded;
+
+impl Handler for Guarded {
+    type State = ();
+
+    fn on_upgrade(&mut self, req: &Request<'_, '_>, _peer: SocketAddr) -> Upgrade<()> {
+        match req.header("Authorization") {
+            Some("Bearer 123") if req.protocols().any(|p| p == "chat") => {
+                Upgrade::accept_protocol("chat", ())
+            }
+            Some("Bearer 123") => Upgrade::accept(()),
+            _ => Upgrade::reject(403, "who are you?"),
+        }
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_, ()>, id: ConnId, msg: Message<'_>) {
+        ctx.send(id, msg).expect("echo fits the queue");
+    }
+}
+
 #[test]
-fn ca_files_that_hold_no_certificate_are_refused_naming_the_file() {
-    let e = load_roots(std::path::Path::new("/dev/null")).expect_err("no certificate");
-    assert!(e.to_string().contains("/dev/null"), "{e}");
-    let missing = std::path::Path::new("/nonexistent/ca.pem");
-    let e = load_roots(missing).expect_err("no file");
-    assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+fn a_tls_stream_of_ones_own_takes_the_options_headers_and_subprotocols() {
+    let cert = Cert::new();
+    let server = Server::bind_tls(
+        "127.0.0.1:0",
+        cert.server_config(),
+        Config::default(),
+        Guarded,
+    )
+    .unwrap();
+    let addr = server.local_addr();
+    start(server);
+    let stream = || {
+        let name = ServerName::try_from("localhost").unwrap();
+        let tls = ClientConnection::new(cert.client_config(), name).unwrap();
+        StreamOwned::new(tls, tcp(addr))
+    };
+    let options = ConnectOptions {
+        protocols: vec!["chat".into()],
+        headers: vec![("Authorization".into(), "Bearer 123".into())],
+        ..ConnectOptions::default()
+    };
+    let mut client = Client::handshake_with_options(stream(), "localhost", "/", &options)
+        .expect("the handshake with the header");
+    assert_eq!(client.protocol(), Some("chat"));
+    echo_checks(&mut client);
+
+    let e = Client::handshake_with_options(stream(), "localhost", "/", &ConnectOptions::default())
+        .expect_err("no header");
+    assert!(e.to_string().contains("403"), "{e}");
+}
+
+/// The cause of a [`ClientTls`] error, which must name `path` (or no file, for `None`).
+fn ca_error(result: Result<ClientTls, Error>, path: Option<&str>) -> TlsError {
+    let err = result.expect_err("a bad CA file");
+    let text = err.to_string();
+    let Error::Tls { path: at, cause } = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(at.as_deref(), path.map(Path::new), "{text}");
+    if let Some(path) = path {
+        assert!(text.contains(path), "{text}");
+    }
+    cause
+}
+
+#[test]
+fn ca_files_that_hold_no_usable_certificate_are_refused_naming_the_file() {
+    let cause = ca_error(ClientTls::from_pem_file("/dev/null"), Some("/dev/null"));
+    assert!(matches!(cause, TlsError::NoCertificate), "{cause:?}");
+    let missing = "/nonexistent/ca.pem";
+    let cause = ca_error(ClientTls::from_pem_file(missing), Some(missing));
+    assert!(
+        matches!(&cause, TlsError::Read(e) if e.kind() == ErrorKind::NotFound),
+        "{cause:?}"
+    );
+
+    let cause = ca_error(ClientTls::from_pem(b"not PEM at all"), None);
+    assert!(matches!(cause, TlsError::NoCertificate), "{cause:?}");
+    let open = b"-----BEGIN CERTIFICATE-----\nMIIB\n";
+    let cause = ca_error(ClientTls::from_pem(open), None);
+    assert!(matches!(cause, TlsError::Pem(_)), "{cause:?}");
+    // PEM that is well formed around bytes that are no certificate: the TLS library's reason
+    // is the cause's source.
+    let junk = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    let cause = ca_error(ClientTls::from_pem(junk), None);
+    assert!(matches!(cause, TlsError::BadCaCertificate(_)), "{cause:?}");
+    let source = std::error::Error::source(&cause).expect("a source");
+    assert!(cause.to_string().ends_with(&source.to_string()), "{cause}");
 }

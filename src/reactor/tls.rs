@@ -1,4 +1,5 @@
-//! TLS setup for `wss://`: a certificate chain and key from PEM files, or a rustls config.
+//! TLS setup for `wss://`: a certificate chain and its private key, from PEM files or PEM text,
+//! and the PEM reading the client's CA files share.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +12,8 @@ use rustls::{InconsistentKeys, ServerConfig};
 
 use crate::error::{Error, TlsError};
 
-/// How a server speaks TLS: a shared [`rustls::ServerConfig`], cheap to clone.
+/// How a server speaks TLS: its certificate chain and private key, with the `ring` provider,
+/// TLS 1.2 and 1.3 and ALPN `http/1.1`. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct TlsConfig {
     config: Arc<ServerConfig>,
@@ -24,71 +26,92 @@ impl TlsConfig {
     /// SEC1); with `None`, `cert` must hold both, as in a single combined `.pem`:
     /// `TlsConfig::from_pem_files("server.pem", None::<&str>)`.
     ///
-    /// Fails, naming the file, when a file cannot be read, holds no certificate or no key, holds
-    /// an encrypted key, or when the key does not match the leaf certificate. The config uses the
-    /// `ring` provider, TLS 1.2 and 1.3, and offers ALPN `http/1.1`.
-    ///
     /// # Errors
     ///
-    /// [`Error::Tls`] naming the file and the problem.
+    /// [`Error::Tls`] naming the file and the problem: a file cannot be read, holds no
+    /// certificate or no key, holds an encrypted key, or the key does not match the leaf
+    /// certificate.
     pub fn from_pem_files(
         cert: impl AsRef<Path>,
         key: Option<impl AsRef<Path>>,
     ) -> Result<TlsConfig, Error> {
         let cert_path = cert.as_ref();
-        let key_path = key.as_ref().map_or(cert_path, |k| k.as_ref());
-        let combined = key.is_none();
-        let (certs, key) = if combined {
-            read_pem(cert_path, true)?
-        } else {
-            (read_pem(cert_path, false)?.0, read_pem(key_path, true)?.1)
+        let cert_text = read_file(cert_path)?;
+        let cert = Pem {
+            text: &cert_text,
+            path: Some(cert_path),
         };
-        if certs.is_empty() {
-            return Err(tls_error(Some(cert_path), TlsError::NoCertificate));
+        match key {
+            None => TlsConfig::build(&cert, &cert, true),
+            Some(key_path) => {
+                let key_path = key_path.as_ref();
+                let key_text = read_file(key_path)?;
+                let key = Pem {
+                    text: &key_text,
+                    path: Some(key_path),
+                };
+                TlsConfig::build(&cert, &key, false)
+            }
         }
-        let Some(key) = key else {
-            return Err(tls_error(
-                Some(key_path),
-                TlsError::NoPrivateKey { combined },
-            ));
-        };
+    }
 
+    /// Takes a certificate chain (leaf first) and its private key from PEM text held in
+    /// memory (a secret that is not on disk, say); both may be the same text.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tls`] with no path, for the same problems as
+    /// [`from_pem_files`](Self::from_pem_files).
+    pub fn from_pem(cert: &[u8], key: &[u8]) -> Result<TlsConfig, Error> {
+        let pem = |text| Pem { text, path: None };
+        TlsConfig::build(&pem(cert), &pem(key), false)
+    }
+
+    /// The config of the chain in `cert` and the first private key in `key`; `combined` when
+    /// no key file was given.
+    fn build(cert: &Pem<'_>, key: &Pem<'_>, combined: bool) -> Result<TlsConfig, Error> {
+        let certs = cert.certificates()?;
+        if certs.is_empty() {
+            return Err(cert.error(TlsError::NoCertificate));
+        }
+        let Some(private_key) = key.private_key()? else {
+            return Err(key.error(TlsError::NoPrivateKey { combined }));
+        };
         let provider = Arc::new(ring::default_provider());
         let signing_key = provider
             .key_provider
-            .load_private_key(key)
-            .map_err(|e| tls_error(Some(key_path), TlsError::UnusableKey(e)))?;
+            .load_private_key(private_key)
+            .map_err(|e| key.error(TlsError::UnusableKey(e.into())))?;
         let certified = CertifiedKey::new(certs, signing_key);
         match certified.keys_match() {
             // `Unknown`: the key cannot tell its public half; rustls accepts that too.
             Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => {}
             Err(rustls::Error::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
-                let cert = cert_path.to_owned();
-                return Err(tls_error(Some(key_path), TlsError::KeyMismatch { cert }));
+                let cert = cert.path.map(Path::to_owned);
+                return Err(key.error(TlsError::KeyMismatch { cert }));
             }
-            Err(e) => {
-                return Err(tls_error(Some(cert_path), TlsError::BadCertificate(e)));
-            }
+            Err(e) => return Err(cert.error(TlsError::BadCertificate(e.into()))),
         }
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| tls_error(None, TlsError::Rustls(e)))?
+            .expect("ring supports TLS 1.2 and 1.3")
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(TlsConfig::from_server_config(Arc::new(config)))
-    }
-
-    /// Uses a ready rustls config as it is: its ALPN list, versions and certificates are left
-    /// alone (set `alpn_protocols` to `http/1.1` yourself if clients negotiate ALPN).
-    pub fn from_server_config(config: Arc<ServerConfig>) -> TlsConfig {
-        TlsConfig { config }
+        Ok(TlsConfig {
+            config: Arc::new(config),
+        })
     }
 
     /// The rustls config each connection is made from.
-    pub fn server_config(&self) -> &Arc<ServerConfig> {
+    pub(crate) fn server_config(&self) -> &Arc<ServerConfig> {
         &self.config
     }
+}
+
+/// The bytes of the file at `path`; the error names it.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| tls_error(Some(path), TlsError::Read(e)))
 }
 
 fn tls_error(path: Option<&Path>, cause: TlsError) -> Error {
@@ -98,32 +121,55 @@ fn tls_error(path: Option<&Path>, cause: TlsError) -> Error {
     }
 }
 
-/// The certificates of a PEM file and, if `want_key`, its first private key.
-fn read_pem(
-    path: &Path,
-    want_key: bool,
-) -> Result<(Vec<CertificateDer<'static>>, Option<PrivateKeyDer<'static>>), Error> {
-    let bytes = std::fs::read(path).map_err(|e| tls_error(Some(path), TlsError::Read(e)))?;
-    if want_key && is_encrypted(&bytes) {
-        let cause = TlsError::EncryptedKey {
-            path: path.to_owned(),
-        };
-        return Err(tls_error(Some(path), cause));
-    }
-    let mut certs = Vec::new();
-    let mut key = None;
-    for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(&bytes) {
-        let (kind, der) = section.map_err(|e| tls_error(Some(path), TlsError::Pem(e)))?;
-        match kind {
-            SectionKind::Certificate => certs.push(CertificateDer::from(der)),
-            _ if want_key && key.is_none() => key = PrivateKeyDer::from_pem(kind, der),
-            _ => {}
-        }
-    }
-    Ok((certs, key))
+/// PEM text and the file it came from, if any, which its errors name.
+pub(crate) struct Pem<'a> {
+    /// The text.
+    pub(crate) text: &'a [u8],
+    /// Its file.
+    pub(crate) path: Option<&'a Path>,
 }
 
-/// Whether a PEM file holds a PKCS#8 encrypted key or a traditional (OpenSSL) encrypted one.
+impl Pem<'_> {
+    /// The [`Error::Tls`] of `cause` in this text.
+    pub(crate) fn error(&self, cause: TlsError) -> Error {
+        tls_error(self.path, cause)
+    }
+
+    /// The PEM sections, in order.
+    fn sections(&self) -> impl Iterator<Item = Result<(SectionKind, Vec<u8>), Error>> + '_ {
+        <(SectionKind, Vec<u8>)>::pem_slice_iter(self.text)
+            .map(|section| section.map_err(|e| self.error(TlsError::Pem(e.into()))))
+    }
+
+    /// The certificates, in order.
+    pub(crate) fn certificates(&self) -> Result<Vec<CertificateDer<'static>>, Error> {
+        let mut certs = Vec::new();
+        for section in self.sections() {
+            let (kind, der) = section?;
+            if kind == SectionKind::Certificate {
+                certs.push(CertificateDer::from(der));
+            }
+        }
+        Ok(certs)
+    }
+
+    /// The first private key; an encrypted one is refused.
+    fn private_key(&self) -> Result<Option<PrivateKeyDer<'static>>, Error> {
+        if is_encrypted(self.text) {
+            let path = self.path.map(Path::to_owned);
+            return Err(self.error(TlsError::EncryptedKey { path }));
+        }
+        for section in self.sections() {
+            let (kind, der) = section?;
+            if let Some(key) = PrivateKeyDer::from_pem(kind, der) {
+                return Ok(Some(key));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Whether PEM text holds a PKCS#8 encrypted key or a traditional (OpenSSL) encrypted one.
 fn is_encrypted(pem: &[u8]) -> bool {
     let has = |needle: &[u8]| pem.windows(needle.len()).any(|w| w == needle);
     has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED")
@@ -198,17 +244,45 @@ mod tests {
     }
 
     #[test]
-    fn server_config_is_left_alone() {
+    fn pem_text_in_memory_serves_and_its_errors_name_no_file() {
         let ck = self_signed();
-        let key = PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-        let config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![ck.cert.der().clone()], key)
-            .unwrap();
-        let tls = TlsConfig::from_server_config(Arc::new(config));
-        assert!(tls.server_config().alpn_protocols.is_empty());
+        let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+        let tls = TlsConfig::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+        assert_eq!(
+            tls.server_config().alpn_protocols,
+            vec![b"http/1.1".to_vec()]
+        );
+        let both = format!("{key}{cert}");
+        TlsConfig::from_pem(both.as_bytes(), both.as_bytes()).unwrap();
+
+        let other_key = self_signed().signing_key.serialize_pem();
+        let cases = [
+            (key.as_str(), key.as_str(), "no certificate"),
+            (cert.as_str(), cert.as_str(), "no private key"),
+            (
+                cert.as_str(),
+                other_key.as_str(),
+                "does not match the first certificate",
+            ),
+            (
+                cert.as_str(),
+                "-----BEGIN PRIVATE KEY-----\nMIIB\n",
+                "not valid PEM",
+            ),
+        ];
+        for (cert, key, want) in cases {
+            let err = TlsConfig::from_pem(cert.as_bytes(), key.as_bytes()).unwrap_err();
+            assert!(matches!(err, Error::Tls { path: None, .. }), "{err:?}");
+            let text = err.to_string();
+            assert!(text.starts_with("TLS: ") && text.contains(want), "{text}");
+        }
+        let encrypted = "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBX\n\
+                         -----END ENCRYPTED PRIVATE KEY-----\n";
+        let err = TlsConfig::from_pem(cert.as_bytes(), encrypted.as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains("openssl pkey -in key.pem"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -275,7 +349,8 @@ mod tests {
         assert!(text.contains(&cert.display().to_string()), "{text}");
         let err = TlsConfig::from_pem_files(&cert, Some(&key)).unwrap_err();
         assert!(
-            matches!(&err, Error::Tls { cause: TlsError::KeyMismatch { cert: c }, .. } if *c == cert),
+            matches!(&err, Error::Tls { cause: TlsError::KeyMismatch { cert: c }, .. }
+                if c.as_deref() == Some(&*cert)),
             "{err:?}"
         );
     }
@@ -293,5 +368,13 @@ mod tests {
         );
         let text = error_for(&cert, Some(&junk), &junk);
         assert!(text.contains("unusable private key"), "{text}");
+        // The TLS library's own error is the cause's source, not a public type of wsloop's.
+        let err = TlsConfig::from_pem_files(&cert, Some(&junk)).unwrap_err();
+        let Error::Tls { cause, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(matches!(cause, TlsError::UnusableKey(_)), "{cause:?}");
+        let source = std::error::Error::source(cause).expect("a source");
+        assert!(text.ends_with(&source.to_string()), "{text} / {source}");
     }
 }

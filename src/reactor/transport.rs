@@ -209,7 +209,7 @@ mod tests {
     use std::thread;
     use std::time::{Duration, Instant};
 
-    use rustls::pki_types::{PrivateKeyDer, ServerName};
+    use rustls::pki_types::ServerName;
     use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
     use super::*;
@@ -221,25 +221,17 @@ mod tests {
     /// A server config and a client config that trusts it, on one fresh self-signed cert.
     fn configs() -> (TlsConfig, Arc<ClientConfig>) {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let key = PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![ck.cert.der().clone()], key)
-            .unwrap();
+        let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+        let server = TlsConfig::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
         let mut roots = RootCertStore::empty();
         roots.add(ck.cert.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let client = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        (
-            TlsConfig::from_server_config(Arc::new(server)),
-            Arc::new(client),
-        )
+        (server, Arc::new(client))
     }
 
     /// A connected pair: a blocking std client socket and the non-blocking mio server side.

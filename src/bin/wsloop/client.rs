@@ -2,11 +2,12 @@
 //! a message; every message received goes to stdout (text as it is, binary in hex, or raw);
 //! pings, pongs and close frames go to stderr with their codes.
 //!
-//! The library's blocking [`Client`] makes the connection and the handshake; then its parts
-//! run under one `mio::Poll` (the bench's [`Transport`]), woken by a thread that reads stdin.
+//! The library's blocking [`Client`] makes the handshake over a stream of ours (TCP, or rustls
+//! over it, as the bench makes it); then its parts run under one `mio::Poll` (the bench's
+//! [`Transport`]), woken by a thread that reads stdin.
 
 use std::fmt::Write as _;
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
@@ -14,13 +15,14 @@ use std::time::Instant;
 
 use clap::Args;
 use mio::{Events, Interest, Poll, Token, Waker};
-use wsloop::client::{Client, ClientStream, ClientUrl, ConnectOptions, Parts, Received};
+use rustls::{ClientConnection, StreamOwned};
+use wsloop::client::{Client, ClientUrl, ConnectOptions, Parts, Received};
 use wsloop::proto::connection::{Connection, Endpoint};
 use wsloop::proto::deflate::DeflateConfig;
 use wsloop::proto::frame::{write_frame, OpCode};
 use wsloop::{CloseCode, Config, Message};
 
-use crate::bench::transport::{self, Transport};
+use crate::bench::transport::{self, Tls, Transport};
 
 /// Options of `wsloop client`.
 #[derive(Debug, Args)]
@@ -60,25 +62,25 @@ const STDIN: Token = Token(1);
 /// 1000 (or no code), 1 for any other end, 2 for bad arguments (a bad URL or header, a CA
 /// file without certificates).
 pub fn run(args: ClientArgs) -> i32 {
-    let options = match args.options() {
+    let (url, options, tls) = match args.options() {
         Ok(options) => options,
         Err(e) => {
             eprintln!("wsloop client: {e}");
             return 2;
         }
     };
-    let client = match Client::connect_with_options(&args.url, &options) {
-        Ok(client) => client,
+    let (parts, protocol) = match connect(&url, &options, tls.as_ref()) {
+        Ok(connected) => connected,
         Err(e) => {
             eprintln!("wsloop client: {}: {e}", args.url);
             return 1;
         }
     };
-    match client.protocol() {
+    match protocol {
         Some(p) => eprintln!("connected to {} (subprotocol {p})", args.url),
         None => eprintln!("connected to {}", args.url),
     }
-    match Session::new(client, &args).and_then(|s| s.run()) {
+    match Session::new(parts, &args).run() {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("wsloop client: {e}");
@@ -88,18 +90,20 @@ pub fn run(args: ClientArgs) -> i32 {
 }
 
 impl ClientArgs {
-    fn options(&self) -> Result<ConnectOptions, String> {
+    /// The URL, the options of the handshake and, for `wss://`, how to speak TLS.
+    fn options(&self) -> Result<(ClientUrl, ConnectOptions, Option<Tls>), String> {
         let headers = (self.headers.iter())
             .map(|h| match h.split_once(':') {
                 Some((name, value)) => Ok((name.trim().to_owned(), value.trim().to_owned())),
                 None => Err(format!("-H {h:?}: not 'Name: value'")),
             })
             .collect::<Result<_, _>>()?;
-        let tls = if ClientUrl::parse(&self.url).map_err(|e| e.to_string())?.tls {
-            Some(transport::client_config(
-                self.insecure,
-                self.cafile.as_deref(),
-            )?)
+        let url = ClientUrl::parse(&self.url).map_err(|e| e.to_string())?;
+        let tls = if url.tls {
+            Some(Tls {
+                config: transport::client_config(self.insecure, self.cafile.as_deref())?,
+                name: transport::server_name(&url.host)?,
+            })
         } else {
             None
         };
@@ -108,13 +112,61 @@ impl ClientArgs {
             .deflate(self.deflate.then(DeflateConfig::default))
             .ping_interval(None)
             .idle_timeout(None);
-        Ok(ConnectOptions {
+        let options = ConnectOptions {
             protocols: self.subprotocol.clone(),
             headers,
             config,
-            tls,
-        })
+            tls: None, // TLS is the stream's own, which the session takes over after the handshake
+        };
+        Ok((url, options, tls))
     }
+}
+
+/// Connects to `url` (over TLS with `tls`) and completes the handshake: the connection's
+/// parts on a non-blocking transport, and the subprotocol the server chose.
+fn connect(
+    url: &ClientUrl,
+    options: &ConnectOptions,
+    tls: Option<&Tls>,
+) -> io::Result<(Parts<Transport>, Option<String>)> {
+    let tcp = std::net::TcpStream::connect((url.host.as_str(), url.port))?;
+    tcp.set_nodelay(true)?;
+    let Some(tls) = tls else {
+        return handshake(tcp, url, options, |tcp| {
+            Ok(Transport::Plain(nonblocking(tcp)?))
+        });
+    };
+    let conn =
+        ClientConnection::new(tls.config.clone(), tls.name.clone()).map_err(io::Error::other)?;
+    handshake(StreamOwned::new(conn, tcp), url, options, |tls| {
+        Ok(Transport::Tls(Box::new((nonblocking(tls.sock)?, tls.conn))))
+    })
+}
+
+/// The handshake over the blocking `stream`, whose connection then goes on over the
+/// `transport` it becomes.
+fn handshake<S: Read + Write>(
+    stream: S,
+    url: &ClientUrl,
+    options: &ConnectOptions,
+    transport: impl FnOnce(S) -> io::Result<Transport>,
+) -> io::Result<(Parts<Transport>, Option<String>)> {
+    let client = Client::handshake_with_options(stream, &url.authority, &url.path, options)?;
+    let protocol = client.protocol().map(str::to_owned);
+    let parts = client.into_parts();
+    let parts = Parts {
+        stream: transport(parts.stream)?,
+        endpoint: parts.endpoint,
+        connection: parts.connection,
+        received: parts.received,
+    };
+    Ok((parts, protocol))
+}
+
+/// The socket, made non-blocking for mio.
+fn nonblocking(tcp: std::net::TcpStream) -> io::Result<mio::net::TcpStream> {
+    tcp.set_nonblocking(true)?;
+    Ok(mio::net::TcpStream::from_std(tcp))
 }
 
 /// A line of stdin, or its end.
@@ -165,36 +217,17 @@ impl OwnClose {
 }
 
 impl Session {
-    fn new(client: Client, args: &ClientArgs) -> io::Result<Session> {
-        let Parts {
-            stream,
-            endpoint,
-            connection,
-            received,
-        } = client.into_parts();
-        let transport = match stream {
-            ClientStream::Plain(tcp) => {
-                tcp.set_nonblocking(true)?;
-                Transport::Plain(mio::net::TcpStream::from_std(tcp))
-            }
-            ClientStream::Tls(tls) => {
-                tls.sock.set_nonblocking(true)?;
-                Transport::Tls(Box::new((
-                    mio::net::TcpStream::from_std(tls.sock),
-                    tls.conn,
-                )))
-            }
-        };
-        Ok(Session {
-            transport,
-            ep: endpoint,
-            conn: connection,
-            early: received.into(),
+    fn new(parts: Parts<Transport>, args: &ClientArgs) -> Session {
+        Session {
+            transport: parts.stream,
+            ep: parts.endpoint,
+            conn: parts.connection,
+            early: parts.received.into(),
             binary: args.binary,
             raw: args.raw,
             close: None,
             end: None,
-        })
+        }
     }
 
     fn run(mut self) -> io::Result<()> {
