@@ -67,14 +67,12 @@ pub struct Decoder {
     /// Bytes of the current frame's payload already unmasked (and validated, for text).
     progress: usize,
     utf8: Utf8Validator,
-    /// Payload of the fragmented (or compressed) message in progress; boxed, so that a
-    /// decoder between such messages is small.
-    #[allow(clippy::box_collection)]
-    fragments: Option<Box<Vec<u8>>>,
-    /// `fragments` holds a message that was handed out and must be dropped on the next call.
+    /// The fragmented (or compressed) message in progress and the inflater, boxed together
+    /// (one pointer in every connection): none for a decoder between messages, without
+    /// permessage-deflate.
+    held: Option<Box<Held>>,
+    /// `held` holds a message that was handed out and must be dropped on the next call.
     delivered: bool,
-    /// permessage-deflate, when negotiated.
-    inflater: Option<Box<Inflater>>,
     /// The message in progress is compressed (its first frame had RSV1).
     compressed: bool,
     /// Data frames of the fragmented message in progress received so far.
@@ -82,6 +80,15 @@ pub struct Decoder {
     /// Most data frames one message may take (see [`DEFAULT_MAX_FRAGMENTS`]); 32 bits keep
     /// the decoder, which every connection holds, small.
     max_fragments: u32,
+}
+
+/// What a [`Decoder`] holds only for some messages or connections.
+#[derive(Debug, Default)]
+struct Held {
+    /// Payload of the fragmented (or compressed) message in progress.
+    fragments: Vec<u8>,
+    /// permessage-deflate, when negotiated.
+    inflater: Option<Inflater>,
 }
 
 /// How many frames one message may take unless [`Decoder::with_max_fragments`] says otherwise:
@@ -100,9 +107,8 @@ impl Decoder {
             open: Open::None,
             progress: 0,
             utf8: Utf8Validator::default(),
-            fragments: None,
+            held: None,
             delivered: false,
-            inflater: None,
             compressed: false,
             frames: 0,
             max_fragments: DEFAULT_MAX_FRAGMENTS as u32,
@@ -120,7 +126,7 @@ impl Decoder {
 
     /// Turns on permessage-deflate: RSV1 on a message's first frame now means "compressed".
     pub fn set_inflater(&mut self, inflater: Inflater) {
-        self.inflater = Some(Box::new(inflater));
+        self.held.get_or_insert_with(Box::default).inflater = Some(inflater);
     }
 
     /// The role this decoder receives for.
@@ -130,7 +136,7 @@ impl Decoder {
 
     /// Bytes of memory held for the fragmented (or compressed) message in progress.
     pub fn buffered(&self) -> usize {
-        self.fragments.as_ref().map_or(0, |f| f.capacity())
+        self.held.as_ref().map_or(0, |h| h.fragments.capacity())
     }
 
     /// Frees what the decoder holds for a message that was already handed out: the buffer of
@@ -139,12 +145,17 @@ impl Decoder {
     #[inline]
     pub fn release(&mut self) {
         if self.delivered {
-            self.fragments = None;
             self.delivered = false;
+            if let Some(held) = &mut self.held {
+                held.fragments = Vec::new();
+            }
         }
         if self.open == Open::None {
-            if let Some(inflater) = &mut self.inflater {
-                inflater.release_if_idle();
+            if let Some(held) = &mut self.held {
+                match &mut held.inflater {
+                    Some(inflater) => inflater.release_if_idle(),
+                    None => self.held = None,
+                }
             }
         }
     }
@@ -168,7 +179,7 @@ impl Decoder {
                 // Kept until the next call, as the event borrows it.
                 let text = message.text;
                 self.reuse(message);
-                let bytes = self.fragments.as_deref().map_or(&[][..], Vec::as_slice);
+                let bytes = self.held.as_deref().map_or(&[][..], |h| &h.fragments[..]);
                 Ok(Decoded::Frame {
                     len,
                     event: Some(message_event(bytes, text)?),
@@ -184,8 +195,8 @@ impl Decoder {
     #[inline(always)]
     pub(crate) fn step<'b>(&mut self, buf: &mut &'b mut [u8]) -> Result<Step<'b>, ProtocolError> {
         if self.delivered {
-            if let Some(fragments) = &mut self.fragments {
-                fragments.clear();
+            if let Some(held) = &mut self.held {
+                held.fragments.clear();
             }
             self.delivered = false;
         }
@@ -279,7 +290,8 @@ impl Decoder {
     fn check_header(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
         // RSV1 means "compressed", on the first frame of a message only (RFC 7692 section 6).
         let first = matches!(header.opcode, OpCode::Text | OpCode::Binary);
-        if header.rsv1 && !(first && self.inflater.is_some()) {
+        let inflating = self.held.as_ref().is_some_and(|h| h.inflater.is_some());
+        if header.rsv1 && !(first && inflating) {
             return Err(ProtocolError::ReservedBits);
         }
         if header.mask.is_some() != (self.role == Role::Server) {
@@ -303,7 +315,7 @@ impl Decoder {
                     // bound the compressed frame (deflate may grow incompressible data a bit).
                     header.payload_len > max.saturating_add(max / 8).saturating_add(1024)
                 } else {
-                    let held = self.fragments.as_ref().map_or(0, |f| f.len());
+                    let held = self.held.as_ref().map_or(0, |h| h.fragments.len());
                     (held as u64).saturating_add(header.payload_len) > max
                 };
                 if too_big {
@@ -356,7 +368,8 @@ impl Decoder {
                         .feed(&payload[validated..])
                         .map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
-                (self.fragments.get_or_insert_with(Box::default)).extend_from_slice(payload);
+                let held = self.held.get_or_insert_with(Box::default);
+                held.fragments.extend_from_slice(payload);
                 return self.assembled(header.fin);
             }
         };
@@ -375,10 +388,13 @@ impl Decoder {
             _ => {}
         }
         self.compressed = true;
-        let Some(inflater) = &mut self.inflater else {
+        let Some(Held {
+            fragments,
+            inflater: Some(inflater),
+        }) = self.held.as_deref_mut()
+        else {
             return Err(ProtocolError::ReservedBits);
         };
-        let fragments = self.fragments.get_or_insert_with(Box::default);
         let before = fragments.len();
         let inflated = inflater.inflate(payload, header.fin, fragments, self.max_message_size);
         match inflated {
@@ -410,15 +426,17 @@ impl Decoder {
         if text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
         }
-        let bytes = self.fragments.take().unwrap_or_default();
+        let bytes = self.held.as_mut().map(|h| std::mem::take(&mut h.fragments));
+        let bytes = bytes.unwrap_or_default();
         Ok(Completed::Assembled(Assembled { bytes, text }))
     }
 
     /// Takes back the buffer of a message [`step`](Self::step) handed out, for the next one
     /// (it is freed by [`release`](Self::release) unless one comes first).
     pub(crate) fn reuse(&mut self, message: Assembled) {
-        if self.fragments.is_none() {
-            self.fragments = Some(message.bytes);
+        let held = self.held.get_or_insert_with(Box::default);
+        if held.fragments.capacity() == 0 {
+            held.fragments = message.bytes;
             self.delivered = true;
         }
     }
@@ -458,8 +476,7 @@ enum Completed<'b> {
 /// [`Decoder::step`]; its text, if text, passed the UTF-8 validator.
 #[derive(Debug)]
 pub(crate) struct Assembled {
-    #[allow(clippy::box_collection)]
-    bytes: Box<Vec<u8>>,
+    bytes: Vec<u8>,
     text: bool,
 }
 
@@ -658,6 +675,35 @@ mod tests {
         let (events, err) = decode_all(&bytes, 100);
         assert_eq!(events, ["Ping([112])", "Pong([])", "Text(\"hello\")"]);
         assert_eq!(err, None);
+    }
+
+    #[test]
+    fn a_decoder_between_messages_holds_nothing() {
+        let mut d = Decoder::new(Role::Server, 1000);
+        let mut bytes = client_frame(OpCode::Binary, false, &[7; 300]);
+        bytes.extend(client_frame(OpCode::Continuation, true, &[8; 300]));
+        let Ok(Decoded::Frame { len, event: None }) = d.decode(&mut bytes) else {
+            panic!("a first fragment");
+        };
+        let Ok(Decoded::Frame { event, .. }) = d.decode(&mut bytes[len..]) else {
+            panic!("a last fragment");
+        };
+        assert!(matches!(event, Some(Event::Binary(b)) if b.len() == 600));
+        assert!(d.buffered() >= 600, "the message is held until released");
+        d.release();
+        assert_eq!(d.buffered(), 0);
+        assert!(d.held.is_none(), "without deflate, nothing is boxed");
+
+        let mut d = deflate_decoder(1000);
+        let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let mut bytes = compressed_frame(OpCode::Text, true, &hello);
+        let Ok(Decoded::Frame { event, .. }) = d.decode(&mut bytes) else {
+            panic!("a compressed message");
+        };
+        assert_eq!(event, Some(Event::Text("Hello")));
+        d.release();
+        assert_eq!(d.buffered(), 0);
+        assert!(d.held.as_ref().is_some_and(|h| h.inflater.is_some()));
     }
 
     #[test]
