@@ -85,8 +85,10 @@ pub struct Decoder {
 /// What a [`Decoder`] holds only for some messages or connections.
 #[derive(Debug, Default)]
 struct Held {
-    /// Payload of the fragmented (or compressed) message in progress.
-    fragments: Vec<u8>,
+    /// Payload of the fragmented (or compressed) message in progress, boxed as it is handed
+    /// out with the message (see [`Assembled`]).
+    #[allow(clippy::box_collection)]
+    fragments: Option<Box<Vec<u8>>>,
     /// permessage-deflate, when negotiated.
     inflater: Option<Inflater>,
 }
@@ -136,7 +138,12 @@ impl Decoder {
 
     /// Bytes of memory held for the fragmented (or compressed) message in progress.
     pub fn buffered(&self) -> usize {
-        self.held.as_ref().map_or(0, |h| h.fragments.capacity())
+        self.fragments().map_or(0, Vec::capacity)
+    }
+
+    /// The fragmented (or compressed) message in progress, if any.
+    fn fragments(&self) -> Option<&Vec<u8>> {
+        self.held.as_ref()?.fragments.as_deref()
     }
 
     /// Frees what the decoder holds for a message that was already handed out: the buffer of
@@ -147,7 +154,7 @@ impl Decoder {
         if self.delivered {
             self.delivered = false;
             if let Some(held) = &mut self.held {
-                held.fragments = Vec::new();
+                held.fragments = None;
             }
         }
         if self.open == Open::None {
@@ -179,7 +186,7 @@ impl Decoder {
                 // Kept until the next call, as the event borrows it.
                 let text = message.text;
                 self.reuse(message);
-                let bytes = self.held.as_deref().map_or(&[][..], |h| &h.fragments[..]);
+                let bytes = self.fragments().map_or(&[][..], Vec::as_slice);
                 Ok(Decoded::Frame {
                     len,
                     event: Some(message_event(bytes, text)?),
@@ -195,8 +202,8 @@ impl Decoder {
     #[inline(always)]
     pub(crate) fn step<'b>(&mut self, buf: &mut &'b mut [u8]) -> Result<Step<'b>, ProtocolError> {
         if self.delivered {
-            if let Some(held) = &mut self.held {
-                held.fragments.clear();
+            if let Some(fragments) = self.held.as_mut().and_then(|h| h.fragments.as_mut()) {
+                fragments.clear();
             }
             self.delivered = false;
         }
@@ -315,7 +322,7 @@ impl Decoder {
                     // bound the compressed frame (deflate may grow incompressible data a bit).
                     header.payload_len > max.saturating_add(max / 8).saturating_add(1024)
                 } else {
-                    let held = self.held.as_ref().map_or(0, |h| h.fragments.len());
+                    let held = self.fragments().map_or(0, Vec::len);
                     (held as u64).saturating_add(header.payload_len) > max
                 };
                 if too_big {
@@ -369,7 +376,7 @@ impl Decoder {
                         .map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
                 let held = self.held.get_or_insert_with(Box::default);
-                held.fragments.extend_from_slice(payload);
+                (held.fragments.get_or_insert_with(Box::default)).extend_from_slice(payload);
                 return self.assembled(header.fin);
             }
         };
@@ -395,6 +402,7 @@ impl Decoder {
         else {
             return Err(ProtocolError::ReservedBits);
         };
+        let fragments = fragments.get_or_insert_with(Box::default);
         let before = fragments.len();
         let inflated = inflater.inflate(payload, header.fin, fragments, self.max_message_size);
         match inflated {
@@ -426,7 +434,7 @@ impl Decoder {
         if text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
         }
-        let bytes = self.held.as_mut().map(|h| std::mem::take(&mut h.fragments));
+        let bytes = self.held.as_mut().and_then(|h| h.fragments.take());
         let bytes = bytes.unwrap_or_default();
         Ok(Completed::Assembled(Assembled { bytes, text }))
     }
@@ -435,8 +443,8 @@ impl Decoder {
     /// (it is freed by [`release`](Self::release) unless one comes first).
     pub(crate) fn reuse(&mut self, message: Assembled) {
         let held = self.held.get_or_insert_with(Box::default);
-        if held.fragments.capacity() == 0 {
-            held.fragments = message.bytes;
+        if held.fragments.is_none() {
+            held.fragments = Some(message.bytes);
             self.delivered = true;
         }
     }
@@ -476,7 +484,8 @@ enum Completed<'b> {
 /// [`Decoder::step`]; its text, if text, passed the UTF-8 validator.
 #[derive(Debug)]
 pub(crate) struct Assembled {
-    bytes: Vec<u8>,
+    #[allow(clippy::box_collection)]
+    bytes: Box<Vec<u8>>,
     text: bool,
 }
 
