@@ -2,6 +2,8 @@
 //! on masking, fragmentation, control frames, UTF-8, close payloads and size; and encodes what
 //! this endpoint sends.
 
+use std::sync::Arc;
+
 use super::close::{close_payload, parse_close_payload};
 use super::deflate::{InflateError, Inflater};
 use super::frame::{apply_mask, write_frame, FrameHeader, OpCode};
@@ -62,7 +64,8 @@ enum Open {
 #[derive(Debug)]
 pub struct Decoder {
     role: Role,
-    max_message_size: usize,
+    /// The limits, shared by the connections of an endpoint (a pointer in each).
+    limits: Arc<Limits>,
     open: Open,
     /// Bytes of the current frame's payload already unmasked (and validated, for text).
     progress: usize,
@@ -75,11 +78,25 @@ pub struct Decoder {
     delivered: bool,
     /// The message in progress is compressed (its first frame had RSV1).
     compressed: bool,
-    /// Data frames of the fragmented message in progress received so far.
-    frames: u32,
-    /// Most data frames one message may take (see [`DEFAULT_MAX_FRAGMENTS`]); 32 bits keep
-    /// the decoder, which every connection holds, small.
+}
+
+/// What a [`Decoder`] refuses.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// Largest message, whole or fragmented.
+    max_message_size: usize,
+    /// Most data frames one message may take (see [`DEFAULT_MAX_FRAGMENTS`]).
     max_fragments: u32,
+}
+
+impl Limits {
+    /// Messages of at most `max_message_size` bytes in at most `max_fragments` frames.
+    pub(crate) fn new(max_message_size: usize, max_fragments: usize) -> Limits {
+        Limits {
+            max_message_size,
+            max_fragments: u32::try_from(max_fragments).unwrap_or(u32::MAX),
+        }
+    }
 }
 
 /// What a [`Decoder`] holds only for some messages or connections.
@@ -91,6 +108,8 @@ struct Held {
     fragments: Option<Box<Vec<u8>>>,
     /// permessage-deflate, when negotiated.
     inflater: Option<Inflater>,
+    /// Data frames of the fragmented message in progress received so far.
+    frames: u32,
 }
 
 /// How many frames one message may take unless [`Decoder::with_max_fragments`] says otherwise:
@@ -103,17 +122,21 @@ pub const DEFAULT_MAX_FRAGMENTS: usize = 16 * 1024;
 impl Decoder {
     /// A decoder for `role` that refuses messages larger than `max_message_size` bytes.
     pub fn new(role: Role, max_message_size: usize) -> Decoder {
+        let limits = Limits::new(max_message_size, DEFAULT_MAX_FRAGMENTS);
+        Decoder::with_limits(role, Arc::new(limits))
+    }
+
+    /// A decoder for `role` that refuses what `limits` say.
+    pub(crate) fn with_limits(role: Role, limits: Arc<Limits>) -> Decoder {
         Decoder {
             role,
-            max_message_size,
+            limits,
             open: Open::None,
             progress: 0,
             utf8: Utf8Validator::default(),
             held: None,
             delivered: false,
             compressed: false,
-            frames: 0,
-            max_fragments: DEFAULT_MAX_FRAGMENTS as u32,
         }
     }
 
@@ -122,7 +145,8 @@ impl Decoder {
     /// arrives. Control frames between fragments do not count; 1 allows no fragmentation.
     #[must_use]
     pub fn with_max_fragments(mut self, max_fragments: usize) -> Decoder {
-        self.max_fragments = u32::try_from(max_fragments).unwrap_or(u32::MAX);
+        let max_message_size = self.limits.max_message_size;
+        self.limits = Arc::new(Limits::new(max_message_size, max_fragments));
         self
     }
 
@@ -285,7 +309,7 @@ impl Decoder {
         }
         let (header, header_len) = FrameHeader::decode_valid(buf)?;
         let whole = (buf.len() - header_len) as u64 >= header.payload_len;
-        let fits = header.payload_len <= self.max_message_size as u64;
+        let fits = header.payload_len <= self.limits.max_message_size as u64;
         let data = matches!(header.opcode, OpCode::Text | OpCode::Binary);
         let masked_right = header.mask.is_some() == (self.role == Role::Server);
         (whole && fits && data && masked_right && header.fin && !header.rsv1)
@@ -306,7 +330,9 @@ impl Decoder {
         }
         match (header.opcode, self.open) {
             (OpCode::Continuation, Open::None) => Err(ProtocolError::UnexpectedContinuation),
-            (OpCode::Continuation, _) if self.frames >= self.max_fragments => {
+            (OpCode::Continuation, _)
+                if self.held.as_ref().map_or(0, |h| h.frames) >= self.limits.max_fragments =>
+            {
                 Err(ProtocolError::TooManyFragments)
             }
             (OpCode::Text | OpCode::Binary, Open::Text | Open::Binary) => {
@@ -314,7 +340,7 @@ impl Decoder {
             }
             _ if header.opcode.is_control() => Ok(()),
             _ => {
-                let max = self.max_message_size as u64;
+                let max = self.limits.max_message_size as u64;
                 let compressed =
                     header.rsv1 || (header.opcode == OpCode::Continuation && self.compressed);
                 let too_big = if compressed {
@@ -398,13 +424,15 @@ impl Decoder {
         let Some(Held {
             fragments,
             inflater: Some(inflater),
+            ..
         }) = self.held.as_deref_mut()
         else {
             return Err(ProtocolError::ReservedBits);
         };
         let fragments = fragments.get_or_insert_with(Box::default);
         let before = fragments.len();
-        let inflated = inflater.inflate(payload, header.fin, fragments, self.max_message_size);
+        let max = self.limits.max_message_size;
+        let inflated = inflater.inflate(payload, header.fin, fragments, max);
         match inflated {
             Err(InflateError::TooBig) => return Err(ProtocolError::MessageTooBig),
             Err(InflateError::Corrupt) if self.open == Open::Text => {
@@ -423,19 +451,19 @@ impl Decoder {
 
     /// After a data frame was added to `fragments`: the whole message, if that was the last.
     fn assembled(&mut self, fin: bool) -> Result<Completed<'static>, ProtocolError> {
+        let held = self.held.get_or_insert_with(Box::default);
         if !fin {
-            self.frames += 1;
+            held.frames += 1;
             return Ok(Completed::Event(None));
         }
+        held.frames = 0;
+        let bytes = held.fragments.take().unwrap_or_default();
         let open = std::mem::replace(&mut self.open, Open::None);
         self.compressed = false;
-        self.frames = 0;
         let text = open == Open::Text;
         if text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
         }
-        let bytes = self.held.as_mut().and_then(|h| h.fragments.take());
-        let bytes = bytes.unwrap_or_default();
         Ok(Completed::Assembled(Assembled { bytes, text }))
     }
 
