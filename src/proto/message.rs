@@ -2,6 +2,8 @@
 //! on masking, fragmentation, control frames, UTF-8, close payloads and size; and encodes what
 //! this endpoint sends.
 
+use std::sync::Arc;
+
 use super::close::{close_payload, parse_close_payload};
 use super::deflate::{InflateError, Inflater};
 use super::frame::{apply_mask, write_frame, FrameHeader, OpCode};
@@ -62,26 +64,52 @@ enum Open {
 #[derive(Debug)]
 pub struct Decoder {
     role: Role,
-    max_message_size: usize,
+    /// The limits, shared by the connections of an endpoint (a pointer in each).
+    limits: Arc<Limits>,
     open: Open,
     /// Bytes of the current frame's payload already unmasked (and validated, for text).
     progress: usize,
     utf8: Utf8Validator,
-    /// Payload of the fragmented (or compressed) message in progress; boxed, so that a
-    /// decoder between such messages is small.
-    #[allow(clippy::box_collection)]
-    fragments: Option<Box<Vec<u8>>>,
-    /// `fragments` holds a message that was handed out and must be dropped on the next call.
+    /// The fragmented (or compressed) message in progress and the inflater, boxed together
+    /// (one pointer in every connection): none for a decoder between messages, without
+    /// permessage-deflate.
+    held: Option<Box<Held>>,
+    /// `held` holds a message that was handed out and must be dropped on the next call.
     delivered: bool,
-    /// permessage-deflate, when negotiated.
-    inflater: Option<Box<Inflater>>,
     /// The message in progress is compressed (its first frame had RSV1).
     compressed: bool,
+}
+
+/// What a [`Decoder`] refuses.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// Largest message, whole or fragmented.
+    max_message_size: usize,
+    /// Most data frames one message may take (see [`DEFAULT_MAX_FRAGMENTS`]).
+    max_fragments: u32,
+}
+
+impl Limits {
+    /// Messages of at most `max_message_size` bytes in at most `max_fragments` frames.
+    pub(crate) fn new(max_message_size: usize, max_fragments: usize) -> Limits {
+        Limits {
+            max_message_size,
+            max_fragments: u32::try_from(max_fragments).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// What a [`Decoder`] holds only for some messages or connections.
+#[derive(Debug, Default)]
+struct Held {
+    /// Payload of the fragmented (or compressed) message in progress, boxed as it is handed
+    /// out with the message (see [`Assembled`]).
+    #[allow(clippy::box_collection)]
+    fragments: Option<Box<Vec<u8>>>,
+    /// permessage-deflate, when negotiated.
+    inflater: Option<Inflater>,
     /// Data frames of the fragmented message in progress received so far.
     frames: u32,
-    /// Most data frames one message may take (see [`DEFAULT_MAX_FRAGMENTS`]); 32 bits keep
-    /// the decoder, which every connection holds, small.
-    max_fragments: u32,
 }
 
 /// How many frames one message may take unless [`Decoder::with_max_fragments`] says otherwise:
@@ -94,18 +122,21 @@ pub const DEFAULT_MAX_FRAGMENTS: usize = 16 * 1024;
 impl Decoder {
     /// A decoder for `role` that refuses messages larger than `max_message_size` bytes.
     pub fn new(role: Role, max_message_size: usize) -> Decoder {
+        let limits = Limits::new(max_message_size, DEFAULT_MAX_FRAGMENTS);
+        Decoder::with_limits(role, Arc::new(limits))
+    }
+
+    /// A decoder for `role` that refuses what `limits` say.
+    pub(crate) fn with_limits(role: Role, limits: Arc<Limits>) -> Decoder {
         Decoder {
             role,
-            max_message_size,
+            limits,
             open: Open::None,
             progress: 0,
             utf8: Utf8Validator::default(),
-            fragments: None,
+            held: None,
             delivered: false,
-            inflater: None,
             compressed: false,
-            frames: 0,
-            max_fragments: DEFAULT_MAX_FRAGMENTS as u32,
         }
     }
 
@@ -114,13 +145,14 @@ impl Decoder {
     /// arrives. Control frames between fragments do not count; 1 allows no fragmentation.
     #[must_use]
     pub fn with_max_fragments(mut self, max_fragments: usize) -> Decoder {
-        self.max_fragments = u32::try_from(max_fragments).unwrap_or(u32::MAX);
+        let max_message_size = self.limits.max_message_size;
+        self.limits = Arc::new(Limits::new(max_message_size, max_fragments));
         self
     }
 
     /// Turns on permessage-deflate: RSV1 on a message's first frame now means "compressed".
     pub fn set_inflater(&mut self, inflater: Inflater) {
-        self.inflater = Some(Box::new(inflater));
+        self.held.get_or_insert_with(Box::default).inflater = Some(inflater);
     }
 
     /// The role this decoder receives for.
@@ -130,7 +162,12 @@ impl Decoder {
 
     /// Bytes of memory held for the fragmented (or compressed) message in progress.
     pub fn buffered(&self) -> usize {
-        self.fragments.as_ref().map_or(0, |f| f.capacity())
+        self.fragments().map_or(0, Vec::capacity)
+    }
+
+    /// The fragmented (or compressed) message in progress, if any.
+    fn fragments(&self) -> Option<&Vec<u8>> {
+        self.held.as_ref()?.fragments.as_deref()
     }
 
     /// Frees what the decoder holds for a message that was already handed out: the buffer of
@@ -139,12 +176,17 @@ impl Decoder {
     #[inline]
     pub fn release(&mut self) {
         if self.delivered {
-            self.fragments = None;
             self.delivered = false;
+            if let Some(held) = &mut self.held {
+                held.fragments = None;
+            }
         }
         if self.open == Open::None {
-            if let Some(inflater) = &mut self.inflater {
-                inflater.release_if_idle();
+            if let Some(held) = &mut self.held {
+                match &mut held.inflater {
+                    Some(inflater) => inflater.release_if_idle(),
+                    None => self.held = None,
+                }
             }
         }
     }
@@ -168,7 +210,7 @@ impl Decoder {
                 // Kept until the next call, as the event borrows it.
                 let text = message.text;
                 self.reuse(message);
-                let bytes = self.fragments.as_deref().map_or(&[][..], Vec::as_slice);
+                let bytes = self.fragments().map_or(&[][..], Vec::as_slice);
                 Ok(Decoded::Frame {
                     len,
                     event: Some(message_event(bytes, text)?),
@@ -184,7 +226,7 @@ impl Decoder {
     #[inline(always)]
     pub(crate) fn step<'b>(&mut self, buf: &mut &'b mut [u8]) -> Result<Step<'b>, ProtocolError> {
         if self.delivered {
-            if let Some(fragments) = &mut self.fragments {
+            if let Some(fragments) = self.held.as_mut().and_then(|h| h.fragments.as_mut()) {
                 fragments.clear();
             }
             self.delivered = false;
@@ -267,7 +309,7 @@ impl Decoder {
         }
         let (header, header_len) = FrameHeader::decode_valid(buf)?;
         let whole = (buf.len() - header_len) as u64 >= header.payload_len;
-        let fits = header.payload_len <= self.max_message_size as u64;
+        let fits = header.payload_len <= self.limits.max_message_size as u64;
         let data = matches!(header.opcode, OpCode::Text | OpCode::Binary);
         let masked_right = header.mask.is_some() == (self.role == Role::Server);
         (whole && fits && data && masked_right && header.fin && !header.rsv1)
@@ -279,7 +321,8 @@ impl Decoder {
     fn check_header(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
         // RSV1 means "compressed", on the first frame of a message only (RFC 7692 section 6).
         let first = matches!(header.opcode, OpCode::Text | OpCode::Binary);
-        if header.rsv1 && !(first && self.inflater.is_some()) {
+        let inflating = self.held.as_ref().is_some_and(|h| h.inflater.is_some());
+        if header.rsv1 && !(first && inflating) {
             return Err(ProtocolError::ReservedBits);
         }
         if header.mask.is_some() != (self.role == Role::Server) {
@@ -287,7 +330,9 @@ impl Decoder {
         }
         match (header.opcode, self.open) {
             (OpCode::Continuation, Open::None) => Err(ProtocolError::UnexpectedContinuation),
-            (OpCode::Continuation, _) if self.frames >= self.max_fragments => {
+            (OpCode::Continuation, _)
+                if self.held.as_ref().map_or(0, |h| h.frames) >= self.limits.max_fragments =>
+            {
                 Err(ProtocolError::TooManyFragments)
             }
             (OpCode::Text | OpCode::Binary, Open::Text | Open::Binary) => {
@@ -295,7 +340,7 @@ impl Decoder {
             }
             _ if header.opcode.is_control() => Ok(()),
             _ => {
-                let max = self.max_message_size as u64;
+                let max = self.limits.max_message_size as u64;
                 let compressed =
                     header.rsv1 || (header.opcode == OpCode::Continuation && self.compressed);
                 let too_big = if compressed {
@@ -303,7 +348,7 @@ impl Decoder {
                     // bound the compressed frame (deflate may grow incompressible data a bit).
                     header.payload_len > max.saturating_add(max / 8).saturating_add(1024)
                 } else {
-                    let held = self.fragments.as_ref().map_or(0, |f| f.len());
+                    let held = self.fragments().map_or(0, Vec::len);
                     (held as u64).saturating_add(header.payload_len) > max
                 };
                 if too_big {
@@ -356,7 +401,8 @@ impl Decoder {
                         .feed(&payload[validated..])
                         .map_err(|_| ProtocolError::InvalidUtf8)?;
                 }
-                (self.fragments.get_or_insert_with(Box::default)).extend_from_slice(payload);
+                let held = self.held.get_or_insert_with(Box::default);
+                (held.fragments.get_or_insert_with(Box::default)).extend_from_slice(payload);
                 return self.assembled(header.fin);
             }
         };
@@ -375,12 +421,18 @@ impl Decoder {
             _ => {}
         }
         self.compressed = true;
-        let Some(inflater) = &mut self.inflater else {
+        let Some(Held {
+            fragments,
+            inflater: Some(inflater),
+            ..
+        }) = self.held.as_deref_mut()
+        else {
             return Err(ProtocolError::ReservedBits);
         };
-        let fragments = self.fragments.get_or_insert_with(Box::default);
+        let fragments = fragments.get_or_insert_with(Box::default);
         let before = fragments.len();
-        let inflated = inflater.inflate(payload, header.fin, fragments, self.max_message_size);
+        let max = self.limits.max_message_size;
+        let inflated = inflater.inflate(payload, header.fin, fragments, max);
         match inflated {
             Err(InflateError::TooBig) => return Err(ProtocolError::MessageTooBig),
             Err(InflateError::Corrupt) if self.open == Open::Text => {
@@ -399,26 +451,28 @@ impl Decoder {
 
     /// After a data frame was added to `fragments`: the whole message, if that was the last.
     fn assembled(&mut self, fin: bool) -> Result<Completed<'static>, ProtocolError> {
+        let held = self.held.get_or_insert_with(Box::default);
         if !fin {
-            self.frames += 1;
+            held.frames += 1;
             return Ok(Completed::Event(None));
         }
+        held.frames = 0;
+        let bytes = held.fragments.take().unwrap_or_default();
         let open = std::mem::replace(&mut self.open, Open::None);
         self.compressed = false;
-        self.frames = 0;
         let text = open == Open::Text;
         if text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
         }
-        let bytes = self.fragments.take().unwrap_or_default();
         Ok(Completed::Assembled(Assembled { bytes, text }))
     }
 
     /// Takes back the buffer of a message [`step`](Self::step) handed out, for the next one
     /// (it is freed by [`release`](Self::release) unless one comes first).
     pub(crate) fn reuse(&mut self, message: Assembled) {
-        if self.fragments.is_none() {
-            self.fragments = Some(message.bytes);
+        let held = self.held.get_or_insert_with(Box::default);
+        if held.fragments.is_none() {
+            held.fragments = Some(message.bytes);
             self.delivered = true;
         }
     }
@@ -658,6 +712,35 @@ mod tests {
         let (events, err) = decode_all(&bytes, 100);
         assert_eq!(events, ["Ping([112])", "Pong([])", "Text(\"hello\")"]);
         assert_eq!(err, None);
+    }
+
+    #[test]
+    fn a_decoder_between_messages_holds_nothing() {
+        let mut d = Decoder::new(Role::Server, 1000);
+        let mut bytes = client_frame(OpCode::Binary, false, &[7; 300]);
+        bytes.extend(client_frame(OpCode::Continuation, true, &[8; 300]));
+        let Ok(Decoded::Frame { len, event: None }) = d.decode(&mut bytes) else {
+            panic!("a first fragment");
+        };
+        let Ok(Decoded::Frame { event, .. }) = d.decode(&mut bytes[len..]) else {
+            panic!("a last fragment");
+        };
+        assert!(matches!(event, Some(Event::Binary(b)) if b.len() == 600));
+        assert!(d.buffered() >= 600, "the message is held until released");
+        d.release();
+        assert_eq!(d.buffered(), 0);
+        assert!(d.held.is_none(), "without deflate, nothing is boxed");
+
+        let mut d = deflate_decoder(1000);
+        let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let mut bytes = compressed_frame(OpCode::Text, true, &hello);
+        let Ok(Decoded::Frame { event, .. }) = d.decode(&mut bytes) else {
+            panic!("a compressed message");
+        };
+        assert_eq!(event, Some(Event::Text("Hello")));
+        d.release();
+        assert_eq!(d.buffered(), 0);
+        assert!(d.held.as_ref().is_some_and(|h| h.inflater.is_some()));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What the connections of one endpoint share.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ConnectionConfig;
@@ -7,7 +8,7 @@ use super::{data_opcode, Compressors, Message};
 use crate::proto::buffer::BufPool;
 use crate::proto::clock::{span, Millis};
 use crate::proto::frame::{write_frame, OpCode};
-use crate::proto::message::RandomPool;
+use crate::proto::message::{Limits, RandomPool};
 
 /// What the connections of one endpoint share: the limits, a pool of buffers, the shared
 /// permessage-deflate compressors, and the clock's origin and current time.
@@ -18,6 +19,8 @@ use crate::proto::message::RandomPool;
 #[derive(Debug)]
 pub struct Endpoint {
     pub(crate) config: ConnectionConfig,
+    /// The config's message limits, which every connection's decoder points to.
+    pub(crate) limits: Arc<Limits>,
     pub(crate) pool: BufPool,
     pub(crate) compressors: Compressors,
     /// Masking keys for the client role's frames, from the OS CSPRNG.
@@ -79,6 +82,7 @@ impl Endpoint {
             pool: BufPool::new(16 * 1024, 64, config.buffer_pool_size)
                 .with_max_queue(config.max_queue()),
             compressors: Compressors::new(config.deflate.as_ref()),
+            limits: Arc::new(Limits::new(config.max_message_size, config.max_fragments)),
             random: RandomPool::new(),
             config,
             refusals: Refusals::default(),

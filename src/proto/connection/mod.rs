@@ -202,8 +202,7 @@ impl Connection {
             ping_sent: false,
             kept: RxBuf::default(),
             parser: Parser {
-                decoder: Decoder::new(role, ep.config.max_message_size)
-                    .with_max_fragments(ep.config.max_fragments),
+                decoder: Decoder::with_limits(role, ep.limits.clone()),
                 scanner: HeadScanner::default(),
                 want: 0,
             },
