@@ -594,34 +594,60 @@ fn talk_through_an_outage(outage: fn(&mut Redis), back: fn(&mut Redis), secs: us
     assert!((1..=3).contains(&history_lines.len()), "{history_lines:#?}");
 }
 
+/// The chat in this process, on a relay that holds publishes for 0.5 s (30 s by default), so
+/// that a message past the bound is soon undelivered.
+struct ShortOutboxChat {
+    addr: SocketAddr,
+    relay: wsloop::RedisRelay,
+    stop: wsloop::ClusterHandle,
+    thread: thread::JoinHandle<Result<(), wsloop::Error>>,
+}
+
+impl ShortOutboxChat {
+    fn start(redis: &Redis) -> ShortOutboxChat {
+        use chat::{directory, Chat, Directory};
+        use std::sync::Arc;
+
+        let directory = Directory::shared();
+        let shared = Arc::new(chat::Shared::default());
+        let mut cluster = wsloop::Cluster::bind("127.0.0.1:0", 1, chat::config(&[]), |reactor| {
+            Chat::new(directory.clone(), shared.clone(), true, reactor)
+        })
+        .unwrap();
+        let options = wsloop::RedisOptions::default().outbox_time(Duration::from_millis(500));
+        let heartbeat = Duration::from_millis(500);
+        let (relay, _link) = directory::connect_redis_with(
+            &redis.url(),
+            &cluster.handles(),
+            &directory,
+            heartbeat,
+            options,
+        )
+        .unwrap();
+        cluster.add_relay(relay.clone());
+        let addr = cluster.local_addr();
+        let stop = cluster.handle();
+        let thread = thread::spawn(move || cluster.run());
+        ShortOutboxChat {
+            addr,
+            relay,
+            stop,
+            thread,
+        }
+    }
+
+    fn stop(self) {
+        self.stop.shutdown().unwrap();
+        self.thread.join().unwrap().unwrap();
+    }
+}
+
 #[test]
 #[ignore = "needs redis-server (bash tests/run.sh)"]
 fn a_sender_is_told_when_a_message_could_not_reach_the_other_processes() {
-    use chat::{directory, Chat, Directory};
-    use std::sync::Arc;
-
-    // The chat in this process, on a relay that holds publishes for 0.5 s (30 s by default).
     let mut redis = Redis::start(&[]);
-    let directory = Directory::shared();
-    let shared = Arc::new(chat::Shared::default());
-    let mut cluster = wsloop::Cluster::bind("127.0.0.1:0", 1, chat::config(&[]), |reactor| {
-        Chat::new(directory.clone(), shared.clone(), true, reactor)
-    })
-    .unwrap();
-    let options = wsloop::RedisOptions::default().outbox_time(Duration::from_millis(500));
-    let heartbeat = Duration::from_millis(500);
-    let (relay, _link) = directory::connect_redis_with(
-        &redis.url(),
-        &cluster.handles(),
-        &directory,
-        heartbeat,
-        options,
-    )
-    .unwrap();
-    cluster.add_relay(relay.clone());
-    let addr = cluster.local_addr();
-    let stop = cluster.handle();
-    let server = thread::spawn(move || cluster.run());
+    let server = ShortOutboxChat::start(&redis);
+    let addr = server.addr;
 
     let (mut alice, _, _) = Peer::join_lobby(addr, "alice");
     let (mut carol, _, _) = Peer::join_lobby(addr, "carol");
@@ -652,7 +678,7 @@ fn a_sender_is_told_when_a_message_could_not_reach_the_other_processes() {
         told["message"].as_str().unwrap().contains("other servers"),
         "{told}"
     );
-    wait_for_relay_drops(&relay, 3);
+    wait_for_relay_drops(&server.relay, 3);
     alice
         .client
         .stream()
@@ -662,8 +688,65 @@ fn a_sender_is_told_when_a_message_could_not_reach_the_other_processes() {
         assert!(!more.contains("undelivered"), "one notice only: {more}");
     }
     drop((alice, carol));
-    stop.shutdown().unwrap();
-    server.join().unwrap().unwrap();
+    server.stop();
+}
+
+#[test]
+#[ignore = "needs redis-server, Chromium and Node (bash tests/run.sh)"]
+fn the_page_marks_a_message_that_could_not_reach_the_other_processes() {
+    let mut redis = Redis::start(&[]);
+    let server = ShortOutboxChat::start(&redis);
+    let started = Instant::now();
+    let url = format!("http://{}/", server.addr);
+    let mut child = node::node_script("chat_browser.js", &[url.as_str(), "--undelivered"]);
+    let mut stdin = child.stdin.take().unwrap();
+    let (lines_tx, lines) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = lines_tx.send(line);
+        }
+        all
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    // The page has joined: Redis goes away, and the page says something.
+    let deadline = started + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line == "stop-redis" => break,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    redis.kill();
+    use std::io::Write as _;
+    let _ = writeln!(stdin, "stopped");
+    let status = node::wait_or_kill(&mut child, started + Duration::from_secs(90));
+    let (stdout, stderr) = (reader.join().unwrap(), errors.join().unwrap());
+    assert!(
+        status.success(),
+        "chat_browser.js --undelivered failed ({status}):\n{stdout}\n{stderr}"
+    );
+    for check in [
+        "ok the sender's page marks a message that could not reach the other servers",
+        "chat browser: 1 passed, 0 failed",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == check),
+            "missing `{check}`:\n{stdout}"
+        );
+    }
+    assert!(server.relay.dropped() >= 1, "the relay dropped the message");
+    server.stop();
 }
 
 /// Waits (bounded) until `relay` has dropped at least `n` publishes.

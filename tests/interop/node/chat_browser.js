@@ -5,6 +5,7 @@
 //
 // Usage: node chat_browser.js http://127.0.0.1:PORT/ [--screenshots DIR] [--restart]
 //        node chat_browser.js http://127.0.0.1:PORT/ --history
+//        node chat_browser.js http://127.0.0.1:PORT/ --undelivered
 //        node chat_browser.js http://127.0.0.1:PORT/ --demo DIR
 //
 // Checks (each prints `ok <check>`): joining, the online lists, typing (in a room and in a
@@ -32,6 +33,8 @@
 //
 // --screenshots DIR: saves chat-1440x900.png and chat-390x844.png there.
 // --history: only the room history, against a chat process on Redis (see history() below).
+// --undelivered: only the notice of a message that could not reach the other processes (see
+// undelivered() below).
 // --demo DIR: plays a short conversation and saves screenshot.png (960x600),
 // screenshot-1440x900.png and screenshot-390x844.png in DIR (for the README).
 //
@@ -55,12 +58,13 @@ function usage() {
 }
 
 function parseArgs(argv) {
-  const opts = { url: null, screenshots: null, restart: false, demo: null, history: false };
+  const opts = { url: null, screenshots: null, restart: false, demo: null, history: false, undelivered: false };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--screenshots' && i + 1 < argv.length) opts.screenshots = argv[++i];
     else if (argv[i] === '--demo' && i + 1 < argv.length) opts.demo = argv[++i];
     else if (argv[i] === '--restart') opts.restart = true;
     else if (argv[i] === '--history') opts.history = true;
+    else if (argv[i] === '--undelivered') opts.undelivered = true;
     else if (!opts.url && /^https?:\/\//.test(argv[i])) opts.url = argv[i];
     else usage();
   }
@@ -606,6 +610,27 @@ async function history(browser, opts, pass, logs) {
   await p.context.close();
 }
 
+// Against a chat on Redis whose relay holds publishes for a moment (tests/chat_redis.rs): once
+// the page has joined it prints `stop-redis` and waits for a line on stdin (the test stops
+// Redis), then says something; the message shows here (the server had it), and once the relay
+// gives up on it the page marks it, in its conversation, as not delivered to the other servers.
+async function undelivered(browser, opts, pass, logs) {
+  const p = await openAndJoin(browser, opts.url, 'alice', logs, DESKTOP);
+  console.log('stop-redis');
+  check(await within(nextLine(), 'the test stopping Redis', RESTART_TIMEOUT_MS) !== null, 'stdin closed');
+  await say(p.page, 'anyone there?');
+  await sees(p.page, 'alice', 'anyone there?', 'her message shows on her page');
+  await until(p.page, 'the undelivered notice',
+    () => [...document.querySelectorAll('#log li.error')].some((li) => li.textContent.includes('"anyone there?"')),
+    null, 20_000);
+  const notice = await p.page.evaluate(() => [...document.querySelectorAll('#log li.error')]
+    .map((li) => li.textContent).find((t) => t.includes('"anyone there?"')));
+  check(/^Your message "anyone there\?" \(.+\) .*other servers.*\.$/.test(notice), `the notice: ${notice}`);
+  await axe(p.page, 'the page with the notice');
+  pass('the sender\'s page marks a message that could not reach the other servers');
+  await p.context.close();
+}
+
 // A short, friendly conversation for the README's screenshots, seen from alice's page.
 async function demo(browser, opts, pass, logs) {
   const a = await openAndJoin(browser, opts.url, 'alice', logs, { width: 960, height: 600 });
@@ -655,6 +680,6 @@ async function demo(browser, opts, pass, logs) {
 }
 
 const opts = parseArgs(process.argv.slice(2));
-const run = opts.demo ? demo : opts.history ? history : checks;
+const run = opts.demo ? demo : opts.history ? history : opts.undelivered ? undelivered : checks;
 runChecks('chat browser', DEADLINE_MS, (browser, pass, logs) => run(browser, opts, pass, logs))
   .then((code) => process.exit(code));
