@@ -732,19 +732,16 @@ fn the_page_marks_a_message_that_could_not_reach_the_other_processes() {
     let _ = writeln!(stdin, "stopped");
     let status = node::wait_or_kill(&mut child, started + Duration::from_secs(90));
     let (stdout, stderr) = (reader.join().unwrap(), errors.join().unwrap());
-    assert!(
-        status.success(),
-        "chat_browser.js --undelivered failed ({status}):\n{stdout}\n{stderr}"
+    passed(
+        "--undelivered",
+        status,
+        &stdout,
+        &stderr,
+        &[
+            "ok the sender's page marks a message that could not reach the other servers",
+            "chat browser: 1 passed, 0 failed",
+        ],
     );
-    for check in [
-        "ok the sender's page marks a message that could not reach the other servers",
-        "chat browser: 1 passed, 0 failed",
-    ] {
-        assert!(
-            stdout.lines().any(|l| l == check),
-            "missing `{check}`:\n{stdout}"
-        );
-    }
     assert!(server.relay.dropped() >= 1, "the relay dropped the message");
     server.stop();
 }
@@ -839,17 +836,34 @@ fn the_page_shows_a_room_history_from_redis() {
     let stderr = read(Box::new(child.stderr.take().unwrap()));
     let status = node::wait_or_kill(&mut child, started + Duration::from_secs(120));
     let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    passed(
+        "--history",
+        status,
+        &stdout,
+        &stderr,
+        &[
+            "ok a room's history from Redis shows above \"You joined\", live messages below",
+            "ok after a reload the history from Redis is shown again, once",
+            "chat browser: 2 passed, 0 failed",
+        ],
+    );
+}
+
+/// Asserts that `chat_browser.js MODE` succeeded and printed every line of `checks`.
+fn passed(
+    mode: &str,
+    status: std::process::ExitStatus,
+    stdout: &str,
+    stderr: &str,
+    checks: &[&str],
+) {
     assert!(
         status.success(),
-        "chat_browser.js --history failed ({status}):\n{stdout}\n{stderr}"
+        "chat_browser.js {mode} failed ({status}):\n{stdout}\n{stderr}"
     );
-    for check in [
-        "ok a room's history from Redis shows above \"You joined\", live messages below",
-        "ok after a reload the history from Redis is shown again, once",
-        "chat browser: 2 passed, 0 failed",
-    ] {
+    for check in checks {
         assert!(
-            stdout.lines().any(|l| l == check),
+            stdout.lines().any(|l| l == *check),
             "missing `{check}`:\n{stdout}"
         );
     }
