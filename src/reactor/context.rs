@@ -82,18 +82,14 @@ impl<S> Context<'_, S> {
     pub fn subscribe(&mut self, id: ConnId, topic: &str) -> bool {
         let core = &mut *self.core;
         match lookup(&mut core.slots, id) {
-            Some(slot) if slot.conn.is_open() => core.topics.subscribe(topic, id, &mut slot.topics),
+            Some(slot) if slot.conn.is_open() => core.topics.subscribe(topic, id),
             _ => false,
         }
     }
 
     /// Unsubscribes `id` from `topic`; false if it was not subscribed.
     pub fn unsubscribe(&mut self, id: ConnId, topic: &str) -> bool {
-        let core = &mut *self.core;
-        match lookup(&mut core.slots, id) {
-            Some(slot) => core.topics.unsubscribe(topic, id, &mut slot.topics),
-            None => false,
-        }
+        self.core.topics.unsubscribe(topic, id)
     }
 
     /// Queues `msg` to every open subscriber of `topic`, encoded once; returns to how many.
@@ -123,8 +119,7 @@ impl<S> Context<'_, S> {
 
     /// The topics `id` is subscribed to.
     pub fn topics(&self, id: ConnId) -> impl Iterator<Item = &str> + '_ {
-        let subscriptions = self.core.get(id).map_or(&[][..], |c| c.topics.as_slice());
-        self.core.topics.names(subscriptions)
+        self.core.topics.names_of(id)
     }
 
     /// The peer's address.

@@ -16,7 +16,6 @@ use super::log_limit::RepeatWarn;
 use super::slot::Slot;
 use super::timers::UNARMED;
 use super::tls::TlsConfig;
-use super::topics::Subscriptions;
 use super::transport::Transport;
 use crate::proto::connection::{Connection, Event, Phase};
 use crate::proto::handshake::HttpResponse;
@@ -460,7 +459,6 @@ impl<H: Handler> Server<H> {
                 io,
                 conn,
                 generation,
-                topics: Subscriptions::default(),
                 state: None,
                 armed: UNARMED,
                 wants_write: false,
@@ -736,7 +734,7 @@ impl<H: Handler> Server<H> {
             return;
         }
         let mut slot = self.core.slots.remove(id.index as usize);
-        (self.core.topics).unsubscribe_all(id, std::mem::take(&mut slot.topics));
+        self.core.topics.unsubscribe_all(id);
         self.core.buffered -= slot.charged as usize;
         let _ = self.poll.registry().deregister(&mut slot.io);
         slot.conn.handle_disconnect(&mut self.core.ep);
@@ -754,8 +752,7 @@ fn notify_close<H: Handler>(
     handler.on_close(&mut Context { core: &mut *core }, id, why);
     if let Some(slot) = lookup(&mut core.slots, id) {
         slot.state = None;
-        core.topics
-            .unsubscribe_all(id, std::mem::take(&mut slot.topics));
+        core.topics.unsubscribe_all(id);
     }
 }
 

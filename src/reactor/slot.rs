@@ -1,7 +1,6 @@
 //! A connection's slot in the reactor: its transport, its protocol state machine, and what
 //! the reactor and the application keep beside them.
 
-use super::topics::Subscriptions;
 use super::transport::Transport;
 use crate::proto::clock::Millis;
 use crate::proto::connection::Connection;
@@ -12,8 +11,6 @@ pub(crate) struct Slot<S> {
     pub(crate) io: Transport,
     pub(crate) conn: Connection,
     pub(crate) generation: u32,
-    /// The topics this connection is subscribed to.
-    pub(crate) topics: Subscriptions,
     /// The application's state, from upgrade until after `on_close`.
     pub(crate) state: Option<S>,
     /// The deadline this connection has in the timer heap, or `UNARMED`.
@@ -38,6 +35,6 @@ mod tests {
     #[test]
     fn an_idle_slot_stays_small() {
         let size = std::mem::size_of::<super::Slot<()>>();
-        assert!(size <= 184, "Slot<()> grew to {size} bytes");
+        assert!(size <= 176, "Slot<()> grew to {size} bytes");
     }
 }

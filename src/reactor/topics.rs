@@ -6,50 +6,15 @@ use slab::Slab;
 
 use crate::ConnId;
 
-/// Every topic with at least one subscriber, by name. A connection keeps the ids of its
-/// topics in its [`Subscriptions`], so that closing it leaves them all.
+/// Every topic with at least one subscriber, by name, and the topics of every connection that
+/// subscribed to any (kept here, not in the connection's slot: most connections of an echo or a
+/// game never subscribe, and an idle connection's slot is most of its memory).
 #[derive(Debug, Default)]
 pub(crate) struct Topics {
     by_name: HashMap<Box<str>, usize>,
     topics: Slab<Topic>,
-}
-
-/// The ids of the topics one connection is subscribed to: a pointer's size, and no
-/// allocation, until it subscribes.
-#[derive(Debug, Default)]
-#[allow(clippy::box_collection)] // the box is the point: 8 bytes in every connection, not 24
-pub(crate) struct Subscriptions(Option<Box<Vec<u32>>>);
-
-impl Subscriptions {
-    /// The topic ids.
-    pub(crate) fn as_slice(&self) -> &[u32] {
-        self.0.as_deref().map_or(&[], Vec::as_slice)
-    }
-
-    /// Adds `key`; false if it was there.
-    fn insert(&mut self, key: u32) -> bool {
-        let keys = self.0.get_or_insert_with(Box::default);
-        if keys.contains(&key) {
-            return false;
-        }
-        keys.push(key);
-        true
-    }
-
-    /// Removes `key`; false if it was not there. The last one frees the list.
-    fn remove(&mut self, key: u32) -> bool {
-        let Some(keys) = &mut self.0 else {
-            return false;
-        };
-        let Some(at) = keys.iter().position(|&k| k == key) else {
-            return false;
-        };
-        keys.swap_remove(at);
-        if keys.is_empty() {
-            self.0 = None;
-        }
-        true
-    }
+    /// The topic keys of each connection with at least one subscription.
+    by_conn: HashMap<ConnId, Vec<u32>>,
 }
 
 #[derive(Debug)]
@@ -59,13 +24,8 @@ struct Topic {
 }
 
 impl Topics {
-    /// Adds `id` to `name`, recording the topic in `subscriptions`; false if it was there.
-    pub(crate) fn subscribe(
-        &mut self,
-        name: &str,
-        id: ConnId,
-        subscriptions: &mut Subscriptions,
-    ) -> bool {
+    /// Adds `id` to `name`; false if it was there.
+    pub(crate) fn subscribe(&mut self, name: &str, id: ConnId) -> bool {
         let key = match self.by_name.get(name) {
             Some(&key) => key,
             None => {
@@ -77,33 +37,37 @@ impl Topics {
                 key
             }
         };
-        if !subscriptions.insert(key as u32) {
+        let keys = self.by_conn.entry(id).or_default();
+        if keys.contains(&(key as u32)) {
             return false;
         }
+        keys.push(key as u32);
         self.topics[key].members.push(id);
         true
     }
 
     /// Removes `id` from `name`; false if it was not there.
-    pub(crate) fn unsubscribe(
-        &mut self,
-        name: &str,
-        id: ConnId,
-        subscriptions: &mut Subscriptions,
-    ) -> bool {
+    pub(crate) fn unsubscribe(&mut self, name: &str, id: ConnId) -> bool {
         let Some(&key) = self.by_name.get(name) else {
             return false;
         };
-        if !subscriptions.remove(key as u32) {
+        let Some(keys) = self.by_conn.get_mut(&id) else {
             return false;
+        };
+        let Some(at) = keys.iter().position(|&k| k as usize == key) else {
+            return false;
+        };
+        keys.swap_remove(at);
+        if keys.is_empty() {
+            self.by_conn.remove(&id);
         }
         self.leave(key, id);
         true
     }
 
-    /// Removes `id` from every topic in `subscriptions`.
-    pub(crate) fn unsubscribe_all(&mut self, id: ConnId, subscriptions: Subscriptions) {
-        for &key in subscriptions.as_slice() {
+    /// Removes `id` from every topic it is subscribed to.
+    pub(crate) fn unsubscribe_all(&mut self, id: ConnId) {
+        for key in self.by_conn.remove(&id).unwrap_or_default() {
             self.leave(key as usize, id);
         }
     }
@@ -128,13 +92,9 @@ impl Topics {
             .map_or(&[], |&key| &self.topics[key].members)
     }
 
-    /// The names of the topics in `subscriptions`.
-    pub(crate) fn names<'a>(
-        &'a self,
-        subscriptions: &'a [u32],
-    ) -> impl Iterator<Item = &'a str> + 'a {
-        subscriptions
-            .iter()
+    /// The names of the topics `id` is subscribed to.
+    pub(crate) fn names_of(&self, id: ConnId) -> impl Iterator<Item = &str> + '_ {
+        (self.by_conn.get(&id).map_or(&[][..], Vec::as_slice).iter())
             .filter_map(|&key| self.topics.get(key as usize))
             .map(|topic| &*topic.name)
     }
@@ -154,22 +114,24 @@ mod tests {
     #[test]
     fn subscribe_publish_list_and_leave() {
         let mut topics = Topics::default();
-        let (mut a, mut b) = (Subscriptions::default(), Subscriptions::default());
-        assert!(topics.subscribe("room", id(1), &mut a));
-        assert!(!topics.subscribe("room", id(1), &mut a));
-        assert!(topics.subscribe("room", id(2), &mut b));
-        assert!(topics.subscribe("other", id(2), &mut b));
+        assert!(topics.subscribe("room", id(1)));
+        assert!(!topics.subscribe("room", id(1)));
+        assert!(topics.subscribe("room", id(2)));
+        assert!(topics.subscribe("other", id(2)));
         assert_eq!(topics.members("room"), [id(1), id(2)]);
         assert_eq!(
-            topics.names(b.as_slice()).collect::<Vec<_>>(),
+            topics.names_of(id(2)).collect::<Vec<_>>(),
             ["room", "other"]
         );
-        assert!(topics.unsubscribe("room", id(1), &mut a));
-        assert!(!topics.unsubscribe("room", id(1), &mut a));
-        assert!(a.0.is_none(), "no subscriptions, no list");
+        assert!(topics.unsubscribe("room", id(1)));
+        assert!(!topics.unsubscribe("room", id(1)));
+        assert!(
+            !topics.by_conn.contains_key(&id(1)),
+            "no subscriptions, no list"
+        );
         assert_eq!(topics.members("room"), [id(2)]);
-        topics.unsubscribe_all(id(2), std::mem::take(&mut b));
+        topics.unsubscribe_all(id(2));
         assert!(topics.members("room").is_empty());
-        assert!(topics.by_name.is_empty() && topics.topics.is_empty());
+        assert!(topics.by_name.is_empty() && topics.topics.is_empty() && topics.by_conn.is_empty());
     }
 }
