@@ -335,7 +335,11 @@ impl<H: Handler> Server<H> {
         let backlog = std::mem::take(&mut self.backlog);
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         let busy = events.iter().count() + backlog.len();
-        let share = (TURN_BUDGET / busy.max(1)).clamp(MIN_SHARE, READ_BUDGET);
+        let share = if busy <= TURN_BUDGET / READ_BUDGET {
+            READ_BUDGET
+        } else {
+            (TURN_BUDGET / busy).max(MIN_SHARE)
+        };
         for event in events.iter() {
             if event.token() == WAKER {
                 self.run_commands();
