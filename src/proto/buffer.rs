@@ -62,6 +62,20 @@ impl BufPool {
         }
     }
 
+    /// A buffer of at least `min_len` initialised bytes (its length): a kept one if one fits,
+    /// else a new one that the allocator zeroes (a large one in pages that cost no memory
+    /// until they are written).
+    pub(crate) fn take_filled(&mut self, min_len: usize) -> Vec<u8> {
+        let kept = if min_len <= self.buf_size {
+            self.small.pop()
+        } else {
+            self.take_large(min_len)
+        };
+        let mut buf = kept.unwrap_or_else(|| vec![0; min_len.max(self.buf_size)]);
+        fill_to_capacity(&mut buf);
+        buf
+    }
+
     /// The smallest kept large buffer with at least `min_capacity` bytes of capacity.
     pub(crate) fn take_large(&mut self, min_capacity: usize) -> Option<Vec<u8>> {
         let (i, _) = (self.large.iter().enumerate())
@@ -99,6 +113,12 @@ impl BufPool {
         }
     }
 }
+
+/// A kept frame's buffer grows to hold the whole frame at once when the frame is at most this
+/// many times the bytes kept (so that its bytes are read in place, not moved again), and
+/// doubles otherwise: a frame that is announced but not sent costs at most this multiple of
+/// what actually arrived.
+const WHOLE_FRAME_GROWTH: usize = 32;
 
 /// Received bytes a connection must keep between reads: a partial frame or request head.
 ///
@@ -138,11 +158,12 @@ impl RxBuf {
     }
 
     /// Makes room for `min_read` more bytes, or more towards `want` bytes in total (kept ones
-    /// included), and returns the free tail to read into. A new buffer is at most twice what
-    /// is kept, so a frame that is announced but not sent costs only what actually arrived;
-    /// a larger buffer from `pool` is used whole, since it is already paid for.
+    /// included; `usize::MAX` if unknown), and returns the free tail to read into. A new
+    /// buffer holds the whole frame if it is at most [`WHOLE_FRAME_GROWTH`] times what is
+    /// kept, else twice what is kept; a larger buffer from `pool` is used whole, since it is
+    /// already paid for.
     pub(crate) fn spare(&mut self, want: usize, min_read: usize, pool: &mut BufPool) -> &mut [u8] {
-        let needed = want.min(2 * self.len).max(self.len + min_read);
+        let needed = grown(self.len, want).max(self.len + min_read);
         // A quarter of a read's room is enough: grow only when less is free.
         if self.data.len() - self.len < min_read / 4 && self.data.len() < needed {
             self.regrow(needed, want, pool);
@@ -158,14 +179,12 @@ impl RxBuf {
         } else {
             None
         };
-        let mut bigger = fits_want.unwrap_or_else(|| pool.take(needed));
-        fill_to_capacity(&mut bigger);
+        let mut bigger = fits_want.unwrap_or_else(|| pool.take_filled(needed));
         bigger[..self.len].copy_from_slice(&self.data[..self.len]);
         let old = std::mem::replace(&mut self.data, bigger.into_boxed_slice());
         pool.give(old.into_vec());
     }
 
-    /// Counts `n` bytes read into the tail given by [`spare`](Self::spare).
     /// Appends `bytes` after the kept ones.
     pub(crate) fn append(&mut self, bytes: &[u8], pool: &mut BufPool) {
         let needed = self.len + bytes.len();
@@ -176,6 +195,7 @@ impl RxBuf {
         self.len = needed;
     }
 
+    /// Counts `n` bytes read into the tail given by [`spare`](Self::spare).
     pub(crate) fn filled(&mut self, n: usize) {
         self.len += n;
     }
@@ -191,11 +211,13 @@ impl RxBuf {
     }
 
     /// Keeps `bytes` (the unprocessed rest of a read into the shared buffer), the start of a
-    /// frame or head of `want` bytes in all if known (else 0).
+    /// frame or head of `want` bytes in all if known (else 0), in a buffer sized as
+    /// [`spare`](Self::spare) sizes one.
     pub(crate) fn keep(&mut self, bytes: &[u8], want: usize, pool: &mut BufPool) {
         debug_assert!(self.is_empty());
-        if self.data.len() < bytes.len() {
-            self.regrow(bytes.len(), want, pool);
+        let needed = grown(bytes.len(), want).max(bytes.len());
+        if self.data.len() < needed {
+            self.regrow(needed, want, pool);
         }
         self.data[..bytes.len()].copy_from_slice(bytes);
         self.len = bytes.len();
@@ -205,6 +227,16 @@ impl RxBuf {
     pub(crate) fn release(&mut self, pool: &mut BufPool) {
         pool.give(std::mem::take(&mut self.data).into_vec());
         self.len = 0;
+    }
+}
+
+/// The size a buffer holding `len` bytes of a frame of `want` bytes grows to: the whole frame
+/// if it is at most [`WHOLE_FRAME_GROWTH`] times `len`, else twice `len`.
+fn grown(len: usize, want: usize) -> usize {
+    if want / WHOLE_FRAME_GROWTH <= len {
+        want
+    } else {
+        2 * len
     }
 }
 
@@ -362,12 +394,41 @@ mod tests {
         rx.filled(1990);
         rx.consume(2000, &mut pool);
         assert_eq!(pool.large_bytes, 4096, "back in the pool once consumed");
-        // Without a kept buffer, growth is at most twofold per read.
+        // Without a kept buffer, a frame far larger than what arrived (a 1 MiB frame
+        // announced, 10 bytes sent) makes the buffer grow at most twofold per read.
         let mut pool = BufPool::new(16, 4, 0);
         let mut rx = RxBuf::default();
         rx.keep(&[1; 10], 1 << 20, &mut pool);
         let room = rx.spare(1 << 20, 8, &mut pool).len();
         assert!(room <= 16, "{room}");
+    }
+
+    #[test]
+    fn rx_holds_a_frame_whole_once_a_thirty_second_of_it_came() {
+        // A 1 MiB frame whose first 64 KiB came in one read (its header and 14 bytes more
+        // than a power of two): one buffer of its size, its other bytes read in place.
+        let frame = (1 << 20) + 14;
+        let mut pool = BufPool::new(16, 4, 0);
+        let mut rx = RxBuf::default();
+        rx.keep(&[1; 64 * 1024], frame, &mut pool);
+        assert_eq!(rx.capacity(), frame);
+        while rx.len() < frame {
+            let tail = rx.spare(frame, 16, &mut pool);
+            let n = tail.len().min(60_000);
+            tail[..n].fill(2);
+            rx.filled(n);
+        }
+        assert_eq!(rx.capacity(), frame, "never regrown, so never moved");
+        assert_eq!(rx.bytes_mut()[64 * 1024 - 1..][..2], [1, 2]);
+        // Under a thirty-second: doubling, so a frame announced but not sent costs at most
+        // twice, then 32 times what came.
+        let mut rx = RxBuf::default();
+        rx.keep(&[1; 1000], 33 * 1000, &mut pool);
+        assert_eq!(rx.capacity(), 2000);
+        rx.spare(33 * 1000, 16, &mut pool).fill(1);
+        rx.filled(1000);
+        rx.spare(33 * 1000, 16, &mut pool);
+        assert_eq!(rx.capacity(), 33 * 1000);
     }
 
     #[test]

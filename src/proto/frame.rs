@@ -347,10 +347,39 @@ pub fn write_frame(
 
 /// XORs `buf` with the masking `key`, as if `buf` started `offset` bytes into the payload.
 ///
-/// Works a machine word at a time; the same call masks and unmasks.
+/// Works a machine word at a time, and 64 bytes at a time on a large buffer (the compiler
+/// turns both into vector instructions); the same call masks and unmasks.
 #[inline]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate_key(key, offset);
+    if buf.len() >= 64 {
+        // Out of line: a small payload pays only this comparison for it.
+        mask_blocks(buf, key);
+    } else {
+        mask_words(buf, key);
+    }
+}
+
+/// [`apply_mask`] of a buffer of 64 bytes or more, with the key already rotated: 64-byte
+/// blocks as four 16-byte words (a third fewer instructions than word at a time), then the
+/// rest.
+#[inline(never)]
+fn mask_blocks(buf: &mut [u8], key: [u8; 4]) {
+    // The key four times over: the same in either byte order.
+    let key16 = u128::from(u32::from_ne_bytes(key)) * 0x1_0000_0001_0000_0001_0000_0001;
+    let mut blocks = buf.chunks_exact_mut(64);
+    for block in &mut blocks {
+        for chunk in block.chunks_exact_mut(16) {
+            let word = u128::from_ne_bytes(chunk.try_into().expect("16 bytes")) ^ key16;
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+    }
+    mask_words(blocks.into_remainder(), key);
+}
+
+/// [`apply_mask`] with the key already rotated, 8 bytes at a time, then byte by byte.
+#[inline(always)]
+fn mask_words(buf: &mut [u8], key: [u8; 4]) {
     // The key twice over: the same in either byte order.
     let key8 = u64::from(u32::from_ne_bytes(key)) * 0x1_0000_0001;
     let mut chunks = buf.chunks_exact_mut(8);
@@ -608,9 +637,11 @@ mod tests {
     #[test]
     fn masking_matches_bytewise_definition_at_any_offset() {
         let key = [0x37, 0xfa, 0x21, 0x3d];
-        let data: Vec<u8> = (0..100u8).collect();
+        // Either side of the split below, at or over 64 bytes (blocks) and under (words),
+        // with every remainder length.
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
         for offset in 0..8 {
-            for split in [0, 1, 7, 8, 9, 50] {
+            for split in [0, 1, 7, 8, 9, 50, 63, 64, 65, 79, 150, 229, 236, 237, 300] {
                 let mut buf = data.clone();
                 apply_mask(&mut buf[..split], key, offset);
                 apply_mask(&mut buf[split..], key, offset + split);

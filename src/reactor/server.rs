@@ -26,9 +26,16 @@ use crate::{CloseReason, Config, ConnId, Context, Error, Handler, Metrics, Relay
 const WAKER: Token = Token(usize::MAX);
 /// The first listener; the others count down from it.
 const LISTENER: Token = Token(usize::MAX - 1);
-/// Most bytes read from one connection in one turn, so that a fast sender cannot starve the
-/// others; the rest is read on the next turn.
-const READ_BUDGET: usize = 1 << 20;
+/// Most bytes read in one turn, shared among the connections with bytes to read, so that a
+/// turn stays short however many of them are busy (each waits for one turn at most: a
+/// healthy client beside 30 flooding ones waited up to 30 MiB of reading and echoing when
+/// each could take 1 MiB); the rest is read on the next turns. A large message arrives over
+/// several turns at little cost, since every busy connection moves on in each of them.
+const TURN_BUDGET: usize = 512 * 1024;
+/// Most bytes read from one connection in one turn, when few are busy.
+const READ_BUDGET: usize = 256 * 1024;
+/// Least bytes read from a busy connection in one turn, however many share the turn.
+const MIN_SHARE: usize = 16 * 1024;
 /// What a frame costs of the read budget on top of its bytes: about what decoding one costs,
 /// in bytes unmasked in the same time (so that a flood of tiny frames gets no more time).
 const FRAME_COST: usize = 128;
@@ -326,6 +333,12 @@ impl<H: Handler> Server<H> {
         // had its budget and is not read twice.
         let backlog = std::mem::take(&mut self.backlog);
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let busy = events.iter().count() + backlog.len();
+        let share = if busy <= TURN_BUDGET / READ_BUDGET {
+            READ_BUDGET
+        } else {
+            (TURN_BUDGET / busy).max(MIN_SHARE)
+        };
         for event in events.iter() {
             if event.token() == WAKER {
                 self.run_commands();
@@ -341,7 +354,7 @@ impl<H: Handler> Server<H> {
             };
             let closed = event.is_read_closed() || event.is_error();
             if event.is_readable() || closed {
-                self.read(id, closed, closed);
+                self.read(id, closed, closed, share);
             }
             if event.is_writable() {
                 if let Some(slot) = self.core.get_mut(id) {
@@ -355,7 +368,7 @@ impl<H: Handler> Server<H> {
         self.events = events;
         for id in backlog {
             if !self.backlog.contains(&id) {
-                self.read(id, false, true);
+                self.read(id, false, true, share);
             }
         }
         self.expire(now);
@@ -471,17 +484,16 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// Reads from `id` until `WouldBlock` (or its budget is spent) and handles what came: read
-    /// into the buffer, hand the bytes to the connection, dispatch its events, settle its
-    /// deadline and write interest.
+    /// Reads from `id` until `WouldBlock` (or `budget` bytes, its share of the turn) and
+    /// handles what came: read into the buffer, hand the bytes to the connection, dispatch its
+    /// events, settle its deadline and write interest.
     ///
     /// A plain TCP read that fills less than the buffer has drained the socket: unless the
     /// event said the peer closed (`drain`), the `WouldBlock` read that would follow is
     /// skipped, since new bytes raise a new edge. That saves a syscall per message batch.
     /// Then what the connection was sent meanwhile is written at once, not at the end of the
     /// turn (other connections' sends to it later in the turn still go out then).
-    fn read(&mut self, id: ConnId, peer_closed: bool, drain: bool) {
-        let mut budget = READ_BUDGET;
+    fn read(&mut self, id: ConnId, peer_closed: bool, drain: bool, mut budget: usize) {
         loop {
             let core = &mut self.core;
             let Some(slot) = lookup(&mut core.slots, id) else {
@@ -497,8 +509,10 @@ impl<H: Handler> Server<H> {
                 return;
             }
             let mut input = slot.conn.input(&mut core.ep, &mut self.scratch);
+            // Within the budget even when the room is a large frame's megabytes.
             let room = input.room();
-            let asked = room.len();
+            let asked = room.len().min(budget);
+            let room = &mut room[..asked];
             let result = slot.io.read(room);
             let drained = SHORT_READ_DRAINS
                 && !drain
