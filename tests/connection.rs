@@ -1251,3 +1251,49 @@ fn send_to_writes_a_large_message_straight_out_and_queues_only_the_rest() {
     assert!(socket.taken.is_empty());
     assert_eq!(s.conn.transmit(), b"\x81\x02hi");
 }
+
+/// A socket that takes at most `room` bytes across all the slices of a write, and counts its
+/// calls.
+struct VectoredSocket {
+    room: usize,
+    taken: usize,
+    calls: usize,
+}
+
+impl std::io::Write for VectoredSocket {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_vectored(&[std::io::IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        self.calls += 1;
+        let offered: usize = bufs.iter().map(|b| b.len()).sum();
+        let n = offered.min(self.room - self.taken);
+        self.taken += n;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn send_to_a_full_socket_stops_at_the_short_write() {
+    let mut pair = Pair::open(quiet(), quiet());
+    let s = &mut pair.server;
+    let mut socket = VectoredSocket {
+        room: 30_000,
+        taken: 0,
+        calls: 0,
+    };
+    s.conn
+        .send_to(&mut s.ep, Message::Binary(&[7; 40_000]), &mut socket)
+        .unwrap();
+    assert_eq!(socket.taken, 30_000);
+    assert_eq!(socket.calls, 1, "no second write to be told it would block");
+    assert_eq!(s.conn.buffered(), 40_004 - 30_000);
+}

@@ -883,14 +883,22 @@ impl Connection {
     }
 }
 
-/// Writes `head` and then `body` to `out` until it takes no more (a socket: until it would
-/// block); returns how many bytes it took. An error counts as nothing more taken.
+/// Writes `head` and then `body` to `out` until it takes no more; returns how many bytes it
+/// took. An error counts as nothing more taken. A short write ends it (a socket is full: the
+/// `WouldBlock` a second call would return costs a syscall), but for a writer that is not
+/// vectored, which takes the header alone and then the payload.
 fn write_through(out: &mut dyn Write, head: &[u8], body: &[u8]) -> usize {
     let mut written = 0;
     while written < head.len() + body.len() {
-        let (head, body) = after(head, body, written);
-        match out.write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
-            Ok(n) if n > 0 => written += n,
+        let (rest_head, rest_body) = after(head, body, written);
+        let offered = rest_head.len() + rest_body.len();
+        match out.write_vectored(&[IoSlice::new(rest_head), IoSlice::new(rest_body)]) {
+            Ok(n) if n > 0 => {
+                written += n;
+                if n < offered && written != head.len() {
+                    break;
+                }
+            }
             _ => break,
         }
     }
