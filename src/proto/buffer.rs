@@ -21,9 +21,9 @@ pub(crate) struct BufPool {
     large_budget: usize,
     /// Bytes of capacity kept in large buffers now.
     large_bytes: usize,
-    /// Most bytes a write queue may hold: growing one doubles its capacity up to this, not
-    /// past it, so that the memory a queue holds stays within its bound.
-    max_queue: usize,
+    /// Most bytes a write queue may hold: it grows its buffers up to this, not past it, so
+    /// that the memory a queue holds stays within its bound.
+    pub(crate) max_queue: usize,
 }
 
 impl BufPool {
@@ -246,95 +246,6 @@ fn fill_to_capacity(buf: &mut Vec<u8>) {
     buf.resize(capacity, 0);
 }
 
-/// Bytes queued for a connection, written from `pos` on.
-#[derive(Debug, Default)]
-pub(crate) struct TxBuf {
-    data: Vec<u8>,
-    pos: usize,
-}
-
-impl TxBuf {
-    /// Bytes still to write.
-    pub(crate) fn len(&self) -> usize {
-        self.data.len() - self.pos
-    }
-
-    /// Bytes of memory the queue holds.
-    pub(crate) fn capacity(&self) -> usize {
-        self.data.capacity()
-    }
-
-    /// The bytes still to write.
-    pub(crate) fn pending(&self) -> &[u8] {
-        &self.data[self.pos..]
-    }
-
-    /// The buffer to append `additional` more bytes to, taken from `pool` if the queue has
-    /// none or its buffer is too small (so that a large send reuses a kept large buffer).
-    ///
-    /// Written bytes are dropped from the front once they are at least as many as the pending
-    /// ones (so each byte is moved at most once per byte written), or when the new bytes would
-    /// not fit otherwise (growing would move them too): a queue that never drains completely
-    /// (a slow but steady reader) holds about what is pending, not all it was ever sent.
-    #[inline]
-    pub(crate) fn vec(&mut self, additional: usize, pool: &mut BufPool) -> &mut Vec<u8> {
-        if self.data.capacity() == 0 {
-            // An empty queue (its buffer went back when it drained): nothing to move.
-            self.data = pool.take(additional);
-            self.data.clear();
-        } else if self.pos > 0 || self.data.capacity() - self.data.len() < additional {
-            self.make_room(additional, pool);
-        }
-        &mut self.data
-    }
-
-    /// [`vec`](Self::vec) for a queue that holds a buffer: drops written bytes from the
-    /// front, or moves to a kept large buffer, as `vec` says.
-    fn make_room(&mut self, additional: usize, pool: &mut BufPool) {
-        if self.pos > 0
-            && (self.pos >= self.len() || self.data.capacity() - self.data.len() < additional)
-        {
-            self.data.copy_within(self.pos.., 0);
-            self.data.truncate(self.len());
-            self.pos = 0;
-        }
-        if self.data.capacity() - self.data.len() < additional {
-            if let Some(mut bigger) = pool.take_large(self.len() + additional) {
-                bigger.clear();
-                bigger.extend_from_slice(self.pending());
-                pool.give(std::mem::replace(&mut self.data, bigger));
-                self.pos = 0;
-            } else {
-                // Doubling (amortised), but not past the queue's bound.
-                let needed = self.data.len() + additional;
-                let capacity = (2 * self.data.capacity()).min(pool.max_queue).max(needed);
-                self.data.reserve_exact(capacity - self.data.len());
-            }
-        }
-    }
-
-    /// Queues `bytes` as the whole queue, in place of an empty one's buffer.
-    pub(crate) fn adopt(&mut self, bytes: Vec<u8>, pool: &mut BufPool) {
-        debug_assert_eq!(self.len(), 0);
-        pool.give(std::mem::replace(&mut self.data, bytes));
-        self.pos = 0;
-    }
-
-    /// Counts `n` bytes as written; gives the buffer back to `pool` once all are.
-    pub(crate) fn advance(&mut self, n: usize, pool: &mut BufPool) {
-        self.pos += n;
-        if self.pos == self.data.len() {
-            self.release(pool);
-        }
-    }
-
-    /// Gives the buffer back to `pool`, dropping anything unwritten.
-    pub(crate) fn release(&mut self, pool: &mut BufPool) {
-        pool.give(std::mem::take(&mut self.data));
-        self.pos = 0;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,47 +340,5 @@ mod tests {
         rx.filled(1000);
         rx.spare(33 * 1000, 16, &mut pool);
         assert_eq!(rx.capacity(), 33 * 1000);
-    }
-
-    #[test]
-    fn tx_that_never_drains_stays_near_what_is_pending() {
-        let mut pool = BufPool::new(16, 4, 0);
-        let mut tx = TxBuf::default();
-        let mut expected = std::collections::VecDeque::new();
-        // About 100 bytes pending at all times, 100,000 sent: the buffer follows the 100.
-        for i in 0..10_000u32 {
-            let bytes: Vec<u8> = (0..10).map(|j| (i * 10 + j) as u8).collect();
-            tx.vec(10, &mut pool).extend_from_slice(&bytes);
-            expected.extend(bytes);
-            if tx.len() > 100 {
-                tx.advance(13, &mut pool);
-                expected.drain(..13);
-            }
-            assert!(tx.data.capacity() <= 512, "{}", tx.data.capacity());
-        }
-        assert_eq!(tx.pending(), expected.make_contiguous());
-    }
-
-    #[test]
-    fn a_growing_queue_stays_within_its_bound() {
-        let mut pool = BufPool::new(16, 4, 0).with_max_queue(1000);
-        let mut tx = TxBuf::default();
-        for _ in 0..10 {
-            tx.vec(90, &mut pool).extend_from_slice(&[7; 90]);
-            assert!(tx.capacity() <= 1000, "capacity {}", tx.capacity());
-        }
-        assert_eq!(tx.len(), 900);
-    }
-
-    #[test]
-    fn tx_releases_when_written() {
-        let mut pool = BufPool::new(16, 4, 0);
-        let mut tx = TxBuf::default();
-        tx.vec(5, &mut pool).extend_from_slice(b"hello");
-        tx.advance(2, &mut pool);
-        assert_eq!(tx.pending(), b"llo");
-        tx.advance(3, &mut pool);
-        assert_eq!(tx.len(), 0);
-        assert_eq!(tx.data.capacity(), 0);
     }
 }

@@ -22,6 +22,7 @@ pub mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod message;
+pub(crate) mod queue;
 pub mod utf8;
 
 use crate::error::error_messages;

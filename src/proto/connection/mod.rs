@@ -78,7 +78,7 @@ pub use endpoint::{Broadcast, Endpoint, Refusals};
 pub use events::{CloseReason, Event, Message, SendError};
 pub use input::Input;
 
-use crate::proto::buffer::{RxBuf, TxBuf};
+use crate::proto::buffer::RxBuf;
 use crate::proto::deflate::{
     self, client_offer, parse_server_response, ExtensionResponseError, Inflater,
 };
@@ -88,6 +88,7 @@ use crate::proto::handshake::{
     Rejection, Request, ResponseError,
 };
 use crate::proto::message::{self, take_front, Decoder, Step};
+use crate::proto::queue::TxBuf;
 use crate::proto::{CloseCode, ProtocolError, Role};
 
 /// Messages at least this large are written straight from the sender's bytes when nothing is
@@ -771,17 +772,22 @@ impl Connection {
         self.clock = ep.now + ep.spans.close;
     }
 
-    /// The bytes to write to the transport next; empty when nothing is queued.
+    /// The bytes to write to the transport next; empty when nothing is queued. A large queue
+    /// is handed out a buffer at a time: write, [`advance`](Self::advance), and ask again
+    /// while [`buffered`](Self::buffered) is not 0.
+    #[inline]
     pub fn transmit(&self) -> &[u8] {
         self.tx.pending()
     }
 
     /// `n` bytes of [`transmit`](Self::transmit) were written.
+    #[inline]
     pub fn advance(&mut self, ep: &mut Endpoint, n: usize) {
         self.tx.advance(n, &mut ep.pool);
     }
 
     /// Bytes queued and not yet written.
+    #[inline]
     pub fn buffered(&self) -> usize {
         self.tx.len()
     }
@@ -789,6 +795,7 @@ impl Connection {
     /// Whether all is said: the connection lingers with nothing left to write, so the
     /// transport should shut down writing (a TLS close_notify, then the FIN) and wait for the
     /// peer to close.
+    #[inline]
     pub fn wants_shutdown(&self) -> bool {
         self.phase == Phase::Linger && self.tx.len() == 0
     }
@@ -858,6 +865,7 @@ impl Connection {
     /// Bytes of memory the connection's buffers hold: kept input, an unfinished message, and
     /// its write queue. An owner that keeps many connections within one memory budget sums
     /// it (the server's `max_buffered`) and [`shed`](Self::shed)s the largest past it.
+    #[inline]
     pub fn memory(&self) -> usize {
         self.kept.capacity() + self.parser.decoder.buffered() + self.tx.capacity()
     }
