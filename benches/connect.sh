@@ -76,7 +76,7 @@ run() {
     for _ in $(seq 50); do ss -Hltn "sport = :$port" | grep -q . && break; sleep 0.1; done
     line=$("${PRIO[@]}" taskset -c 1 "$WSLOOP" bench "ws://127.0.0.1:$port/" --server-pid "$pid" \
         "$@" 2>>"$OUT/$name.bench.log" | tail -1) || true
-    kill "$pid"
+    kill "$pid" 2>/dev/null || echo "$name on port $port had already exited" >&2
     wait "$pid" 2>/dev/null || true
     echo "row=$row server=$name $line" | tee -a "$RAW"
 }

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # 10 connections x 1 MiB binary echo, 1 in flight: messages/s of one or more wsloop servers
-# against the raw TCP echo (benches/peers/ raw_echo, the ceiling), in alternating rounds on one
-# machine, server on core 0 and load on core 1; prints each round, then medians and ratios.
+# against the raw TCP echo (benches/peers/ raw_echo, the ceiling: it bounces bytes as they
+# come) and the same echo holding each frame until it is whole (`raw_echo --whole`: what any
+# server that hands whole messages to its application pays, and nothing else), in alternating
+# rounds on one machine, server on core 0 and load on core 1; prints each round, then medians
+# and ratios.
 #
 #   bash benches/large.sh [--rounds N] [--seconds S] [--size BYTES] [WSLOOP_BINARY...]
 #
@@ -31,7 +34,7 @@ trap 'rm -rf "$out"' EXIT
 cell() {
     local name=$1 raw=()
     shift
-    [ "$name" = raw ] && raw=(--raw-echo)
+    [ "$name" = raw ] || [ "$name" = whole ] && raw=(--raw-echo)
     taskset -c 0 "$@" >/dev/null 2>&1 &
     local pid=$!
     for _ in $(seq 100); do
@@ -54,11 +57,13 @@ cell() {
 for r in $(seq "$rounds"); do
     echo "round $r" >&2
     # The order turns each round, so that no server always follows the same one.
-    order=(raw "${!bins[@]}")
-    (( r % 2 == 0 )) && order=("${!bins[@]}" raw)
+    order=(raw whole "${!bins[@]}")
+    (( r % 2 == 0 )) && order=("${!bins[@]}" whole raw)
     for i in "${order[@]}"; do
         if [ "$i" = raw ]; then
             cell raw target/release/raw_echo --addr "127.0.0.1:$port"
+        elif [ "$i" = whole ]; then
+            cell whole target/release/raw_echo --addr "127.0.0.1:$port" --whole
         else
             cell "w$i" "${bins[$i]}" echo --no-deflate --addr "127.0.0.1:$port"
         fi
@@ -66,10 +71,13 @@ for r in $(seq "$rounds"); do
 done
 median() { sort -n "$1" | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 raw=$(median "$out/raw")
+whole=$(median "$out/whole")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a/b}'; }
 for i in "${!bins[@]}"; do echo "w$i: ${bins[$i]}"; done
 echo "medians of $rounds rounds, ${seconds}s each, $size B:"
 echo "  raw echo: $raw msgs/s"
+echo "  raw echo, whole frames: $whole msgs/s, ratio to raw echo $(ratio "$whole" "$raw")"
 for i in "${!bins[@]}"; do
     m=$(median "$out/w$i")
-    echo "  w$i: $m msgs/s, ratio to raw echo $(awk -v a="$m" -v b="$raw" 'BEGIN {printf "%.3f", a/b}')"
+    echo "  w$i: $m msgs/s, ratio to raw echo $(ratio "$m" "$raw"), to whole frames $(ratio "$m" "$whole")"
 done

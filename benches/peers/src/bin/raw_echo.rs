@@ -2,9 +2,13 @@
 //! reactor shape as wsloop (one thread, one poll, edge-triggered, one shared read buffer) and
 //! the fewest system calls: one read and one write per batch of bytes.
 //!
-//! `raw_echo [--addr 127.0.0.1:9004]`. It does no WebSocket handshake and no framing: drive it
-//! with `load --raw-echo`, which sends masked frames without a handshake and accepts them back
-//! masked, so the ceiling moves the same bytes per message as a WebSocket echo.
+//! `raw_echo [--addr 127.0.0.1:9004] [--whole]`. It does no WebSocket handshake and no framing:
+//! drive it with `wsloop bench --raw-echo`, which sends masked frames without a handshake and
+//! accepts them back masked, so the ceiling moves the same bytes per message as a WebSocket echo.
+//!
+//! `--whole` holds each frame until all of it has arrived before bouncing it (reading only its
+//! header's length, still no unmasking or checks), as a server that hands whole messages to its
+//! application must: what that alone costs a large echo, against bouncing bytes as they come.
 
 use std::io::{self, Read, Write};
 
@@ -17,16 +21,33 @@ struct Conn {
     sock: TcpStream,
     /// Bytes the socket did not take yet; reading pauses until they are written.
     pending: Vec<u8>,
+    /// `--whole`: the start of a frame that has not all arrived.
+    held: Vec<u8>,
+}
+
+/// The length of the frame at the start of `bytes` (header, mask key and payload), once its
+/// header has arrived.
+fn frame_len(bytes: &[u8]) -> Option<usize> {
+    let (&b1, rest) = bytes.get(1).map(|b| (b, &bytes[2..]))?;
+    let mask = if b1 & 0x80 != 0 { 4 } else { 0 };
+    let (ext, payload) = match b1 & 0x7f {
+        126 => (2, u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize),
+        127 => (8, u64::from_be_bytes(rest.get(..8)?.try_into().ok()?) as usize),
+        n => (0, n as usize),
+    };
+    Some(2 + ext + mask + payload)
 }
 
 fn main() -> io::Result<()> {
     let mut addr = "127.0.0.1:9004".to_string();
+    let mut whole = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        match (a.as_str(), args.next()) {
-            ("--addr", Some(v)) => addr = v,
+        match a.as_str() {
+            "--whole" => whole = true,
+            "--addr" if args.len() > 0 => addr = args.next().expect("checked"),
             _ => {
-                eprintln!("usage: raw_echo [--addr HOST:PORT]");
+                eprintln!("usage: raw_echo [--addr HOST:PORT] [--whole]");
                 std::process::exit(2);
             }
         }
@@ -65,6 +86,7 @@ fn main() -> io::Result<()> {
                             conns[i] = Some(Conn {
                                 sock,
                                 pending: Vec::new(),
+                                held: Vec::new(),
                             });
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -81,7 +103,7 @@ fn main() -> io::Result<()> {
             let Some(conn) = conns.get_mut(i).and_then(Option::as_mut) else {
                 continue;
             };
-            if pump(conn, &mut scratch).is_err() {
+            if pump(conn, &mut scratch, whole).is_err() {
                 if let Some(mut c) = conns[i].take() {
                     let _ = poll.registry().deregister(&mut c.sock);
                 }
@@ -91,8 +113,9 @@ fn main() -> io::Result<()> {
     }
 }
 
-/// Writes what is pending, then echoes reads until `WouldBlock`. `Err` ends the connection.
-fn pump(conn: &mut Conn, scratch: &mut [u8]) -> io::Result<()> {
+/// Writes what is pending, then echoes reads until `WouldBlock` (with `whole`, whole frames
+/// only). `Err` ends the connection.
+fn pump(conn: &mut Conn, scratch: &mut [u8], whole: bool) -> io::Result<()> {
     if !flush(conn)? {
         return Ok(());
     }
@@ -104,7 +127,29 @@ fn pump(conn: &mut Conn, scratch: &mut [u8]) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        conn.pending.extend_from_slice(&scratch[..n]);
+        if whole {
+            conn.held.extend_from_slice(&scratch[..n]);
+            let mut done = 0;
+            while let Some(len) = frame_len(&conn.held[done..]) {
+                if conn.held.len() - done < len {
+                    break;
+                }
+                done += len;
+            }
+            if done == conn.held.len() && conn.pending.is_empty() {
+                // The usual case: no copy.
+                std::mem::swap(&mut conn.pending, &mut conn.held);
+            } else {
+                conn.pending.extend_from_slice(&conn.held[..done]);
+                conn.held.drain(..done);
+            }
+            // Room for the rest of a frame at once, as wsloop makes it: no regrowth.
+            if let Some(len) = frame_len(&conn.held) {
+                conn.held.reserve(len.saturating_sub(conn.held.len()));
+            }
+        } else {
+            conn.pending.extend_from_slice(&scratch[..n]);
+        }
         if !flush(conn)? {
             return Ok(());
         }
