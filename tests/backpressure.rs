@@ -124,6 +124,21 @@ fn refuse_returns_full_and_keeps_the_connection_open() {
     assert_eq!(slow.read_frame().payload.len(), FLOOD_CHUNK);
 }
 
+/// A queue that outgrows one buffer (past 256 KiB it adds buffers instead of regrowing one)
+/// still goes out whole and in order once the client reads.
+#[test]
+fn a_queue_of_megabytes_arrives_whole_once_the_client_reads() {
+    let config = Config::default()
+        .max_write_buffer(4 * 1024 * 1024)
+        .on_overflow(Overflow::Refuse);
+    let server = TestServer::start(config);
+    let mut slow = server.connect();
+    let (Flooded { sent, .. }, queued) = flood_until_blocked(&server, &mut slow);
+    assert!(queued > 1024 * 1024, "only {queued} bytes queued");
+    read_flood(&mut slow, sent);
+    slow.assert_echo("still open, nothing left over");
+}
+
 #[test]
 fn buffered_reports_the_queue_while_blocked() {
     let server = server(Overflow::Refuse);
