@@ -125,8 +125,8 @@ pub mod _02_limits {
     //! read and discarded, and it ends when the client closes TCP or `close_timeout` passes. A queue's
     //! buffer grows by doubling up to 256 KiB, then by adding 256 KiB buffers, so what is queued is
     //! never copied into a bigger buffer (with a 16 MiB bound that was 8 MiB at once, while every other
-    //! connection waited); what a queue holds stays within the bound plus the written part of its
-    //! oldest buffer (under 256 KiB).
+    //! connection waited); what a queue holds stays within the bound plus the part of its oldest
+    //! buffer already written.
     //!
     //! The reactor's memory in the worst case, whatever the clients do: `max_buffered` + 2 x
     //! max(`max_message_size`, `max_write_buffer`) (one read or send may pass the budget before the

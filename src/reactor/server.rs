@@ -332,6 +332,11 @@ impl<H: Handler> Server<H> {
         // Connections left over from the last turn; one read again by this turn's events has
         // had its budget and is not read twice.
         let backlog = std::mem::take(&mut self.backlog);
+        for &id in &backlog {
+            if let Some(slot) = self.core.get_mut(id) {
+                slot.unread = false;
+            }
+        }
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         let busy = events.iter().count() + backlog.len();
         let share = if busy <= TURN_BUDGET / READ_BUDGET {
@@ -367,7 +372,7 @@ impl<H: Handler> Server<H> {
         }
         self.events = events;
         for id in backlog {
-            if !self.backlog.contains(&id) {
+            if self.core.get(id).is_some_and(|slot| !slot.unread) {
                 self.read(id, false, true, share);
             }
         }
@@ -476,6 +481,7 @@ impl<H: Handler> Server<H> {
                 armed: UNARMED,
                 wants_write: false,
                 dirty: false,
+                unread: false,
                 backlogged: false,
                 write_shut: false,
                 charged: 0,
@@ -571,9 +577,9 @@ impl<H: Handler> Server<H> {
             core.shed();
             budget = budget.saturating_sub(n + frames * FRAME_COST);
             if budget == 0 {
-                // Once in the backlog is enough, however often the budget is spent (it only
-                // holds connections that keep the reactor busy: few, so a scan is cheap).
-                if !self.backlog.contains(&id) {
+                // Once in the backlog is enough, however often the budget is spent.
+                if let Some(slot) = self.core.get_mut(id).filter(|slot| !slot.unread) {
+                    slot.unread = true;
                     self.backlog.push(id);
                 }
                 return;

@@ -19,6 +19,9 @@ pub(crate) struct Slot<S> {
     pub(crate) wants_write: bool,
     /// In the dirty list, to be flushed at the end of the turn.
     pub(crate) dirty: bool,
+    /// Its share of a turn's reading ran out with bytes maybe left: it is in the reactor's
+    /// backlog, to be read again on the next turn.
+    pub(crate) unread: bool,
     /// A flush hit `WouldBlock` since the queue was last empty: `on_drain` is owed.
     pub(crate) backlogged: bool,
     /// Writing is being shut down: the last bytes of a lingering connection are written, TLS
