@@ -122,39 +122,47 @@ const WHOLE_FRAME_GROWTH: usize = 32;
 
 /// Received bytes a connection must keep between reads: a partial frame or request head.
 ///
-/// The bytes are `data[..len]`, always at the front (what is consumed moves the rest down:
+/// Boxed, and only while there are any: a connection with nothing kept (an idle one, and most
+/// between reads) holds one pointer here.
+#[derive(Debug, Default)]
+pub(crate) struct RxBuf(Option<Box<Kept>>);
+
+/// The kept bytes: `data[..len]`, always at the front (what is consumed moves the rest down:
 /// at most a partial frame per read); `data` is fully initialised so that reads can go
 /// straight into its tail without zeroing each time.
 #[derive(Debug, Default)]
-pub(crate) struct RxBuf {
+struct Kept {
     data: Box<[u8]>,
     len: usize,
 }
 
 impl RxBuf {
     /// Whether there are no kept bytes.
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Bytes of memory the buffer holds.
+    #[inline]
     pub(crate) fn capacity(&self) -> usize {
-        self.data.len()
+        self.0.as_ref().map_or(0, |k| k.data.len())
     }
 
     /// How many bytes are kept.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.0.as_ref().map_or(0, |k| k.len)
     }
 
     /// The free tail after the kept bytes, as [`spare`](Self::spare) last made it.
     pub(crate) fn spare_tail(&mut self) -> &mut [u8] {
-        &mut self.data[self.len..]
+        self.0.as_mut().map_or(&mut [], |k| &mut k.data[k.len..])
     }
 
     /// The kept bytes.
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.data[..self.len]
+        self.0.as_mut().map_or(&mut [], |k| &mut k.data[..k.len])
     }
 
     /// Makes room for `min_read` more bytes, or more towards `want` bytes in total (kept ones
@@ -163,14 +171,74 @@ impl RxBuf {
     /// kept, else twice what is kept; a larger buffer from `pool` is used whole, since it is
     /// already paid for.
     pub(crate) fn spare(&mut self, want: usize, min_read: usize, pool: &mut BufPool) -> &mut [u8] {
-        let needed = grown(self.len, want).max(self.len + min_read);
+        let k = self.kept();
+        let needed = grown(k.len, want).max(k.len + min_read);
         // A quarter of a read's room is enough: grow only when less is free.
-        if self.data.len() - self.len < min_read / 4 && self.data.len() < needed {
-            self.regrow(needed, want, pool);
+        if k.data.len() - k.len < min_read / 4 && k.data.len() < needed {
+            k.regrow(needed, want, pool);
         }
-        &mut self.data[self.len..]
+        &mut k.data[k.len..]
     }
 
+    /// Appends `bytes` after the kept ones.
+    pub(crate) fn append(&mut self, bytes: &[u8], pool: &mut BufPool) {
+        let k = self.kept();
+        let needed = k.len + bytes.len();
+        if k.data.len() < needed {
+            k.regrow(needed, needed, pool);
+        }
+        k.data[k.len..needed].copy_from_slice(bytes);
+        k.len = needed;
+    }
+
+    /// Counts `n` bytes read into the tail given by [`spare`](Self::spare).
+    pub(crate) fn filled(&mut self, n: usize) {
+        if let Some(k) = &mut self.0 {
+            k.len += n;
+        }
+    }
+
+    /// Drops `n` bytes from the front; gives the buffer back to `pool` once nothing is kept.
+    pub(crate) fn consume(&mut self, n: usize, pool: &mut BufPool) {
+        match &mut self.0 {
+            Some(k) if n < k.len => {
+                if n > 0 {
+                    k.data.copy_within(n..k.len, 0);
+                    k.len -= n;
+                }
+            }
+            _ => self.release(pool),
+        }
+    }
+
+    /// Keeps `bytes` (the unprocessed rest of a read into the shared buffer), the start of a
+    /// frame or head of `want` bytes in all if known (else 0), in a buffer sized as
+    /// [`spare`](Self::spare) sizes one.
+    pub(crate) fn keep(&mut self, bytes: &[u8], want: usize, pool: &mut BufPool) {
+        debug_assert!(self.is_empty());
+        let k = self.kept();
+        let needed = grown(bytes.len(), want).max(bytes.len());
+        if k.data.len() < needed {
+            k.regrow(needed, want, pool);
+        }
+        k.data[..bytes.len()].copy_from_slice(bytes);
+        k.len = bytes.len();
+    }
+
+    /// Gives the buffer back to `pool`.
+    pub(crate) fn release(&mut self, pool: &mut BufPool) {
+        if let Some(k) = self.0.take() {
+            pool.give(k.data.into_vec());
+        }
+    }
+
+    /// The kept bytes' box, made if there is none.
+    fn kept(&mut self) -> &mut Kept {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl Kept {
     /// Moves the kept bytes to a buffer from `pool` of at least `needed` bytes, or of `want`
     /// bytes if a kept large one fits that, and gives the old one back.
     fn regrow(&mut self, needed: usize, want: usize, pool: &mut BufPool) {
@@ -183,50 +251,6 @@ impl RxBuf {
         bigger[..self.len].copy_from_slice(&self.data[..self.len]);
         let old = std::mem::replace(&mut self.data, bigger.into_boxed_slice());
         pool.give(old.into_vec());
-    }
-
-    /// Appends `bytes` after the kept ones.
-    pub(crate) fn append(&mut self, bytes: &[u8], pool: &mut BufPool) {
-        let needed = self.len + bytes.len();
-        if self.data.len() < needed {
-            self.regrow(needed, needed, pool);
-        }
-        self.data[self.len..needed].copy_from_slice(bytes);
-        self.len = needed;
-    }
-
-    /// Counts `n` bytes read into the tail given by [`spare`](Self::spare).
-    pub(crate) fn filled(&mut self, n: usize) {
-        self.len += n;
-    }
-
-    /// Drops `n` bytes from the front; gives the buffer back to `pool` once nothing is kept.
-    pub(crate) fn consume(&mut self, n: usize, pool: &mut BufPool) {
-        if n == self.len {
-            self.release(pool);
-        } else if n > 0 {
-            self.data.copy_within(n..self.len, 0);
-            self.len -= n;
-        }
-    }
-
-    /// Keeps `bytes` (the unprocessed rest of a read into the shared buffer), the start of a
-    /// frame or head of `want` bytes in all if known (else 0), in a buffer sized as
-    /// [`spare`](Self::spare) sizes one.
-    pub(crate) fn keep(&mut self, bytes: &[u8], want: usize, pool: &mut BufPool) {
-        debug_assert!(self.is_empty());
-        let needed = grown(bytes.len(), want).max(bytes.len());
-        if self.data.len() < needed {
-            self.regrow(needed, want, pool);
-        }
-        self.data[..bytes.len()].copy_from_slice(bytes);
-        self.len = bytes.len();
-    }
-
-    /// Gives the buffer back to `pool`.
-    pub(crate) fn release(&mut self, pool: &mut BufPool) {
-        pool.give(std::mem::take(&mut self.data).into_vec());
-        self.len = 0;
     }
 }
 
@@ -265,7 +289,7 @@ mod tests {
         assert_eq!(rx.bytes_mut(), b"cde");
         rx.consume(3, &mut pool);
         assert!(rx.is_empty());
-        assert_eq!(rx.data.len(), 0, "an emptied buffer goes back to the pool");
+        assert_eq!(rx.capacity(), 0, "an emptied buffer goes back to the pool");
         assert_eq!(pool.small.len(), 1);
     }
 
@@ -298,7 +322,7 @@ mod tests {
         // A 2000-byte frame announced, 10 bytes of it here: the kept 4 KiB buffer is used
         // whole, with no growth step in between.
         rx.keep(&[1; 10], 2000, &mut pool);
-        assert_eq!(rx.data.len(), 4096);
+        assert_eq!(rx.capacity(), 4096);
         assert_eq!(pool.large_bytes, 0);
         let tail = rx.spare(2000, 8, &mut pool);
         assert_eq!(tail.len(), 4086);
