@@ -452,11 +452,14 @@ pub mod _09_memory_and_hardening {
     //! and emptied buffers go back to a pool (at most 64 buffers of 16-64 KiB, plus up to
     //! `buffer_pool_size` of larger ones grown for big messages, reused whole for the next big frame).
     //! A frame that is announced but not sent costs only what arrived (a new buffer grows at most
-    //! twofold per read). An idle connection is about 176 bytes of state (a `Slot<()>` in the
+    //! twofold per read). An idle connection is 128 bytes of state (a `Slot<()>` in the
     //! reactor's slab, which a unit test keeps small: no peer address, it is asked of the socket;
-    //! times as milliseconds; the limits shared with the endpoint's other connections; a
-    //! fragmented or compressed message's buffer and inflater behind one pointer; topics kept
-    //! beside the slab for the connections that subscribe) plus a 12-byte timer entry. A
+    //! times as milliseconds; the limits shared with the endpoint's other connections; the kept
+    //! bytes of a partial frame, the write queue, the compression state and a fragmented or
+    //! compressed message's buffer and inflater each behind one pointer, boxed only while in use
+    //! (an emptied write queue's box is pooled, so a busy connection does not allocate it for
+    //! every message); topics kept beside the slab for the connections that subscribe) plus a
+    //! 12-byte timer entry. A
     //! large send with nothing queued before it is written straight from the sender's bytes (`writev`
     //! of header and payload); only what the kernel does not take is copied.
     //!
@@ -515,8 +518,8 @@ pub mod _10_performance {
     //!   every other ready connection) brought it from 2.3-5.0 ms to 1.7-2.2 ms in an A/B run.
     //! - Memory per idle connection (no deflate, connections held open by the load generator
     //!   against the echo server; today `wsloop bench --mode connect`):
-    //!   **205-206 B** at 10,000 connections (249-251 B with permessage-deflate before the
-    //!   topics left the slot; target 256 B: met);
+    //!   **155 B** at 10,000 connections (202-206 B before the read and write buffers and the
+    //!   compression state were boxed; uWebSockets 256 B in the same run);
     //!   tokio-tungstenite 135 KB, fastwebsockets 6.8 KB. 19,800 idle connections held with the echo
     //!   still answering; 50,000 could not be tried (the machine's hard fd limit is 20,000).
     //! - 1 MiB messages: large read and write buffers are now reused (`buffer_pool_size`, 4 MiB by

@@ -1,5 +1,7 @@
 //! Connection buffers and the pool they come from, so that an idle connection owns none.
 
+use super::queue::Queue;
+
 /// Buffers returned by connections, handed out again instead of allocating.
 ///
 /// Two kinds are kept: small ones (the pool's buffer size, up to four times it) for partial
@@ -12,6 +14,10 @@
 #[derive(Debug)]
 pub(crate) struct BufPool {
     small: Vec<Vec<u8>>,
+    /// Empty write queues' boxes, so that a queue that fills and drains every turn does not
+    /// allocate its box each time (the boxes are what is kept, hence a vector of them).
+    #[allow(clippy::vec_box)]
+    pub(crate) queues: Vec<Box<Queue>>,
     large: Vec<Vec<u8>>,
     /// Capacity given to a new small buffer.
     buf_size: usize,
@@ -32,6 +38,7 @@ impl BufPool {
     pub(crate) fn new(buf_size: usize, max_small: usize, large_budget: usize) -> BufPool {
         BufPool {
             small: Vec::new(),
+            queues: Vec::new(),
             large: Vec::new(),
             buf_size,
             max_small,
@@ -84,6 +91,14 @@ impl BufPool {
         let buf = self.large.swap_remove(i);
         self.large_bytes -= buf.capacity();
         Some(buf)
+    }
+
+    /// Keeps an emptied write queue's box, as many as small buffers are kept.
+    #[inline]
+    pub(crate) fn keep_queue(&mut self, queue: Option<Box<Queue>>) {
+        if self.queues.len() < self.max_small {
+            self.queues.extend(queue);
+        }
     }
 
     /// Returns a buffer to be kept if its kind has room. Large ones over the budget push out

@@ -11,9 +11,14 @@ use super::buffer::BufPool;
 /// at once on the way to a 16 MiB bound) while every other connection waits for the turn.
 const CHUNK: usize = 256 * 1024;
 
-/// Bytes queued for a connection, to be written in order.
+/// Bytes queued for a connection, to be written in order: boxed, and only while there are
+/// any, so that a connection with nothing queued (an idle one) holds one pointer here.
+#[derive(Debug, Default)]
+pub(crate) struct TxBuf(Option<Box<Queue>>);
+
+/// The queued bytes.
 #[derive(Debug)]
-pub(crate) enum TxBuf {
+pub(crate) enum Queue {
     /// One buffer, written from `pos` on: the usual queue, and the empty one (no buffer).
     One { data: Vec<u8>, pos: usize },
     /// A queue that outgrew one [`CHUNK`].
@@ -42,40 +47,40 @@ impl Chunks {
     }
 }
 
-impl Default for TxBuf {
-    fn default() -> TxBuf {
-        TxBuf::One {
+impl Default for Queue {
+    fn default() -> Queue {
+        Queue::One {
             data: Vec::new(),
             pos: 0,
         }
     }
 }
 
-impl TxBuf {
+impl Queue {
     /// Bytes still to write.
     #[inline]
-    pub(crate) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         match self {
-            TxBuf::One { data, pos } => data.len() - pos,
-            TxBuf::Chunked(c) => c.len(),
+            Queue::One { data, pos } => data.len() - pos,
+            Queue::Chunked(c) => c.len(),
         }
     }
 
     /// Bytes of memory the queue holds.
     #[inline]
-    pub(crate) fn capacity(&self) -> usize {
+    fn capacity(&self) -> usize {
         match self {
-            TxBuf::One { data, .. } => data.capacity(),
-            TxBuf::Chunked(c) => c.capacity(),
+            Queue::One { data, .. } => data.capacity(),
+            Queue::Chunked(c) => c.capacity(),
         }
     }
 
     /// The bytes to write next (all of them unless the queue is chunked).
     #[inline]
-    pub(crate) fn pending(&self) -> &[u8] {
+    fn pending(&self) -> &[u8] {
         match self {
-            TxBuf::One { data, pos } => &data[*pos..],
-            TxBuf::Chunked(c) => &c.bufs[0][c.pos..],
+            Queue::One { data, pos } => &data[*pos..],
+            Queue::Chunked(c) => &c.bufs[0][c.pos..],
         }
     }
 
@@ -88,15 +93,15 @@ impl TxBuf {
     /// holds about what is pending, not all it was ever sent. Past [`CHUNK`] bytes the queue
     /// adds buffers rather than moving its bytes to a bigger one.
     #[inline]
-    pub(crate) fn vec(&mut self, additional: usize, pool: &mut BufPool) -> &mut Vec<u8> {
-        let fits = matches!(self, TxBuf::One { data, pos: 0 }
+    fn vec(&mut self, additional: usize, pool: &mut BufPool) -> &mut Vec<u8> {
+        let fits = matches!(self, Queue::One { data, pos: 0 }
             if data.capacity() - data.len() >= additional);
         if !fits {
             return self.make_room(additional, pool);
         }
         match self {
-            TxBuf::One { data, .. } => data,
-            TxBuf::Chunked(_) => unreachable!("a queue that fits is one buffer"),
+            Queue::One { data, .. } => data,
+            Queue::Chunked(_) => unreachable!("a queue that fits is one buffer"),
         }
     }
 
@@ -106,12 +111,12 @@ impl TxBuf {
     #[inline(never)]
     fn make_room(&mut self, additional: usize, pool: &mut BufPool) -> &mut Vec<u8> {
         match self {
-            TxBuf::One { data, .. } if data.capacity() == 0 => {
+            Queue::One { data, .. } if data.capacity() == 0 => {
                 // An empty queue (its buffer went back when it drained): nothing to move.
                 *data = pool.take(additional);
                 data.clear();
             }
-            TxBuf::One { data, pos } => {
+            Queue::One { data, pos } => {
                 let pending = data.len() - *pos;
                 let room = data.capacity() - data.len();
                 if room < additional && pending + additional > CHUNK {
@@ -119,7 +124,7 @@ impl TxBuf {
                     let (first, pos) = (std::mem::take(data), *pos);
                     let mut bufs = VecDeque::with_capacity(4);
                     bufs.push_back(first);
-                    *self = TxBuf::Chunked(Box::new(Chunks { bufs, pos }));
+                    *self = Queue::Chunked(Box::new(Chunks { bufs, pos }));
                     return self.make_room(additional, pool);
                 }
                 if *pos > 0 && (*pos >= pending || room < additional) {
@@ -140,7 +145,7 @@ impl TxBuf {
                     }
                 }
             }
-            TxBuf::Chunked(c) => {
+            Queue::Chunked(c) => {
                 let last = c.bufs.back().expect("a chunked queue has buffers");
                 if last.capacity() - last.len() < additional {
                     // A chunk, or less if the queue's bound is nearer.
@@ -152,60 +157,113 @@ impl TxBuf {
             }
         }
         match self {
-            TxBuf::One { data, .. } => data,
-            TxBuf::Chunked(c) => c.bufs.back_mut().expect("a chunked queue has buffers"),
+            Queue::One { data, .. } => data,
+            Queue::Chunked(c) => c.bufs.back_mut().expect("a chunked queue has buffers"),
         }
-    }
-
-    /// Queues `bytes` as the whole queue, in place of an empty one's buffer.
-    pub(crate) fn adopt(&mut self, bytes: Vec<u8>, pool: &mut BufPool) {
-        debug_assert_eq!(self.len(), 0);
-        self.release(pool);
-        *self = TxBuf::One {
-            data: bytes,
-            pos: 0,
-        };
     }
 
     /// Counts `n` bytes of [`pending`](Self::pending) as written; gives the buffers back to
     /// `pool` as they are.
     #[inline]
-    pub(crate) fn advance(&mut self, n: usize, pool: &mut BufPool) {
+    fn advance(&mut self, n: usize, pool: &mut BufPool) -> bool {
         match self {
-            TxBuf::One { data, pos } => {
+            Queue::One { data, pos } => {
                 *pos += n;
-                if *pos == data.len() {
+                let written = *pos == data.len();
+                if written {
                     pool.give(std::mem::take(data));
                     *pos = 0;
                 }
+                written
             }
-            TxBuf::Chunked(_) => self.advance_chunked(n, pool),
+            Queue::Chunked(_) => self.advance_chunked(n, pool),
         }
     }
 
     /// [`advance`](Self::advance) for a chunked queue: a written buffer goes back to `pool`,
     /// and the last one left is the queue's one buffer again.
     #[inline(never)]
-    fn advance_chunked(&mut self, n: usize, pool: &mut BufPool) {
-        let TxBuf::Chunked(c) = self else { return };
+    fn advance_chunked(&mut self, n: usize, pool: &mut BufPool) -> bool {
+        let Queue::Chunked(c) = self else {
+            return false;
+        };
         c.pos += n;
         if c.pos < c.bufs[0].len() {
-            return;
+            return false;
         }
         pool.give(c.bufs.pop_front().expect("a chunked queue has buffers"));
         c.pos = 0;
         if c.bufs.len() == 1 {
             let data = c.bufs.pop_front().expect("one buffer left");
-            *self = TxBuf::One { data, pos: 0 };
-            self.advance(0, pool);
+            *self = Queue::One { data, pos: 0 };
+            return self.advance(0, pool);
+        }
+        false
+    }
+
+    /// Gives the buffers back to `pool`, dropping anything unwritten.
+    fn release(&mut self, pool: &mut BufPool) {
+        match std::mem::take(self) {
+            Queue::One { data, .. } => pool.give(data),
+            Queue::Chunked(c) => c.bufs.into_iter().for_each(|buf| pool.give(buf)),
+        }
+    }
+}
+
+impl TxBuf {
+    /// Bytes still to write.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.len())
+    }
+
+    /// Bytes of memory the queue holds.
+    #[inline]
+    pub(crate) fn capacity(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.capacity())
+    }
+
+    /// The bytes to write next (all of them unless the queue is chunked).
+    #[inline]
+    pub(crate) fn pending(&self) -> &[u8] {
+        self.0.as_ref().map_or(&[], |q| q.pending())
+    }
+
+    /// The buffer to append at most `additional` more bytes to (see [`Queue::vec`]).
+    #[inline]
+    pub(crate) fn vec(&mut self, additional: usize, pool: &mut BufPool) -> &mut Vec<u8> {
+        if self.0.is_none() {
+            self.0 = Some(pool.queues.pop().unwrap_or_default());
+        }
+        self.0.as_mut().expect("made above").vec(additional, pool)
+    }
+
+    /// Queues `bytes` as the whole queue, in place of an empty one.
+    pub(crate) fn adopt(&mut self, bytes: Vec<u8>, pool: &mut BufPool) {
+        debug_assert_eq!(self.len(), 0);
+        self.release(pool);
+        let mut queue = pool.queues.pop().unwrap_or_default();
+        *queue = Queue::One {
+            data: bytes,
+            pos: 0,
+        };
+        self.0 = Some(queue);
+    }
+
+    /// Counts `n` bytes of [`pending`](Self::pending) as written; gives the buffers back to
+    /// `pool` as they are, and the box once all are.
+    #[inline]
+    pub(crate) fn advance(&mut self, n: usize, pool: &mut BufPool) {
+        if self.0.as_mut().is_some_and(|q| q.advance(n, pool)) {
+            pool.keep_queue(self.0.take());
         }
     }
 
     /// Gives the buffers back to `pool`, dropping anything unwritten.
     pub(crate) fn release(&mut self, pool: &mut BufPool) {
-        match std::mem::take(self) {
-            TxBuf::One { data, .. } => pool.give(data),
-            TxBuf::Chunked(c) => c.bufs.into_iter().for_each(|buf| pool.give(buf)),
+        if let Some(q) = &mut self.0 {
+            q.release(pool);
+            pool.keep_queue(self.0.take());
         }
     }
 }
@@ -215,8 +273,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_empty_queue_is_as_small_as_one_buffer_and_its_offset() {
-        assert_eq!(std::mem::size_of::<TxBuf>(), 32);
+    fn an_empty_queue_is_one_pointer() {
+        assert_eq!(std::mem::size_of::<TxBuf>(), 8);
     }
 
     #[test]
@@ -283,7 +341,7 @@ mod tests {
             tx.vec(frame.len(), &mut pool).extend_from_slice(&frame);
             expected.extend_from_slice(&frame);
             assert!(tx.capacity() <= tx.len() + CHUNK, "{}", tx.capacity());
-            if let TxBuf::Chunked(c) = &tx {
+            if let Some(Queue::Chunked(c)) = tx.0.as_deref() {
                 // Once chunked, the oldest bytes stay where they are.
                 let front = c.bufs[0].as_ptr();
                 assert_eq!(*first.get_or_insert(front), front);
@@ -292,8 +350,7 @@ mod tests {
         assert!(first.is_some(), "40 frames of 65 kB outgrow one chunk");
         assert_eq!(tx.len(), expected.len());
         assert_eq!(drain(&mut tx, &mut pool, 100_000), expected);
-        assert_eq!(tx.capacity(), 0);
-        assert!(matches!(tx, TxBuf::One { .. }));
+        assert!(tx.0.is_none(), "a written queue gives its box back too");
     }
 
     #[test]

@@ -685,8 +685,12 @@ impl<H: Handler> Server<H> {
         };
         conn.dirty = false;
         conn.io.flush_tls()?;
-        while conn.conn.buffered() > 0 {
-            match conn.io.write(conn.conn.transmit()) {
+        loop {
+            let bytes = conn.conn.transmit();
+            if bytes.is_empty() {
+                break;
+            }
+            match conn.io.write(bytes) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     core.counters.bytes_out += n as u64;

@@ -38,6 +38,6 @@ mod tests {
     #[test]
     fn an_idle_slot_stays_small() {
         let size = std::mem::size_of::<super::Slot<()>>();
-        assert!(size <= 176, "Slot<()> grew to {size} bytes");
+        assert!(size <= 128, "Slot<()> grew to {size} bytes");
     }
 }

@@ -6,23 +6,32 @@ use crate::proto::deflate::{DeflateConfig, Deflater, Params};
 use crate::proto::frame::{write_frame, OpCode};
 use crate::proto::Role;
 
-/// How the messages a connection sends are compressed (permessage-deflate).
+/// How the messages a connection sends are compressed (permessage-deflate): `None` if it was
+/// not negotiated. Boxed, so that a connection without it holds one pointer here.
+#[derive(Debug, Default)]
+pub(crate) struct Compress(Option<Box<Mode>>);
+
+/// How a connection's messages are compressed, once negotiated.
 #[derive(Debug)]
-pub(crate) enum Compress {
-    /// Not negotiated.
-    Off,
+enum Mode {
     /// Each message on its own (server_no_context_takeover), with the endpoint's shared
-    /// compressor for this many window bits: nothing per connection.
+    /// compressor for this many window bits.
     Shared(u8),
     /// With context takeover, or in the client role: the connection's own compressor.
-    Own(Box<Deflater>),
+    Own(Deflater),
 }
 
 impl Compress {
+    /// Whether permessage-deflate is off for this connection.
+    #[inline]
+    pub(crate) fn is_off(&self) -> bool {
+        self.0.is_none()
+    }
+
     /// A compressed message was not sent after all: a compressor with context takeover must
     /// not refer to it later, so it starts a fresh window.
     pub(crate) fn forget(&mut self) {
-        if let Compress::Own(deflater) = self {
+        if let Some(Mode::Own(deflater)) = self.0.as_deref_mut() {
             deflater.reset();
         }
     }
@@ -56,11 +65,12 @@ impl Compressors {
 
     /// How a connection in `role` that negotiated `params` is compressed.
     pub(crate) fn mode(&self, params: Params, role: Role) -> Compress {
-        if role == Role::Server && params.server_no_context_takeover {
-            Compress::Shared(params.server_max_window_bits.clamp(9, 15))
+        let mode = if role == Role::Server && params.server_no_context_takeover {
+            Mode::Shared(params.server_max_window_bits.clamp(9, 15))
         } else {
-            Compress::Own(Box::new(Deflater::new(params, role, self.level)))
-        }
+            Mode::Own(Deflater::new(params, role, self.level))
+        };
+        Compress(Some(Box::new(mode)))
     }
 
     fn shared(&mut self, bits: u8) -> &mut Deflater {
@@ -88,15 +98,15 @@ impl Compressors {
             return false;
         }
         self.payload.clear();
-        match mode {
-            Compress::Off => return false,
-            Compress::Shared(bits) => {
+        match mode.0.as_deref_mut() {
+            None => return false,
+            Some(Mode::Shared(bits)) => {
                 let bits = *bits;
                 let mut out = std::mem::take(&mut self.payload);
                 self.shared(bits).deflate(payload, &mut out);
                 self.payload = out;
             }
-            Compress::Own(deflater) => deflater.deflate(payload, &mut self.payload),
+            Some(Mode::Own(deflater)) => deflater.deflate(payload, &mut self.payload),
         }
         true
     }
@@ -115,12 +125,12 @@ impl Compressors {
         opcode: OpCode,
         payload: &[u8],
     ) -> Option<&[u8]> {
-        let key = match mode {
-            Compress::Off => return None,
+        let key = match mode.0.as_deref() {
+            None => return None,
             _ if payload.len() < self.threshold => return None,
-            Compress::Shared(bits) => *bits,
+            Some(Mode::Shared(bits)) => *bits,
             // Window bits never reach 0: this entry is the connection's own frame.
-            Compress::Own(_) => 0,
+            Some(Mode::Own(_)) => 0,
         };
         let cached = self.frames.iter().position(|(k, _)| *k == key);
         let index = match cached {

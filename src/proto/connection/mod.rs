@@ -208,7 +208,7 @@ impl Connection {
                 want: 0,
             },
             tx: TxBuf::default(),
-            compress: Compress::Off,
+            compress: Compress::default(),
             clock: deadline,
             hello: None,
         }
@@ -607,10 +607,10 @@ impl Connection {
         }
         let opcode = data_opcode(msg);
         let payload = msg.as_bytes();
-        let compressed = match self.compress {
-            Compress::Off => None,
-            _ if !compress => None,
-            _ => ep.compressors.compress(&mut self.compress, payload),
+        let compressed = if compress && !self.compress.is_off() {
+            ep.compressors.compress(&mut self.compress, payload)
+        } else {
+            None
         };
         let body = compressed.unwrap_or(payload);
         if !ep
