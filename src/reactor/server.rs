@@ -509,7 +509,10 @@ impl<H: Handler> Server<H> {
                 // Lingering: what the peer sends is not read; its end of stream ends it
                 // (after a last try at writing what is queued: a half-closed peer reads it).
                 if peer_closed {
-                    let _ = self.flush_one(id);
+                    // Unless all was written and the shutdown done (no second shutdown).
+                    if slot.conn.buffered() > 0 || slot.io.wants_write() || !slot.write_shut {
+                        let _ = self.flush_one(id);
+                    }
                     self.drop_conn(id);
                 }
                 return;
