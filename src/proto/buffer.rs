@@ -17,7 +17,7 @@ pub(crate) struct BufPool {
     /// Empty write queues' boxes, so that a queue that fills and drains every turn does not
     /// allocate its box each time (the boxes are what is kept, hence a vector of them).
     #[allow(clippy::vec_box)]
-    pub(crate) queues: Vec<Box<Queue>>,
+    queues: Vec<Box<Queue>>,
     large: Vec<Vec<u8>>,
     /// Capacity given to a new small buffer.
     buf_size: usize,
@@ -91,6 +91,12 @@ impl BufPool {
         let buf = self.large.swap_remove(i);
         self.large_bytes -= buf.capacity();
         Some(buf)
+    }
+
+    /// An empty write queue's box: a kept one, else a new one.
+    #[inline]
+    pub(crate) fn take_queue(&mut self) -> Box<Queue> {
+        self.queues.pop().unwrap_or_default()
     }
 
     /// Keeps an emptied write queue's box, as many as small buffers are kept.

@@ -13,10 +13,10 @@
 //!
 //! After any input, write out what [`transmit`](Connection::transmit) holds and arm a timer
 //! for [`poll_timeout`](Connection::poll_timeout) ([`send_to`](Connection::send_to) writes a
-//! large message straight to a socket instead of copying it into the queue). Protocol duties need no help: pings are
-//! answered, a close frame is answered and the close handshake is timed, a peer that breaks
-//! the protocol gets the close code RFC 6455 calls for, and a peer silent for too long is
-//! pinged and then closed.
+//! large message straight to a socket instead of copying it into the queue). Protocol duties
+//! need no help: pings are answered, a close frame is answered and the close handshake is
+//! timed, a peer that breaks the protocol gets the close code RFC 6455 calls for, and a peer
+//! silent for too long is pinged and then closed.
 //!
 //! What connections of one endpoint share (the limits of a [`ConnectionConfig`], a buffer
 //! pool, permessage-deflate compressors, the clock) is an [`Endpoint`], passed to each call. A
